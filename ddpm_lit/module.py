@@ -1,0 +1,206 @@
+"""LightningModule that wires the UNet, the diffusion process and the loss together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torchmetrics.functional as TMF
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torchvision.utils import make_grid, save_image
+
+from ddpm_lit.diffusion import GaussianDiffusion
+from ddpm_lit.samplers import sample_ddpm
+from ddpm_lit.unet import UNet
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] -> [0, 1]."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """For each sample, SSIM against its most similar image of ``reference``; both in [0, 1].
+
+    samples: (K, C, H, W); reference: (R, C, H, W); returns (K,).
+    """
+    best = []
+    for s in samples:
+        scores = TMF.structural_similarity_index_measure(
+            s.expand_as(reference).contiguous(), reference, data_range=1.0, reduction="none"
+        )  # (R,)
+        best.append(scores.max())
+    return torch.stack(best)
+
+
+class DDPMModule(L.LightningModule):
+    """DDPM training with the ε-MSE loss, and validation by reverse sampling.
+
+    Args:
+        net: keyword arguments of ``ddpm_lit.unet.UNet``.
+        diffusion: keyword arguments of ``ddpm_lit.diffusion.GaussianDiffusion``
+            (``schedule``, ``timesteps``).
+        lr, adam_betas, weight_decay: Adam's settings.
+        warmup_steps: linear learning-rate warm-up over this many optimizer steps (0: none).
+        sample_every_n_epochs: run reverse sampling in validation every N epochs (0: never).
+        num_val_samples: K, the images drawn by that hook (the report: 64).
+        val_sample_steps: reverse steps of that hook (None: all T; fewer respaces the chain).
+        clip_denoised: clip the predicted x0 to [−1, 1] while sampling.
+        val_seed: seed of the validation noise, timesteps and samples, so epochs compare.
+        nn_reference_size: validation images searched for each sample's nearest neighbour.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        diffusion: Mapping[str, Any],
+        lr: float = 2e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        sample_every_n_epochs: int = 1,
+        num_val_samples: int = 64,
+        val_sample_steps: int | None = None,
+        clip_denoised: bool = True,
+        val_seed: int = 0,
+        nn_reference_size: int = 1000,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr must be > 0, got {lr}")
+        if warmup_steps < 0 or sample_every_n_epochs < 0 or num_val_samples < 1:
+            raise ValueError("model.warmup_steps and model.sample_every_n_epochs must be ≥ 0, num_val_samples ≥ 1")
+        self.save_hyperparameters()
+        self.net = UNet(**dict(net))
+        self.diffusion = GaussianDiffusion(**dict(diffusion))
+        if val_sample_steps is not None and not 1 <= val_sample_steps <= self.diffusion.num_timesteps:
+            raise ValueError(
+                f"model.val_sample_steps must be in [1, timesteps={self.diffusion.num_timesteps}], "
+                f"got {val_sample_steps}"
+            )
+        self.image_shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
+        self._reference: dict[str, torch.Tensor] = {}
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x_t, t)
+
+    # ---- training and validation -----------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x0 = batch[0]
+        loss = self.diffusion.loss(self.net, x0)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x0 = batch[0]
+        # The same t and ε for batch i at every epoch, so val/loss curves compare.
+        gen = torch.Generator(device=self.device).manual_seed(self.hparams.val_seed + batch_idx)
+        loss = self.diffusion.loss(self.net, x0, generator=gen)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        every = self.hparams.sample_every_n_epochs
+        if self.trainer.sanity_checking or every == 0:
+            return
+        last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
+        if (self.current_epoch + 1) % every and not last:
+            return
+        gen = torch.Generator(device=self.device).manual_seed(self.hparams.val_seed)
+        samples = self.sample(self.hparams.num_val_samples, generator=gen, steps=self.hparams.val_sample_steps)
+        unit = to_unit_range(samples.float())
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "reference_images"):
+            test = self._reference_batch(datamodule, "test", len(unit))
+            ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
+            # (a) the report's measure: mean SSIM of sample i against test image i
+            self.log("val/ssim", TMF.structural_similarity_index_measure(unit, test[: len(unit)], data_range=1.0))
+            # (b) each sample against its most similar reference image
+            self.log("val/nn_ssim", nearest_neighbour_ssim(unit, ref).mean())
+        self._log_grid(unit)
+
+    def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:
+        if split not in self._reference:
+            images = datamodule.reference_images(split, n, seed=self.hparams.val_seed)
+            self._reference[split] = to_unit_range(images).to(self.device)
+        return self._reference[split]
+
+    def _log_grid(self, unit: torch.Tensor) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        grid = make_grid(unit.cpu(), nrow=8, padding=2, pad_value=1.0)
+        path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{self.current_epoch:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid, path)
+        caption = f"epoch {self.current_epoch}, step {self.global_step}"
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/samples", images=[str(path)], caption=[caption])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/samples", grid, self.global_step)
+
+    # ---- sampling --------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        clip_denoised: bool | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``num_samples`` images by ancestral sampling: (N, C, H, W) in [−1, 1].
+
+        ``generator`` must live on the module's device; ``steps`` respaces the chain
+        (None: all T); ``batch_size`` bounds memory (None: all at once).
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+        clip = self.hparams.clip_denoised if clip_denoised is None else clip_denoised
+        was_training = self.training
+        self.eval()
+        batch_size = batch_size or num_samples
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = (steps or self.diffusion.num_timesteps) * -(-num_samples // batch_size)
+            bar = tqdm(total=total, desc="sampling", unit="step")
+        out = []
+        try:
+            for start in range(0, num_samples, batch_size):
+                n = min(batch_size, num_samples - start)
+                x_T = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+                out.append(
+                    sample_ddpm(
+                        self.net,
+                        self.diffusion,
+                        x_T,
+                        generator=generator,
+                        steps=steps,
+                        clip_denoised=clip,
+                        callback=(lambda _: bar.update(1)) if bar is not None else None,
+                    )
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+            self.train(was_training)
+        return torch.cat(out)
+
+    # ---- optimisation ----------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(
+            self.parameters(),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.adam_betas),
+            weight_decay=self.hparams.weight_decay,
+        )
+        warmup = self.hparams.warmup_steps
+        if warmup == 0:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,97 @@
+"""``train(cfg)``: build every part from a composed Hydra config, fit, and sample."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import make_grid, save_image
+
+from ddpm_lit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _wandb_offline() -> bool:
+    """W&B stays offline unless the user sets WANDB_MODE=online."""
+    return os.environ.get("WANDB_MODE", "offline") != "online"
+
+
+if not OmegaConf.has_resolver("wandb_offline"):
+    OmegaConf.register_new_resolver("wandb_offline", _wandb_offline)
+
+
+class ConfigError(UserError):
+    """A config value that cannot work; raised before any heavy work starts."""
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that turns a constructor's ValueError into a ConfigError."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (ValueError, TypeError, UserError)):
+            target = node.get("_target_", "?")
+            raise ConfigError(f"{target}: {cause}") from None
+        raise
+
+
+def build_dict(node: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group such as ``callbacks`` or ``logger`` that has a ``_target_``."""
+    if not node:
+        return []
+    return [build(conf) for conf in node.values() if isinstance(conf, DictConfig) and "_target_" in conf]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the model described by ``cfg``; return the final metrics (``train/loss``, ``val/loss``, ...)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
+    model = build(cfg.model)
+    datamodule = build(cfg.data)
+    callbacks = build_dict(cfg.get("callbacks"))
+    loggers: list[Logger] = build_dict(cfg.get("logger"))
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_seconds = time.perf_counter() - start
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics["fit_seconds"] = fit_seconds
+        log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
+        final = cfg.get("final_samples")
+        if final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run:
+            path = write_sample_grid(model, Path(cfg.paths.output_dir) / "samples" / "final.png", **final)
+            log.info("samples written to %s", path)
+        return metrics
+    finally:
+        # Lightning leaves the W&B run open; close it so the next job of a multirun
+        # gets a run of its own instead of writing into this one.
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
+
+            wandb.finish()
+
+
+def write_sample_grid(module: Any, path: Path, num: int, steps: int | None, seed: int) -> Path:
+    """Sample ``num`` images with a fixed seed and save them as an 8-wide PNG grid."""
+    gen = torch.Generator(device=module.device).manual_seed(seed)
+    samples = module.sample(num, generator=gen, steps=steps, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid((samples.cpu() + 1) / 2, nrow=8, padding=2, pad_value=1.0), path)
+    return path
