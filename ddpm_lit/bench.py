@@ -1,0 +1,154 @@
+"""Throughput benchmark: ``python -m ddpm_lit.bench [hydra overrides] [--steps N]``.
+
+Prints, for the model of the composed config on the current device: training images/s
+through Lightning and through a plain PyTorch loop doing the same work (same network,
+loss, optimizer, precision, batch), their ratio (Lightning's overhead), sampling network
+evaluations/s and peak memory. Data are random tensors of MNIST's shape, since speed does
+not depend on pixel values. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from torch.utils.data import DataLoader, TensorDataset
+
+from ddpm_lit.train import build
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB -> MiB (process peak RSS)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Timer(L.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sync(pl_module.device)
+        self.end = time.perf_counter()
+
+
+def bench_lightning(cfg, data: TensorDataset, steps: int, warmup: int) -> float:
+    model = build(cfg.model)
+    timer = _Timer(warmup)
+    trainer = build(
+        cfg.trainer,
+        max_steps=warmup + steps,
+        max_epochs=None,
+        logger=False,
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    loader = DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
+    trainer.fit(model, train_dataloaders=loader)
+    return steps * cfg.data.batch_size / (timer.end - timer.start)
+
+
+def bench_plain(cfg, data: TensorDataset, steps: int, warmup: int, device: torch.device) -> float:
+    model = build(cfg.model).to(device)
+    model.train()
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    loader = DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
+    precision = str(cfg.trainer.get("precision", "32"))
+    it = iter(loader)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        x0 = next(it)[0].to(device)
+        with autocast(device, precision):
+            loss = model.diffusion.loss(model.net, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return steps * cfg.data.batch_size / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def bench_sampling(cfg, device: torch.device, batch: int, steps: int) -> float:
+    model = build(cfg.model).to(device).eval()
+    precision = str(cfg.trainer.get("precision", "32"))
+    x = torch.randn(batch, *model.image_shape, device=device)
+    t = torch.zeros(batch, dtype=torch.long, device=device)
+    with autocast(device, precision):
+        model.net(x, t)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.net(x, t)
+        sync(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=quick trainer=cpu")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
+    parser.add_argument("--sample-steps", type=int, default=10, help="timed network evaluations when sampling")
+    args = parser.parse_args(argv)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/job_logging=disabled", *args.overrides], return_hydra_config=True)
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    L.seed_everything(0, verbose=False)
+    batch = cfg.data.batch_size
+    data = TensorDataset(torch.randn((args.warmup + args.steps) * batch, 1, 28, 28).clamp(-1, 1))
+    trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    device = trainer.strategy.root_device
+    n_params = sum(p.numel() for p in build(cfg.model).parameters())
+    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"threads {torch.get_num_threads()}, precision {cfg.trainer.precision}, batch {batch}, "
+          f"params {n_params / 1e6:.2f} M, {args.steps} timed steps after {args.warmup}", flush=True)
+    plain = bench_plain(cfg, data, args.steps, args.warmup, device)
+    print(f"plain PyTorch loop : {plain:9.1f} train images/s", flush=True)
+    lit = bench_lightning(cfg, data, args.steps, args.warmup)
+    print(f"Lightning Trainer  : {lit:9.1f} train images/s", flush=True)
+    print(f"Lightning overhead : {100 * (plain / lit - 1):+.1f} % (plain/lightning − 1)")
+    nfe = bench_sampling(cfg, device, cfg.model.num_val_samples, args.sample_steps)
+    print(f"sampling           : {nfe:9.1f} network evaluations/s (batch {cfg.model.num_val_samples})")
+    print(f"peak memory        : {peak_memory_mib(device):9.1f} MiB")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

