@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=int, default=10, help="timed network evaluations when sampling")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating plain/Lightning measurements; medians reported")
     args = parser.parse_args(argv)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/job_logging=disabled", *args.overrides], return_hydra_config=True)
@@ -140,10 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"threads {torch.get_num_threads()}, precision {cfg.trainer.precision}, batch {batch}, "
           f"params {n_params / 1e6:.2f} M, {args.steps} timed steps after {args.warmup}", flush=True)
-    plain = bench_plain(cfg, data, args.steps, args.warmup, device)
-    print(f"plain PyTorch loop : {plain:9.1f} train images/s", flush=True)
-    lit = bench_lightning(cfg, data, args.steps, args.warmup)
-    print(f"Lightning Trainer  : {lit:9.1f} train images/s", flush=True)
+    plains, lits = [], []
+    for r in range(args.repeats):  # alternate, so drift in machine load hits both alike
+        plains.append(bench_plain(cfg, data, args.steps, args.warmup, device))
+        lits.append(bench_lightning(cfg, data, args.steps, args.warmup))
+        print(f"  repeat {r + 1}: plain {plains[-1]:.1f}, Lightning {lits[-1]:.1f} images/s", flush=True)
+    plain, lit = statistics.median(plains), statistics.median(lits)
+    print(f"plain PyTorch loop : {plain:9.1f} train images/s (median of {args.repeats})")
+    print(f"Lightning Trainer  : {lit:9.1f} train images/s (median of {args.repeats})")
     print(f"Lightning overhead : {100 * (plain / lit - 1):+.1f} % (plain/lightning − 1)")
     nfe = bench_sampling(cfg, device, cfg.model.num_val_samples, args.sample_steps)
     print(f"sampling           : {nfe:9.1f} network evaluations/s (batch {cfg.model.num_val_samples})")

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-import torchmetrics.functional as TMF
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
@@ -29,7 +29,7 @@ def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> to
     """
     best = []
     for s in samples:
-        scores = TMF.structural_similarity_index_measure(
+        scores = ssim(
             s.expand_as(reference).contiguous(), reference, data_range=1.0, reduction="none"
         )  # (R,)
         best.append(scores.max())
@@ -116,7 +116,7 @@ class DDPMModule(L.LightningModule):
             test = self._reference_batch(datamodule, "test", len(unit))
             ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
             # (a) the report's measure: mean SSIM of sample i against test image i
-            self.log("val/ssim", TMF.structural_similarity_index_measure(unit, test[: len(unit)], data_range=1.0))
+            self.log("val/ssim", ssim(unit, test[: len(unit)], data_range=1.0))
             # (b) each sample against its most similar reference image
             self.log("val/nn_ssim", nearest_neighbour_ssim(unit, ref).mean())
         self._log_grid(unit)

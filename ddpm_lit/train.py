@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -72,12 +73,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        metrics["fit_seconds"] = fit_seconds
-        log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
+        metrics.update(
+            fit_seconds=fit_seconds,
+            epochs=trainer.current_epoch,  # epochs completed
+            global_step=trainer.global_step,
+            params=sum(p.numel() for p in model.parameters()),
+        )
         final = cfg.get("final_samples")
         if final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run:
+            start = time.perf_counter()
             path = write_sample_grid(model, Path(cfg.paths.output_dir) / "samples" / "final.png", **final)
+            metrics["final_samples_seconds"] = time.perf_counter() - start
             log.info("samples written to %s", path)
+        log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
+        if trainer.is_global_zero:
+            out = Path(cfg.paths.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
     finally:
         # Lightning leaves the W&B run open; close it so the next job of a multirun

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
 from ddpm_lit.module import DDPMModule
+from ddpm_lit.report import find_runs, table
 from ddpm_lit.train import ConfigError, build, train
 
 
@@ -103,16 +105,19 @@ def test_cli_unknown_schedule_lists_choices(tmp_path: Path) -> None:
     assert "cosine" in proc.stderr and "linear" in proc.stderr
 
 
-def test_fast_dev_run_on_synthetic_data(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataset", ["synthetic", "mnist"])
+def test_fast_dev_run(dataset: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    data_dir = request.getfixturevalue("synthetic_mnist_dir" if dataset == "synthetic" else "mnist_dir")
     cfg = compose_train_cfg(
-        [*TINY, "trainer.fast_dev_run=true", "data.check_md5=false", "data.val_size=32"],
-        tmp_path, synthetic_mnist_dir,
+        [*TINY, "trainer.fast_dev_run=true", f"data.check_md5={dataset == 'mnist'}", "data.val_size=32"],
+        tmp_path, data_dir,
     )
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert 0.0 < metrics["val/loss"] < 10.0
     assert -1.0 <= metrics["val/ssim"] <= 1.0 and -1.0 <= metrics["val/nn_ssim"] <= 1.0
     assert (tmp_path / "samples" / "epoch_000.png").is_file()
+    assert metrics["global_step"] == 1
 
 
 def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
@@ -142,6 +147,12 @@ def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: P
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert model.training  # sample() ran in eval mode and restored the training mode
     assert metrics["val/loss"] > 0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["val/loss"] == pytest.approx(metrics["val/loss"]) and saved["epochs"] == 2
+
+    report = table(find_runs([tmp_path]))
+    assert report.count("\n") == 2  # header, rule, one run
+    assert f"{metrics['val/loss']:.4f}" in report
 
 
 def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: Path) -> None:

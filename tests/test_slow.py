@@ -1,0 +1,36 @@
+"""Long tests: `python -m pytest -m slow`."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, compose_train_cfg
+from ddpm_lit.train import build, train
+
+
+@pytest.mark.slow
+def test_overfitting_a_few_batches_drives_the_loss_down(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "trainer.max_epochs=60", "trainer.limit_train_batches=2", "data.val_size=32",
+         "data.check_md5=false", "model.lr=2e-3", "model.sample_every_n_epochs=0", "final_samples.num=0",
+         "trainer.num_sanity_val_steps=0"],
+        tmp_path, synthetic_mnist_dir,
+    )
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")
+    x0 = torch.stack([datamodule.data_train[i][0] for i in range(64)])
+
+    def fixed_loss(model) -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(model.diffusion.loss(model.net, x0, generator=torch.Generator().manual_seed(0)))
+
+    untrained = build(cfg.model)
+    start = fixed_loss(untrained)
+    train(cfg)
+    from ddpm_lit.module import DDPMModule
+
+    trained = DDPMModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    end = fixed_loss(trained)
+    assert end < 0.3 * start, (start, end)
