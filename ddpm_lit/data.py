@@ -209,8 +209,9 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be ≥ 1, got {batch_size}")
-        if val_size < 1:
-            raise ValueError(f"data.val_size must be ≥ 1, got {val_size}")
+        n_train = 60000 if limit_train is None else limit_train
+        if not 1 <= val_size < n_train:
+            raise ValueError(f"data.val_size must be in [1, {n_train - 1}] to leave training images, got {val_size}")
         self.save_hyperparameters()
         self.data_train: TensorDataset | None = None
         self.data_val = None
@@ -231,8 +232,8 @@ class MNISTDataModule(L.LightningDataModule):
         images, labels = load_mnist_split(self.raw_dir, train=True)
         if self.hparams.limit_train is not None:
             images, labels = images[: self.hparams.limit_train], labels[: self.hparams.limit_train]
-        if self.hparams.val_size >= len(images):
-            raise ValueError(f"data.val_size={self.hparams.val_size} leaves no training images of {len(images)}")
+        if self.hparams.val_size >= len(images):  # IDX files of one's own can be small
+            raise DataError(f"data.val_size={self.hparams.val_size} leaves no training images of {len(images)}")
         full = TensorDataset(to_model_range(images, size), labels)
         n_val = self.hparams.val_size
         self.data_train, self.data_val = random_split(

@@ -20,6 +20,17 @@ from ddpm_lit.schedules import get_beta_schedule
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def randn(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype=None
+) -> torch.Tensor:
+    """N(0, I) noise drawn on the generator's own device, then moved to ``device``.
+
+    A seeded CPU generator thus works for a model on a GPU and gives the same numbers there.
+    """
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
 def extract(buffer: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Gather ``buffer[t]`` for a batch of indices and reshape to broadcast over ``shape``.
 
@@ -149,7 +160,7 @@ class GaussianDiffusion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """One ancestral step x_{t−1} = μ_θ + σ_t z, z ~ N(0, I), no noise at the last step (Algorithm 2)."""
         out = self.p_mean_variance(net, x_t, t, clip_denoised)
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        noise = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         nonzero = (t != 0).to(x_t.dtype).reshape(-1, *((1,) * (x_t.dim() - 1)))
         out["sample"] = out["mean"] + nonzero * (0.5 * out["log_variance"]).exp() * noise
         return out
@@ -170,9 +181,10 @@ class GaussianDiffusion(nn.Module):
         """
         b = x0.shape[0]
         if t is None:
-            t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=x0.device)
+            gen_device = generator.device if generator is not None else x0.device
+            t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=gen_device).to(x0.device)
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = randn(x0.shape, generator, x0.device, x0.dtype)
         x_t = self.q_sample(x0, t, noise)
         return F.mse_loss(self.model_eps(net, x_t, t).float(), noise.float())
 
@@ -188,7 +200,8 @@ class GaussianDiffusion(nn.Module):
         if isinstance(steps, int):
             if not 1 <= steps <= self.num_timesteps:
                 raise ValueError(f"steps must be in [1, {self.num_timesteps}], got {steps}")
-            frac = torch.linspace(0, self.num_timesteps - 1, steps, dtype=torch.float64)
+            # counted down from T, so a 1-step chain is the step from x_T
+            frac = torch.linspace(self.num_timesteps - 1, 0, steps, dtype=torch.float64)
             use = sorted(set(frac.round().long().tolist()))
         else:
             use = sorted(set(int(s) for s in steps))

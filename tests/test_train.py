@@ -1,4 +1,6 @@
+import csv as csvlib
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -12,7 +14,8 @@ from omegaconf import OmegaConf
 from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
 from ddpm_lit.module import DDPMModule
 from ddpm_lit.report import find_runs, table
-from ddpm_lit.train import ConfigError, build, train
+from ddpm_lit.errors import ConfigError
+from ddpm_lit.train import build, train
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -25,34 +28,58 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides, expected",
     [
-        [],
-        ["schedule=cosine", "trainer.max_epochs=50"],
-        ["schedule=linear"],
-        ["logger=csv"],
-        ["logger=tensorboard"],
-        ["trainer=cpu"],
-        ["experiment=quick"],
-        ["experiment=seed"],
+        ([], {"schedule": "linear", "max_epochs": 50, "base_channels": 128, "logger": "WandbLogger"}),
+        (["schedule=cosine", "trainer.max_epochs=50"], {"schedule": "cosine", "max_epochs": 50}),
+        (["schedule=linear"], {"schedule": "linear"}),
+        (["logger=csv"], {"logger": "CSVLogger"}),
+        (["logger=tensorboard"], {"logger": "TensorBoardLogger"}),
+        (["trainer=cpu"], {"accelerator": "CPUAccelerator"}),
+        (["experiment=quick"], {"schedule": "cosine", "base_channels": 32, "accelerator": "CPUAccelerator"}),
+        (["experiment=seed"], {"schedule": "cosine", "base_channels": 128, "max_epochs": 50, "batch_size": 128}),
     ],
 )
-def test_every_config_composes_and_instantiates(overrides, tmp_path: Path) -> None:
+def test_every_config_composes_and_instantiates(overrides, expected, tmp_path: Path) -> None:
     cfg = compose_train_cfg(overrides, tmp_path, tmp_path / "data")
     model = build(cfg.model)
     assert isinstance(model, DDPMModule)
-    assert model.diffusion.schedule == cfg.schedule.schedule
     datamodule = build(cfg.data)
-    assert datamodule.hparams.batch_size == cfg.data.batch_size
-    loggers = [build(c) for c in cfg.logger.values()]
-    assert len(loggers) == 1
+    (logger,) = [build(c) for c in cfg.logger.values()]
     trainer = build(cfg.trainer, logger=False)
-    assert trainer.max_epochs == cfg.trainer.max_epochs
+    found = {
+        "schedule": model.diffusion.schedule,
+        "base_channels": model.hparams.net["base_channels"],
+        "max_epochs": trainer.max_epochs,
+        "batch_size": datamodule.hparams.batch_size,
+        "logger": type(logger).__name__,
+        "accelerator": type(trainer.accelerator).__name__,
+    }
+    assert {k: found[k] for k in expected} == expected
 
 
-def test_gpu_trainer_preset_is_bf16() -> None:
-    cfg = OmegaConf.load(CONF_DIR / "trainer" / "gpu.yaml")
-    assert cfg.accelerator == "gpu" and cfg.precision == "bf16-mixed"
+def test_gpu_trainer_preset_composes(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(["trainer=gpu"], tmp_path, tmp_path)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+
+
+def test_wandb_is_offline_unless_asked(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert compose_train_cfg([], tmp_path, tmp_path).logger.wandb.offline is True
+    assert compose_train_cfg(["logger.wandb.offline=false"], tmp_path, tmp_path).logger.wandb.offline is False
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert compose_train_cfg([], tmp_path, tmp_path).logger.wandb.offline is False
+
+
+def test_online_wandb_without_credentials_stops_instead_of_prompting(
+    synthetic_mnist_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = compose_train_cfg([*TINY, "logger.wandb.offline=false", "data.check_md5=false"], tmp_path,
+                            synthetic_mnist_dir)
+    with pytest.raises(ConfigError, match="wandb login"):
+        train(cfg)
 
 
 def test_seed_experiment_is_the_reports_setup(tmp_path: Path) -> None:
@@ -72,6 +99,8 @@ def test_seed_experiment_is_the_reports_setup(tmp_path: Path) -> None:
         ("data.image_size=30", ["image_size=30", "multiple of 4"]),
         ("model.net.norm=layer", ["batch", "group"]),
         ("model.val_sample_steps=5000", ["val_sample_steps", "timesteps=100"]),
+        ("data.val_size=60000", ["val_size", "59999"]),
+        ("schedule.timesteps=20", ["β outside (0, 1)", "more timesteps"]),
     ],
 )
 def test_bad_values_stop_at_start_with_a_clear_message(override, words, tmp_path: Path) -> None:
@@ -99,6 +128,18 @@ def test_cli_bad_value_prints_one_message_and_no_traceback(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_corrupted_mnist_names_the_file_without_traceback(mnist_dir: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(mnist_dir / "MNIST", data_dir / "MNIST")
+    bad = data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:-10])
+    proc = run_cli([*TINY, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'out'}"])
+    assert proc.returncode == 2
+    assert f"{bad}: truncated" in proc.stderr and "Fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "out").rglob("*.ckpt")) and not list((tmp_path / "out").rglob("wandb"))
+
+
 def test_cli_unknown_schedule_lists_choices(tmp_path: Path) -> None:
     proc = run_cli(["schedule=foo", f"paths.log_dir={tmp_path}"])
     assert proc.returncode != 0
@@ -123,18 +164,22 @@ def test_fast_dev_run(dataset: str, request: pytest.FixtureRequest, tmp_path: Pa
 def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=2", "data.check_md5=false", "data.val_size=32",
+         "trainer.log_every_n_steps=1",
          "model.sample_every_n_epochs=2"],
         tmp_path, synthetic_mnist_dir,
     )
     metrics = train(cfg)
     ckpts = tmp_path / "checkpoints"
     assert (ckpts / "last.ckpt").is_file()
-    assert len(list(ckpts.glob("epoch_*.ckpt"))) == 1  # the best by val/loss
+    (best,) = ckpts.glob("epoch_*.ckpt")  # the best by val/loss
+
     assert (tmp_path / "samples" / "final.png").is_file()
     assert (tmp_path / "samples" / "epoch_001.png").is_file()
     assert not (tmp_path / "samples" / "epoch_000.png").exists()  # sampled every 2 epochs
-    csv = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
-    assert "val/loss" in csv and "train/loss_epoch" in csv and "val/ssim" in csv
+    rows = list(csvlib.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
+    val = {int(r["epoch"]): float(r["val/loss"]) for r in rows if r["val/loss"]}
+    assert best.name == f"epoch_{min(val, key=val.get):03d}.ckpt"
+    assert any(r["train/loss"] for r in rows) and any(r["val/ssim"] for r in rows)
 
     model = DDPMModule.load_from_checkpoint(ckpts / "last.ckpt")
     assert model.hparams.net["base_channels"] == 8

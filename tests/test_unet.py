@@ -45,6 +45,7 @@ def test_parameter_count_default_config() -> None:
     net = UNet()  # base_channels=128, time_emb_dim=256: the report's ≈ 14.1 M
     n = sum(p.numel() for p in net.parameters())
     assert abs(n - 14.1e6) / 14.1e6 < 0.01, n
+    assert n == 14_141_185  # pins the architecture: any change to a layer shows here
 
 
 def test_parameter_count_grows_with_width() -> None:
