@@ -36,3 +36,16 @@ def test_overfitting_a_few_batches_drives_the_loss_down(synthetic_mnist_dir: Pat
     trained = DDPMModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     end = fixed_loss(trained)
     assert end < 0.3 * start, (start, end)
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_one_batch(experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg([f"experiment={experiment}", "trainer=cpu", "trainer.fast_dev_run=true"],
+                            tmp_path, mnist_dir)
+    metrics = train(cfg)
+    assert metrics["global_step"] == 1
+    assert 0.0 < metrics["val/loss"] < 10.0
