@@ -28,6 +28,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def peak_memory_mib(device: torch.device) -> float:
+    """Peak allocated GPU memory, or on a CPU the process's peak resident set."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB -> MiB (process peak RSS)
@@ -106,16 +107,14 @@ def bench_plain(cfg, data: TensorDataset, steps: int, warmup: int, device: torch
 
 @torch.no_grad()
 def bench_sampling(cfg, device: torch.device, batch: int, steps: int) -> float:
+    """Network evaluations/s of the ancestral sampler on a ``steps``-step respaced chain."""
     model = build(cfg.model).to(device).eval()
     precision = str(cfg.trainer.get("precision", "32"))
-    x = torch.randn(batch, *model.image_shape, device=device)
-    t = torch.zeros(batch, dtype=torch.long, device=device)
     with autocast(device, precision):
-        model.net(x, t)
+        model.sample(batch, steps=2)  # warm-up
         sync(device)
         start = time.perf_counter()
-        for _ in range(steps):
-            model.net(x, t)
+        model.sample(batch, generator=torch.Generator().manual_seed(0), steps=steps)
         sync(device)
     return batch * steps / (time.perf_counter() - start)
 
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=quick trainer=cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
-    parser.add_argument("--sample-steps", type=int, default=10, help="timed network evaluations when sampling")
+    parser.add_argument("--sample-steps", type=int, default=10, help="steps of the timed sampling chain")
     parser.add_argument("--repeats", type=int, default=3, help="alternating plain/Lightning measurements; medians reported")
     args = parser.parse_args(argv)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -151,9 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"plain PyTorch loop : {plain:9.1f} train images/s (median of {args.repeats})")
     print(f"Lightning Trainer  : {lit:9.1f} train images/s (median of {args.repeats})")
     print(f"Lightning overhead : {100 * (plain / lit - 1):+.1f} % (plain/lightning − 1)")
+    if device.type == "cuda":
+        print(f"peak GPU memory    : {peak_memory_mib(device):9.1f} MiB (training)")
+        torch.cuda.reset_peak_memory_stats(device)
     nfe = bench_sampling(cfg, device, cfg.model.num_val_samples, args.sample_steps)
-    print(f"sampling           : {nfe:9.1f} network evaluations/s (batch {cfg.model.num_val_samples})")
-    print(f"peak memory        : {peak_memory_mib(device):9.1f} MiB")
+    print(f"sampling           : {nfe:9.1f} network evaluations/s "
+          f"(batch {cfg.model.num_val_samples}, {args.sample_steps}-step chain)")
+    if device.type == "cuda":
+        print(f"peak GPU memory    : {peak_memory_mib(device):9.1f} MiB (sampling)")
+    else:
+        print(f"peak memory        : {peak_memory_mib(device):9.1f} MiB (process resident set, whole run)")
 
 
 if __name__ == "__main__":

@@ -22,15 +22,6 @@ from ddpm_lit.errors import ConfigError, UserError
 log = logging.getLogger(__name__)
 
 
-def _wandb_offline() -> bool:
-    """W&B stays offline unless the user sets WANDB_MODE=online."""
-    return os.environ.get("WANDB_MODE", "offline") != "online"
-
-
-if not OmegaConf.has_resolver("wandb_offline"):
-    OmegaConf.register_new_resolver("wandb_offline", _wandb_offline)
-
-
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that turns a constructor's ValueError into a ConfigError."""
     try:

@@ -215,11 +215,12 @@ def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: 
 
 
 def test_multirun_gives_one_output_dir_and_wandb_run_per_job(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    # Run from tmp_path with the default paths, as a user would from the repo.
     proc = run_cli(["--multirun", "schedule=linear,cosine", *TINY, "trainer.max_steps=2",
                     "trainer.limit_val_batches=1", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
-                    f"paths.log_dir={tmp_path}", "final_samples.num=0"])
+                    "final_samples.num=0"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(tmp_path.glob("train/multiruns/*/[0-9]"))
+    jobs = sorted(tmp_path.glob("outputs/train/multiruns/*/[0-9]"))
     assert [j.name for j in jobs] == ["0", "1"]
     run_ids = set()
     for job, schedule in zip(jobs, ["linear", "cosine"]):
