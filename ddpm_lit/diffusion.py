@@ -9,6 +9,7 @@ and the network is called with ``i``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -197,7 +198,8 @@ class GaussianDiffusion(nn.Module):
         timestep indices through ``timestep_map``. ``steps`` is a count (evenly spaced, the
         last step T always included) or explicit indices.
         """
-        if isinstance(steps, int):
+        if isinstance(steps, numbers.Integral):
+            steps = int(steps)
             if not 1 <= steps <= self.num_timesteps:
                 raise ValueError(f"steps must be in [1, {self.num_timesteps}], got {steps}")
             # counted down from T, so a 1-step chain is the step from x_T

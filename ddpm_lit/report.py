@@ -17,6 +17,7 @@ COLUMNS = [
     ("epochs", "epochs", lambda v: f"{int(v)}"),
     ("global_step", "steps", lambda v: f"{int(v)}"),
     ("fit_seconds", "fit (min)", lambda v: f"{v / 60:.1f}"),
+    ("final_samples_seconds", "final grid (s)", lambda v: f"{v:.0f}"),
     ("train/loss", "train/loss", lambda v: f"{v:.4f}"),
     ("val/loss", "val/loss", lambda v: f"{v:.4f}"),
     ("val/ssim", "val/ssim", lambda v: f"{v:.3f}"),

@@ -496,3 +496,9 @@ def test_one_step_respacing_is_the_step_from_x_T() -> None:
     # its single β takes ᾱ from 1 straight to ᾱ_T
     full = GaussianDiffusion("linear", 100)
     assert float(d.alphas_cumprod[0]) == pytest.approx(float(full.alphas_cumprod[-1]), rel=1e-5)
+
+
+def test_respace_takes_numpy_integers() -> None:
+    import numpy as np
+
+    assert GaussianDiffusion("linear", 100).respace(np.int64(10)).num_timesteps == 10
