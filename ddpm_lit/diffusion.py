@@ -19,6 +19,7 @@ from torch import nn
 from ddpm_lit.schedules import get_beta_schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+VARIANCES = ("posterior", "beta")
 
 
 def randn(
@@ -90,6 +91,11 @@ class GaussianDiffusion(nn.Module):
                 if self.num_timesteps > 1
                 else betas
             ),
+            # σ_t² = β_t, the other fixed choice of Ho et al. (2020, §3.2); β̃_2 at t = 1 keeps
+            # the decoder's variance finite, as in Nichol & Dhariwal's code
+            "beta_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]]))
+            if self.num_timesteps > 1
+            else torch.log(betas),
             # μ̃_t = coef1 · x0 + coef2 · x_t   (Ho et al. 2020, eq. 7)
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
@@ -134,9 +140,15 @@ class GaussianDiffusion(nn.Module):
         return net(x_t, self.timestep_map[t])
 
     def p_mean_variance(
-        self, net: Denoiser, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True
+        self,
+        net: Denoiser,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        variance: str = "posterior",
     ) -> dict[str, torch.Tensor]:
-        """Parameters of p_θ(x_{t−1} | x_t) with the fixed variance σ_t² = β̃_t.
+        """Parameters of p_θ(x_{t−1} | x_t) with a fixed variance: σ_t² = β̃_t (``"posterior"``,
+        the default and the report's) or σ_t² = β_t (``"beta"``).
 
         1. ε_θ(x_t, t) from the network.
         2. x̂0 from ε (eq. 4 inverted), optionally clipped to the data range [−1, 1].
@@ -147,9 +159,16 @@ class GaussianDiffusion(nn.Module):
         x0 = self.predict_x0_from_eps(x_t, t, eps)
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
-        mean, variance = self.q_posterior_mean_variance(x0, x_t, t)
-        log_variance = extract(self.posterior_log_variance_clipped, t, x_t.shape).expand_as(x_t)
-        return {"mean": mean, "variance": variance, "log_variance": log_variance, "pred_x0": x0, "eps": eps}
+        mean, posterior_var = self.q_posterior_mean_variance(x0, x_t, t)
+        if variance == "posterior":  # variance β̃ (0 at t = 1); its log clipped to log β̃_2 there
+            log_variance = extract(self.posterior_log_variance_clipped, t, x_t.shape).expand_as(x_t)
+            var = posterior_var
+        elif variance == "beta":
+            log_variance = extract(self.beta_log_variance, t, x_t.shape).expand_as(x_t)
+            var = log_variance.exp()
+        else:
+            raise ValueError(f"unknown reverse variance {variance!r}; valid choices: {', '.join(VARIANCES)}")
+        return {"mean": mean, "variance": var, "log_variance": log_variance, "pred_x0": x0, "eps": eps}
 
     def p_sample(
         self,
