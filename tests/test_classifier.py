@@ -1,0 +1,43 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_lit.classifier import WEIGHTS, MNISTClassifier, accuracy, load_or_train, train_classifier
+from ddpm_lit.data import load_mnist_split, to_model_range
+
+
+def _subset(mnist_dir: Path, n: int):
+    images, labels = load_mnist_split(mnist_dir / "MNIST" / "raw", train=True)
+    return to_model_range(images[:n], 28), labels[:n]
+
+
+def test_training_is_deterministic_and_learns(mnist_dir: Path) -> None:
+    x, y = _subset(mnist_dir, 1024)
+    a = train_classifier(x, y, epochs=1, batch_size=64)
+    b = train_classifier(x, y, epochs=1, batch_size=64)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert a.features(x[:5]).shape == (5, MNISTClassifier.feature_dim)
+    trained = train_classifier(x, y, epochs=4, batch_size=64)
+    held_out_x, held_out_y = _subset(mnist_dir, 2048)
+    assert accuracy(trained, held_out_x[1024:], held_out_y[1024:]) > 0.8  # 64 steps: far above chance
+
+
+def test_cached_weights_are_loaded_not_retrained(tmp_path: Path) -> None:
+    model = MNISTClassifier()
+    (tmp_path / WEIGHTS).parent.mkdir(parents=True)
+    torch.save(model.state_dict(), tmp_path / WEIGHTS)
+    loaded = load_or_train(tmp_path)  # no MNIST under tmp_path: it would fail if it trained
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert not loaded.training
+
+
+@pytest.mark.slow
+def test_classifier_reaches_99_percent(mnist_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(mnist_dir / "MNIST", tmp_path / "MNIST")
+    model = load_or_train(tmp_path)
+    assert (tmp_path / WEIGHTS).is_file()
+    images, labels = load_mnist_split(tmp_path / "MNIST" / "raw", train=False)
+    assert accuracy(model, to_model_range(images, 28), labels) >= 0.99
