@@ -47,3 +47,41 @@ def nearest_distances(queries: torch.Tensor, reference: torch.Tensor) -> torch.T
     real images are.
     """
     return _pairwise_distances(queries.flatten(1), reference.flatten(1)).min(dim=1).values
+
+
+class ClassifierFeatures(torch.nn.Module):
+    """A feature extractor for torchmetrics' FID and KID: images (B, 1, 28, 28) in [−1, 1] ->
+    the classifier's penultimate features (B, D). ``num_features`` is what torchmetrics reads."""
+
+    def __init__(self, classifier: torch.nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier.eval()
+        self.num_features = classifier.feature_dim
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(images.float())
+
+
+def feature_fid_kid(
+    extractor: ClassifierFeatures,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    batch_size: int = 500,
+    kid_subset_size: int = 1000,
+) -> dict[str, float]:
+    """FID and KID (mean, std) of ``fake`` against ``real`` in the extractor's feature space.
+
+    real, fake: (N, 1, 28, 28) in [−1, 1]. torchmetrics does the statistics.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=extractor)
+    kid = KernelInceptionDistance(feature=extractor, subset_size=min(kid_subset_size, len(real), len(fake)))
+    for images, is_real in ((real, True), (fake, False)):
+        for i in range(0, len(images), batch_size):
+            fid.update(images[i : i + batch_size], real=is_real)
+            kid.update(images[i : i + batch_size], real=is_real)
+    kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}

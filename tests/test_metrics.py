@@ -59,3 +59,35 @@ def test_nearest_distances_find_copies() -> None:
     assert d[0] == 0.0 and (d[1:] > 0).all()
     brute = torch.stack([min(torch.dist(s.double(), t.double()) for t in train) for s in samples])
     assert torch.allclose(d, brute)
+
+
+def test_fid_and_kid_match_a_direct_computation() -> None:
+    from scipy import linalg
+
+    from ddpm_lit.classifier import MNISTClassifier
+    from ddpm_lit.metrics import ClassifierFeatures, feature_fid_kid
+
+    torch.manual_seed(0)
+    extractor = ClassifierFeatures(MNISTClassifier())
+    real = torch.rand(300, 1, 28, 28) * 2 - 1
+    fake = torch.rand(200, 1, 28, 28) * 0.2 - 1.0  # nearly black images
+    got = feature_fid_kid(extractor, real, fake, batch_size=128, kid_subset_size=200)
+
+    fr, ff = extractor(real).double().numpy(), extractor(fake).double().numpy()
+    mu_r, mu_f = fr.mean(0), ff.mean(0)
+    cov_r, cov_f = np.cov(fr, rowvar=False), np.cov(ff, rowvar=False)
+    covmean = linalg.sqrtm(cov_r @ cov_f).real
+    fid = float(((mu_r - mu_f) ** 2).sum() + np.trace(cov_r + cov_f - 2 * covmean))
+    assert got["fid"] == pytest.approx(fid, rel=1e-3)
+
+    # KID: unbiased MMD² with the cubic polynomial kernel k(x, y) = (x·y / D + 1)³, averaged over
+    # subsets; with the subset as large as the fake set, each subset's estimate is near the full one.
+    d = fr.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    krr, kff, krf = k(fr, fr), k(ff, ff), k(fr, ff)
+    m, n = len(fr), len(ff)
+    mmd = ((krr.sum() - np.trace(krr)) / (m * (m - 1)) + (kff.sum() - np.trace(kff)) / (n * (n - 1))
+           - 2 * krf.mean())
+    assert got["kid"] == pytest.approx(mmd, rel=0.1)
+    same = feature_fid_kid(extractor, real, real.clone(), batch_size=128, kid_subset_size=200)
+    assert abs(same["fid"]) < 1e-3 * got["fid"] and abs(same["kid"]) < 0.1 * got["kid"]
