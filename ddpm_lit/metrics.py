@@ -85,3 +85,33 @@ def feature_fid_kid(
             kid.update(images[i : i + batch_size], real=is_real)
     kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
+def class_statistics(classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
+    """Classifier Inception Score and mode coverage of ``images`` (N, 1, 28, 28) in [−1, 1].
+
+    Returns the Inception Score exp(E_x KL(p(y|x) ‖ p(y))) (1 to the number of classes),
+    the share of samples given to each class (``class_share_0`` ...), the entropy of that
+    histogram in nats (log 10 ≈ 2.303 when uniform) and the smallest class share.
+    """
+    from torchmetrics.image.inception import InceptionScore
+
+    # The logits are computed here once and fed to torchmetrics as its "features".
+    score = InceptionScore(feature=torch.nn.Identity(), splits=1)
+    classifier.eval()
+    counts = None
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            logits = classifier(images[i : i + batch_size].float())  # (B, classes)
+            score.update(logits)
+            hist = torch.bincount(logits.argmax(1), minlength=logits.shape[1])
+            counts = hist if counts is None else counts + hist
+    share = counts.double() / counts.sum()
+    nonzero = share[share > 0]
+    out = {
+        "inception_score": float(score.compute()[0]),
+        "class_entropy": float(-(nonzero * nonzero.log()).sum()),
+        "min_class_share": float(share.min()),
+    }
+    out.update({f"class_share_{c}": float(s) for c, s in enumerate(share)})
+    return out

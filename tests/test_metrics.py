@@ -91,3 +91,38 @@ def test_fid_and_kid_match_a_direct_computation() -> None:
     assert got["kid"] == pytest.approx(mmd, rel=0.1)
     same = feature_fid_kid(extractor, real, real.clone(), batch_size=128, kid_subset_size=200)
     assert abs(same["fid"]) < 1e-3 * got["fid"] and abs(same["kid"]) < 0.1 * got["kid"]
+
+
+class _LookupClassifier(torch.nn.Module):
+    """Logits chosen per image: image i (its first pixel holds i) gets a confident vote for classes[i]."""
+
+    def __init__(self, classes: list[int]) -> None:
+        super().__init__()
+        self.classes = torch.tensor(classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = x[:, 0, 0, 0].round().long()
+        return torch.nn.functional.one_hot(self.classes[idx], 10).float() * 50.0
+
+
+def _indexed_images(n: int) -> torch.Tensor:
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, 0, 0, 0] = torch.arange(n).float()
+    return x
+
+
+def test_class_statistics_known_answers() -> None:
+    from ddpm_lit.metrics import class_statistics
+
+    uniform = class_statistics(_LookupClassifier([i % 10 for i in range(200)]), _indexed_images(200), batch_size=64)
+    assert uniform["inception_score"] == pytest.approx(10.0, rel=1e-4)
+    assert uniform["class_entropy"] == pytest.approx(np.log(10))
+    assert uniform["min_class_share"] == pytest.approx(0.1)
+
+    collapsed = class_statistics(_LookupClassifier([3] * 200), _indexed_images(200))
+    assert collapsed["inception_score"] == pytest.approx(1.0, rel=1e-4)
+    assert collapsed["class_entropy"] == pytest.approx(0.0) and collapsed["min_class_share"] == 0.0
+    assert collapsed["class_share_3"] == 1.0
+
+    two = class_statistics(_LookupClassifier([0, 1] * 100), _indexed_images(200))
+    assert two["inception_score"] == pytest.approx(2.0, rel=1e-4)
