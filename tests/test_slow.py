@@ -53,7 +53,7 @@ def test_every_experiment_runs_one_batch(experiment: str, mnist_dir: Path, tmp_p
 
 @pytest.mark.slow
 def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path) -> None:
-    """Real test digits score near the floor; blurred digits worse; noise far worse (issue: evaluation)."""
+    """Real test digits score near the floor; blurred digits worse; noise far worse."""
     from ddpm_lit.classifier import load_or_train
     from ddpm_lit.data import load_mnist_split, to_model_range
     from ddpm_lit.metrics import ClassifierFeatures, class_statistics, feature_fid_kid, precision_recall
