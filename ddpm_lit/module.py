@@ -22,6 +22,14 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+def save_grid(unit: torch.Tensor, path: Path) -> torch.Tensor:
+    """Save images (N, C, H, W) in [0, 1] as an 8-wide PNG grid at ``path``; return the grid."""
+    grid = make_grid(unit.cpu(), nrow=8, padding=2, pad_value=1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+    return grid
+
+
 def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """For each sample, SSIM against its most similar image of ``reference``; both in [0, 1].
 
@@ -140,10 +148,8 @@ class DDPMModule(L.LightningModule):
         return self._reference[split]
 
     def _log_grid(self, unit: torch.Tensor) -> None:
-        grid = make_grid(unit.cpu(), nrow=8, padding=2, pad_value=1.0)
         path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{self.current_epoch:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path)
+        grid = save_grid(unit, path)
         caption = f"epoch {self.current_epoch}, step {self.global_step}"
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):

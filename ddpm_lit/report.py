@@ -47,7 +47,8 @@ def table(runs: list[Path]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
-        cells = [run.name, f"`{overrides(run)}`" if overrides(run) else ""]
+        started_with = overrides(run)
+        cells = [run.name, f"`{started_with}`" if started_with else ""]
         cells += [fmt(metrics[key]) if key in metrics else "–" for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -15,9 +15,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import make_grid, save_image
 
 from ddpm_lit.errors import ConfigError, UserError
+from ddpm_lit.module import save_grid, to_unit_range
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,5 @@ def write_sample_grid(module: Any, path: Path, num: int, steps: int | None, seed
     """Sample ``num`` images with a fixed seed and save them as an 8-wide PNG grid."""
     gen = torch.Generator(device=module.device).manual_seed(seed)
     samples = module.sample(num, generator=gen, steps=steps, progress=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid((samples.cpu() + 1) / 2, nrow=8, padding=2, pad_value=1.0), path)
+    save_grid(to_unit_range(samples), path)
     return path
