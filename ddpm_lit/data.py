@@ -213,6 +213,7 @@ class MNISTDataModule(L.LightningDataModule):
         if not 1 <= val_size < n_train:
             raise ValueError(f"data.val_size must be in [1, {n_train - 1}] to leave training images, got {val_size}")
         self.save_hyperparameters()
+        self._prepared = False
         self.data_train: TensorDataset | None = None
         self.data_val = None
         self.data_test: TensorDataset | None = None
@@ -222,7 +223,10 @@ class MNISTDataModule(L.LightningDataModule):
         return Path(self.hparams.data_dir) / "MNIST" / "raw"
 
     def prepare_data(self) -> None:
-        ensure_mnist(self.hparams.data_dir, self.hparams.download, self.hparams.check_md5)
+        # train() calls this before Lightning does; the md5 check need not run twice.
+        if not self._prepared:
+            ensure_mnist(self.hparams.data_dir, self.hparams.download, self.hparams.check_md5)
+            self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is not None:

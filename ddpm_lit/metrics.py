@@ -63,6 +63,14 @@ class ClassifierFeatures(torch.nn.Module):
         return self.classifier.features(images.float())
 
 
+class _Precomputed(torch.nn.Identity):
+    """Passes features through, so torchmetrics takes features extracted once for FID and KID."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+
 def feature_fid_kid(
     extractor: ClassifierFeatures,
     real: torch.Tensor,
@@ -77,12 +85,14 @@ def feature_fid_kid(
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    fid = FrechetInceptionDistance(feature=extractor)
-    kid = KernelInceptionDistance(feature=extractor, subset_size=min(kid_subset_size, len(real), len(fake)))
+    passthrough = _Precomputed(extractor.num_features)
+    fid = FrechetInceptionDistance(feature=passthrough)
+    kid = KernelInceptionDistance(feature=passthrough, subset_size=min(kid_subset_size, len(real), len(fake)))
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch_size):
-            fid.update(images[i : i + batch_size], real=is_real)
-            kid.update(images[i : i + batch_size], real=is_real)
+            features = extractor(images[i : i + batch_size])  # (B, D), once for both metrics
+            fid.update(features, real=is_real)
+            kid.update(features, real=is_real)
     kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
