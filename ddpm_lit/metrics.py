@@ -6,7 +6,21 @@ al. (2019) and the nearest-neighbour memorisation distance are written here.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+from collections.abc import Iterator
+
 import torch
+
+
+@contextmanager
+def _quiet_torchmetrics() -> Iterator[None]:
+    """Silence torchmetrics' notes that do not apply here: KID and IS keep features in memory
+    (these are the precomputed features, already in memory), and one IS split has no std."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        warnings.filterwarnings("ignore", message=".*degrees of freedom is <= 0.*")
+        yield
 
 
 def _pairwise_distances(a: torch.Tensor, b: torch.Tensor, batch: int = 4096) -> torch.Tensor:
@@ -40,13 +54,35 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict
     return {"precision": float(precision), "recall": float(recall)}
 
 
+def nearest_neighbours(
+    queries: torch.Tensor, reference: torch.Tensor, k: int = 1, batch: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest reference rows of each query by Euclidean distance, nearest first.
+
+    queries (Q, ...), reference (R, ...) are flattened; returns distances (Q, k) and indices
+    (Q, k). Query batches keep memory at batch × R floats, whatever Q and R.
+    """
+    q, r = queries.flatten(1).float(), reference.flatten(1).float()
+    dists, idx = [], []
+    for i in range(0, len(q), batch):
+        qb = q[i : i + batch]
+        # Candidates by the fast matrix-product distance, whose cancellation error hides exact
+        # copies (a copy comes out at ~1e-3, not 0), then exact distances for those candidates.
+        top = torch.cdist(qb, r).topk(k, dim=1, largest=False).indices  # (b, k)
+        exact = (qb[:, None, :].double() - r[top].double()).norm(dim=2)  # (b, k)
+        order = exact.argsort(dim=1)
+        dists.append(exact.gather(1, order))
+        idx.append(top.gather(1, order))
+    return torch.cat(dists), torch.cat(idx)
+
+
 def nearest_distances(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Distance of each query (Q, D) to its nearest reference row (R, D): (Q,).
 
     Memorisation shows as samples much closer to their nearest training image than held-out
     real images are.
     """
-    return _pairwise_distances(queries.flatten(1), reference.flatten(1)).min(dim=1).values
+    return nearest_neighbours(queries, reference, k=1)[0][:, 0]
 
 
 class ClassifierFeatures(torch.nn.Module):
@@ -71,6 +107,22 @@ class _Precomputed(torch.nn.Identity):
         self.num_features = num_features
 
 
+def fid_kid_from_features(real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 1000) -> dict[str, float]:
+    """FID and KID (mean, std) between feature sets (N, D) and (M, D); torchmetrics does the statistics."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    passthrough = _Precomputed(real.shape[1])
+    with _quiet_torchmetrics():
+        fid = FrechetInceptionDistance(feature=passthrough)
+        kid = KernelInceptionDistance(feature=passthrough, subset_size=min(kid_subset_size, len(real), len(fake)))
+        for features, is_real in ((real, True), (fake, False)):
+            fid.update(features, real=is_real)
+            kid.update(features, real=is_real)
+        kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
 def feature_fid_kid(
     extractor: ClassifierFeatures,
     real: torch.Tensor,
@@ -80,25 +132,26 @@ def feature_fid_kid(
 ) -> dict[str, float]:
     """FID and KID (mean, std) of ``fake`` against ``real`` in the extractor's feature space.
 
-    real, fake: (N, 1, 28, 28) in [−1, 1]. torchmetrics does the statistics.
+    real, fake: (N, 1, 28, 28) in [−1, 1]. Features are extracted once for both metrics.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    passthrough = _Precomputed(extractor.num_features)
-    fid = FrechetInceptionDistance(feature=passthrough)
-    kid = KernelInceptionDistance(feature=passthrough, subset_size=min(kid_subset_size, len(real), len(fake)))
-    for images, is_real in ((real, True), (fake, False)):
-        for i in range(0, len(images), batch_size):
-            features = extractor(images[i : i + batch_size])  # (B, D), once for both metrics
-            fid.update(features, real=is_real)
-            kid.update(features, real=is_real)
-    kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    real_f, fake_f = (
+        torch.cat([extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        for images in (real, fake)
+    )
+    return fid_kid_from_features(real_f, fake_f, kid_subset_size)
 
 
 def class_statistics(classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """Classifier Inception Score and mode coverage of ``images`` (N, 1, 28, 28) in [−1, 1].
+    """Classifier Inception Score and mode coverage of ``images`` (N, 1, 28, 28) in [−1, 1];
+    see ``class_statistics_from_logits``."""
+    classifier.eval()
+    with torch.no_grad():
+        logits = torch.cat([classifier(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)])
+    return class_statistics_from_logits(logits)
+
+
+def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
+    """Classifier Inception Score and mode coverage from logits (N, classes).
 
     Returns the Inception Score exp(E_x KL(p(y|x) ‖ p(y))) (1 to the number of classes),
     the share of samples given to each class (``class_share_0`` ...), the entropy of that
@@ -106,20 +159,16 @@ def class_statistics(classifier: torch.nn.Module, images: torch.Tensor, batch_si
     """
     from torchmetrics.image.inception import InceptionScore
 
-    # The logits are computed here once and fed to torchmetrics as its "features".
-    score = InceptionScore(feature=torch.nn.Identity(), splits=1)
-    classifier.eval()
-    counts = None
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            logits = classifier(images[i : i + batch_size].float())  # (B, classes)
-            score.update(logits)
-            hist = torch.bincount(logits.argmax(1), minlength=logits.shape[1])
-            counts = hist if counts is None else counts + hist
+    # The logits are fed to torchmetrics as its "features"; it applies the softmax.
+    with _quiet_torchmetrics():
+        score = InceptionScore(feature=torch.nn.Identity(), splits=1)
+        score.update(logits.float())
+        inception_score = float(score.compute()[0])
+    counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1])
     share = counts.double() / counts.sum()
     nonzero = share[share > 0]
     out = {
-        "inception_score": float(score.compute()[0]),
+        "inception_score": inception_score,
         "class_entropy": float(-(nonzero * nonzero.log()).sum()),
         "min_class_share": float(share.min()),
     }
