@@ -87,14 +87,17 @@ def accuracy(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
     return correct / len(images)
 
 
-def load_or_train(data_dir: str | Path, epochs: int = 3) -> MNISTClassifier:
-    """The cached classifier of ``data_dir``, trained on MNIST's 60k training images when missing."""
+def load_or_train(data_dir: str | Path, epochs: int = 3, download: bool = True, check_md5: bool = True) -> MNISTClassifier:
+    """The cached classifier of ``data_dir``, trained on MNIST's 60k training images when missing.
+
+    ``download`` and ``check_md5`` are passed to ``ensure_mnist`` for that training.
+    """
     path = Path(data_dir) / WEIGHTS
     model = MNISTClassifier()
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
-    raw = ensure_mnist(data_dir)
+    raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
     images, labels = load_mnist_split(raw, train=True)
     model = train_classifier(to_model_range(images, 28), labels, epochs=epochs)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -107,8 +107,13 @@ class _Precomputed(torch.nn.Identity):
         self.num_features = num_features
 
 
-def fid_kid_from_features(real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 1000) -> dict[str, float]:
-    """FID and KID (mean, std) between feature sets (N, D) and (M, D); torchmetrics does the statistics."""
+def fid_kid_from_features(
+    real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """FID and KID (mean, std) between feature sets (N, D) and (M, D); torchmetrics does the statistics.
+
+    KID averages over random subsets, drawn here from ``seed`` so that a score repeats.
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -119,7 +124,9 @@ def fid_kid_from_features(real: torch.Tensor, fake: torch.Tensor, kid_subset_siz
         for features, is_real in ((real, True), (fake, False)):
             fid.update(features, real=is_real)
             kid.update(features, real=is_real)
-        kid_mean, kid_std = kid.compute()
+        with torch.random.fork_rng(devices=[]):  # the global RNG is left as it was
+            torch.manual_seed(seed)
+            kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
 

@@ -126,3 +126,14 @@ def test_class_statistics_known_answers() -> None:
 
     two = class_statistics(_LookupClassifier([0, 1] * 100), _indexed_images(200))
     assert two["inception_score"] == pytest.approx(2.0, rel=1e-4)
+
+
+def test_kid_repeats_for_a_seed_and_varies_across_seeds() -> None:
+    from ddpm_lit.metrics import fid_kid_from_features
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 8, generator=g), torch.randn(200, 8, generator=g) + 0.2
+    a = fid_kid_from_features(real, fake, kid_subset_size=50, seed=1)
+    b = fid_kid_from_features(real, fake, kid_subset_size=50, seed=1)
+    c = fid_kid_from_features(real, fake, kid_subset_size=50, seed=2)
+    assert a == b and a["kid"] != c["kid"] and a["fid"] == c["fid"]

