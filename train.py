@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return metrics.get("val/loss")
+    return metrics.get(cfg.objective)
 
 
 if __name__ == "__main__":

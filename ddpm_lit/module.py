@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from ddpm_lit.diffusion import GaussianDiffusion, randn
+from ddpm_lit.features import fid_from_statistics, fid_statistics
 from ddpm_lit.samplers import sample_ddpm
 from ddpm_lit.unet import UNet
 
@@ -59,6 +60,9 @@ class DDPMModule(L.LightningModule):
         clip_denoised: clip the predicted x0 to [−1, 1] while sampling.
         val_seed: seed of the validation noise, timesteps and samples, so epochs compare.
         nn_reference_size: validation images searched for each sample's nearest neighbour.
+        val_fid: also log ``val/fid``, the MNIST-FID (classifier features) of the K samples
+            against ``fid_reference_size`` validation images; needs a datamodule with
+            ``feature_classifier()``. With K samples it is biased upwards but compares epochs.
     """
 
     def __init__(
@@ -75,6 +79,8 @@ class DDPMModule(L.LightningModule):
         clip_denoised: bool = True,
         val_seed: int = 0,
         nn_reference_size: int = 1000,
+        val_fid: bool = True,
+        fid_reference_size: int = 1000,
     ) -> None:
         super().__init__()
         if lr <= 0:
@@ -84,6 +90,7 @@ class DDPMModule(L.LightningModule):
             ("sample_every_n_epochs", sample_every_n_epochs, 0),
             ("num_val_samples", num_val_samples, 1),
             ("nn_reference_size", nn_reference_size, 1),
+            ("fid_reference_size", fid_reference_size, 2),
         ):
             if value < low:
                 raise ValueError(f"model.{name} must be ≥ {low}, got {value}")
@@ -98,6 +105,9 @@ class DDPMModule(L.LightningModule):
             )
         self.image_shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
         self._reference: dict[str, torch.Tensor] = {}
+        # (classifier, reference statistics) for val/fid; a tuple, so the classifier is not
+        # registered as a submodule and stays out of checkpoints.
+        self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.net(x_t, t)
@@ -116,6 +126,14 @@ class DDPMModule(L.LightningModule):
         gen = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)  # CPU: same on every device
         loss = self.diffusion.loss(self.net, x0, generator=gen)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def on_fit_start(self) -> None:
+        # Load (or train, once) the val/fid classifier now: validation runs without gradients,
+        # and a missing classifier is better found before the first epoch than after it.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "feature_classifier"):
+            if self.trainer.is_global_zero:
+                datamodule.feature_classifier()
 
     def on_validation_epoch_end(self) -> None:
         every = self.hparams.sample_every_n_epochs
@@ -139,7 +157,26 @@ class DDPMModule(L.LightningModule):
             self.log("val/ssim", ssim(unit, test[: len(unit)], data_range=1.0), rank_zero_only=True)
             # (b) each sample against its most similar reference image
             self.log("val/nn_ssim", nearest_neighbour_ssim(unit, ref).mean(), rank_zero_only=True)
+            if self.hparams.val_fid and hasattr(datamodule, "feature_classifier"):
+                self.log("val/fid", self._val_fid(datamodule, samples), rank_zero_only=True)
         self._log_grid(unit)
+
+    def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
+        """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""
+        if self._fid_state is None:
+            classifier = datamodule.feature_classifier().to(self.device).eval()
+            ref = datamodule.reference_images("val", self.hparams.fid_reference_size, seed=self.hparams.val_seed)
+            ref_features = torch.cat([self._classifier_features(classifier, b) for b in ref.split(500)])
+            self._fid_state = (classifier, fid_statistics(ref_features))
+        classifier, ref_stats = self._fid_state
+        return fid_from_statistics(ref_stats, fid_statistics(self._classifier_features(classifier, samples)))
+
+    @torch.no_grad()
+    def _classifier_features(self, classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().to(self.device)
+        if x.shape[-2:] != (28, 28):  # the classifier reads MNIST's 28×28
+            x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True)
+        return classifier.features(x).cpu()
 
     def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:
         if split not in self._reference:

@@ -49,14 +49,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
     model = build(cfg.model)
     datamodule = build(cfg.data)
+    callbacks = build_dict(cfg.get("callbacks"))
+    _check_monitors(callbacks, model)
     # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
     datamodule.prepare_data()
     wandb_mode = os.environ.get("WANDB_MODE")
-    callbacks = build_dict(cfg.get("callbacks"))
-    loggers: list[Logger] = build_dict(cfg.get("logger"))
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and not logger._offline:
-            _check_wandb_credentials()
+    loggers: list[Logger] = open_loggers(build_dict(cfg.get("logger")))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     try:
@@ -86,17 +84,48 @@ def train(cfg: DictConfig) -> dict[str, float]:
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
     finally:
-        # Lightning leaves the W&B run open; close it so the next job of a multirun
-        # gets a run of its own instead of writing into this one.
-        if any(isinstance(logger, WandbLogger) for logger in loggers):
-            import wandb
+        close_loggers(loggers, wandb_mode)
 
-            wandb.finish()
-        # WandbLogger(offline=True) sets WANDB_MODE for the whole process; restore it for the next job.
-        if wandb_mode is None:
-            os.environ.pop("WANDB_MODE", None)
-        else:
-            os.environ["WANDB_MODE"] = wandb_mode
+
+SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
+
+
+def _check_monitors(callbacks: list[Any], model: Any) -> None:
+    """A checkpoint monitoring a metric of the sampling hook needs that metric every epoch."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    every = model.hparams.get("sample_every_n_epochs", 1)
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor in SAMPLED_METRICS and every != 1:
+            raise ConfigError(
+                f"callbacks.model_checkpoint.monitor={cb.monitor} is only logged on sampling epochs; "
+                f"set model.sample_every_n_epochs=1 (it is {every})"
+            )
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val/fid" and not model.hparams.get("val_fid", False):
+            raise ConfigError("callbacks.model_checkpoint.monitor=val/fid needs model.val_fid=true")
+
+
+def open_loggers(loggers: list[Logger]) -> list[Logger]:
+    """Check that online W&B has credentials, so that nothing prompts; return ``loggers``."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and not logger._offline:
+            _check_wandb_credentials()
+    return loggers
+
+
+def close_loggers(loggers: list[Logger], wandb_mode: str | None) -> None:
+    """Finish the W&B run and restore WANDB_MODE as it was before ``loggers`` were built."""
+    # Lightning leaves the W&B run open; close it so the next job of a multirun
+    # gets a run of its own instead of writing into this one.
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
+    # WandbLogger(offline=True) sets WANDB_MODE for the whole process; restore it for the next job.
+    if wandb_mode is None:
+        os.environ.pop("WANDB_MODE", None)
+    else:
+        os.environ["WANDB_MODE"] = wandb_mode
 
 
 def _check_wandb_credentials() -> None:

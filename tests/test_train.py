@@ -1,5 +1,6 @@
 import csv as csvlib
 import json
+import math
 import shutil
 import os
 import subprocess
@@ -229,3 +230,39 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(synthetic_mnist_dir
         assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
         run_ids.add(runs[0].name.rsplit("-", 1)[-1])
     assert len(run_ids) == 2
+
+
+def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "trainer.max_epochs=3", "data.check_md5=false", "data.val_size=32",
+         "model.fid_reference_size=32", "callbacks.model_checkpoint.monitor=val/fid", "objective=val/fid"],
+        tmp_path, synthetic_mnist_dir,
+    )
+    metrics = train(cfg)
+    rows = list(csvlib.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
+    fid = {int(r["epoch"]): float(r["val/fid"]) for r in rows if r.get("val/fid")}
+    assert sorted(fid) == [0, 1, 2]
+    assert all(math.isfinite(v) and v > 0 for v in fid.values())
+    assert metrics["val/fid"] == pytest.approx(fid[2])
+    (best,) = (tmp_path / "checkpoints").glob("epoch_*.ckpt")
+    assert best.name == f"epoch_{min(fid, key=fid.get):03d}.ckpt"
+    # the classifier was trained for this data once and cached beside it, not saved in checkpoints
+    assert (synthetic_mnist_dir / "classifier" / "mnist_cnn.pt").is_file()
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert all(k.startswith(("net.", "diffusion.")) for k in state)
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["model.sample_every_n_epochs=2"], "only logged on sampling epochs"),
+        (["model.val_fid=false"], "needs model.val_fid=true"),
+    ],
+)
+def test_val_fid_monitor_needs_it_every_epoch(overrides, words, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "callbacks.model_checkpoint.monitor=val/fid", *overrides], tmp_path, tmp_path / "empty"
+    )
+    with pytest.raises(ConfigError, match=words):
+        train(cfg)
+    assert not (tmp_path / "empty").exists()  # stopped before fetching data
