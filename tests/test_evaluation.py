@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation import Scorer, load_samples_npz, save_samples_npz
@@ -190,6 +191,7 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier)
     real, real_px = scorer.score(test[:300], "test")
     copies, copies_px = scorer.score(train[5000:5300])
     noise, _ = scorer.score(torch.rand(300, 1, 28, 28, generator=g) * 2 - 1)
+    blurred, _ = scorer.score(torchvision.transforms.functional.gaussian_blur(test[300:600], 9, 3.0))
 
     # memorisation: copies sit at distance 0 with SSIM 1; held-out digits do not
     assert copies["nn_train_distance_mean"] == 0.0 and copies["nn_ssim"] == pytest.approx(1.0, abs=1e-4)
@@ -198,6 +200,8 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier)
     # distribution metrics: real digits near the floor, noise far from it
     assert real["precision"] > 0.7 and real["recall"] > 0.7 and noise["precision"] < 0.1
     assert real["mnist_fid"] < 10 and noise["mnist_fid"] > 100 * real["mnist_fid"]
+    assert real["mnist_fid"] < blurred["mnist_fid"] < noise["mnist_fid"]
+    assert blurred["recall"] < 0.5 * real["recall"] and blurred["inception_score"] < real["inception_score"]
     assert real["inception_score"] > 8.5 and real["min_class_share"] > 0.05
     # the report's SSIM: a test image is never paired with itself, so its SSIM is far from 1
     assert 0.05 < real["ssim"] < 0.5 and real_px["ssim"].max() < 0.999

@@ -79,3 +79,26 @@ def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path) ->
     assert scores["test"]["precision"] > 0.8 and scores["test"]["recall"] > 0.8
     assert scores["blurred"]["recall"] < 0.1 and scores["noise"]["precision"] < 0.1
     assert scores["test"]["inception_score"] > 9.0 and scores["test"]["min_class_share"] > 0.07
+
+
+@pytest.mark.slow
+def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> None:
+    """The standard FID (TF-Inception-v3) of 200 images against 500 training images."""
+    from ddpm_lit.data import load_mnist_split, to_model_range
+    from ddpm_lit.features import batched_features, fid_from_statistics, fid_statistics
+    from ddpm_lit.inception import InceptionFeatures
+
+    inception = InceptionFeatures(batch_size=16)
+    raw = mnist_dir / "MNIST" / "raw"
+    train = to_model_range(load_mnist_split(raw, train=True)[0][:500], 28)
+    test = to_model_range(load_mnist_split(raw, train=False)[0][:200], 28)
+    reference = fid_statistics(batched_features(inception, train, 16))
+    fid = {
+        name: fid_from_statistics(reference, fid_statistics(batched_features(inception, images, 16)))
+        for name, images in {
+            "test": test,
+            "blurred": torch.nn.functional.avg_pool2d(test, 5, 1, 2),
+            "noise": torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+        }.items()
+    }
+    assert fid["test"] < 0.5 * fid["blurred"] and fid["blurred"] < fid["noise"]
