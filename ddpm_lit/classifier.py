@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_lit.features import atomic_save
 from ddpm_lit.data import ensure_mnist, load_mnist_split, to_model_range
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,19 @@ class MNISTClassifier(nn.Module):
 def train_classifier(
     images: torch.Tensor, labels: torch.Tensor, epochs: int = 3, batch_size: int = 128, seed: int = 0
 ) -> MNISTClassifier:
-    """Adam with a one-cycle schedule and ±2-pixel random shifts. images: (N, 1, 28, 28) in [−1, 1]."""
-    torch.manual_seed(seed)
+    """Adam with a one-cycle schedule and ±2-pixel random shifts. images: (N, 1, 28, 28) in [−1, 1].
+
+    The global random state is restored afterwards, so training the classifier inside a seeded
+    run (``val/fid`` on first use) does not change that run's noise or data order.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # weight init and dropout; CUDA generators untouched
+        return _train_classifier(images, labels, epochs, batch_size, seed)
+
+
+def _train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int, seed: int
+) -> MNISTClassifier:
     gen = torch.Generator().manual_seed(seed)
     model = MNISTClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -101,9 +113,7 @@ def load_or_train(data_dir: str | Path, epochs: int = 3, download: bool = True, 
     images, labels = load_mnist_split(raw, train=True)
     model = train_classifier(to_model_range(images, 28), labels, epochs=epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_save(model.state_dict(), path)
     return model
 
 

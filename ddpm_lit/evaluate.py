@@ -36,11 +36,14 @@ def resolve_device(name: str) -> torch.device:
 def _check_config(cfg: DictConfig) -> None:
     if (cfg.get("ckpt_path") is None) == (cfg.get("samples_path") is None):
         raise ConfigError("give exactly one of ckpt_path=<.ckpt> or samples_path=<.npz>")
-    for key, low in (("num_samples", 1), ("batch_size", 1), ("grid_size", 0), ("ssim_candidates", 1),
+    for key, low in (("num_samples", 4), ("batch_size", 1), ("reference_seed", 0), ("grid_size", 0), ("ssim_candidates", 1),
                      ("nll.num_images", 1), ("nll.batch_size", 1), ("fid.batch_size", 1), ("kid_subset_size", 2)):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer ≥ {low}, got {value!r}")
+    ref = cfg.get("reference_size")
+    if ref is not None and (not isinstance(ref, int) or not 4 <= ref <= 60000):
+        raise ConfigError(f"reference_size must be in [4, 60000] or null (all training images), got {ref!r}")
     if cfg.nll.variance not in ("posterior", "beta"):
         raise ConfigError(f"nll.variance must be posterior or beta, got {cfg.nll.variance!r}")
     if cfg.sampler.name != "ddpm":
@@ -97,8 +100,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # Inputs that can be wrong are checked before anything long runs.
     module, ema = (load_module(cfg.ckpt_path, device) if cfg.ckpt_path else (None, False))
     samples = load_samples_npz(cfg.samples_path) if cfg.samples_path else None
-    if module is not None and tuple(module.image_shape) != (1, 28, 28):
-        raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
+    if samples is not None and len(samples) < 4:
+        raise DataError(f"{cfg.samples_path}: scoring needs at least 4 images, the file has {len(samples)}")
+    if module is not None:
+        if tuple(module.image_shape) != (1, 28, 28):
+            raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
+        steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
+        if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+            raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
     inception = None
     if cfg.fid.enabled:
         from ddpm_lit.inception import InceptionFeatures
@@ -131,7 +140,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
         scorer = Scorer(
             train, test, classifier, inception, reference_size=cfg.reference_size, cache_dir=cfg.cache_dir,
-            device=device, seed=cfg.seed, classifier_batch_size=cfg.classifier.batch_size,
+            device=device, seed=cfg.seed, reference_seed=cfg.reference_seed, classifier_batch_size=cfg.classifier.batch_size,
             inception_batch_size=cfg.fid.batch_size, ssim_candidates=cfg.ssim_candidates,
             kid_subset_size=cfg.kid_subset_size, timings=timings,
         )  # fmt: skip
@@ -139,7 +148,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         per_image: dict[str, dict[str, torch.Tensor]] = {}
         results["samples"], per_image["samples"] = scorer.score(samples, "samples")
         if cfg.score_test:
-            results["test"], per_image["test"] = scorer.score(test, "test", cache=True)
+            # As many test images as samples (up to all 10k): the floor for this N, since
+            # FID, KID and precision/recall all move with the number of images.
+            idx = torch.arange(len(test))
+            if len(samples) < len(test):
+                idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.reference_seed))
+                idx = idx[: len(samples)].sort().values
+            results["test"], per_image["test"] = scorer.score(test[idx], "test", cache=True, test_indices=idx)
 
         if module is not None and cfg.nll.enabled:
             gen = torch.Generator().manual_seed(cfg.seed)
@@ -166,6 +181,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "ema_weights": ema,
             "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
             "reference_size": cfg.reference_size or len(train),
+            "reference_seed": cfg.reference_seed,
+            "classifier": scorer.classifier_id,
+            "inception": inception.identity if inception is not None else None,
             "device": str(device),
         }
         (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
@@ -215,8 +233,11 @@ def markdown_report(results: dict[str, Any]) -> str:
     if src["sampler"]:
         lines.append(f"Sampler: {src['sampler']}; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
     lines += [
-        f"{int(samples['num_images'])} samples; distribution metrics against {src['reference_size']} training "
-        "images; distances in pixel space with images in [0, 1].",
+        f"{int(samples['num_images'])} samples"
+        + (f", {int(test['num_images'])} real test images" if test else "")
+        + f"; distribution metrics against {src['reference_size']} training images (seed {src['reference_seed']}; "
+        "precision/recall against as many of them as images scored); distances in pixel space with "
+        f"images in [0, 1]. Features: {src['inception'] or 'no Inception'}, {src['classifier']}.",
         "",
         "| metric | samples | real test images |" if test else "| metric | samples |",
         "|---|---|---|" if test else "|---|---|",

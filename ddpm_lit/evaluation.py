@@ -21,6 +21,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from ddpm_lit.errors import DataError
+from ddpm_lit.inception import to_uint8_levels
 from ddpm_lit.features import batched_features, cached, fid_from_statistics, fid_statistics, images_key
 from ddpm_lit.metrics import (
     class_statistics_from_logits,
@@ -50,12 +51,15 @@ def load_samples_npz(path: str | Path, image_size: int = 28) -> torch.Tensor:
     if not path.is_file():
         raise DataError(f"samples file {path} does not exist")
     try:
-        with np.load(path) as f:
-            if "arr_0" not in f:
-                raise DataError(f"{path} has no array `arr_0` (it has {sorted(f.files)})")
-            arr = f["arr_0"]
-    except (ValueError, OSError) as e:
+        f = np.load(path)
+    except Exception as e:  # not numpy's format at all
         raise DataError(f"{path} is not a readable .npz file: {e}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} is a single array, not an .npz archive with `arr_0` (save it with np.savez)")
+    with f:
+        if "arr_0" not in f:
+            raise DataError(f"{path} has no array `arr_0` (it has {sorted(f.files)})")
+        arr = f["arr_0"]
     if arr.dtype != np.uint8:
         raise DataError(f"{path}: arr_0 must be uint8 pixel levels 0-255, got {arr.dtype}")
     if arr.ndim == 3:
@@ -108,8 +112,9 @@ class Scorer:
         classifier: the project's MNIST classifier (features for MNIST-FID, KID, precision,
             recall; logits for the Inception Score and the class histogram).
         inception: ``InceptionFeatures`` for the standard FID, or None to skip it.
-        reference_size: training images (a fixed random subset) that the distribution metrics
-            compare with; None: all of them.
+        reference_size: training images (a fixed random subset, drawn with ``reference_seed``)
+            that the distribution metrics compare with; None: all of them. Precision and recall
+            use a random N of them for N images, as Kynkäänniemi et al. compare equal-size sets.
         cache_dir: where reference features and statistics are kept (None: not cached).
         ssim_candidates: nearest training images (by pixel distance) searched for the best SSIM.
     """
@@ -124,6 +129,7 @@ class Scorer:
         cache_dir: str | Path | None = None,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        reference_seed: int = 0,
         classifier_batch_size: int = 1000,
         inception_batch_size: int = 64,
         ssim_candidates: int = 10,
@@ -138,17 +144,19 @@ class Scorer:
         self.inception = inception.to(self.device) if inception is not None else None
         self.cache_dir = cache_dir
         self.seed = seed
+        self.reference_seed = reference_seed
         self.classifier_batch_size = classifier_batch_size
         self.inception_batch_size = inception_batch_size
         self.ssim_candidates = ssim_candidates
         self.kid_subset_size = kid_subset_size
         self.timings = timings or Timings()
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(reference_seed)
         if reference_size is None or reference_size == len(train):
             self.reference = train
         else:
             self.reference = train[torch.randperm(len(train), generator=gen)[:reference_size].sort().values]
         self._classifier_key = _module_key(self.classifier)
+        self.classifier_id = f"mnist-cnn-{self._classifier_key[:12]}"
         self._ref_key = images_key(self.reference)
         self._ref_features: torch.Tensor | None = None
         self._ref_inception: dict[str, torch.Tensor] | None = None
@@ -158,6 +166,7 @@ class Scorer:
         """Penultimate features (N, 128) and logits (N, 10), in one pass of the classifier."""
 
         def both(x: torch.Tensor) -> torch.Tensor:
+            x = to_uint8_levels(x) / 127.5 - 1.0  # the 8-bit images the cache key names
             f = self.classifier.features(x)
             return torch.cat([f, self.classifier.head(f)], dim=1)
 
@@ -194,13 +203,19 @@ class Scorer:
         return self._ref_inception
 
     # ---- scoring -------------------------------------------------------------------------
-    def score(self, images: torch.Tensor, name: str = "samples", cache: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    def score(
+        self, images: torch.Tensor, name: str = "samples", cache: bool = False, test_indices: torch.Tensor | None = None
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """Metrics of ``images`` (N, 1, 28, 28) in [−1, 1], and per-image values for figures.
 
         ``cache``: keep this set's features on disk too (for fixed sets such as the test images).
+        ``test_indices``: when the images are test images, their indices in ``test``, so that
+        the report's SSIM never pairs an image with itself.
         Timings of samples' metrics are recorded under their metric names, others' under
         ``<name>/<metric>``.
         """
+        if len(images) < 4:
+            raise ValueError(f"scoring needs at least 4 images (k = 3 nearest neighbours), got {len(images)}")
         if images.ndim != 4 or images.shape[1:] != self.train.shape[1:]:
             raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.train.shape[1:]))}), got {tuple(images.shape)}")
         prefix = "" if name == "samples" else f"{name}/"
@@ -221,7 +236,11 @@ class Scorer:
             fk = fid_kid_from_features(ref_f, feats, self.kid_subset_size, seed=self.seed)
             out.update(mnist_fid=fk["fid"], kid=fk["kid"], kid_std=fk["kid_std"])
         with t(prefix + "precision_recall"):
-            out.update(precision_recall(ref_f, feats, k=3))
+            pr_ref = ref_f
+            if len(ref_f) > len(feats):  # equal-size sets, as in Kynkäänniemi et al. (2019)
+                gen = torch.Generator().manual_seed(self.reference_seed)
+                pr_ref = ref_f[torch.randperm(len(ref_f), generator=gen)[: len(feats)]]
+            out.update(precision_recall(pr_ref, feats, k=3))
         with t(prefix + "class_statistics"):
             out.update(class_statistics_from_logits(logits))
 
@@ -238,9 +257,10 @@ class Scorer:
             unit = to_unit(images)
             gen = torch.Generator().manual_seed(self.seed)
             perm = torch.randperm(len(self.test), generator=gen)
-            partner = perm[torch.arange(len(images)) % len(self.test)]
-            if name == "test":  # a test image is never paired with itself
-                partner = perm[(torch.argsort(perm)[torch.arange(len(images))] + 1) % len(self.test)]
+            pos = torch.arange(len(images)) % len(self.test)
+            partner = perm[pos]
+            if test_indices is not None:  # a test image is never paired with itself
+                partner = torch.where(partner == test_indices, perm[(pos + 1) % len(self.test)], partner)
             report = paired_ssim(unit, to_unit(self.test[partner]))
             # Best SSIM over the nearest training images by pixel distance: the SSIM of the
             # closest match without scoring each image against all 60k.

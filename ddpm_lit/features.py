@@ -33,14 +33,34 @@ def cached(cache_dir: str | Path | None, name: str, key: str, compute: Callable[
         return compute()
     path = Path(cache_dir) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
     if path.is_file():
-        log.info("using cached %s (%s)", name, path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True)
+            log.info("using cached %s (%s)", name, path)
+            return value
+        except Exception as e:  # unreadable (e.g. a disk filled up): compute it again
+            log.warning("cache entry %s is unreadable (%s); recomputing it", path, e)
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    torch.save(value, tmp)
-    tmp.replace(path)
+    atomic_save(value, path)
     return value
+
+
+def atomic_save(value: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file of its own in the same folder, then rename: readers
+    never see a half-written file, and parallel jobs writing the same entry do not collide."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def batched_features(
@@ -73,7 +93,8 @@ def fid_from_statistics(real: dict[str, torch.Tensor], fake: dict[str, torch.Ten
     from ddpm_lit.metrics import _Precomputed
 
     dim = real["sum"].numel()
-    fid = FrechetInceptionDistance(feature=_Precomputed(dim))
+    # sync_on_compute=False: statistics are complete here; under DDP only rank 0 may call this.
+    fid = FrechetInceptionDistance(feature=_Precomputed(dim), sync_on_compute=False)
     # The metric's own state, filled from cached statistics instead of repeated update() calls.
     fid.real_features_sum = real["sum"].double()
     fid.real_features_cov_sum = real["cov_sum"].double()

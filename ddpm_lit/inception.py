@@ -109,6 +109,11 @@ class InceptionFeatures(torch.nn.Module):
         out = []
         for i in range(0, len(images), self.batch_size):
             x = self.preprocess(images[i : i + self.batch_size])
-            # channels_last: about 1.6× faster on CPU, same features to 1e-5.
-            out.append(self.net(x.contiguous(memory_format=torch.channels_last)).float())
+            # channels_last: about 1.6× faster on CPU, same features to 1e-5. No TF32 on GPUs:
+            # its 10-bit mantissa would move the features away from the fp32 reference.
+            with torch.backends.cudnn.flags(
+                enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                deterministic=torch.backends.cudnn.deterministic, allow_tf32=False,
+            ):
+                out.append(self.net(x.contiguous(memory_format=torch.channels_last)).float())
         return torch.cat(out)

@@ -23,24 +23,26 @@ def _quiet_torchmetrics() -> Iterator[None]:
         yield
 
 
-def _pairwise_distances(a: torch.Tensor, b: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-    """Euclidean distances (N, M) between rows of a (N, D) and b (M, D), in float64, in row batches."""
+def _row_batches(a: torch.Tensor, b: torch.Tensor, batch: int = 1024) -> Iterator[torch.Tensor]:
+    """Euclidean distances between rows of a (N, D) and b (M, D) in float64, ``batch`` rows of a
+    at a time: memory stays at batch × M whatever N (60k × 60k would be 29 GB)."""
     a, b = a.double(), b.double()
-    return torch.cat([torch.cdist(a[i : i + batch], b) for i in range(0, len(a), batch)])
+    for i in range(0, len(a), batch):
+        yield torch.cdist(a[i : i + batch], b)
 
 
 def knn_radii(features: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Distance of each row to its k-th nearest other row: (N,)."""
     if not 1 <= k < len(features):
         raise ValueError(f"k must be in [1, {len(features) - 1}] for {len(features)} feature vectors, got {k}")
-    d = _pairwise_distances(features, features)
-    return d.kthvalue(k + 1, dim=1).values  # the 1st is the point itself, at distance 0
+    # the 1st nearest is the point itself, at distance 0
+    return torch.cat([d.kthvalue(k + 1, dim=1).values for d in _row_batches(features, features)])
 
 
 def manifold_coverage(radii_of: torch.Tensor, support: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Fraction of ``queries`` inside the union of balls B(support_i, radii_of_i)."""
-    d = _pairwise_distances(queries, support)  # (Q, S)
-    return (d <= radii_of[None, :]).any(dim=1).double().mean()
+    inside = [(d <= radii_of[None, :]).any(dim=1) for d in _row_batches(queries, support)]  # (b, S) each
+    return torch.cat(inside).double().mean()
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, float]:
@@ -119,13 +121,16 @@ def fid_kid_from_features(
 
     passthrough = _Precomputed(real.shape[1])
     with _quiet_torchmetrics():
-        fid = FrechetInceptionDistance(feature=passthrough)
-        kid = KernelInceptionDistance(feature=passthrough, subset_size=min(kid_subset_size, len(real), len(fake)))
+        # The features are complete on this process: no cross-process sync (a lone rank would hang).
+        fid = FrechetInceptionDistance(feature=passthrough, sync_on_compute=False)
+        kid = KernelInceptionDistance(
+            feature=passthrough, subset_size=min(kid_subset_size, len(real), len(fake)), sync_on_compute=False
+        )
         for features, is_real in ((real, True), (fake, False)):
             fid.update(features, real=is_real)
             kid.update(features, real=is_real)
-        with torch.random.fork_rng(devices=[]):  # the global RNG is left as it was
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # the global CPU RNG is left as it was
+            torch.default_generator.manual_seed(seed)  # torchmetrics draws the subsets from it
             kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
@@ -168,7 +173,7 @@ def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
 
     # The logits are fed to torchmetrics as its "features"; it applies the softmax.
     with _quiet_torchmetrics():
-        score = InceptionScore(feature=torch.nn.Identity(), splits=1)
+        score = InceptionScore(feature=torch.nn.Identity(), splits=1, sync_on_compute=False)
         score.update(logits.float())
         inception_score = float(score.compute()[0])
     counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1])

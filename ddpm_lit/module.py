@@ -98,6 +98,8 @@ class DDPMModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.net = UNet(**dict(net))
         self.diffusion = GaussianDiffusion(**dict(diffusion))
+        if val_fid and num_val_samples < 2:
+            raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {num_val_samples}")
         if val_sample_steps is not None and not 1 <= val_sample_steps <= self.diffusion.num_timesteps:
             raise ValueError(
                 f"model.val_sample_steps must be in [1, timesteps={self.diffusion.num_timesteps}], "
@@ -142,24 +144,34 @@ class DDPMModule(L.LightningModule):
         last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
         if (self.current_epoch + 1) % every and not last:
             return
-        if not self.trainer.is_global_zero:  # every rank would draw the same images
-            return
+        metrics: dict[str, float] = {}
+        if self.trainer.is_global_zero:  # every rank would draw the same images
+            metrics = self._sample_and_score()
+        # Every rank logs the same values, so any of them can be a checkpoint monitor under DDP.
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        for name, value in metrics.items():
+            self.log(name, value)
+
+    def _sample_and_score(self) -> dict[str, float]:
+        """Draw the validation samples, save their grid, and score them (rank 0 only)."""
         # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
         steps = 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps
         gen = torch.Generator().manual_seed(self.hparams.val_seed)
         samples = self.sample(self.hparams.num_val_samples, generator=gen, steps=steps)
         unit = to_unit_range(samples.float())
+        metrics: dict[str, float] = {}
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "reference_images"):
             test = self._reference_batch(datamodule, "test", len(unit))
             ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
             # (a) the report's measure: mean SSIM of sample i against test image i
-            self.log("val/ssim", ssim(unit, test[: len(unit)], data_range=1.0), rank_zero_only=True)
+            metrics["val/ssim"] = float(ssim(unit, test[: len(unit)], data_range=1.0))
             # (b) each sample against its most similar reference image
-            self.log("val/nn_ssim", nearest_neighbour_ssim(unit, ref).mean(), rank_zero_only=True)
+            metrics["val/nn_ssim"] = float(nearest_neighbour_ssim(unit, ref).mean())
             if self.hparams.val_fid and hasattr(datamodule, "feature_classifier"):
-                self.log("val/fid", self._val_fid(datamodule, samples), rank_zero_only=True)
+                metrics["val/fid"] = self._val_fid(datamodule, samples)
         self._log_grid(unit)
+        return metrics
 
     def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
         """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""

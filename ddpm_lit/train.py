@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build(cfg.model)
     datamodule = build(cfg.data)
     callbacks = build_dict(cfg.get("callbacks"))
-    _check_monitors(callbacks, model)
+    _check_monitors(callbacks, model, cfg.get("objective"))
     # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
     datamodule.prepare_data()
     wandb_mode = os.environ.get("WANDB_MODE")
@@ -90,11 +90,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
 
 
-def _check_monitors(callbacks: list[Any], model: Any) -> None:
-    """A checkpoint monitoring a metric of the sampling hook needs that metric every epoch."""
+OBJECTIVES = ("val/loss", "train/loss", "train/loss_epoch", *SAMPLED_METRICS)
+
+
+def _check_monitors(callbacks: list[Any], model: Any, objective: str | None = None) -> None:
+    """The sweep objective must be a metric the run logs; a checkpoint monitoring a metric of
+    the sampling hook needs that metric every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     every = model.hparams.get("sample_every_n_epochs", 1)
+    if objective is not None and objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "val/fid" and not model.hparams.get("val_fid", False):
+        raise ConfigError("objective=val/fid needs model.val_fid=true")
+    if objective in SAMPLED_METRICS and every == 0:
+        raise ConfigError(f"objective={objective} needs the sampling hook: model.sample_every_n_epochs ≥ 1")
     for cb in callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.monitor in SAMPLED_METRICS and every != 1:
             raise ConfigError(

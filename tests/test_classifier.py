@@ -41,3 +41,16 @@ def test_classifier_reaches_99_percent(mnist_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / WEIGHTS).is_file()
     images, labels = load_mnist_split(tmp_path / "MNIST" / "raw", train=False)
     assert accuracy(model, to_model_range(images, 28), labels) >= 0.99
+
+
+def test_training_the_classifier_leaves_the_global_random_state_alone() -> None:
+    """val/fid may train it inside a seeded run; that run's noise must not change."""
+    from ddpm_lit.classifier import train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (64,), generator=g)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_classifier(images, labels, epochs=1, batch_size=32)
+    assert torch.equal(torch.rand(3), expected)

@@ -157,6 +157,9 @@ def test_samples_npz_uses_the_adm_layout_and_round_trips(tmp_path: Path) -> None
     ],
 )
 def test_bad_samples_files_are_refused_with_a_reason(arrays, words, tmp_path: Path) -> None:
+    np.save(tmp_path / "single.npy", np.zeros((2, 28, 28, 1), np.uint8))
+    with pytest.raises(DataError, match="single array"):
+        load_samples_npz(tmp_path / "single.npy")
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=words):
@@ -188,7 +191,7 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier)
     train, test = mnist_sets["train"], mnist_sets["test"]
     scorer = Scorer(train, test, classifier, inception=None, reference_size=1000, ssim_candidates=3)
     g = torch.Generator().manual_seed(1)
-    real, real_px = scorer.score(test[:300], "test")
+    real, real_px = scorer.score(test[:300], "test", test_indices=torch.arange(300))
     copies, copies_px = scorer.score(train[5000:5300])
     noise, _ = scorer.score(torch.rand(300, 1, 28, 28, generator=g) * 2 - 1)
     blurred, _ = scorer.score(torchvision.transforms.functional.gaussian_blur(test[300:600], 9, 3.0))
@@ -219,19 +222,28 @@ def test_scorer_refuses_wrong_shapes_and_reference_sizes(mnist_sets, classifier)
 
 # ---- the bound over a data set ---------------------------------------------------------------
 def test_dataset_bound_averages_images_with_their_standard_error() -> None:
+    """Three different images in batches of 2 + 1 against a network that is wrong (so every term
+    depends on the noise): the totals are those of bits_per_dim on the same batches and noise."""
     from test_likelihood import one_image_problem
 
     from ddpm_lit.likelihood import bits_per_dim, dataset_bits_per_dim
 
-    d, x0, net = one_image_problem(T=20)
-    out = dataset_bits_per_dim(net, d, x0, batch_size=2, generator=torch.Generator().manual_seed(1))
-    per_image = bits_per_dim(net, d, x0[:1], generator=torch.Generator().manual_seed(1))["total"]
+    d, x0, _ = one_image_problem(T=20)
+    images = torch.cat([x0[:1], -x0[:1], x0[:1].flip(-1)])
+    net = lambda x, t: 0.5 * x  # noqa: E731
+    out = dataset_bits_per_dim(net, d, images, batch_size=2, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    first = bits_per_dim(net, d, images[:2], generator=gen)
+    second = bits_per_dim(net, d, images[2:], generator=gen)
+    totals = torch.cat([first["total"], second["total"]]).double()
     assert out["num_images"] == 3 and out["terms"].shape == (20,)
-    assert out["bpd"] == pytest.approx(float(per_image[0]), rel=1e-4)  # the same image thrice
-    assert out["bpd_stderr"] == pytest.approx(0.0, abs=1e-4)
-    mixed = dataset_bits_per_dim(lambda x, t: torch.zeros_like(x), d, torch.cat([x0[:1], -x0[:1]]), batch_size=1)
-    totals = mixed["totals"]
-    assert mixed["bpd_stderr"] == pytest.approx(float(totals.std() / math.sqrt(2)), rel=1e-6)
+    assert torch.allclose(out["totals"], totals, rtol=1e-6)
+    assert len(set(totals.tolist())) == 3  # the images differ, so the standard error is not trivially 0
+    assert out["bpd"] == pytest.approx(float(totals.mean()), rel=1e-6)
+    assert out["bpd_stderr"] == pytest.approx(float(totals.std() / math.sqrt(3)), rel=1e-6)
+    terms = torch.cat([first["terms"], second["terms"]]).double().mean(0)
+    assert torch.allclose(out["terms"], terms, rtol=1e-5)
+    assert out["l0_bpd"] == pytest.approx(float(terms[0]), rel=1e-5)
 
 
 # ---- evaluate.py -------------------------------------------------------------------------------
@@ -302,7 +314,8 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
         ([], "exactly one of ckpt_path"),
         (["ckpt_path=a.ckpt", "samples_path=b.npz"], "exactly one of ckpt_path"),
         (["ckpt_path=missing.ckpt"], "does not exist"),
-        (["samples_path=missing.npz", "num_samples=0"], "num_samples must be an integer ≥ 1"),
+        (["samples_path=missing.npz", "num_samples=0"], "num_samples must be an integer ≥ 4"),
+        (["samples_path=missing.npz", "reference_size=70000"], "reference_size must be in [4, 60000]"),
         (["samples_path=missing.npz", "nll.variance=learned"], "nll.variance"),
     ],
 )

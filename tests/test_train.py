@@ -257,6 +257,8 @@ def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir
     [
         (["model.sample_every_n_epochs=2"], "only logged on sampling epochs"),
         (["model.val_fid=false"], "needs model.val_fid=true"),
+        (["objective=val/fdi"], "objective must be one of"),
+        (["objective=val/fid", "model.val_fid=false"], "objective=val/fid needs model.val_fid=true"),
     ],
 )
 def test_val_fid_monitor_needs_it_every_epoch(overrides, words, tmp_path: Path) -> None:
