@@ -157,7 +157,6 @@ class Scorer:
             self.reference = train[torch.randperm(len(train), generator=gen)[:reference_size].sort().values]
         self._classifier_key = _module_key(self.classifier)
         self.classifier_id = f"mnist-cnn-{self._classifier_key[:12]}"
-        self._ref_key = images_key(self.reference)
         self._ref_features: torch.Tensor | None = None
         self._ref_inception: dict[str, torch.Tensor] | None = None
 
