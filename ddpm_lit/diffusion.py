@@ -134,6 +134,33 @@ class GaussianDiffusion(nn.Module):
             - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
         )
 
+    def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """ε = (x_t / √ᾱ_t − x0) / √(1/ᾱ_t − 1), the inverse of ``predict_x0_from_eps``."""
+        return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0) / extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
+        )
+
+    def get_v(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The velocity v = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022, §4)."""
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x0.shape) * eps
+            - extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * x0
+        )
+
+    def predict_x0_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """x0 = √ᾱ_t x_t − √(1−ᾱ_t) v, since x_t and v are a rotation of (x0, ε) by the angle φ_t."""
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
+            - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * v
+        )
+
+    def predict_eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """ε = √(1−ᾱ_t) x_t + √ᾱ_t v."""
+        return (
+            extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * x_t
+            + extract(self.sqrt_alphas_cumprod, t, x_t.shape) * v
+        )
+
     # ---- reverse process -------------------------------------------------------------
     def model_eps(self, net: Denoiser, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε_θ(x_t, t), calling the network with its own timestep indices."""

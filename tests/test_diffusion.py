@@ -502,3 +502,36 @@ def test_respace_takes_numpy_integers() -> None:
     import numpy as np
 
     assert GaussianDiffusion("linear", 100).respace(np.int64(10)).num_timesteps == 10
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_eps_x0_v_conversions_are_exact_inverses(schedule: str) -> None:
+    d = GaussianDiffusion(schedule, 1000)
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(0, 1000, 37)
+    x0 = torch.rand(len(t), 1, 4, 4, generator=g) * 2 - 1
+    eps = torch.randn(len(t), 1, 4, 4, generator=g)
+    x_t = d.q_sample(x0, t, eps)
+    v = d.get_v(x0, t, eps)
+    # v is a rotation of (x0, ε): exact at every t
+    assert torch.allclose(d.predict_x0_from_v(x_t, t, v), x0, atol=1e-5)
+    assert torch.allclose(d.predict_eps_from_v(x_t, t, v), eps, atol=1e-5)
+    # x0 from ε divides by √ᾱ_t: float32 rounding grows as 1/√ᾱ_t, so check where ᾱ_t > 1e-3
+    # (the reason v-prediction exists: near t = T, ε says almost nothing about x0)
+    ok = d.alphas_cumprod[t] > 1e-3
+    assert ok.sum() >= 20  # most of the 28 timesteps checked
+    tt, xt, x0k, epsk = t[ok], x_t[ok], x0[ok], eps[ok]
+    assert torch.allclose(d.predict_x0_from_eps(xt, tt, epsk), x0k, atol=1e-4)
+    assert torch.allclose(d.predict_eps_from_x0(xt, tt, x0k), epsk, atol=1e-4)
+    # x0 → ε → x0 with a wrong x0 gives the wrong x0 back, not the true one: the maps are inverses
+    wrong = x0k + 0.5
+    assert torch.allclose(d.predict_x0_from_eps(xt, tt, d.predict_eps_from_x0(xt, tt, wrong)), wrong, atol=1e-4)
+
+
+def test_v_matches_its_definition_by_hand() -> None:
+    d = GaussianDiffusion("cosine", 1000)
+    i = 499
+    a = float(torch.cumprod(1 - d.betas_float64, 0)[i])  # ᾱ_500 ≈ 0.4938 (see the schedule tests)
+    x0, eps = torch.full((1, 1, 1, 1), 0.3), torch.full((1, 1, 1, 1), -1.2)
+    v = d.get_v(x0, torch.tensor([i]), eps)
+    assert float(v) == pytest.approx(math.sqrt(a) * -1.2 - math.sqrt(1 - a) * 0.3, rel=1e-6)
