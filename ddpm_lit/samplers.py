@@ -7,12 +7,13 @@ logging, so the same loop serves training-time validation, scripts and tests.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ddpm_lit.diffusion import Denoiser, GaussianDiffusion
+from ddpm_lit.diffusion import Denoiser, GaussianDiffusion, extract, randn
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -52,4 +53,82 @@ def sample_ddpm(
             callback(
                 {"i": i + 1, "t": int(diffusion.timestep_map[step]), "x": x, "pred_x0": out["pred_x0"], "total": total}
             )
+    return x.clamp(-1.0, 1.0)
+
+
+def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> list[int]:
+    """The subsequence τ of timestep indices DDIM visits, ascending, always ending at T − 1.
+
+    ``uniform``: evenly spaced (as ``GaussianDiffusion.respace``); ``quadratic``: τ_i ∝ i²,
+    denser near t = 0, the spacing Song et al. (2021) use for CIFAR-10.
+    """
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must be in [1, {num_timesteps}], got {steps}")
+    last = num_timesteps - 1
+    if spacing == "uniform":
+        grid = torch.linspace(last, 0, steps, dtype=torch.float64)
+    elif spacing == "quadratic":
+        grid = torch.linspace(0, math.sqrt(last), steps, dtype=torch.float64) ** 2
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; valid choices: uniform, quadratic")
+    return sorted(set(grid.round().long().tolist()) | {last})
+
+
+def ddim_step(
+    diffusion: GaussianDiffusion,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    eta: float,
+    clip_denoised: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Mean and standard deviation of DDIM's x_{t−1} given x_t and ε (Song et al. 2021, eq. 12).
+
+    x_{t−1} = √ᾱ_{t−1} x̂0 + √(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z,
+    σ_t = η √((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t−1}).
+    η = 1 gives σ_t² = β̃_t and the ancestral step's distribution; η = 0 is deterministic.
+    With clipping, ε̂ is recomputed from the clipped x̂0 so that the two stay consistent.
+    """
+    x0 = diffusion.predict_x0_from_eps(x_t, t, eps)
+    if clip_denoised:
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = diffusion.predict_eps_from_x0(x_t, t, x0)
+    a = extract(diffusion.alphas_cumprod, t, x_t.shape)
+    a_prev = extract(diffusion.alphas_cumprod_prev, t, x_t.shape)
+    sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
+    mean = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+    return {"mean": mean, "std": sigma, "pred_x0": x0}
+
+
+@torch.no_grad()
+def sample_ddim(
+    net: Denoiser,
+    diffusion: GaussianDiffusion,
+    x_T: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    steps: int | None = None,
+    eta: float = 0.0,
+    spacing: str = "uniform",
+    clip_denoised: bool = True,
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021) on a subsequence of ``steps`` timesteps (``None``: all T).
+
+    Same signature and callback as ``sample_ddpm``; ``eta`` scales the noise (0: deterministic,
+    1: the ancestral step's variance), ``spacing`` is ``uniform`` or ``quadratic``.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be ≥ 0, got {eta}")
+    chain = diffusion.respace(ddim_timesteps(diffusion.num_timesteps, steps or diffusion.num_timesteps, spacing))
+    x = x_T
+    total = chain.num_timesteps
+    for i, step in enumerate(reversed(range(total))):
+        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
+        out = ddim_step(chain, x, t, chain.model_eps(net, x, t), eta, clip_denoised)
+        x = out["mean"]
+        if eta > 0 and step > 0:
+            x = x + out["std"] * randn(x.shape, generator, x.device, x.dtype)
+        if callback is not None:
+            callback({"i": i + 1, "t": int(chain.timestep_map[step]), "x": x, "pred_x0": out["pred_x0"], "total": total})
     return x.clamp(-1.0, 1.0)
