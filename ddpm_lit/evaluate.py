@@ -46,8 +46,10 @@ def _check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"reference_size must be in [4, 60000] or null (all training images), got {ref!r}")
     if cfg.nll.variance not in ("posterior", "beta"):
         raise ConfigError(f"nll.variance must be posterior or beta, got {cfg.nll.variance!r}")
-    if cfg.sampler.name != "ddpm":
-        raise ConfigError(f"sampler.name must be ddpm, got {cfg.sampler.name!r}")
+    from ddpm_lit.samplers import SAMPLERS
+
+    if cfg.sampler.name not in SAMPLERS:
+        raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
 
 
 def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
@@ -127,9 +129,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if module is not None:
             gen = torch.Generator().manual_seed(cfg.seed)  # CPU: the same samples on every device
             with timings("sampling"):
+                options = {k: v for k, v in cfg.sampler.items() if k not in ("name", "steps", "clip_denoised")}
                 drawn = module.sample(
                     cfg.num_samples, generator=gen, steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised,
-                    batch_size=cfg.batch_size, progress=True,
+                    batch_size=cfg.batch_size, progress=True, sampler=cfg.sampler.name, **options,
                 )
             path = save_samples_npz(drawn, out_dir / "samples.npz")
             log.info("samples written to %s", path)

@@ -14,7 +14,7 @@ from torchvision.utils import make_grid, save_image
 
 from ddpm_lit.diffusion import GaussianDiffusion, randn
 from ddpm_lit.features import fid_from_statistics, fid_statistics
-from ddpm_lit.samplers import sample_ddpm
+from ddpm_lit.samplers import SAMPLERS
 from ddpm_lit.unet import UNet
 
 
@@ -29,6 +29,15 @@ def save_grid(unit: torch.Tensor, path: Path) -> torch.Tensor:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     return grid
+
+
+def _advance(bar: Any, info: Mapping[str, Any], batches: int) -> None:
+    """One step on the progress bar; its total follows the chain's real length (a spacing may
+    give fewer steps than asked for)."""
+    if bar.total != info["total"] * batches:
+        bar.total = info["total"] * batches
+        bar.refresh()
+    bar.update(1)
 
 
 def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -216,24 +225,30 @@ class DDPMModule(L.LightningModule):
         clip_denoised: bool | None = None,
         batch_size: int | None = None,
         progress: bool = False,
+        sampler: str = "ddpm",
+        **options: Any,
     ) -> torch.Tensor:
-        """Draw ``num_samples`` images by ancestral sampling: (N, C, H, W) in [−1, 1].
+        """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1].
 
         ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
-        ``steps`` respaces the chain
-        (None: all T); ``batch_size`` bounds memory (None: all at once).
+        ``steps`` respaces the chain (None: all T); ``batch_size`` bounds memory (None: all at
+        once); ``sampler`` is a name of ``ddpm_lit.samplers.SAMPLERS`` (``ddpm``: ancestral,
+        the report's; ``ddim``) and ``options`` its own arguments (e.g. ``eta``, ``spacing``).
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS)}")
         clip = self.hparams.clip_denoised if clip_denoised is None else clip_denoised
         was_training = self.training
         self.eval()
         batch_size = batch_size or num_samples
+        batches = -(-num_samples // batch_size)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            total = (steps or self.diffusion.num_timesteps) * -(-num_samples // batch_size)
+            total = (steps or self.diffusion.num_timesteps) * batches
             bar = tqdm(total=total, desc="sampling", unit="step")
         out = []
         try:
@@ -241,14 +256,15 @@ class DDPMModule(L.LightningModule):
                 n = min(batch_size, num_samples - start)
                 x_T = randn((n, *self.image_shape), generator, self.device)
                 out.append(
-                    sample_ddpm(
+                    SAMPLERS[sampler](
                         self.net,
                         self.diffusion,
                         x_T,
                         generator=generator,
                         steps=steps,
                         clip_denoised=clip,
-                        callback=(lambda _: bar.update(1)) if bar is not None else None,
+                        callback=(lambda info: _advance(bar, info, batches)) if bar is not None else None,
+                        **options,
                     )
                 )
         finally:

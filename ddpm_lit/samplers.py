@@ -132,3 +132,7 @@ def sample_ddim(
         if callback is not None:
             callback({"i": i + 1, "t": int(chain.timestep_map[step]), "x": x, "pred_x0": out["pred_x0"], "total": total})
     return x.clamp(-1.0, 1.0)
+
+
+# ``sampler.name`` in the configs -> the function; every one takes the shared arguments above.
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim}

@@ -307,6 +307,14 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     assert "nll" not in again and "sampling" not in again["timings"]
     assert again["timings"]["fid_reference"] < metrics["timings"]["fid_reference"]
 
+    # another sampler from config
+    proc = run_evaluate([f"ckpt_path={tiny_checkpoint}", "num_samples=8", "sampler=ddim", "sampler.steps=3",
+                         "sampler.eta=0.5", "fid.enabled=false", "nll.enabled=false", f"hydra.run.dir={tmp_path / 'c'}",
+                         *common])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sampler = json.loads((tmp_path / "c" / "metrics.json").read_text())["source"]["sampler"]
+    assert sampler == {"name": "ddim", "steps": 3, "eta": 0.5, "spacing": "uniform", "clip_denoised": None}
+
 
 @pytest.mark.parametrize(
     "args, words",
