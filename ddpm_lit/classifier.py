@@ -112,7 +112,6 @@ def load_or_train(data_dir: str | Path, epochs: int = 3, download: bool = True, 
     raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
     images, labels = load_mnist_split(raw, train=True)
     model = train_classifier(to_model_range(images, 28), labels, epochs=epochs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(model.state_dict(), path)
     return model
 

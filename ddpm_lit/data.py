@@ -181,6 +181,21 @@ def to_model_range(images: torch.Tensor, image_size: int) -> torch.Tensor:
     return x
 
 
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] -> [0, 1], the range of image files and SSIM."""
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+def to_pixel_levels(images: torch.Tensor) -> torch.Tensor:
+    """Images in [−1, 1] -> float pixel levels 0..255 (rounded), the 8-bit images a PNG would hold."""
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255)
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Images in [−1, 1] rounded to the 256-level grid, still in [−1, 1]."""
+    return to_pixel_levels(images) / 127.5 - 1.0
+
+
 class MNISTDataModule(L.LightningDataModule):
     """MNIST in [−1, 1]: a train/val split of the 60k training images and the 10k test set.
 

@@ -16,7 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.errors import ConfigError, DataError
-from ddpm_lit.evaluation import Scorer, Timings, load_samples_npz, save_samples_npz, to_unit
+from ddpm_lit.data import to_unit_range
+from ddpm_lit.evaluation import Scorer, Timings, load_samples_npz, save_samples_npz
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             samples = load_samples_npz(path)  # scored as saved (8-bit), so rescoring the file agrees
         assert samples is not None
         if cfg.grid_size:
-            save_grid(to_unit(samples[: cfg.grid_size]), out_dir / "grid.png")
+            save_grid(to_unit_range(samples[: cfg.grid_size]), out_dir / "grid.png")
 
         scorer = Scorer(
             train, test, classifier, inception, reference_size=cfg.reference_size, cache_dir=cfg.cache_dir,

@@ -21,7 +21,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from ddpm_lit.errors import DataError
-from ddpm_lit.inception import to_uint8_levels
+from ddpm_lit.data import quantize, to_pixel_levels, to_unit_range
 from ddpm_lit.features import batched_features, cached, fid_from_statistics, fid_statistics, images_key
 from ddpm_lit.metrics import (
     class_statistics_from_logits,
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # ---- samples files ---------------------------------------------------------------------
 def save_samples_npz(images: torch.Tensor, path: str | Path) -> Path:
     """Images (N, C, H, W) in [−1, 1] -> ``arr_0`` uint8 (N, H, W, C), the ADM evaluation layout."""
-    levels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    levels = to_pixel_levels(images.cpu()).to(torch.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.npz")
@@ -100,10 +100,6 @@ def paired_ssim(a: torch.Tensor, b: torch.Tensor, batch: int = 2000) -> torch.Te
     )
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float() + 1) / 2).clamp(0, 1)
-
-
 class Scorer:
     """Every sample-quality metric of one image set against MNIST.
 
@@ -139,6 +135,7 @@ class Scorer:
         if reference_size is not None and not 1 <= reference_size <= len(train):
             raise ValueError(f"reference_size must be in [1, {len(train)}] or null, got {reference_size}")
         self.train, self.test = train, test
+        self._train_unit = to_unit_range(train)  # in [0, 1] for distances and SSIM, converted once
         self.device = torch.device(device)
         self.classifier = classifier.eval().to(self.device)
         self.inception = inception.to(self.device) if inception is not None else None
@@ -165,7 +162,7 @@ class Scorer:
         """Penultimate features (N, 128) and logits (N, 10), in one pass of the classifier."""
 
         def both(x: torch.Tensor) -> torch.Tensor:
-            x = to_uint8_levels(x) / 127.5 - 1.0  # the 8-bit images the cache key names
+            x = quantize(x)  # the 8-bit images the cache key names
             f = self.classifier.features(x)
             return torch.cat([f, self.classifier.head(f)], dim=1)
 
@@ -245,7 +242,8 @@ class Scorer:
 
         with t(prefix + "memorisation"):
             k = max(1, self.ssim_candidates)
-            dist, idx = nearest_neighbours(to_unit(images), to_unit(self.train), k=k)
+            unit = to_unit_range(images)
+            dist, idx = nearest_neighbours(unit, self._train_unit, k=k)
             nearest = dist[:, 0].float()
             out["nn_train_distance_mean"] = float(nearest.mean())
             out["nn_train_distance_median"] = float(nearest.median())
@@ -253,18 +251,17 @@ class Scorer:
             per_image["nn_train_index"] = idx[:, 0]
 
         with t(prefix + "ssim"):
-            unit = to_unit(images)
             gen = torch.Generator().manual_seed(self.seed)
             perm = torch.randperm(len(self.test), generator=gen)
             pos = torch.arange(len(images)) % len(self.test)
             partner = perm[pos]
             if test_indices is not None:  # a test image is never paired with itself
                 partner = torch.where(partner == test_indices, perm[(pos + 1) % len(self.test)], partner)
-            report = paired_ssim(unit, to_unit(self.test[partner]))
+            report = paired_ssim(unit, to_unit_range(self.test[partner]))
             # Best SSIM over the nearest training images by pixel distance: the SSIM of the
             # closest match without scoring each image against all 60k.
             best = torch.stack(
-                [paired_ssim(unit, to_unit(self.train[idx[:, j]])) for j in range(idx.shape[1])], dim=1
+                [paired_ssim(unit, self._train_unit[idx[:, j]]) for j in range(idx.shape[1])], dim=1
             ).max(dim=1).values
             out["ssim"] = float(report.mean())
             out["nn_ssim"] = float(best.mean())

@@ -16,12 +16,14 @@ from typing import Any
 
 import torch
 
+from ddpm_lit.data import to_pixel_levels
+
 log = logging.getLogger(__name__)
 
 
 def images_key(images: torch.Tensor) -> str:
     """A hash of images (N, C, H, W) in [−1, 1] by their 8-bit pixel levels."""
-    levels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    levels = to_pixel_levels(images).to(torch.uint8)
     digest = hashlib.sha256(str(tuple(levels.shape)).encode())
     digest.update(levels.cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]

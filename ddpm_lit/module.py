@@ -12,15 +12,11 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from ddpm_lit.data import to_unit_range
 from ddpm_lit.diffusion import GaussianDiffusion, randn
 from ddpm_lit.features import fid_from_statistics, fid_statistics
 from ddpm_lit.samplers import SAMPLERS
 from ddpm_lit.unet import UNet
-
-
-def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """[−1, 1] -> [0, 1]."""
-    return ((x + 1) / 2).clamp(0, 1)
 
 
 def save_grid(unit: torch.Tensor, path: Path) -> torch.Tensor:
