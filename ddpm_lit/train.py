@@ -94,25 +94,24 @@ OBJECTIVES = ("val/loss", "train/loss", "train/loss_epoch", *SAMPLED_METRICS)
 
 
 def _check_monitors(callbacks: list[Any], model: Any, objective: str | None = None) -> None:
-    """The sweep objective must be a metric the run logs; a checkpoint monitoring a metric of
-    the sampling hook needs that metric every epoch."""
+    """The sweep objective must be a metric the run logs; a metric of the sampling hook needs
+    the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     every = model.hparams.get("sample_every_n_epochs", 1)
     if objective is not None and objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if objective == "val/fid" and not model.hparams.get("val_fid", False):
-        raise ConfigError("objective=val/fid needs model.val_fid=true")
-    if objective in SAMPLED_METRICS and every == 0:
-        raise ConfigError(f"objective={objective} needs the sampling hook: model.sample_every_n_epochs ≥ 1")
-    for cb in callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.monitor in SAMPLED_METRICS and every != 1:
+    watched = [("objective", objective)]
+    watched += [("callbacks.model_checkpoint.monitor", cb.monitor) for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+    for key, metric in watched:
+        if metric == "val/fid" and not model.hparams.get("val_fid", False):
+            raise ConfigError(f"{key}=val/fid needs model.val_fid=true")
+        if metric in SAMPLED_METRICS and every == 0:
+            raise ConfigError(f"{key}={metric} needs the sampling hook: model.sample_every_n_epochs ≥ 1")
+        if key != "objective" and metric in SAMPLED_METRICS and every != 1:
             raise ConfigError(
-                f"callbacks.model_checkpoint.monitor={cb.monitor} is only logged on sampling epochs; "
-                f"set model.sample_every_n_epochs=1 (it is {every})"
+                f"{key}={metric} is only logged on sampling epochs; set model.sample_every_n_epochs=1 (it is {every})"
             )
-        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val/fid" and not model.hparams.get("val_fid", False):
-            raise ConfigError("callbacks.model_checkpoint.monitor=val/fid needs model.val_fid=true")
 
 
 def open_loggers(loggers: list[Logger]) -> list[Logger]:
