@@ -104,7 +104,7 @@ class InceptionFeatures(torch.nn.Module):
         out = []
         for i in range(0, len(images), self.batch_size):
             x = self.preprocess(images[i : i + self.batch_size])
-            # channels_last: about 1.6× faster on CPU, same features to 1e-5. No TF32 on GPUs:
+            # channels_last: faster on CPU, same features to 1e-5. No TF32 on GPUs:
             # its 10-bit mantissa would move the features away from the fp32 reference.
             with torch.backends.cudnn.flags(
                 enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,

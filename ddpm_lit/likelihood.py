@@ -156,6 +156,7 @@ def dataset_bits_per_dim(
         "bpd_stderr": stderr,
         "prior_bpd": float(prior.mean()),
         "l0_bpd": float(term[:, 0].mean()),
+        "last_step_bpd": float(term[:, -1].mean()),  # the KL at t = T, large when β_T is near 1
         "terms": term.mean(0),
         "totals": total,
         "num_images": n,

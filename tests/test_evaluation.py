@@ -244,6 +244,7 @@ def test_dataset_bound_averages_images_with_their_standard_error() -> None:
     terms = torch.cat([first["terms"], second["terms"]]).double().mean(0)
     assert torch.allclose(out["terms"], terms, rtol=1e-5)
     assert out["l0_bpd"] == pytest.approx(float(terms[0]), rel=1e-5)
+    assert out["last_step_bpd"] == pytest.approx(float(terms[-1]), rel=1e-5)
 
 
 # ---- evaluate.py -------------------------------------------------------------------------------
