@@ -1,25 +1,39 @@
 """The Gaussian diffusion process of Ho et al. (2020): forward noising, true posterior,
-reverse step and the ε-prediction loss.
+reverse step and the training loss.
 
-The denoiser is any callable ``net(x_t, t) -> eps`` and never sees the schedule; the
-schedule lives here as float32 buffers derived once from float64 values. Indexing follows
+The denoiser is any callable ``net(x_t, t) -> output`` and never sees the schedule; the
+schedule lives here as float32 buffers derived once from float64 values. What the output
+means is the process's business: ε (the report's), x0 or v (``objective``), followed by C more
+channels that set the reverse variance when it is learned (``variance="learned"``). Indexing follows
 ``ddpm_lit.schedules``: position ``i`` of every buffer is step ``t = i + 1`` of the paper,
 and the network is called with ``i``.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ddpm_lit.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from ddpm_lit.schedules import get_beta_schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-VARIANCES = ("posterior", "beta")
+Objective = Literal["eps", "x0", "v"]
+Variance = Literal["posterior", "beta", "learned"]
+LossWeighting = Literal["simple", "vlb", "min_snr"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+VARIANCES: tuple[str, ...] = get_args(Variance)
+LOSS_WEIGHTINGS: tuple[str, ...] = get_args(LossWeighting)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(choices)}")
 
 
 def randn(
@@ -50,6 +64,19 @@ class GaussianDiffusion(nn.Module):
         betas: optional explicit (T,) β, overriding ``schedule`` (used by ``respace``).
         timestep_map: optional (T,) long, the network timestep index of each position;
             defaults to ``arange(T)``. A respaced process keeps the original indices here.
+        objective: what the network predicts: ``"eps"`` (Ho et al. 2020, the report's),
+            ``"x0"``, or ``"v"`` = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022).
+        variance: σ_t² of p_θ(x_{t−1} | x_t): ``"posterior"`` β̃_t (the report's), ``"beta"``
+            β_t, or ``"learned"``, log σ_t² = f log β_t + (1 − f) log β̃_t with f = (u + 1)/2 read
+            from C extra output channels u (Nichol & Dhariwal 2021, eq. 15).
+        loss_weighting: weight of the per-image MSE of the target: ``"simple"`` 1 (Ho et al.
+            eq. 14); ``"vlb"`` the true bound's weight β_t²/(2σ_t²α_t(1−ᾱ_t)) on ‖ε − ε̂‖²
+            (Ho et al. eq. 12, the report's last equation); ``"min_snr"`` min(SNR_t, γ)/SNR_t on
+            ‖ε − ε̂‖² (Hang et al. 2023). The last two are expressed in ε's units and converted
+            to the target's, so they weigh the same error whatever the objective.
+        min_snr_gamma: γ of ``min_snr`` (Hang et al. use 5).
+        vlb_weight: λ of the hybrid loss L_simple + λ L_vlb that trains a learned variance
+            (Nichol & Dhariwal 2021, λ = 0.001); L_vlb = T·L_t sees the mean as a constant.
     """
 
     def __init__(
@@ -58,8 +85,30 @@ class GaussianDiffusion(nn.Module):
         timesteps: int = 1000,
         betas: torch.Tensor | None = None,
         timestep_map: torch.Tensor | None = None,
+        objective: Objective = "eps",
+        variance: Variance = "posterior",
+        loss_weighting: LossWeighting = "simple",
+        min_snr_gamma: float = 5.0,
+        vlb_weight: float = 0.001,
     ) -> None:
         super().__init__()
+        _check_choice("objective", objective, OBJECTIVES)
+        _check_choice("variance", variance, VARIANCES)
+        _check_choice("loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
+        if loss_weighting == "vlb" and variance == "learned":
+            raise ValueError(
+                "loss_weighting='vlb' weighs by a fixed σ_t²; a learned variance is trained by the hybrid "
+                "loss (vlb_weight) with loss_weighting simple or min_snr"
+            )
+        if min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        if vlb_weight < 0:
+            raise ValueError(f"vlb_weight must be ≥ 0, got {vlb_weight}")
+        self.objective = objective
+        self.variance = variance
+        self.loss_weighting = loss_weighting
+        self.min_snr_gamma = float(min_snr_gamma)
+        self.vlb_weight = float(vlb_weight)
         if betas is None:
             betas = get_beta_schedule(schedule, timesteps)
         betas = betas.to(torch.float64)
@@ -96,6 +145,8 @@ class GaussianDiffusion(nn.Module):
             "beta_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]]))
             if self.num_timesteps > 1
             else torch.log(betas),
+            "log_betas": torch.log(betas),  # the upper end of a learned log-variance
+            "snr": alphas_cumprod / (1.0 - alphas_cumprod),  # SNR_t = ᾱ_t / (1 − ᾱ_t)
             # μ̃_t = coef1 · x0 + coef2 · x_t   (Ho et al. 2020, eq. 7)
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
@@ -106,7 +157,15 @@ class GaussianDiffusion(nn.Module):
         self.register_buffer("timestep_map", timestep_map.to(torch.long), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"schedule={self.schedule!r}, timesteps={self.num_timesteps}"
+        return (
+            f"schedule={self.schedule!r}, timesteps={self.num_timesteps}, objective={self.objective!r}, "
+            f"variance={self.variance!r}, loss_weighting={self.loss_weighting!r}"
+        )
+
+    @property
+    def output_channels_factor(self) -> int:
+        """Output channels per image channel the network needs: 2 with a learned variance."""
+        return 2 if self.variance == "learned" else 1
 
     # ---- forward process -------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -162,9 +221,55 @@ class GaussianDiffusion(nn.Module):
         )
 
     # ---- reverse process -------------------------------------------------------------
+    def model_predictions(self, net: Denoiser, x_t: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Call the network with its own timestep indices and read its output.
+
+        Returns ``{"output", "eps", "pred_x0"}`` and, with a learned variance, ``"var_values"``
+        (the C extra channels, u in [−1, 1] nominally); all (B, C, H, W) except ``output``.
+        """
+        output = net(x_t, self.timestep_map[t])
+        c = x_t.shape[1]
+        if output.shape[1] != c * self.output_channels_factor:
+            raise ValueError(
+                f"the network returned {output.shape[1]} channels; objective={self.objective!r} with "
+                f"variance={self.variance!r} needs {c * self.output_channels_factor}"
+            )
+        pred = output[:, :c]
+        if self.objective == "eps":
+            eps, x0 = pred, self.predict_x0_from_eps(x_t, t, pred)
+        elif self.objective == "x0":
+            eps, x0 = self.predict_eps_from_x0(x_t, t, pred), pred
+        else:  # v
+            eps, x0 = self.predict_eps_from_v(x_t, t, pred), self.predict_x0_from_v(x_t, t, pred)
+        out = {"output": output, "eps": eps, "pred_x0": x0}
+        if self.variance == "learned":
+            out["var_values"] = output[:, c:]
+        return out
+
     def model_eps(self, net: Denoiser, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """ε_θ(x_t, t), calling the network with its own timestep indices."""
-        return net(x_t, self.timestep_map[t])
+        """ε_θ(x_t, t), whatever the network predicts."""
+        return self.model_predictions(net, x_t, t)["eps"]
+
+    def log_variance(
+        self, t: torch.Tensor, shape: torch.Size, variance: str | None = None, var_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log σ_t² of p_θ(x_{t−1} | x_t), shaped ``shape``; ``variance`` None: the process's own.
+
+        ``posterior``: log β̃_t, clipped to log β̃_2 at t = 1 where β̃_1 = 0 (Ho et al.'s code);
+        ``beta``: log β_t (β̃_2 at t = 1); ``learned``: f log β_t + (1 − f) log β̃_t, f = (u + 1)/2.
+        """
+        variance = variance or self.variance
+        _check_choice("reverse variance", variance, VARIANCES)
+        if variance == "posterior":
+            return extract(self.posterior_log_variance_clipped, t, shape).expand(shape)
+        if variance == "beta":
+            return extract(self.beta_log_variance, t, shape).expand(shape)
+        if var_values is None:
+            raise ValueError("variance='learned' needs a network with the variance channels (var_values)")
+        frac = (var_values + 1) / 2
+        return frac * extract(self.log_betas, t, shape) + (1 - frac) * extract(
+            self.posterior_log_variance_clipped, t, shape
+        )
 
     def p_mean_variance(
         self,
@@ -172,30 +277,25 @@ class GaussianDiffusion(nn.Module):
         x_t: torch.Tensor,
         t: torch.Tensor,
         clip_denoised: bool = True,
-        variance: str = "posterior",
+        variance: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Parameters of p_θ(x_{t−1} | x_t) with a fixed variance: σ_t² = β̃_t (``"posterior"``,
-        the default and the report's) or σ_t² = β_t (``"beta"``).
+        """Parameters of p_θ(x_{t−1} | x_t); ``variance`` overrides the process's σ_t² (see
+        ``log_variance``): the report's is ``"posterior"``, σ_t² = β̃_t.
 
-        1. ε_θ(x_t, t) from the network.
-        2. x̂0 from ε (eq. 4 inverted), optionally clipped to the data range [−1, 1].
-        3. μ_θ = μ̃_t(x_t, x̂0) (eq. 7). Without clipping this equals
+        1. The network's output, read as ε, x0 or v and converted to x̂0 (eq. 4 inverted).
+        2. x̂0 optionally clipped to the data range [−1, 1].
+        3. μ_θ = μ̃_t(x_t, x̂0) (eq. 7). For ε-prediction without clipping this equals
            1/√α_t · (x_t − β_t/√(1−ᾱ_t) · ε_θ), eq. 11.
         """
-        eps = self.model_eps(net, x_t, t)
-        x0 = self.predict_x0_from_eps(x_t, t, eps)
+        pred = self.model_predictions(net, x_t, t)
+        x0 = pred["pred_x0"]
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
         mean, posterior_var = self.q_posterior_mean_variance(x0, x_t, t)
-        if variance == "posterior":  # variance β̃ (0 at t = 1); its log clipped to log β̃_2 there
-            log_variance = extract(self.posterior_log_variance_clipped, t, x_t.shape).expand_as(x_t)
-            var = posterior_var
-        elif variance == "beta":
-            log_variance = extract(self.beta_log_variance, t, x_t.shape).expand_as(x_t)
-            var = log_variance.exp()
-        else:
-            raise ValueError(f"unknown reverse variance {variance!r}; valid choices: {', '.join(VARIANCES)}")
-        return {"mean": mean, "variance": var, "log_variance": log_variance, "pred_x0": x0, "eps": eps}
+        log_variance = self.log_variance(t, x_t.shape, variance, pred.get("var_values"))
+        # β̃_t itself is 0 at t = 1 (no noise is added there); only its log is clipped
+        var = posterior_var if (variance or self.variance) == "posterior" else log_variance.exp()
+        return {"mean": mean, "variance": var, "log_variance": log_variance, "pred_x0": x0, "eps": pred["eps"]}
 
     def p_sample(
         self,
@@ -213,6 +313,43 @@ class GaussianDiffusion(nn.Module):
         return out
 
     # ---- training --------------------------------------------------------------------
+    def vlb_terms(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor
+    ) -> torch.Tensor:
+        """The bound's term at t in bits/dim, (B,): KL(q(x_{t−1} | x_t, x0) ‖ N(mean, e^log_variance))
+        for t ≥ 2 (index ≥ 1), and −log p(x0 | x1) discretised to 256 levels at t = 1 (index 0)."""
+        true_mean, _ = self.q_posterior_mean_variance(x0, x_t, t)
+        true_logvar = extract(self.posterior_log_variance_clipped, t, x0.shape).expand_as(x0)
+        kl = mean_flat(normal_kl(true_mean, true_logvar, mean, log_variance)) / math.log(2.0)
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_variance)) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-image weight (B,) of the target's MSE under ``loss_weighting``.
+
+        ``vlb`` and ``min_snr`` are defined on ‖ε − ε̂‖²; since ‖ε − ε̂‖² = SNR_t ‖x0 − x̂0‖²
+        = ᾱ_t ‖v − v̂‖², their weight on the x0 (v) target is multiplied by SNR_t (ᾱ_t). For v
+        and min-SNR this gives Hang et al.'s min(SNR_t, γ)/(SNR_t + 1).
+        """
+        if self.loss_weighting == "simple":
+            return torch.ones(t.shape, device=t.device)
+        snr = self.snr[t]
+        if self.loss_weighting == "min_snr":
+            w_eps = snr.clamp(max=self.min_snr_gamma) / snr
+        else:  # vlb: β_t² / (2 σ_t² α_t (1 − ᾱ_t)), Ho et al. (2020) eq. 12
+            sigma2 = self.log_variance(t, t.shape).exp()
+            w_eps = self.betas[t] ** 2 / (2 * sigma2 * self.alphas[t] * (1 - self.alphas_cumprod[t]))
+        to_target = {"eps": torch.ones_like(snr), "x0": snr, "v": self.alphas_cumprod[t]}[self.objective]
+        return w_eps * to_target
+
+    def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network should output for x_t = q_sample(x0, t, noise): ε, x0 or v."""
+        if self.objective == "eps":
+            return noise
+        if self.objective == "x0":
+            return x0
+        return self.get_v(x0, t, noise)
+
     def loss(
         self,
         net: Denoiser,
@@ -221,10 +358,13 @@ class GaussianDiffusion(nn.Module):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """L_simple = E_{t, x0, ε} ‖ε − ε_θ(x_t, t)‖² with t ~ U{1..T} (Ho et al. 2020, eq. 14).
+        """The training loss; with the defaults L_simple = E_{t, x0, ε} ‖ε − ε_θ(x_t, t)‖², t ~ U{1..T}
+        (Ho et al. 2020, eq. 14).
 
+        In general E_t[w_t · mean‖target − output‖²] (``loss_weighting``, ``objective``), plus
+        λ·T·L_t with the mean held fixed when the variance is learned (Nichol & Dhariwal 2021, §3.1).
         x0: (B, C, H, W) in [−1, 1]. ``t`` and ``noise`` are drawn (from ``generator``) when
-        not given. Returns the scalar mean over batch and pixels.
+        not given. Returns a scalar.
         """
         b = x0.shape[0]
         if t is None:
@@ -233,7 +373,18 @@ class GaussianDiffusion(nn.Module):
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
         x_t = self.q_sample(x0, t, noise)
-        return F.mse_loss(self.model_eps(net, x_t, t).float(), noise.float())
+        pred = self.model_predictions(net, x_t, t)
+        c = x0.shape[1]
+        target = self.training_target(x0, t, noise).float()
+        mse = mean_flat((pred["output"][:, :c].float() - target) ** 2)  # (B,)
+        loss = (self.loss_weight(t) * mse).mean()
+        if self.variance == "learned":
+            # The bound trains only σ: the mean comes from a detached x̂0, so L_simple alone shapes it.
+            mean, _ = self.q_posterior_mean_variance(pred["pred_x0"].detach().float(), x_t.float(), t)
+            log_variance = self.log_variance(t, x0.shape, "learned", pred["var_values"].float())
+            vlb = self.vlb_terms(x0.float(), x_t.float(), t, mean, log_variance)
+            loss = loss + self.vlb_weight * self.num_timesteps * vlb.mean()
+        return loss
 
     # ---- respacing -------------------------------------------------------------------
     def respace(self, steps: int | Sequence[int]) -> GaussianDiffusion:
@@ -264,5 +415,10 @@ class GaussianDiffusion(nn.Module):
             len(use),
             betas=betas,
             timestep_map=self.timestep_map.cpu()[use],
+            objective=self.objective,
+            variance=self.variance,
+            loss_weighting=self.loss_weighting,
+            min_snr_gamma=self.min_snr_gamma,
+            vlb_weight=self.vlb_weight,
         )
         return new.to(self.betas.device)

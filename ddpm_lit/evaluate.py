@@ -45,8 +45,10 @@ def _check_config(cfg: DictConfig) -> None:
     ref = cfg.get("reference_size")
     if ref is not None and (not isinstance(ref, int) or not 4 <= ref <= 60000):
         raise ConfigError(f"reference_size must be in [4, 60000] or null (all training images), got {ref!r}")
-    if cfg.nll.variance not in ("posterior", "beta"):
-        raise ConfigError(f"nll.variance must be posterior or beta, got {cfg.nll.variance!r}")
+    if cfg.nll.variance not in (None, "posterior", "beta", "learned"):
+        raise ConfigError(f"nll.variance must be null (the model's), posterior, beta or learned, got {cfg.nll.variance!r}")
+    if cfg.get("guidance_scale") is not None and not cfg.guidance_scale >= 0:
+        raise ConfigError(f"guidance_scale must be ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
     from ddpm_lit.samplers import SAMPLERS
 
     if cfg.sampler.name not in SAMPLERS:
@@ -108,6 +110,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if module is not None:
         if tuple(module.image_shape) != (1, 28, 28):
             raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
+        if cfg.nll.enabled and cfg.nll.variance == "learned" and module.diffusion.variance != "learned":
+            raise ConfigError(f"nll.variance=learned, but {cfg.ckpt_path} has a fixed variance ({module.diffusion.variance})")
+        if cfg.get("guidance_scale") is not None and not module.conditional:
+            raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
         steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
         if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
             raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
@@ -127,10 +133,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        labels = None
         if module is not None:
             gen = torch.Generator().manual_seed(cfg.seed)  # CPU: the same samples on every device
             with timings("sampling"):
                 options = {k: v for k, v in cfg.sampler.items() if k not in ("name", "steps", "clip_denoised")}
+                if module.conditional:  # every digit equally often: 0, 1, …, 9, 0, …
+                    labels = torch.arange(cfg.num_samples) % module.net.num_classes
+                    options.update(class_labels=labels, guidance_scale=cfg.get("guidance_scale"))
                 drawn = module.sample(
                     cfg.num_samples, generator=gen, steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised,
                     batch_size=cfg.batch_size, progress=True, sampler=cfg.sampler.name, **options,
@@ -150,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )  # fmt: skip
         results: dict[str, Any] = {}
         per_image: dict[str, dict[str, torch.Tensor]] = {}
-        results["samples"], per_image["samples"] = scorer.score(samples, "samples")
+        results["samples"], per_image["samples"] = scorer.score(samples, "samples", labels=labels)
         if cfg.score_test:
             # As many test images as samples (up to all 10k): the floor for this N, since
             # FID, KID and precision/recall all move with the number of images.
@@ -169,7 +179,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                     variance=cfg.nll.variance, device=device, progress=True,
                 )
             results["nll"] = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
-            results["nll"]["variance"] = cfg.nll.variance
+            results["nll"]["variance"] = cfg.nll.variance or module.diffusion.variance
             bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
             torch.save({"terms": bound["terms"], "totals": bound["totals"]}, out_dir / "bound_terms.pt")
 
@@ -184,6 +194,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
             "ema_weights": ema,
             "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
+            "guidance_scale": (
+                (module.hparams.guidance_scale if cfg.get("guidance_scale") is None else cfg.guidance_scale)
+                if module is not None and module.conditional else None
+            ),
             "reference_size": cfg.reference_size or len(train),
             "reference_seed": cfg.reference_seed,
             "classifier": scorer.classifier_id,
@@ -220,6 +234,7 @@ ROWS = (
     ("precision", "precision (k = 3)", "{:.3f}"),
     ("recall", "recall (k = 3)", "{:.3f}"),
     ("inception_score", "classifier Inception Score (max 10)", "{:.3f}"),
+    ("class_accuracy", "classifier accuracy on the requested digits", "{:.3f}"),
     ("class_entropy", "class-histogram entropy (nats, uniform 2.303)", "{:.3f}"),
     ("min_class_share", "smallest class share (uniform 0.1)", "{:.3f}"),
     ("nn_train_distance_mean", "mean distance to nearest training image", "{:.3f}"),

@@ -200,10 +200,17 @@ class Scorer:
 
     # ---- scoring -------------------------------------------------------------------------
     def score(
-        self, images: torch.Tensor, name: str = "samples", cache: bool = False, test_indices: torch.Tensor | None = None
-    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        self,
+        images: torch.Tensor,
+        name: str = "samples",
+        cache: bool = False,
+        test_indices: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """Metrics of ``images`` (N, 1, 28, 28) in [−1, 1], and per-image values for figures.
 
+        ``labels`` (N,): the digits the images should show (a class-conditional model's, or the
+        test labels); adds the classifier's accuracy on them, overall and per digit.
         ``cache``: keep this set's features on disk too (for fixed sets such as the test images).
         ``test_indices``: when the images are test images, their indices in ``test``, so that
         the report's SSIM never pairs an image with itself.
@@ -216,7 +223,7 @@ class Scorer:
             raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.train.shape[1:]))}), got {tuple(images.shape)}")
         prefix = "" if name == "samples" else f"{name}/"
         t = self.timings
-        out: dict[str, float] = {"num_images": float(len(images))}
+        out: dict[str, Any] = {"num_images": float(len(images))}
         per_image: dict[str, torch.Tensor] = {}
 
         if self.inception is not None:
@@ -239,6 +246,14 @@ class Scorer:
             out.update(precision_recall(pr_ref, feats, k=3))
         with t(prefix + "class_statistics"):
             out.update(class_statistics_from_logits(logits))
+            if labels is not None:
+                if labels.shape != (len(images),):
+                    raise ValueError(f"{len(images)} images need {len(images)} labels, got shape {tuple(labels.shape)}")
+                correct = (logits.argmax(1).cpu() == labels.cpu()).float()
+                out["class_accuracy"] = float(correct.mean())
+                out["class_accuracy_per_digit"] = {
+                    str(int(k)): float(correct[labels.cpu() == k].mean()) for k in labels.unique()
+                }
 
         with t(prefix + "memorisation"):
             k = max(1, self.ssim_candidates)

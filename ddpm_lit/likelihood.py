@@ -17,41 +17,8 @@ from typing import Any
 import torch
 
 from ddpm_lit.data import quantize
-from ddpm_lit.diffusion import Denoiser, GaussianDiffusion, extract, randn
-
-
-def normal_kl(
-    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
-) -> torch.Tensor:
-    """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) per element, in nats."""
-    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
-
-
-def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
-def discretized_gaussian_log_likelihood(
-    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, bins: int = 256
-) -> torch.Tensor:
-    """log P(x) per element for x on the grid of ``bins`` levels in [−1, 1] (Ho et al. 2020, eq. 13).
-
-    Each level owns the interval of half-width 1/(bins − 1) around it; the lowest and highest
-    levels own everything below and above, so the probabilities of the levels sum to 1.
-    x, mean, log_scale: broadcastable; log_scale is log σ.
-    """
-    half = 1.0 / (bins - 1)
-    x, mean, log_scale = (t.double() for t in (x, mean, log_scale))
-    inv_std = torch.exp(-log_scale)
-    cdf_plus = standard_normal_cdf(inv_std * (x - mean + half))
-    cdf_minus = standard_normal_cdf(inv_std * (x - mean - half))
-    probs = torch.where(x < -1 + 1e-3, cdf_plus, torch.where(x > 1 - 1e-3, 1.0 - cdf_minus, cdf_plus - cdf_minus))
-    return torch.log(probs.clamp(min=1e-12)).float()
-
-
-def mean_flat(x: torch.Tensor) -> torch.Tensor:
-    """Mean over all but the batch dimension: (B, ...) -> (B,)."""
-    return x.flatten(1).mean(1)
+from ddpm_lit.diffusion import Denoiser, GaussianDiffusion, randn
+from ddpm_lit.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl  # noqa: F401 (public here too)
 
 
 @torch.no_grad()
@@ -72,19 +39,15 @@ def vlb_term_bpd(
     x0: torch.Tensor,
     t: torch.Tensor,
     noise: torch.Tensor,
-    variance: str = "posterior",
+    variance: str | None = None,
 ) -> torch.Tensor:
     """L_{t−1} for t ≥ 2 (index ≥ 1) or L_0 (index 0), in bits/dim: (B,).
 
     x0: (B, C, H, W) on the 256-level grid in [−1, 1]; t: (B,) indices; noise: the ε of x_t.
     """
     x_t = diffusion.q_sample(x0, t, noise)
-    true_mean, _ = diffusion.q_posterior_mean_variance(x0, x_t, t)
-    true_logvar = extract(diffusion.posterior_log_variance_clipped, t, x0.shape).expand_as(x0)
     out = diffusion.p_mean_variance(net, x_t, t, clip_denoised=False, variance=variance)
-    kl = mean_flat(normal_kl(true_mean, true_logvar, out["mean"], out["log_variance"])) / math.log(2.0)
-    nll = -mean_flat(discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])) / math.log(2.0)
-    return torch.where(t == 0, nll, kl)
+    return diffusion.vlb_terms(x0, x_t, t, out["mean"], out["log_variance"])
 
 
 @torch.no_grad()
@@ -93,7 +56,7 @@ def bits_per_dim(
     diffusion: GaussianDiffusion,
     x0: torch.Tensor,
     generator: torch.Generator | None = None,
-    variance: str = "posterior",
+    variance: str | None = None,
     callback=None,
 ) -> dict[str, torch.Tensor]:
     """The whole bound for a batch, one network call per timestep (T calls).
@@ -121,7 +84,7 @@ def dataset_bits_per_dim(
     images: torch.Tensor,
     batch_size: int = 250,
     generator: torch.Generator | None = None,
-    variance: str = "posterior",
+    variance: str | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from torchvision.utils import make_grid, save_image
 from ddpm_lit.data import to_unit_range
 from ddpm_lit.diffusion import GaussianDiffusion, randn
 from ddpm_lit.features import fid_from_statistics, fid_statistics
-from ddpm_lit.samplers import SAMPLERS
+from ddpm_lit.samplers import SAMPLERS, ClassifierFreeGuidance
 from ddpm_lit.unet import UNet
 
 
@@ -51,12 +51,20 @@ def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> to
 
 
 class DDPMModule(L.LightningModule):
-    """DDPM training with the ε-MSE loss, and validation by reverse sampling.
+    """DDPM training (by default the report's ε-MSE loss), and validation by reverse sampling.
 
     Args:
         net: keyword arguments of ``ddpm_lit.unet.UNet``.
         diffusion: keyword arguments of ``ddpm_lit.diffusion.GaussianDiffusion``
             (``schedule``, ``timesteps``).
+        objective, variance, loss_weighting, min_snr_gamma, vlb_weight: the process's training
+            target, reverse variance and loss (see ``GaussianDiffusion``); the defaults are the
+            report's: ε, β̃_t, unweighted MSE.
+        num_classes: None (unconditional) or the number of labels of a class-conditional model.
+        cond_drop_prob: probability of training a sample without its label (the "no label"
+            token), so that one network also learns the unconditional model.
+        guidance_scale: classifier-free guidance w used when sampling a conditional model
+            unless the call says otherwise (1: the conditional model, 0: unconditional).
         lr, adam_betas, weight_decay: Adam's settings.
         warmup_steps: linear learning-rate warm-up over this many optimizer steps (0: none).
         sample_every_n_epochs: run reverse sampling in validation every N epochs (0: never).
@@ -86,8 +94,20 @@ class DDPMModule(L.LightningModule):
         nn_reference_size: int = 1000,
         val_fid: bool = True,
         fid_reference_size: int = 1000,
+        objective: str = "eps",
+        variance: str = "posterior",
+        loss_weighting: str = "simple",
+        min_snr_gamma: float = 5.0,
+        vlb_weight: float = 0.001,
+        num_classes: int | None = None,
+        cond_drop_prob: float = 0.1,
+        guidance_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        if guidance_scale < 0:
+            raise ValueError(f"model.guidance_scale must be ≥ 0, got {guidance_scale}")
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         for name, value, low in (
@@ -101,8 +121,17 @@ class DDPMModule(L.LightningModule):
                 raise ValueError(f"model.{name} must be ≥ {low}, got {value}")
         # Plain values only, so a checkpoint loads without Hydra; the loggers get the full config from train().
         self.save_hyperparameters(logger=False)
-        self.net = UNet(**dict(net))
-        self.diffusion = GaussianDiffusion(**dict(diffusion))
+        self.diffusion = GaussianDiffusion(
+            **dict(diffusion),
+            objective=objective,
+            variance=variance,
+            loss_weighting=loss_weighting,
+            min_snr_gamma=min_snr_gamma,
+            vlb_weight=vlb_weight,
+        )
+        net = dict(net)
+        net["out_channels"] = net.get("in_channels", 1) * self.diffusion.output_channels_factor
+        self.net = UNet(**net, num_classes=num_classes)
         if val_fid and num_val_samples < 2:
             raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {num_val_samples}")
         if val_sample_steps is not None and not 1 <= val_sample_steps <= self.diffusion.num_timesteps:
@@ -116,13 +145,36 @@ class DDPMModule(L.LightningModule):
         # registered as a submodule and stays out of checkpoints.
         self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x_t, t)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x_t, t, class_labels) if self.net.num_classes else self.net(x_t, t)
+
+    @property
+    def conditional(self) -> bool:
+        return self.net.num_classes is not None
+
+    def _denoiser(self, labels: torch.Tensor | None) -> Any:
+        """The network as the process calls it, ``(x_t, t) -> output``, with the labels bound."""
+        if labels is None:
+            return self.net
+        return lambda x_t, t: self.net(x_t, t, class_labels=labels)
+
+    def _batch_labels(self, batch: tuple[torch.Tensor, ...], drop: bool) -> torch.Tensor | None:
+        """The batch's labels for a conditional model, each replaced by the "no label" token with
+        probability ``cond_drop_prob`` when ``drop`` (training); None for an unconditional one."""
+        if not self.conditional:
+            return None
+        if len(batch) < 2:
+            raise ValueError("a class-conditional model (model.num_classes) needs (image, label) batches")
+        labels = batch[1].long()
+        if drop and self.hparams.cond_drop_prob > 0:
+            dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.cond_drop_prob
+            labels = labels.masked_fill(dropped, self.net.num_classes)
+        return labels
 
     # ---- training and validation -----------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x0 = batch[0]
-        loss = self.diffusion.loss(self.net, x0)
+        loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch, drop=True)), x0)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=x0.shape[0])
         return loss
@@ -131,7 +183,7 @@ class DDPMModule(L.LightningModule):
         x0 = batch[0]
         # The same t and ε for batch i at every epoch, so val/loss curves compare.
         gen = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)  # CPU: same on every device
-        loss = self.diffusion.loss(self.net, x0, generator=gen)
+        loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch, drop=False)), x0, generator=gen)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
 
     def on_fit_start(self) -> None:
@@ -222,6 +274,8 @@ class DDPMModule(L.LightningModule):
         batch_size: int | None = None,
         progress: bool = False,
         sampler: str = "ddpm",
+        class_labels: torch.Tensor | None = None,
+        guidance_scale: float | None = None,
         **options: Any,
     ) -> torch.Tensor:
         """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1].
@@ -229,12 +283,24 @@ class DDPMModule(L.LightningModule):
         ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
         ``steps`` respaces the chain (None: all T); ``batch_size`` bounds memory (None: all at
         once); ``sampler`` is a name of ``ddpm_lit.samplers.SAMPLERS`` (``ddpm``: ancestral,
-        the report's; ``ddim``) and ``options`` its own arguments (e.g. ``eta``, ``spacing``).
+        the report's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
+        ``spacing``). A conditional model draws ``class_labels`` (N,) (None: 0, 1, …, 9, 0, …)
+        with classifier-free guidance ``guidance_scale`` (None: the model's).
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS)}")
+        if self.conditional:
+            k = self.net.num_classes
+            if class_labels is None:
+                class_labels = torch.arange(num_samples) % k
+            class_labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+            if class_labels.shape != (num_samples,) or class_labels.min() < 0 or class_labels.max() >= k:
+                raise ValueError(f"class_labels must be {num_samples} labels in [0, {k - 1}]")
+            scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
+        elif class_labels is not None or guidance_scale is not None:
+            raise ValueError("class labels and guidance need a class-conditional model (model.num_classes)")
         clip = self.hparams.clip_denoised if clip_denoised is None else clip_denoised
         was_training = self.training
         self.eval()
@@ -251,9 +317,13 @@ class DDPMModule(L.LightningModule):
             for start in range(0, num_samples, batch_size):
                 n = min(batch_size, num_samples - start)
                 x_T = randn((n, *self.image_shape), generator, self.device)
+                net: Any = self.net
+                if self.conditional:
+                    labels = class_labels[start : start + n].to(self.device)
+                    net = ClassifierFreeGuidance(self.net, labels, scale, self.net.num_classes, self.image_shape[0])
                 out.append(
                     SAMPLERS[sampler](
-                        self.net,
+                        net,
                         self.diffusion,
                         x_T,
                         generator=generator,

@@ -134,5 +134,102 @@ def sample_ddim(
     return x.clamp(-1.0, 1.0)
 
 
+@torch.no_grad()
+def sample_dpmpp_2m(
+    net: Denoiser,
+    diffusion: GaussianDiffusion,
+    x_T: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    steps: int | None = None,
+    spacing: str = "uniform",
+    clip_denoised: bool = True,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
+    solver of the diffusion ODE in data prediction x̂0, with ``steps`` network calls.
+
+    With α_t = √ᾱ_t, σ_t = √(1−ᾱ_t), λ_t = log(α_t/σ_t) and h_i = λ_{t_i} − λ_{t_{i−1}}:
+
+        D_i = (1 + 1/(2 r_i)) x̂0_i − 1/(2 r_i) x̂0_{i−1},   r_i = h_{i−1} / h_i   (D_1 = x̂0_1)
+        x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) x_{t_{i−1}} − α_{t_i} (e^{−h_i} − 1) D_i
+
+    The timesteps are DDIM's subsequence (``spacing``); the last step goes from the smallest
+    timestep to the data (σ = 0), where the update reduces to x = x̂0, so the first and last
+    steps are first order (DDIM). ``generator`` is unused (no noise); it keeps the signature.
+    """
+    del generator
+    taus = ddim_timesteps(diffusion.num_timesteps, steps or diffusion.num_timesteps, spacing)[::-1]  # descending
+    alphas_cumprod = torch.cumprod(1.0 - diffusion.betas_float64, 0)[taus]  # float64, exact
+    alpha, sigma = alphas_cumprod.sqrt(), (1.0 - alphas_cumprod).sqrt()
+    lam = torch.log(alpha) - torch.log(sigma)
+    x = x_T
+    total = len(taus)
+    x0_prev, h_prev = None, None
+    for i, step in enumerate(taus):
+        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
+        # 1. data prediction x̂0 at t_{i−1}, clipped to the data range ("thresholding" in Lu et al.)
+        x0 = diffusion.model_predictions(net, x, t)["pred_x0"]
+        if clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+        if i + 1 == total:  # 2a. to σ = 0: e^{−h} → 0 and the first-order update is x̂0
+            x = x0
+            h = None
+        else:
+            h = float(lam[i + 1] - lam[i])
+            # 2b. second-order correction from the previous x̂0 (eq. 16 of Lu et al. 2022)
+            if x0_prev is None:
+                d = x0
+            else:
+                r = h_prev / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+            x = float(sigma[i + 1] / sigma[i]) * x - float(alpha[i + 1] * math.expm1(-h)) * d
+        x0_prev, h_prev = x0, h
+        if callback is not None:
+            callback({"i": i + 1, "t": int(diffusion.timestep_map[step]), "x": x, "pred_x0": x0, "total": total})
+    return x.clamp(-1.0, 1.0)
+
+
+class ClassifierFreeGuidance:
+    """A denoiser ``(x_t, t) -> output`` that guides a conditional network toward ``class_labels``
+    (Ho & Salimans 2022): out = out(∅) + w · (out(y) − out(∅)).
+
+    w = 1 is the plain conditional model, w = 0 the unconditional one, w > 1 trades diversity
+    for fidelity to y. Any of the ε, x0 or v outputs may be guided: each is affine in the others
+    for fixed x_t, so the guided ε is the same. Only the first ``channels`` output channels are
+    guided; the rest (a learned variance) come from the conditional call.
+
+    net: called as ``net(x_t, t, class_labels=...)``; class_labels: (B,) long;
+    null_label: the "no label" index the network was trained with.
+    """
+
+    def __init__(
+        self, net: Callable[..., torch.Tensor], class_labels: torch.Tensor, scale: float, null_label: int, channels: int
+    ) -> None:
+        if scale < 0:
+            raise ValueError(f"guidance scale must be ≥ 0, got {scale}")
+        self.net, self.labels, self.scale = net, class_labels, float(scale)
+        self.null_label, self.channels = null_label, channels
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.labels.shape != (x_t.shape[0],):
+            raise ValueError(f"{x_t.shape[0]} images need {x_t.shape[0]} class labels, got shape {tuple(self.labels.shape)}")
+        labels = self.labels.to(x_t.device)
+        null = torch.full_like(labels, self.null_label)
+        if self.scale == 1.0:  # one call instead of two
+            return self.net(x_t, t, class_labels=labels)
+        if self.scale == 0.0:
+            return self.net(x_t, t, class_labels=null)
+        both = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        c = self.channels
+        guided = uncond[:, :c] + self.scale * (cond[:, :c] - uncond[:, :c])
+        return torch.cat([guided, cond[:, c:]], dim=1)
+
+
 # ``sampler.name`` in the configs -> the function; every one takes the shared arguments above.
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpmpp_2m": sample_dpmpp_2m,
+}

@@ -3,7 +3,8 @@
 Encoder ResidualBlock(C→c) ↓ ResidualBlock(c→2c) ↓ ResidualBlock(2c→4c); bottleneck
 ResidualBlock(4c→4c) + multi-head self-attention; decoder ↑ cat ResidualBlock(4c→2c),
 ↑ cat ResidualBlock(2c→c); output conv. At c = 128 and a 256-wide time embedding it has
-≈ 14.1 M parameters. It is called as ``net(x_t, t)`` and knows nothing of the schedule.
+≈ 14.1 M parameters. It is called as ``net(x_t, t)`` (plus ``class_labels`` when
+conditional) and knows nothing of the schedule.
 """
 
 from __future__ import annotations
@@ -79,8 +80,13 @@ class UNet(nn.Module):
         attn_heads: heads of the bottleneck attention; must divide 4c.
         norm: ``"batch"`` (the report) or ``"group"``.
         image_size: side of the square input; must be divisible by 4 (two 2× poolings).
+        out_channels: output channels (None: C; 2C when the diffusion also learns σ_t²).
+        num_classes: None for an unconditional model; else a label embedding with one more
+            row, the "no label" token ``num_classes`` of classifier-free guidance (Ho & Salimans
+            2022), is added to the time embedding.
 
-    forward(x_t: (B, C, H, W), t: (B,) long) -> ε̂: (B, C, H, W).
+    forward(x_t: (B, C, H, W), t: (B,) long, class_labels: (B,) long | None) -> (B, out_channels, H, W).
+    Labels equal to ``num_classes`` (or ``class_labels=None``) ask for the unconditional output.
     """
 
     def __init__(
@@ -91,8 +97,14 @@ class UNet(nn.Module):
         attn_heads: int = 4,
         norm: str = "batch",
         image_size: int = 28,
+        out_channels: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        if out_channels is not None:
+            _check_positive_int("model.net.out_channels", out_channels)
+        if num_classes is not None:
+            _check_positive_int("model.num_classes", num_classes)
         _check_positive_int("model.net.in_channels", in_channels)
         _check_positive_int("model.net.base_channels", base_channels)
         _check_positive_int("model.net.attn_heads", attn_heads)
@@ -112,12 +124,16 @@ class UNet(nn.Module):
                 f"model.net.attn_heads={attn_heads} must divide the bottleneck width 4·base_channels = {4 * c}"
             )
         self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        self.num_classes = num_classes
         self.image_size = image_size
         self.time_emb_dim = time_emb_dim
         self.time_mlp = nn.Sequential(
             nn.Linear(time_emb_dim, time_emb_dim), nn.SiLU(), nn.Linear(time_emb_dim, time_emb_dim)
         )
         d = time_emb_dim
+        # one extra row: the "no label" token, so one network is conditional and unconditional
+        self.label_emb = nn.Embedding(num_classes + 1, d) if num_classes else None
         self.enc1 = ResidualBlock(in_channels, c, d, norm)
         self.enc2 = ResidualBlock(c, 2 * c, d, norm)
         self.enc3 = ResidualBlock(2 * c, 4 * c, d, norm)
@@ -128,10 +144,18 @@ class UNet(nn.Module):
         self.dec1 = ResidualBlock(4 * c, 2 * c, d, norm)
         self.up2 = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
         self.dec2 = ResidualBlock(2 * c, c, d, norm)
-        self.out = nn.Conv2d(c, in_channels, 1)
+        self.out = nn.Conv2d(c, self.out_channels, 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim))  # (B, d)
+        if self.label_emb is not None:
+            if class_labels is None:
+                class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            elif class_labels.min() < 0 or class_labels.max() > self.num_classes:
+                raise ValueError(f"class labels must lie in [0, {self.num_classes}] ({self.num_classes}: no label)")
+            temb = temb + self.label_emb(class_labels)
+        elif class_labels is not None:
+            raise ValueError("class_labels given to an unconditional UNet (set model.num_classes)")
         h1 = self.enc1(x, temb)  # (B, c, H, W)
         h2 = self.enc2(self.pool(h1), temb)  # (B, 2c, H/2, W/2)
         h3 = self.enc3(self.pool(h2), temb)  # (B, 4c, H/4, W/4)

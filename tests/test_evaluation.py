@@ -325,7 +325,7 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
         (["ckpt_path=missing.ckpt"], "does not exist"),
         (["samples_path=missing.npz", "num_samples=0"], "num_samples must be an integer ≥ 4"),
         (["samples_path=missing.npz", "reference_size=70000"], "reference_size must be in [4, 60000]"),
-        (["samples_path=missing.npz", "nll.variance=learned"], "nll.variance"),
+        (["samples_path=missing.npz", "nll.variance=fixed"], "nll.variance"),
     ],
 )
 def test_evaluate_bad_input_prints_one_message(args, words, tmp_path: Path) -> None:
