@@ -74,6 +74,19 @@ def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> 
     return sorted(set(grid.round().long().tolist()) | {last})
 
 
+def logsnr_timesteps(diffusion: GaussianDiffusion, steps: int) -> list[int]:
+    """Timestep indices (ascending, from 0 to T − 1) evenly spaced in log-SNR λ_t = log(α_t/σ_t),
+    the spacing Lu et al. (2022) use for DPM-Solver: equal steps h keep the multistep
+    extrapolation well conditioned. Each λ is rounded to the nearest timestep of the chain."""
+    if not 1 <= steps <= diffusion.num_timesteps:
+        raise ValueError(f"steps must be in [1, {diffusion.num_timesteps}], got {steps}")
+    ac = torch.cumprod(1.0 - diffusion.betas_float64, 0)
+    lam = 0.5 * (torch.log(ac) - torch.log1p(-ac))  # decreasing in t
+    grid = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
+    idx = (lam[None, :] - grid[:, None]).abs().argmin(dim=1)
+    return sorted(set(idx.tolist()) | {diffusion.num_timesteps - 1})
+
+
 def ddim_step(
     diffusion: GaussianDiffusion,
     x_t: torch.Tensor,
@@ -143,7 +156,7 @@ def sample_dpmpp_2m(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     steps: int | None = None,
-    spacing: str = "uniform",
+    spacing: str = "logsnr",
     clip_denoised: bool = True,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
@@ -154,12 +167,18 @@ def sample_dpmpp_2m(
         D_i = (1 + 1/(2 r_i)) x̂0_i − 1/(2 r_i) x̂0_{i−1},   r_i = h_{i−1} / h_i   (D_1 = x̂0_1)
         x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) x_{t_{i−1}} − α_{t_i} (e^{−h_i} − 1) D_i
 
-    The timesteps are DDIM's subsequence (``spacing``); the last step goes from the smallest
+    ``spacing``: ``logsnr`` (default; equal h, as Lu et al. recommend), or DDIM's ``uniform`` or
+    ``quadratic`` subsequences, whose unequal h near t = 0 make the extrapolation (1/(2r) large)
+    amplify errors at some step counts. The last step goes from the smallest
     timestep to the data (σ = 0), where the update reduces to x = x̂0, so the first and last
     steps are first order (DDIM). ``generator`` is unused (no noise); it keeps the signature.
     """
     del generator
-    taus = ddim_timesteps(diffusion.num_timesteps, steps or diffusion.num_timesteps, spacing)[::-1]  # descending
+    steps = steps or diffusion.num_timesteps
+    if spacing == "logsnr":
+        taus = logsnr_timesteps(diffusion, steps)[::-1]  # descending
+    else:
+        taus = ddim_timesteps(diffusion.num_timesteps, steps, spacing)[::-1]
     alphas_cumprod = torch.cumprod(1.0 - diffusion.betas_float64, 0)[taus]  # float64, exact
     alpha, sigma = alphas_cumprod.sqrt(), (1.0 - alphas_cumprod).sqrt()
     lam = torch.log(alpha) - torch.log(sigma)

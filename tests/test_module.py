@@ -59,3 +59,38 @@ def test_sample_takes_the_sampler_and_its_options_by_name() -> None:
     assert not torch.allclose(a, c) and not torch.allclose(a, d)
     with pytest.raises(ValueError, match="unknown sampler"):
         model.sample(2, sampler="euler")
+
+
+def test_conditional_model_trains_on_labels_with_dropout_and_samples_given_digits() -> None:
+    torch.manual_seed(0)
+    model = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, num_classes=10, cond_drop_prob=0.25)
+    labels = torch.arange(4000) % 10
+    dropped = model._batch_labels((torch.zeros(4000), labels), drop=True)
+    share = float((dropped == 10).float().mean())
+    assert 0.22 < share < 0.28 and torch.equal(dropped[dropped != 10], labels[dropped != 10])
+    assert torch.equal(model._batch_labels((torch.zeros(10), labels[:10]), drop=False), labels[:10])
+
+    # the label reaches the network: other digits, other output
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 10])
+    model.eval()
+    assert not torch.allclose(model(x, t, torch.tensor([3, 3])), model(x, t, torch.tensor([7, 7])))
+
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = model.sample(4, generator=gen(), steps=3, class_labels=torch.tensor([1, 1, 2, 2]))
+    b = model.sample(4, generator=gen(), steps=3, class_labels=torch.tensor([5, 5, 6, 6]))
+    c = model.sample(4, generator=gen(), steps=3, class_labels=torch.tensor([1, 1, 2, 2]), guidance_scale=3.0)
+    assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="labels"):
+        model.sample(2, class_labels=torch.tensor([1, 10]))
+    plain = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50})
+    with pytest.raises(ValueError, match="class-conditional"):
+        plain.sample(2, class_labels=torch.tensor([1, 2]))
+
+
+def test_learned_variance_model_has_the_variance_channels_and_samples() -> None:
+    model = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, variance="learned", objective="v")
+    assert model.net.out_channels == 2
+    loss = model.training_step((torch.rand(4, 1, 28, 28) * 2 - 1,), 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    for sampler in ("ddpm", "ddim", "dpmpp_2m"):
+        assert model.sample(2, generator=torch.Generator().manual_seed(0), steps=3, sampler=sampler).shape == (2, 1, 28, 28)

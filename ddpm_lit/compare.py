@@ -1,0 +1,200 @@
+"""Compare trained models across samplers and step counts: one markdown table of MNIST-FID,
+FID and (for class-conditional models) the classifier's accuracy on the requested digits.
+
+    python -m ddpm_lit.compare --model eps=runs/a/checkpoints/last.ckpt --model v=runs/b/... \\
+        --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100 \\
+        --num-samples 500 --out docs/compare
+
+Every cell draws the same N samples (the same seed, so the same starting noise) and scores them
+against the same training-image reference as ``evaluate.py``. Cells are written to
+``results.json`` as they finish and skipped when the command is run again, so an interrupted
+comparison resumes; ``table.md`` is rewritten after each cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, int]]:
+    """``["ddpm:10,1000", "ddim:20"]`` -> ``[("ddpm", 10), ("ddpm", 1000), ("ddim", 20)]``."""
+    from ddpm_lit.samplers import SAMPLERS
+
+    cells = []
+    for item in items:
+        name, _, steps = item.partition(":")
+        if name not in SAMPLERS or not steps:
+            raise SystemExit(f"--grid takes SAMPLER:STEPS[,STEPS] with SAMPLER in {', '.join(SAMPLERS)}; got {item!r}")
+        try:
+            cells += [(name, int(s)) for s in steps.split(",")]
+        except ValueError:
+            raise SystemExit(f"--grid: steps must be integers, got {item!r}") from None
+    return cells
+
+
+def parse_models(items: list[str]) -> dict[str, Path]:
+    models = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--model takes NAME=CHECKPOINT, got {item!r}")
+        if not Path(path).is_file():
+            raise SystemExit(f"--model {name}: checkpoint {path} does not exist")
+        models[name] = Path(path)
+    return models
+
+
+def cell_key(model: str, sampler: str, steps: int, guidance: float | None) -> str:
+    return f"{model}|{sampler}|{steps}" + (f"|w={guidance:g}" if guidance is not None else "")
+
+
+def describe(module: Any) -> str:
+    d, h = module.diffusion, module.hparams
+    parts = [f"{d.schedule}", f"objective {d.objective}", f"weighting {d.loss_weighting}", f"variance {d.variance}"]
+    if module.conditional:
+        parts.append(f"{module.net.num_classes} classes, label dropout {h.cond_drop_prob:g}")
+    return ", ".join(parts)
+
+
+def markdown_table(results: dict[str, Any], fid: bool) -> str:
+    """Rows: model × sampler × steps (× guidance); columns: the metrics and the time to sample."""
+    lines = []
+    models = results.get("models", {})
+    if models:
+        lines += ["| model | checkpoint | training |", "|---|---|---|"]
+        lines += [f"| {name} | `{m['ckpt']}` | {m['describe']} |" for name, m in models.items()]
+        lines.append("")
+    header = ["model", "sampler", "steps", "guidance", "MNIST-FID"] + (["FID"] if fid else []) + ["accuracy", "sampling (s)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cell in results.get("cells", {}).values():
+        row = [cell["model"], cell["sampler"], str(cell["steps"])]
+        row.append("–" if cell["guidance"] is None else f"{cell['guidance']:g}")
+        row.append(f"{cell['mnist_fid']:.3f}")
+        if fid:
+            row.append(f"{cell['fid']:.2f}" if cell.get("fid") is not None else "–")
+        row.append(f"{cell['class_accuracy']:.3f}" if cell.get("class_accuracy") is not None else "–")
+        row.append(f"{cell['sampling_seconds']:.0f}")
+        lines.append("| " + " | ".join(row) + " |")
+    n = results.get("num_samples")
+    ref = results.get("reference_size")
+    lines += [
+        "",
+        f"{n} samples per cell (seed {results.get('seed')}), against {ref} training images; FID is biased upwards "
+        "at small N, so compare cells of one table, not with numbers at other N. Accuracy: the project "
+        "classifier's agreement with the requested digits (conditional models, digits 0–9 equally often).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lit.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT (repeat)")
+    parser.add_argument("--grid", nargs="+", required=True, help="SAMPLER:STEPS[,STEPS] ...")
+    parser.add_argument("--guidance", default="", help="guidance scales for conditional models, e.g. 0,1,2,4 (default: the model's)")
+    parser.add_argument("--conditional-grid", nargs="+", default=None, help="grid for conditional models (default: --grid)")
+    parser.add_argument("--num-samples", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-size", type=int, default=10000)
+    parser.add_argument("--no-fid", action="store_true", help="skip the Inception FID (MNIST-FID only)")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="folder for results.json, table.md and one grid per cell")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    if args.num_samples < 4:
+        raise SystemExit("--num-samples must be ≥ 4")
+    grid = parse_grid(args.grid)
+    cond_grid = parse_grid(args.conditional_grid) if args.conditional_grid else grid
+    models = parse_models(args.model)
+    try:
+        scales = [float(s) for s in args.guidance.split(",") if s]
+    except ValueError:
+        raise SystemExit(f"--guidance takes comma-separated numbers, got {args.guidance!r}") from None
+
+    from ddpm_lit.classifier import load_or_train
+    from ddpm_lit.data import ensure_mnist, load_mnist_split, to_model_range, to_unit_range
+    from ddpm_lit.evaluate import load_module, resolve_device
+    from ddpm_lit.evaluation import Scorer, save_samples_npz, load_samples_npz
+    from ddpm_lit.module import save_grid
+
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    settings = {"num_samples": args.num_samples, "seed": args.seed, "reference_size": args.reference_size}
+    if results and any(results.get(k) != v for k, v in settings.items()):
+        raise SystemExit(f"{results_path} was made with other settings {({k: results.get(k) for k in settings})}; use another --out")
+    results.update(settings)
+    results.setdefault("models", {})
+    results.setdefault("cells", {})
+
+    raw = ensure_mnist(Path(args.data_dir))
+    train = to_model_range(load_mnist_split(raw, train=True)[0], 28)
+    test = to_model_range(load_mnist_split(raw, train=False)[0], 28)
+    classifier = load_or_train(Path(args.data_dir))
+    inception = None
+    if not args.no_fid:
+        from ddpm_lit.inception import InceptionFeatures
+
+        inception = InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
+    scorer = Scorer(
+        train, test, classifier, inception, reference_size=args.reference_size,
+        cache_dir=Path(args.data_dir) / "eval_cache", device=device, seed=args.seed,
+    )  # fmt: skip
+
+    def save() -> None:
+        tmp = results_path.with_suffix(".part")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(results_path)
+        (out / "table.md").write_text(markdown_table(results, fid=inception is not None))
+
+    for name, ckpt in models.items():
+        module, ema = load_module(ckpt, device)
+        results["models"][name] = {"ckpt": str(ckpt), "describe": describe(module), "ema_weights": ema}
+        cells = cond_grid if module.conditional else grid
+        for sampler, steps in cells:
+            for guidance in (scales or [None]) if module.conditional else [None]:
+                key = cell_key(name, sampler, steps, guidance)
+                if key in results["cells"]:
+                    log.info("%s: done before, skipped", key)
+                    continue
+                labels = torch.arange(args.num_samples) % module.net.num_classes if module.conditional else None
+                extra = {"class_labels": labels, "guidance_scale": guidance} if module.conditional else {}
+                start = time.perf_counter()
+                drawn = module.sample(
+                    args.num_samples, generator=torch.Generator().manual_seed(args.seed), steps=steps,
+                    batch_size=args.batch_size, progress=True, sampler=sampler, **extra,
+                )  # fmt: skip
+                seconds = time.perf_counter() - start
+                stem = key.replace("|", "_").replace("=", "")
+                images = load_samples_npz(save_samples_npz(drawn, out / f"{stem}.npz"))  # scored as saved, 8-bit
+                save_grid(to_unit_range(images[:64]), out / f"{stem}.png")
+                metrics, _ = scorer.score(images, "samples", labels=labels)
+                results["cells"][key] = {
+                    "model": name, "sampler": sampler, "steps": steps, "guidance": guidance,
+                    "mnist_fid": metrics["mnist_fid"], "fid": metrics.get("fid"), "kid": metrics["kid"],
+                    "precision": metrics["precision"], "recall": metrics["recall"],
+                    "class_accuracy": metrics.get("class_accuracy"),
+                    "class_accuracy_per_digit": metrics.get("class_accuracy_per_digit"),
+                    "sampling_seconds": seconds,
+                }  # fmt: skip
+                log.info("%s: MNIST-FID %.3f, FID %s, %.0f s", key, metrics["mnist_fid"], metrics.get("fid"), seconds)
+                save()
+        del module
+    save()
+    return results
+
+
+if __name__ == "__main__":
+    main()

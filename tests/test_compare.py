@@ -1,0 +1,59 @@
+"""python -m ddpm_lit.compare: one table over models × samplers × steps, resumable."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from ddpm_lit.compare import main, parse_grid
+from ddpm_lit.module import DDPMModule
+
+
+def _checkpoint(path: Path, **kwargs) -> Path:
+    model = DDPMModule(
+        net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+        diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs,
+    )  # fmt: skip
+    data = torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_grid_parsing_and_errors() -> None:
+    assert parse_grid(["ddpm:10,1000", "dpmpp_2m:20"]) == [("ddpm", 10), ("ddpm", 1000), ("dpmpp_2m", 20)]
+    for bad in ("euler:10", "ddim", "ddim:ten"):
+        with pytest.raises(SystemExit):
+            parse_grid([bad])
+
+
+def test_compare_tables_models_and_resumes(mnist_dir: Path, tmp_path: Path, caplog) -> None:
+    plain = _checkpoint(tmp_path / "plain.ckpt")
+    cond = _checkpoint(tmp_path / "cond.ckpt", num_classes=10)
+    args = ["--model", f"plain={plain}", "--model", f"cond={cond}", "--grid", "ddim:2", "dpmpp_2m:3",
+            "--conditional-grid", "dpmpp_2m:2", "--guidance", "0,2", "--num-samples", "20", "--no-fid",
+            "--reference-size", "200", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    results = main(args)
+    cells = results["cells"]
+    assert set(cells) == {"plain|ddim|2", "plain|dpmpp_2m|3", "cond|dpmpp_2m|2|w=0", "cond|dpmpp_2m|2|w=2"}
+    assert all(c["mnist_fid"] > 0 for c in cells.values())
+    assert cells["plain|ddim|2"]["mnist_fid"] != cells["plain|dpmpp_2m|3"]["mnist_fid"]
+    assert cells["plain|ddim|2"]["class_accuracy"] is None
+    assert 0 <= cells["cond|dpmpp_2m|2|w=2"]["class_accuracy"] <= 1
+    assert len(cells["cond|dpmpp_2m|2|w=2"]["class_accuracy_per_digit"]) == 10
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert table.count("| plain |") == 3 and table.count("| cond |") == 3  # its model row and 2 cells
+    assert f"{cells['plain|ddim|2']['mnist_fid']:.3f}" in table
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["cells"] == json.loads(json.dumps(cells))
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = main(args)
+    assert again["cells"] == json.loads(json.dumps(cells))
+    assert caplog.text.count("done before, skipped") == 4
+    with pytest.raises(SystemExit, match="other settings"):
+        main([*args, "--seed", "1"])  # another seed cannot share the table
