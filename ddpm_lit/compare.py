@@ -97,7 +97,11 @@ def markdown_table(results: dict[str, Any], fid: bool) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m ddpm_lit.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT (repeat)")
+    parser.add_argument("--model", action="append", default=[], help="NAME=CHECKPOINT (repeat)")
+    parser.add_argument(
+        "--model-raw", action="append", default=[],
+        help="NAME=CHECKPOINT scored with its raw weights instead of the EMA (the same run without averaging)",
+    )  # fmt: skip
     parser.add_argument("--grid", nargs="+", required=True, help="SAMPLER:STEPS[,STEPS] ...")
     parser.add_argument("--guidance", default="", help="guidance scales for conditional models, e.g. 0,1,2,4 (default: the model's)")
     parser.add_argument("--conditional-grid", nargs="+", default=None, help="grid for conditional models (default: --grid)")
@@ -116,6 +120,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grid = parse_grid(args.grid)
     cond_grid = parse_grid(args.conditional_grid) if args.conditional_grid else grid
     models = parse_models(args.model)
+    raw_models = parse_models(args.model_raw)
+    if not models and not raw_models:
+        raise SystemExit("give at least one --model or --model-raw")
+    if set(models) & set(raw_models):
+        raise SystemExit(f"model names must differ: {sorted(set(models) & set(raw_models))}")
     try:
         scales = [float(s) for s in args.guidance.split(",") if s]
     except ValueError:
@@ -159,9 +168,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tmp.replace(results_path)
         (out / "table.md").write_text(markdown_table(results, fid=inception is not None))
 
-    for name, ckpt in models.items():
+    for name, ckpt in [*models.items(), *raw_models.items()]:
         module, ema = load_module(ckpt, device)
-        results["models"][name] = {"ckpt": str(ckpt), "describe": describe(module), "ema_weights": ema}
+        if name in raw_models:
+            state = torch.load(ckpt, map_location=device, weights_only=False).get("current_model_state")
+            if state is None:
+                raise SystemExit(f"--model-raw {name}: {ckpt} holds no EMA, so its weights are the raw ones; use --model")
+            module.load_state_dict(state)
+            ema = False
+        label = describe(module) + ("" if ema else ", raw weights (no EMA)")
+        results["models"][name] = {"ckpt": str(ckpt), "describe": label, "ema_weights": ema}
         cells = cond_grid if module.conditional else grid
         for sampler, steps in cells:
             for guidance in (scales or [None]) if module.conditional else [None]:

@@ -32,10 +32,14 @@ for name in "${ORDER[@]}"; do
   fi
   MODELS+=(--model "$name=$dir/checkpoints/last.ckpt")
 done
-# The unconditional models over the whole grid; the report's sampler (ddpm, 1000 steps) for eps.
+# The report's model (eps) over the whole grid, with the report's sampler (ddpm, 1000 steps);
+# the other objectives and weightings over a smaller one (1000 steps cost 500k network calls).
 python -m ddpm_lit.compare "${MODELS[@]:0:2}" --num-samples "$N" --out "$ROOT/table" \
   --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100
 python -m ddpm_lit.compare "${MODELS[@]:2:10}" --num-samples "$N" --out "$ROOT/table" \
   --grid ddpm:100 ddim:20,50 dpmpp_2m:10,20,50
+# EMA: the eps run again, with the raw weights its checkpoint keeps beside the average
+python -m ddpm_lit.compare --model-raw "eps_no_ema=$ROOT/train/eps/checkpoints/last.ckpt" --num-samples "$N" \
+  --out "$ROOT/table" --grid ddpm:100 ddim:20,50 dpmpp_2m:10,20,50
 python -m ddpm_lit.compare "${MODELS[@]:12:2}" --num-samples "$N" --out "$ROOT/table" \
   --grid dpmpp_2m:20 --guidance 0,1,2,4

@@ -11,14 +11,15 @@ from ddpm_lit.compare import main, parse_grid
 from ddpm_lit.module import DDPMModule
 
 
-def _checkpoint(path: Path, **kwargs) -> Path:
+def _checkpoint(path: Path, callbacks=(), **kwargs) -> Path:
     model = DDPMModule(
         net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
         diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs,
     )  # fmt: skip
     data = torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=list(callbacks))  # fmt: skip
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
     trainer.save_checkpoint(path)
     return path
@@ -57,3 +58,27 @@ def test_compare_tables_models_and_resumes(mnist_dir: Path, tmp_path: Path, capl
     assert caplog.text.count("done before, skipped") == 4
     with pytest.raises(SystemExit, match="other settings"):
         main([*args, "--seed", "1"])  # another seed cannot share the table
+
+
+def test_raw_weights_of_an_ema_checkpoint(mnist_dir: Path, tmp_path: Path) -> None:
+    from ddpm_lit.ema import EMA
+
+    plain = _checkpoint(tmp_path / "plain.ckpt")
+    ckpt = tmp_path / "ema.ckpt"
+    model = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+                       diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0)  # fmt: skip
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1), batch_size=4)
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[EMA(decay=0.5)])  # fmt: skip
+    trainer.fit(model, data)
+    trainer.save_checkpoint(ckpt)  # after fit the module holds the average; save the raw weights beside it by hand
+    state = torch.load(ckpt, weights_only=False)
+    state["current_model_state"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    torch.save(state, ckpt)
+    common = ["--grid", "ddim:2", "--num-samples", "12", "--no-fid", "--reference-size", "100",
+              "--data-dir", str(mnist_dir), "--device", "cpu"]  # fmt: skip
+    results = main(["--model", f"ema={ckpt}", "--model-raw", f"raw={ckpt}", *common, "--out", str(tmp_path / "a")])
+    assert results["models"]["ema"]["ema_weights"] and not results["models"]["raw"]["ema_weights"]
+    assert results["cells"]["ema|ddim|2"]["mnist_fid"] != results["cells"]["raw|ddim|2"]["mnist_fid"]
+    with pytest.raises(SystemExit, match="holds no EMA"):
+        main(["--model-raw", f"raw={plain}", *common, "--out", str(tmp_path / "b")])

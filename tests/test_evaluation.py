@@ -332,3 +332,33 @@ def test_evaluate_bad_input_prints_one_message(args, words, tmp_path: Path) -> N
     proc = run_evaluate([*args, f"hydra.run.dir={tmp_path}"], timeout=120)
     assert proc.returncode == 2
     assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_a_conditional_learned_variance_model(mnist_dir: Path, classifier, tmp_path: Path) -> None:
+    """Guided samples of requested digits are scored for accuracy; the bound uses the learned σ²."""
+    from ddpm_lit.module import DDPMModule
+
+    model = DDPMModule(
+        net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+        diffusion={"schedule": "cosine", "timesteps": 50}, sample_every_n_epochs=0,
+        num_classes=10, variance="learned", guidance_scale=2.0,
+    )  # fmt: skip
+    data = torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
+    ckpt = tmp_path / "cond.ckpt"
+    trainer.save_checkpoint(ckpt)
+    common = [f"ckpt_path={ckpt}", f"paths.data_dir={mnist_dir}", f"cache_dir={tmp_path / 'cache'}", "reference_size=200",
+              "score_test=false", "nll.num_images=2", "nll.batch_size=2", "num_samples=20", "fid.enabled=false",
+              "sampler=dpmpp_2m", "sampler.steps=3"]  # fmt: skip
+    proc = run_evaluate([*common, f"hydra.run.dir={tmp_path / 'a'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert 0 <= metrics["samples"]["class_accuracy"] <= 1 and len(metrics["samples"]["class_accuracy_per_digit"]) == 10
+    assert metrics["nll"]["variance"] == "learned" and metrics["source"]["guidance_scale"] == 2.0
+    proc = run_evaluate([*common, "guidance_scale=0", "nll.variance=posterior", f"hydra.run.dir={tmp_path / 'b'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    other = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert other["source"]["guidance_scale"] == 0 and other["nll"]["variance"] == "posterior"
+    assert other["nll"]["bpd"] != metrics["nll"]["bpd"] and other["samples"]["mnist_fid"] != metrics["samples"]["mnist_fid"]
