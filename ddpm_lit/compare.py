@@ -25,20 +25,43 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def _value(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def parse_grid(items: list[str]) -> list[tuple[str, int]]:
-    """``["ddpm:10,1000", "ddim:20"]`` -> ``[("ddpm", 10), ("ddpm", 1000), ("ddim", 20)]``."""
+    """``["ddpm:10,1000", "ddim/eta=1:20"]`` -> ``[("ddpm", 10), ("ddpm", 1000), ("ddim/eta=1", 20)]``.
+
+    A sampler may carry options after ``/`` (``ddim/eta=1``, ``dpmpp_2m/spacing=uniform``).
+    """
     from ddpm_lit.samplers import SAMPLERS
 
     cells = []
     for item in items:
-        name, _, steps = item.partition(":")
-        if name not in SAMPLERS or not steps:
-            raise SystemExit(f"--grid takes SAMPLER:STEPS[,STEPS] with SAMPLER in {', '.join(SAMPLERS)}; got {item!r}")
+        spec, _, steps = item.rpartition(":")
+        name, options = split_sampler(spec) if spec else ("", {})
+        if name not in SAMPLERS or not steps or None in options.values():
+            raise SystemExit(
+                f"--grid takes SAMPLER[/KEY=VALUE...]:STEPS[,STEPS] with SAMPLER in {', '.join(SAMPLERS)}; got {item!r}"
+            )
         try:
-            cells += [(name, int(s)) for s in steps.split(",")]
+            cells += [(spec, int(s)) for s in steps.split(",")]
         except ValueError:
             raise SystemExit(f"--grid: steps must be integers, got {item!r}") from None
     return cells
+
+
+def split_sampler(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"ddim/eta=1"`` -> ``("ddim", {"eta": 1.0})``; a malformed option maps to None."""
+    name, *opts = spec.split("/")
+    options: dict[str, Any] = {}
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        options[key] = _value(value) if sep and key and value else None
+    return name, options
 
 
 def parse_models(items: list[str]) -> dict[str, Path]:
@@ -187,13 +210,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 labels = torch.arange(args.num_samples) % module.net.num_classes if module.conditional else None
                 extra = {"class_labels": labels, "guidance_scale": guidance} if module.conditional else {}
+                name_only, options = split_sampler(sampler)
                 start = time.perf_counter()
                 drawn = module.sample(
                     args.num_samples, generator=torch.Generator().manual_seed(args.seed), steps=steps,
-                    batch_size=args.batch_size, progress=True, sampler=sampler, **extra,
+                    batch_size=args.batch_size, progress=True, sampler=name_only, **options, **extra,
                 )  # fmt: skip
                 seconds = time.perf_counter() - start
-                stem = key.replace("|", "_").replace("=", "")
+                stem = key.replace("|", "_").replace("=", "").replace("/", "_")
                 images = load_samples_npz(save_samples_npz(drawn, out / f"{stem}.npz"))  # scored as saved, 8-bit
                 save_grid(to_unit_range(images[:64]), out / f"{stem}.png")
                 metrics, _ = scorer.score(images, "samples", labels=labels)

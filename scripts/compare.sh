@@ -2,7 +2,7 @@
 # Train one model per objective, loss weighting, variance and conditioning with the same budget,
 # then compare them across samplers and step counts (python -m ddpm_lit.compare).
 #   bash scripts/compare.sh [EPOCHS] [NUM_SAMPLES]
-# Defaults: the `quick` preset for 2 epochs (c = 32, ~860 optimizer steps, about 6 min each on
+# Defaults: the `quick` preset for 2 epochs (c = 32, 858 optimizer steps, about 6 min each on
 # 2 CPU cores) and 500 samples per cell. Finished runs (a metrics.json in their folder) are
 # reused, interrupted ones resume from their last.ckpt, and compare.py skips cells it has
 # scored, so the script picks up where it stopped.
@@ -18,9 +18,12 @@ declare -A RUNS=(
   [eps_min_snr]="model.loss_weighting=min_snr"
   [eps_learned]="model.variance=learned"
   [cond]="model.num_classes=10"
+  # the bound's weight puts 98 % of its mass on the last 10 steps of the cosine schedule; on the
+  # linear one it is spread out, so both schedules are trained, with eps on linear to compare
+  [eps_linear]="schedule=linear"
+  [eps_vlb_linear]="schedule=linear model.loss_weighting=vlb"
 )
-ORDER=(eps x0 v eps_vlb eps_min_snr eps_learned cond)
-MODELS=()
+ORDER=(eps x0 v eps_vlb eps_min_snr eps_learned cond eps_linear eps_vlb_linear)
 for name in "${ORDER[@]}"; do
   dir=$ROOT/train/$name
   if [[ ! -f $dir/metrics.json ]]; then
@@ -30,16 +33,23 @@ for name in "${ORDER[@]}"; do
     python train.py experiment=quick trainer.max_epochs="$EPOCHS" logger=csv hydra.run.dir="$dir" \
       final_samples.steps=100 ${RUNS[$name]} "${resume[@]}"
   fi
-  MODELS+=(--model "$name=$dir/checkpoints/last.ckpt")
 done
+models() {  # --model NAME=CHECKPOINT for each name
+  for name in "$@"; do printf -- '--model\n%s=%s\n' "$name" "$ROOT/train/$name/checkpoints/last.ckpt"; done
+}
+compare() { python -m ddpm_lit.compare --num-samples "$N" --out "$ROOT/table" "$@"; }
+SMALL=(ddpm:100 ddim:20,50 dpmpp_2m:10,20,50)
 # The report's model (eps) over the whole grid, with the report's sampler (ddpm, 1000 steps);
 # the other objectives and weightings over a smaller one (1000 steps cost 500k network calls).
-python -m ddpm_lit.compare "${MODELS[@]:0:2}" --num-samples "$N" --out "$ROOT/table" \
-  --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100
-python -m ddpm_lit.compare "${MODELS[@]:2:10}" --num-samples "$N" --out "$ROOT/table" \
-  --grid ddpm:100 ddim:20,50 dpmpp_2m:10,20,50
+# DDIM with η = 1 has the ancestral step's distribution: it separates the sampler's noise from its code.
+mapfile -t args < <(models eps)
+compare "${args[@]}" --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100 ddim/eta=1:20,100
+mapfile -t args < <(models x0 v eps_vlb eps_min_snr eps_learned)
+compare "${args[@]}" --grid "${SMALL[@]}"
 # EMA: the eps run again, with the raw weights its checkpoint keeps beside the average
-python -m ddpm_lit.compare --model-raw "eps_no_ema=$ROOT/train/eps/checkpoints/last.ckpt" --num-samples "$N" \
-  --out "$ROOT/table" --grid ddpm:100 ddim:20,50 dpmpp_2m:10,20,50
-python -m ddpm_lit.compare "${MODELS[@]:12:2}" --num-samples "$N" --out "$ROOT/table" \
-  --grid dpmpp_2m:20 --guidance 0,1,2,4
+compare --model-raw "eps_no_ema=$ROOT/train/eps/checkpoints/last.ckpt" --grid "${SMALL[@]}"
+# Classifier-free guidance: accuracy on the requested digits against the guidance scale
+mapfile -t args < <(models cond)
+compare "${args[@]}" --grid dpmpp_2m:20 --guidance 0,1,2,4
+mapfile -t args < <(models eps_linear eps_vlb_linear)
+compare "${args[@]}" --grid "${SMALL[@]}"

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from ddpm_lit.compare import main, parse_grid
+from ddpm_lit.compare import main, parse_grid, split_sampler
 from ddpm_lit.module import DDPMModule
 
 
@@ -27,7 +27,9 @@ def _checkpoint(path: Path, callbacks=(), **kwargs) -> Path:
 
 def test_grid_parsing_and_errors() -> None:
     assert parse_grid(["ddpm:10,1000", "dpmpp_2m:20"]) == [("ddpm", 10), ("ddpm", 1000), ("dpmpp_2m", 20)]
-    for bad in ("euler:10", "ddim", "ddim:ten"):
+    assert parse_grid(["ddim/eta=1/spacing=quadratic:5"]) == [("ddim/eta=1/spacing=quadratic", 5)]
+    assert split_sampler("ddim/eta=1/spacing=quadratic") == ("ddim", {"eta": 1.0, "spacing": "quadratic"})
+    for bad in ("euler:10", "ddim", "ddim:ten", "ddim/eta:10", "ddim/=1:10"):
         with pytest.raises(SystemExit):
             parse_grid([bad])
 
@@ -35,20 +37,20 @@ def test_grid_parsing_and_errors() -> None:
 def test_compare_tables_models_and_resumes(mnist_dir: Path, tmp_path: Path, caplog) -> None:
     plain = _checkpoint(tmp_path / "plain.ckpt")
     cond = _checkpoint(tmp_path / "cond.ckpt", num_classes=10)
-    args = ["--model", f"plain={plain}", "--model", f"cond={cond}", "--grid", "ddim:2", "dpmpp_2m:3",
+    args = ["--model", f"plain={plain}", "--model", f"cond={cond}", "--grid", "ddim/eta=1:2", "dpmpp_2m:3",
             "--conditional-grid", "dpmpp_2m:2", "--guidance", "0,2", "--num-samples", "20", "--no-fid",
             "--reference-size", "200", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "out"), "--device", "cpu"]
     results = main(args)
     cells = results["cells"]
-    assert set(cells) == {"plain|ddim|2", "plain|dpmpp_2m|3", "cond|dpmpp_2m|2|w=0", "cond|dpmpp_2m|2|w=2"}
+    assert set(cells) == {"plain|ddim/eta=1|2", "plain|dpmpp_2m|3", "cond|dpmpp_2m|2|w=0", "cond|dpmpp_2m|2|w=2"}
     assert all(c["mnist_fid"] > 0 for c in cells.values())
-    assert cells["plain|ddim|2"]["mnist_fid"] != cells["plain|dpmpp_2m|3"]["mnist_fid"]
-    assert cells["plain|ddim|2"]["class_accuracy"] is None
+    assert cells["plain|ddim/eta=1|2"]["mnist_fid"] != cells["plain|dpmpp_2m|3"]["mnist_fid"]
+    assert cells["plain|ddim/eta=1|2"]["class_accuracy"] is None
     assert 0 <= cells["cond|dpmpp_2m|2|w=2"]["class_accuracy"] <= 1
     assert len(cells["cond|dpmpp_2m|2|w=2"]["class_accuracy_per_digit"]) == 10
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.count("| plain |") == 3 and table.count("| cond |") == 3  # its model row and 2 cells
-    assert f"{cells['plain|ddim|2']['mnist_fid']:.3f}" in table
+    assert f"{cells['plain|ddim/eta=1|2']['mnist_fid']:.3f}" in table
     assert json.loads((tmp_path / "out" / "results.json").read_text())["cells"] == json.loads(json.dumps(cells))
 
     caplog.clear()
