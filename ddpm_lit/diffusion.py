@@ -113,13 +113,15 @@ class GaussianDiffusion(nn.Module):
             betas = get_beta_schedule(schedule, timesteps)
         betas = betas.to(torch.float64)
         self.schedule = schedule
-        self.betas_float64 = betas  # kept exact for ``respace``
+        self.betas_float64 = betas  # float64, exact
+        # ᾱ_t in float64 for what float32 would round (1 − ᾱ_T, log-SNR grids); not a buffer
+        self.alphas_cumprod_float64 = torch.cumprod(1.0 - betas, 0)
         self.num_timesteps = int(betas.shape[0])
         if timestep_map is None:
             timestep_map = torch.arange(self.num_timesteps)
 
         alphas = 1.0 - betas
-        alphas_cumprod = torch.cumprod(alphas, 0)  # ᾱ_t
+        alphas_cumprod = self.alphas_cumprod_float64  # ᾱ_t
         alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
         # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)   (Ho et al. 2020, eq. 7)
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
@@ -406,7 +408,7 @@ class GaussianDiffusion(nn.Module):
             use = sorted(set(int(s) for s in steps))
             if not use or use[0] < 0 or use[-1] >= self.num_timesteps:
                 raise ValueError(f"respaced timesteps must lie in [0, {self.num_timesteps - 1}]")
-        alphas_cumprod = torch.cumprod(1.0 - self.betas_float64, 0)
+        alphas_cumprod = self.alphas_cumprod_float64
         ac = alphas_cumprod[use]
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
         betas = 1.0 - ac / prev

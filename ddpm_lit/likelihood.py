@@ -24,7 +24,7 @@ from ddpm_lit.gaussians import discretized_gaussian_log_likelihood, mean_flat, n
 @torch.no_grad()
 def prior_bpd(diffusion: GaussianDiffusion, x0: torch.Tensor) -> torch.Tensor:
     """L_T in bits/dim: (B,). In float64: 1 − ᾱ_T is 1 − O(1e−9) and float32 would round it."""
-    alpha_bar_T = torch.cumprod(1.0 - diffusion.betas_float64, 0)[-1].to(x0.device)
+    alpha_bar_T = diffusion.alphas_cumprod_float64[-1].to(x0.device)
     x = x0.double()
     mean = alpha_bar_T.sqrt() * x
     logvar = torch.log1p(-alpha_bar_T).expand_as(x)

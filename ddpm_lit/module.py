@@ -146,7 +146,7 @@ class DDPMModule(L.LightningModule):
         self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x_t, t, class_labels) if self.net.num_classes else self.net(x_t, t)
+        return self.net(x_t, t, class_labels)  # the UNet refuses labels when unconditional
 
     @property
     def conditional(self) -> bool:

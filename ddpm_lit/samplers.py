@@ -74,14 +74,19 @@ def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> 
     return sorted(set(grid.round().long().tolist()) | {last})
 
 
+def log_snr(diffusion: GaussianDiffusion) -> torch.Tensor:
+    """λ_t = log(√ᾱ_t / √(1−ᾱ_t)) = ½ log SNR_t for every timestep, in float64: (T,), decreasing in t."""
+    ac = diffusion.alphas_cumprod_float64
+    return 0.5 * (torch.log(ac) - torch.log1p(-ac))
+
+
 def logsnr_timesteps(diffusion: GaussianDiffusion, steps: int) -> list[int]:
     """Timestep indices (ascending, from 0 to T − 1) evenly spaced in log-SNR λ_t = log(α_t/σ_t),
     the spacing Lu et al. (2022) use for DPM-Solver: equal steps h keep the multistep
     extrapolation well conditioned. Each λ is rounded to the nearest timestep of the chain."""
     if not 1 <= steps <= diffusion.num_timesteps:
         raise ValueError(f"steps must be in [1, {diffusion.num_timesteps}], got {steps}")
-    ac = torch.cumprod(1.0 - diffusion.betas_float64, 0)
-    lam = 0.5 * (torch.log(ac) - torch.log1p(-ac))  # decreasing in t
+    lam = log_snr(diffusion)
     grid = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
     idx = (lam[None, :] - grid[:, None]).abs().argmin(dim=1)
     return sorted(set(idx.tolist()) | {diffusion.num_timesteps - 1})
@@ -179,9 +184,9 @@ def sample_dpmpp_2m(
         taus = logsnr_timesteps(diffusion, steps)[::-1]  # descending
     else:
         taus = ddim_timesteps(diffusion.num_timesteps, steps, spacing)[::-1]
-    alphas_cumprod = torch.cumprod(1.0 - diffusion.betas_float64, 0)[taus]  # float64, exact
+    alphas_cumprod = diffusion.alphas_cumprod_float64[taus]  # float64, exact
     alpha, sigma = alphas_cumprod.sqrt(), (1.0 - alphas_cumprod).sqrt()
-    lam = torch.log(alpha) - torch.log(sigma)
+    lam = log_snr(diffusion)[taus]
     x = x_T
     total = len(taus)
     x0_prev, h_prev = None, None
