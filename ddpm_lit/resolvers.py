@@ -1,10 +1,15 @@
 """OmegaConf resolvers used by conf/, registered when ``ddpm_lit`` is imported.
 
-They must not depend on Hydra's runtime config: Hydra's sweepers resolve ``hydra.sweep.dir``
-(which uses ``paths.log_dir``) before any job, and so before ``${hydra:...}`` can be resolved.
+Resolvers used in ``hydra.sweep.dir`` must not depend on Hydra's runtime config: Hydra's
+sweepers resolve it (it uses ``paths.log_dir``) before any job, and so before
+``${hydra:...}`` can be resolved. Those of the W&B logger are resolved inside a job.
 """
 
+from __future__ import annotations
+
 import os
+from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -14,7 +19,35 @@ def _wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline") != "online"
 
 
+def _is_multirun(mode: Any) -> bool:
+    return getattr(mode, "name", str(mode)) == "MULTIRUN"
+
+
+def _sweep_group(mode: Any, sweep_dir: str) -> str | None:
+    """In a ``--multirun``: the sweep's folder name, the W&B group of all its jobs (None otherwise)."""
+    return Path(str(sweep_dir)).name if _is_multirun(mode) else None
+
+
+def _sweep_job_name(mode: Any, override_dirname: str) -> str | None:
+    """In a ``--multirun``: the job's overrides (``model.lr=0.001,schedule=cosine``), its W&B run name."""
+    return (override_dirname or None) if _is_multirun(mode) else None
+
+
+def _run_dir(ckpt_path: str | None, runs_dir: str, timestamp: str) -> str:
+    """``hydra.run.dir`` of train.py: the dir of the run that ``ckpt_path`` continues, else a new one."""
+    from ddpm_lit.checkpointing import run_dir_to_resume
+
+    resumed = run_dir_to_resume(ckpt_path, runs_dir)
+    return str(resumed) if resumed is not None else str(Path(runs_dir) / timestamp)
+
+
 def register() -> None:
-    for name, fn in (("cwd", os.getcwd), ("wandb_offline", _wandb_offline)):
+    for name, fn in (
+        ("cwd", os.getcwd),
+        ("wandb_offline", _wandb_offline),
+        ("sweep_group", _sweep_group),
+        ("sweep_job_name", _sweep_job_name),
+        ("run_dir", _run_dir),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

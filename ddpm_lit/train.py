@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm_lit.checkpointing import AtomicCheckpointIO, newest_checkpoint, wandb_run_id
 from ddpm_lit.errors import ConfigError, UserError
 from ddpm_lit.module import save_grid, to_unit_range
 
@@ -42,7 +45,11 @@ def build_dict(node: DictConfig | None) -> list[Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the model described by ``cfg``; return the final metrics (``train/loss``, ``val/loss``, ...)."""
+    """Fit the model described by ``cfg``; return the final metrics (``train/loss``, ``val/loss``, ...).
+
+    ``cfg.ckpt_path`` (``last`` or a path) continues a run: weights, optimizer, LR schedule, EMA,
+    step counter and loops from the checkpoint, and the W&B run of the run dir.
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -51,17 +58,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build(cfg.data)
     callbacks = build_dict(cfg.get("callbacks"))
     _check_monitors(callbacks, model, cfg.get("objective"))
+    out = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
+    if ckpt_path is not None:
+        _check_same_model(ckpt_path, model)
     # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
     datamodule.prepare_data()
     wandb_mode = os.environ.get("WANDB_MODE")
-    loggers: list[Logger] = open_loggers(build_dict(cfg.get("logger")))
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=ckpt_path is not None))
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    _check_launcher(trainer)
 
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            # Lightning stops after the batch in progress and OnExceptionCheckpoint has saved
+            # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
+            log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
+            raise SystemExit(128 + signal.SIGTERM) from None
         fit_seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics.update(
@@ -74,17 +92,71 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run:
             model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
             start = time.perf_counter()
-            path = write_sample_grid(model, Path(cfg.paths.output_dir) / "samples" / "final.png", **final)
+            path = write_sample_grid(model, out / "samples" / "final.png", **final)
             metrics["final_samples_seconds"] = time.perf_counter() - start
             log.info("samples written to %s", path)
         log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
         if trainer.is_global_zero:
-            out = Path(cfg.paths.output_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
     finally:
         close_loggers(loggers, wandb_mode)
+
+
+def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+    """The checkpoint a run continues from, or None to start afresh.
+
+    ``last``: the newest ``last*.ckpt`` or ``on_exception.ckpt`` of this run dir; None when
+    there is none yet, so that a sweep started with ``ckpt_path=last`` resumes the jobs that
+    ran and starts the others. With ``ckpt_path`` null, a run dir that already holds one (a
+    requeued sweep job) continues from it too: Lightning does so whenever an on-exception
+    checkpoint is configured, and resolving it here keeps the checks and the W&B run id.
+    """
+    if ckpt_path is None or str(ckpt_path) == "last":
+        found = newest_checkpoint(checkpoint_dir)
+        if found is None:
+            if ckpt_path is not None:
+                log.warning("ckpt_path=last: no checkpoint in %s yet; starting afresh", checkpoint_dir)
+            return None
+        log.info("continuing from %s", found)
+        return str(found)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint")
+    return str(ckpt_path)
+
+
+def _check_same_model(ckpt_path: str, model: Any) -> None:
+    """A resumed run must build the model it saved: list the settings that differ."""
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)["hyper_parameters"]
+    except Exception as e:
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint of train.py: {e}") from None
+
+    def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
+        return json.loads(json.dumps(value, default=str))
+
+    now = dict(model.hparams)
+    differ = [k for k in sorted(set(saved) | set(now)) if plain(saved.get(k)) != plain(now.get(k))]
+    if differ:
+        details = "; ".join(f"model.{k}: {plain(saved.get(k))!r} in the checkpoint, {plain(now.get(k))!r} now" for k in differ)
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({details}); "
+                          "resume with the overrides the run was started with")
+
+
+def _check_launcher(trainer: L.Trainer) -> None:
+    """DDP on one machine starts ranks 1… by rerunning the command line, which inside a local
+    --multirun would start the whole sweep again in every rank: refuse it before it starts."""
+    from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    if not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher) or trainer.world_size == 1:
+        return
+    if HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
+        raise ConfigError(
+            "trainer=ddp with several devices cannot run inside a local --multirun (each rank would restart the "
+            "sweep); run the jobs one at a time, or use hydra/launcher=slurm, which starts one task per device"
+        )
 
 
 SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
@@ -112,6 +184,22 @@ def _check_monitors(callbacks: list[Any], model: Any, objective: str | None = No
             raise ConfigError(
                 f"{key}={metric} is only logged on sampling epochs; set model.sample_every_n_epochs=1 (it is {every})"
             )
+
+
+def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Logger]:
+    """The ``logger`` group's loggers; when ``resuming``, a W&B logger without an ``id``
+    continues the newest W&B run in its ``save_dir`` (the run dir), so the run keeps one id."""
+    loggers = []
+    for conf in (node or {}).values():
+        if not (isinstance(conf, DictConfig) and "_target_" in conf):
+            continue
+        kwargs: dict[str, Any] = {}
+        if resuming and conf._target_.endswith("WandbLogger") and conf.get("id") is None:
+            run_id = wandb_run_id(conf.save_dir)
+            if run_id is not None:
+                kwargs = {"id": run_id, "resume": "allow"}
+        loggers.append(build(conf, **kwargs))
+    return loggers
 
 
 def open_loggers(loggers: list[Logger]) -> list[Logger]:

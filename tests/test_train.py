@@ -31,7 +31,7 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        ([], {"schedule": "linear", "max_epochs": 50, "base_channels": 128, "logger": "WandbLogger"}),
+        ([], {"schedule": "linear", "max_epochs": 50, "base_channels": 128, "logger": "WandbLogger+CSVLogger"}),
         (["schedule=cosine", "trainer.max_epochs=50"], {"schedule": "cosine", "max_epochs": 50}),
         (["schedule=linear"], {"schedule": "linear"}),
         (["logger=csv"], {"logger": "CSVLogger"}),
@@ -46,14 +46,14 @@ def test_every_config_composes_and_instantiates(overrides, expected, tmp_path: P
     model = build(cfg.model)
     assert isinstance(model, DDPMModule)
     datamodule = build(cfg.data)
-    (logger,) = [build(c) for c in cfg.logger.values()]
+    loggers = [build(c) for c in cfg.logger.values()]
     trainer = build(cfg.trainer, logger=False)
     found = {
         "schedule": model.diffusion.schedule,
         "base_channels": model.hparams.net["base_channels"],
         "max_epochs": trainer.max_epochs,
         "batch_size": datamodule.hparams.batch_size,
-        "logger": type(logger).__name__,
+        "logger": "+".join(type(logger).__name__ for logger in loggers),
         "accelerator": type(trainer.accelerator).__name__,
     }
     assert {k: found[k] for k in expected} == expected
