@@ -1,0 +1,210 @@
+"""Multirun setups: the SLURM launcher (hydra/launcher=slurm) and the Optuna search of val/fid
+(hparams_search=val_fid_optuna)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import submitit
+from hydra import compose, initialize_config_dir
+from hydra._internal.callbacks import Callbacks
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationValidationError
+
+from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
+from ddpm_lit.train import build
+
+SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
+SEARCH = "hparams_search=val_fid_optuna"
+
+
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
+    """``train.yaml`` with its ``hydra`` node, as the launcher and sweeper see it."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": ""}
+    env.pop("WANDB_MODE", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def fake_slurm_commands(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``srun`` (which submitit looks for) and an ``sbatch`` that accepts any script as job 4242."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
+    for command in bin_dir.iterdir():
+        command.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def submit_to_fake_slurm(overrides: list[str], job_overrides: list[list[str]], tmp_path: Path, monkeypatch) -> Path:
+    """Launch ``job_overrides`` with the launcher that ``overrides`` compose, as Hydra's multirun does,
+    against a fake sbatch; return the sweep dir."""
+    fake_slurm_commands(tmp_path / "bin", monkeypatch)
+    # The jobs never run: their results are stand-ins.
+    monkeypatch.setattr(submitit.SlurmJob, "results", lambda job: [f"result of {job.job_id}"])
+    sweep_dir = tmp_path / "sweep"
+
+    def task(cfg: DictConfig) -> None:
+        raise AssertionError("a submitted job must not run in the test process")
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
+        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
+        launcher = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=task, config=cfg)
+        returns = launcher.launch(job_overrides, initial_job_idx=0)
+    # one job is submitted as such, more as an array (ids 4242_0, 4242_1, ...)
+    ids = ["4242"] if len(job_overrides) == 1 else [f"4242_{i}" for i in range(len(job_overrides))]
+    assert returns == [f"result of {job_id}" for job_id in ids]
+    return sweep_dir
+
+
+def sbatch_flags(script: str) -> dict[str, str]:
+    return dict(re.findall(r"^#SBATCH --([\w-]+)=(.*)$", script, flags=re.M))
+
+
+def test_slurm_launcher_gives_one_task_per_device(tmp_path: Path) -> None:
+    cfg = compose_with_hydra(SLURM)
+    launcher = cfg.hydra.launcher
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "slurm"
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher.partition == "gpu"
+    assert launcher.max_num_timeout > 0  # timed-out or preempted jobs are requeued
+    assert launcher.cpus_per_task >= 1 and launcher.mem_gb > 0 and launcher.timeout_min > 0
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"
+
+
+def test_slurm_launcher_needs_an_integer_device_count() -> None:
+    cfg = compose_with_hydra(["hydra/launcher=slurm", "trainer=ddp"])  # trainer.devices=auto
+    with pytest.raises(InterpolationValidationError, match="'auto' .* could not be converted to Integer"):
+        instantiate(cfg.hydra.launcher)
+
+
+def test_without_a_launcher_override_jobs_run_in_process() -> None:
+    for overrides in ([], [SEARCH]):
+        cfg = compose_with_hydra(overrides)
+        assert cfg.hydra.runtime.choices["hydra/launcher"] == "basic"
+        assert cfg.hydra.launcher._target_ == "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def test_slurm_launcher_submits_a_job_array_of_the_sweep(tmp_path: Path, monkeypatch) -> None:
+    jobs = [["schedule=linear"], ["schedule=cosine"]]
+    sweep_dir = submit_to_fake_slurm(SLURM, jobs, tmp_path, monkeypatch)
+
+    (script_path,) = (sweep_dir / ".submitit").glob("4242/4242_submission.sh")
+    script = script_path.read_text()
+    flags = sbatch_flags(script)
+    assert {k: flags[k] for k in ("nodes", "ntasks-per-node", "gpus-per-node", "partition", "array")} == {
+        "nodes": "2", "ntasks-per-node": "4", "gpus-per-node": "4", "partition": "gpu", "array": "0-1%2",
+    }
+    assert flags["signal"] == "USR2@120"  # submitit's requeue signal, 120 s before the time limit
+    # srun starts one process per task, the launch Lightning's SLURMEnvironment expects
+    (command,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert command.endswith(f"-m submitit.core._submit {sweep_dir}/.submitit/%j")
+
+    # One pickled job per sweep entry; a requeued job resubmits the same overrides.
+    max_num_timeout = compose_with_hydra(SLURM).hydra.launcher.max_num_timeout
+    for i, overrides in enumerate(jobs):
+        submission = submitit.helpers.DelayedSubmission.load(sweep_dir / ".submitit" / f"4242_{i}" / f"4242_{i}_submitted.pkl")
+        assert submission.args[0] == overrides and submission.args[2] == i
+        assert submission._timeout_countdown == max_num_timeout
+        requeued = submission.function.checkpoint(*submission.args)
+        assert requeued.args == submission.args
+
+
+def test_lightning_accepts_the_slurm_tasks_it_is_given(tmp_path: Path, monkeypatch) -> None:
+    sweep_dir = submit_to_fake_slurm(SLURM, [["seed=1"]], tmp_path, monkeypatch)
+    (script_path,) = (sweep_dir / ".submitit").glob("4242/4242_submission.sh")
+    flags = sbatch_flags(script_path.read_text())
+    nodes, per_node = int(flags["nodes"]), int(flags["ntasks-per-node"])
+    # What SLURM sets in the 6th process (2nd node, 2nd device) of that allocation.
+    for name, value in {
+        "SLURM_NTASKS": nodes * per_node, "SLURM_NTASKS_PER_NODE": per_node, "SLURM_NNODES": nodes,
+        "SLURM_PROCID": per_node + 1, "SLURM_LOCALID": 1, "SLURM_NODEID": 1,
+        "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "node[1-2]",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else Lightning sets it for the rest of the session
+
+    def launch(devices: int) -> str:
+        cfg = compose_train_cfg([*SLURM, f"trainer.devices={devices}", "trainer.accelerator=cpu"], tmp_path, tmp_path)
+        trainer = build(cfg.trainer, logger=False)
+        assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"
+        assert (trainer.world_size, trainer.global_rank, trainer.node_rank, trainer.local_rank) == (8, 5, 1, 1)
+        return trainer.strategy.launcher.launch(lambda: "fit starts")
+
+    assert launch(devices=per_node) == "fit starts"
+    with pytest.raises(ValueError, match="ntasks-per-node"):
+        launch(devices=2)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")  # Optuna 2's SQLAlchemy 1.x imports
+def test_val_fid_search_space() -> None:
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    cfg = compose_with_hydra([SEARCH, "experiment=quick"])
+    sweeper = cfg.hydra.sweeper
+    assert cfg.hydra.runtime.choices["hydra/sweeper"] == "optuna"
+    assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert cfg.objective == "val/fid" and cfg.model.val_fid is True and cfg.model.sample_every_n_epochs >= 1
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert sweeper.direction == "minimize" and sweeper.storage is None and sweeper.n_jobs == 1
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed is not None
+    assert sweeper.sampler.n_startup_trials < sweeper.n_trials
+    parser = OverridesParser.create()
+    space = {k: create_optuna_distribution_from_override(parser.parse_override(f"{k}={v}"))
+             for k, v in sweeper.params.items()}
+    assert space == {
+        "model.lr": optuna.distributions.LogUniformDistribution(1e-4, 2e-3),
+        "schedule": optuna.distributions.CategoricalDistribution(["linear", "cosine"]),
+        "model.warmup_steps": optuna.distributions.CategoricalDistribution([0, 500]),
+    }
+
+
+def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli([SEARCH, *TINY, "logger=csv", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
+                    f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                    "trainer.limit_val_batches=1", "final_samples.num=0", "data.val_size=32",
+                    "model.fid_reference_size=32", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+
+    trials = []
+    for job in jobs:
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        assert cfg.objective == "val/fid"
+        fid = json.loads((job / "metrics.json").read_text())["val/fid"]
+        assert math.isfinite(fid) and fid > 0
+        params = {"model.lr": cfg.model.lr, "schedule": cfg.schedule.schedule, "model.warmup_steps": cfg.model.warmup_steps}
+        assert 1e-4 <= params["model.lr"] <= 2e-3
+        assert params["schedule"] in ("linear", "cosine") and params["model.warmup_steps"] in (0, 500)
+        trials.append((fid, params))
+    assert trials[0][1] != trials[1][1]
+
+    results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    best_fid, best_params = min(trials, key=lambda trial: trial[0])
+    assert results.best_value == pytest.approx(best_fid, rel=1e-12)
+    assert OmegaConf.to_container(results.best_params) == best_params
