@@ -1,7 +1,12 @@
-"""Matplotlib figures (PNG) of an evaluation: SSIM histograms, nearest training images, the bound per t."""
+"""Matplotlib figures (PNG) of an evaluation: SSIM histograms, nearest training images, the bound per t;
+and of the report: the schedules, the forward process, the reverse trajectory and the loss curves."""
 
 from __future__ import annotations
 
+import csv
+import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +14,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
+from ddpm_lit.diffusion import GaussianDiffusion  # noqa: E402
+from ddpm_lit.schedules import SCHEDULES, get_beta_schedule  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -74,6 +82,308 @@ def bound_terms_figure(terms: torch.Tensor, prior: float, path: str | Path, titl
     ax.set_ylabel("bits/dim")
     ax.set_title(title or f"Terms of the variational bound (total {float(terms.sum()) + prior:.3f} bits/dim, "
                           f"$L_T$ = {prior:.2e})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+# ---- the report's figures ------------------------------------------------------------
+
+
+def _check_timestep_indices(timesteps: Sequence[int], num_timesteps: int) -> list[int]:
+    """0-based chain indices as ints; ``ValueError`` unless each lies in [0, num_timesteps − 1]."""
+    indices = [int(t) for t in timesteps]
+    if not indices:
+        raise ValueError("timesteps must not be empty")
+    bad = [t for t in indices if not 0 <= t <= num_timesteps - 1]
+    if bad:
+        raise ValueError(
+            f"timesteps are 0-based indices into the chain and must lie in [0, {num_timesteps - 1}]; got {bad}"
+        )
+    return indices
+
+
+def _check_schedules(schedules: Sequence[str]) -> list[str]:
+    names = list(schedules)
+    if not names:
+        raise ValueError(f"schedules must not be empty; valid schedules: {', '.join(SCHEDULES)}")
+    unknown = [name for name in names if name not in SCHEDULES]
+    if unknown:
+        raise ValueError(f"unknown schedule(s) {unknown}; valid schedules: {', '.join(SCHEDULES)}")
+    return names
+
+
+def _to_display(image: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+    """(C, H, W) in [−1, 1] → what ``imshow`` shows in [0, 1]: (H, W) in gray for C = 1, (H, W, 3) for C = 3."""
+    image = ((image.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    if image.shape[0] == 1:
+        return image[0], "gray"
+    return image.permute(1, 2, 0), None
+
+
+def _check_channels(c: int) -> None:
+    if c not in (1, 3):
+        raise ValueError(f"images must have 1 (gray) or 3 (RGB) channels, got {c}")
+
+
+def schedules_figure(path: str | Path, timesteps: int = 1000) -> Path:
+    """ᾱ_t (left) and SNR(t) = ᾱ_t / (1 − ᾱ_t) on a log axis (right) against t = 1..T, for every schedule.
+
+    ᾱ_t = Π_{s≤t} (1 − β_s) in float64 from ``get_beta_schedule``: the linear schedule of Ho et al.
+    (2020, §4) and the cosine one of Nichol & Dhariwal (2021, eq. 17).
+    """
+    fig, (ax_ab, ax_snr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    t = torch.arange(1, timesteps + 1).numpy()
+    for name in SCHEDULES:
+        alphas_cumprod = torch.cumprod(1.0 - get_beta_schedule(name, timesteps), 0)  # (T,) float64
+        snr = alphas_cumprod / (1.0 - alphas_cumprod)
+        ax_ab.plot(t, alphas_cumprod.numpy(), label=name)
+        ax_snr.semilogy(t, snr.numpy(), label=name)
+    ax_ab.set_title(r"$\bar\alpha_t$")
+    ax_ab.set_ylabel(r"$\bar\alpha_t$")
+    ax_snr.set_title(r"Signal-to-noise ratio $\bar\alpha_t / (1-\bar\alpha_t)$")
+    ax_snr.set_ylabel("SNR(t)")
+    for ax in (ax_ab, ax_snr):
+        ax.set_xlabel("t")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Noise schedules, T = {timesteps}", fontsize=10)
+    return _save(fig, path)
+
+
+def forward_process_figure(
+    x0: torch.Tensor,
+    path: str | Path,
+    timesteps: Sequence[int] = (0, 50, 100, 200, 300, 500, 700, 999),
+    schedules: Sequence[str] = ("linear", "cosine"),
+    num_timesteps: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """x_t = q_sample(x0, t, ε) of one image: one row per schedule, one column per t (Ho et al. 2020, eq. 4).
+
+    x0: (C, H, W) in [−1, 1], C = 1 (gray) or 3. ``timesteps`` are 0-based indices into the chain
+    (column title ``t = index + 1``). One ε ~ N(0, I), drawn from a generator seeded with ``seed``,
+    serves every panel, so the rows differ only by their ᾱ_t.
+    """
+    if x0.dim() != 3:
+        raise ValueError(f"x0 must be one image (C, H, W), got shape {tuple(x0.shape)}")
+    _check_channels(x0.shape[0])
+    indices = _check_timestep_indices(timesteps, num_timesteps)
+    names = _check_schedules(schedules)
+    x0 = x0.detach().float().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    eps = torch.randn(x0.shape, generator=generator)  # (C, H, W), shared by all panels
+    n = len(indices)
+    batch = x0.expand(n, *x0.shape)  # (n, C, H, W)
+    t = torch.tensor(indices, dtype=torch.long)
+    fig, axes = plt.subplots(len(names), n, figsize=(1.3 * n + 0.6, 1.4 * len(names) + 0.6), squeeze=False)
+    for row, name in enumerate(names):
+        x_t = GaussianDiffusion(schedule=name, timesteps=num_timesteps).q_sample(batch, t, eps.expand_as(batch))
+        for col in range(n):
+            ax = axes[row][col]
+            image, cmap = _to_display(x_t[col])
+            ax.imshow(image.numpy(), cmap=cmap, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"t = {indices[col] + 1}", fontsize=9)
+        axes[row][0].set_ylabel(name)
+    fig.suptitle(r"Forward process $q(x_t \mid x_0)$, the same $\epsilon$ in every panel", fontsize=10)
+    return _save(fig, path)
+
+
+def two_mode_density(
+    x: torch.Tensor,
+    alpha_bar: float | torch.Tensor,
+    means: Sequence[float] = (-1.0, 1.0),
+    stds: Sequence[float] = (0.15, 0.15),
+    weights: Sequence[float] = (0.5, 0.5),
+) -> torch.Tensor:
+    """Exact density q(x_t) of x_t = √ᾱ x0 + √(1 − ᾱ) ε when x0 follows a 1-D Gaussian mixture.
+
+    q(x_t) = Σ_k w_k N(x_t; √ᾱ μ_k, ᾱ σ_k² + 1 − ᾱ)   (Ho et al. 2020, eq. 4, convolved with each mode).
+    x: any shape; alpha_bar: a scalar ᾱ in [0, 1] or a tensor that broadcasts against x (e.g. (T, 1)
+    against (X,) gives (T, X)). Returns the broadcast shape, float64.
+    """
+    if not len(means) == len(stds) == len(weights) >= 1:
+        raise ValueError(
+            f"means, stds and weights must have the same non-zero length, got {len(means)}, {len(stds)}, {len(weights)}"
+        )
+    if any(s <= 0 for s in stds):
+        raise ValueError(f"stds must be > 0, got {tuple(stds)}")
+    if any(w < 0 for w in weights) or not math.isclose(sum(weights), 1.0, rel_tol=0, abs_tol=1e-9):
+        raise ValueError(f"weights must be ≥ 0 and sum to 1, got {tuple(weights)}")
+    x = torch.as_tensor(x, dtype=torch.float64)
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    if bool(((alpha_bar < 0) | (alpha_bar > 1)).any()):
+        raise ValueError("alpha_bar must lie in [0, 1]")
+    density = torch.zeros(torch.broadcast_shapes(x.shape, alpha_bar.shape), dtype=torch.float64)
+    for mean, std, weight in zip(means, stds, weights):
+        var = alpha_bar * std**2 + 1.0 - alpha_bar
+        density = density + weight * torch.exp(-((x - alpha_bar.sqrt() * mean) ** 2) / (2 * var)) / torch.sqrt(
+            2 * math.pi * var
+        )
+    return density
+
+
+def two_mode_sample(
+    n: int,
+    generator: torch.Generator | None = None,
+    means: Sequence[float] = (-1.0, 1.0),
+    stds: Sequence[float] = (0.15, 0.15),
+    weights: Sequence[float] = (0.5, 0.5),
+) -> torch.Tensor:
+    """n draws x0 ~ Σ_k w_k N(μ_k, σ_k²), the data of ``two_mode_density`` at ᾱ = 1. Returns (n,) float32."""
+    weights = torch.tensor(weights, dtype=torch.float64)
+    component = torch.multinomial(weights, n, replacement=True, generator=generator)  # (n,) mode k of each draw
+    eps = torch.randn(n, generator=generator)
+    means, stds = torch.tensor(means, dtype=torch.float32), torch.tensor(stds, dtype=torch.float32)
+    return means[component] + stds[component] * eps
+
+
+def two_mode_diffusion_figure(
+    path: str | Path,
+    schedule: str = "linear",
+    num_timesteps: int = 1000,
+    timesteps: Sequence[int] = (0, 50, 100, 200, 400, 999),
+    num_samples: int = 20000,
+    seed: int = 0,
+) -> Path:
+    """A 1-D two-mode density diffusing to N(0, 1) under the forward process.
+
+    Left: the exact q(x_t) (``two_mode_density``) over (t, x) for t = 1..T. Right: at each selected
+    t (0-based indices), the exact density as a line and, in the same colour, a histogram of
+    ``num_samples`` mixture draws pushed through ``GaussianDiffusion.q_sample``, with N(0, 1)
+    dashed; the histograms following the lines checks the code's forward process against eq. 4.
+    """
+    _check_schedules([schedule])
+    indices = _check_timestep_indices(timesteps, num_timesteps)
+    diffusion = GaussianDiffusion(schedule=schedule, timesteps=num_timesteps)
+    alphas_cumprod = diffusion.alphas_cumprod_float64  # (T,)
+    x = torch.linspace(-3.5, 3.5, 401, dtype=torch.float64)  # (X,)
+    density = two_mode_density(x, alphas_cumprod[:, None])  # (T, X)
+
+    generator = torch.Generator().manual_seed(seed)
+    x0 = two_mode_sample(num_samples, generator).reshape(num_samples, 1, 1, 1)  # (N, 1, 1, 1)
+
+    fig, (ax_map, ax_lines) = plt.subplots(1, 2, figsize=(13, 4.2))
+    im = ax_map.imshow(density.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
+                       extent=(0.5, num_timesteps + 0.5, float(x[0]), float(x[-1])))
+    fig.colorbar(im, ax=ax_map, label=r"$q(x_t)$")
+    ax_map.set_xlabel("t")
+    ax_map.set_ylabel(r"$x_t$")
+    ax_map.set_title(rf"Exact $q(x_t)$, {schedule} schedule", fontsize=10)
+
+    bins = torch.linspace(-3.5, 3.5, 71).numpy()
+    for i, index in enumerate(indices):
+        color = f"C{i % 10}"
+        eps = torch.randn(x0.shape, generator=generator)
+        t = torch.full((num_samples,), index, dtype=torch.long)
+        x_t = diffusion.q_sample(x0, t, eps).flatten()  # (N,)
+        ax_map.axvline(index + 1, color="white", linewidth=0.6, alpha=0.6)
+        ax_lines.hist(x_t.numpy(), bins=bins, density=True, histtype="step", alpha=0.6, linewidth=0.9, color=color)
+        ax_lines.plot(x.numpy(), density[index].numpy(), color=color,
+                      label=rf"t = {index + 1}, $\bar\alpha_t$ = {float(alphas_cumprod[index]):.3g}")
+    normal = torch.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
+    ax_lines.plot(x.numpy(), normal.numpy(), "k--", linewidth=1.2, label=r"$\mathcal{N}(0, 1)$")
+    ax_lines.set_xlabel(r"$x_t$")
+    ax_lines.set_ylabel("density")
+    ax_lines.set_title(f"Exact density (smooth lines), histogram of {num_samples} q_sample draws (steps)", fontsize=10)
+    ax_lines.set_xlim(float(x[0]), float(x[-1]))
+    ax_lines.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("A 1-D two-mode density diffusing to N(0, 1)", fontsize=11)
+    return _save(fig, path)
+
+
+def trajectory_figure(frames: torch.Tensor, timesteps: Sequence[int], path: str | Path) -> Path:
+    """Snapshots of the reverse chain: K samples (rows) at S steps (columns) (Ho et al. 2020, Fig. 6).
+
+    frames: (S, K, C, H, W) in [−1, 1], C = 1 or 3; timesteps: the S step numbers of the
+    snapshots, T … 0, where 0 is the final sample x0 (column title ``t = timesteps[j]``).
+    """
+    if frames.dim() != 5:
+        raise ValueError(f"frames must be (S, K, C, H, W), got shape {tuple(frames.shape)}")
+    s, k = frames.shape[:2]
+    _check_channels(frames.shape[2])
+    if len(timesteps) != s:
+        raise ValueError(f"{len(timesteps)} timesteps given for {s} snapshots; give one per snapshot")
+    fig, axes = plt.subplots(k, s, figsize=(1.0 * s + 0.4, 1.0 * k + 0.7), squeeze=False)
+    for col in range(s):
+        for row in range(k):
+            ax = axes[row][col]
+            image, cmap = _to_display(frames[col, row])
+            ax.imshow(image.numpy(), cmap=cmap, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][col].set_title(f"t = {int(timesteps[col])}", fontsize=8)
+    fig.suptitle("Reverse process (denoising trajectory)", fontsize=10)
+    return _save(fig, path)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of Lightning's CSVLogger, ``<run_dir>/csv/version_<n>/metrics.csv``, in version order.
+
+    A resumed run writes ``version_1`` after ``version_0``; the versions are read in numeric order
+    and concatenated. Each row keeps only its non-empty cells, as floats (a row holds e.g.
+    ``step`` and ``train/loss``, or ``epoch``, ``step`` and ``val/loss``). [] without a csv folder.
+    """
+    csv_dir = Path(run_dir) / "csv"
+    if not csv_dir.is_dir():
+        return []
+    versions = []
+    for version_dir in csv_dir.iterdir():
+        match = re.fullmatch(r"version_(\d+)", version_dir.name)
+        if match and (version_dir / "metrics.csv").is_file():
+            versions.append((int(match.group(1)), version_dir / "metrics.csv"))
+    history: list[dict[str, float]] = []
+    for _, metrics in sorted(versions):
+        with metrics.open(newline="") as f:
+            for row in csv.DictReader(f):
+                history.append({key: float(value) for key, value in row.items() if key and value not in (None, "")})
+    return history
+
+
+def smooth(values: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """Exponential moving average s_i = α v_i + (1 − α) s_{i−1}, s_0 = v_0; α in (0, 1]."""
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
+    out: list[float] = []
+    for v in values:
+        out.append(float(v) if not out else alpha * float(v) + (1 - alpha) * out[-1])
+    return out
+
+
+def metric_by_step(history: Sequence[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of ``key`` sorted by step, keeping the last row for a step that appears twice
+    (a resumed run logs again the steps after its checkpoint)."""
+    last: dict[float, float] = {}
+    for row in history:
+        if key in row and "step" in row:
+            last[row["step"]] = row[key]
+    steps = sorted(last)
+    return steps, [last[s] for s in steps]
+
+
+def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Training loss (faint, and smoothed by ``smooth``) and validation loss against the optimizer step, log y.
+
+    history: rows as from ``read_history``; ``train/loss`` and ``val/loss`` are read with
+    ``metric_by_step``. ``ValueError`` when the history holds neither.
+    """
+    train_steps, train_loss = metric_by_step(history, "train/loss")
+    val_steps, val_loss = metric_by_step(history, "val/loss")
+    if not train_loss and not val_loss:
+        raise ValueError("no train/loss or val/loss in the history")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if train_loss:
+        ax.plot(train_steps, train_loss, color="C0", alpha=0.25, linewidth=0.8, label="train/loss")
+        ax.plot(train_steps, smooth(train_loss, 0.05), color="C0", linewidth=1.6, label="train/loss (EMA, α = 0.05)")
+    if val_loss:
+        ax.plot(val_steps, val_loss, "o-", color="C3", markersize=4, label="val/loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title or "Training and validation loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _save(fig, path)
