@@ -34,13 +34,17 @@ log = logging.getLogger(__name__)
 
 
 # ---- samples files ---------------------------------------------------------------------
-def save_samples_npz(images: torch.Tensor, path: str | Path) -> Path:
-    """Images (N, C, H, W) in [−1, 1] -> ``arr_0`` uint8 (N, H, W, C), the ADM evaluation layout."""
+def save_samples_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
+    """Images (N, C, H, W) in [−1, 1] -> ``arr_0`` uint8 (N, H, W, C), the ADM evaluation layout;
+    the class labels of a conditional model's samples, when given, as ``arr_1`` (N,) int64."""
     levels = to_pixel_levels(images.cpu()).to(torch.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.npz")
-    np.savez(tmp, arr_0=levels.permute(0, 2, 3, 1).numpy())
+    arrays = {"arr_0": levels.permute(0, 2, 3, 1).numpy()}
+    if labels is not None:
+        arrays["arr_1"] = torch.as_tensor(labels).long().cpu().numpy()
+    np.savez(tmp, **arrays)
     tmp.replace(path)
     return path
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ from ddpm_lit.samplers import SAMPLERS, ClassifierFreeGuidance
 from ddpm_lit.unet import UNet
 
 
-def save_grid(unit: torch.Tensor, path: Path) -> torch.Tensor:
-    """Save images (N, C, H, W) in [0, 1] as an 8-wide PNG grid at ``path``; return the grid."""
-    grid = make_grid(unit.cpu(), nrow=8, padding=2, pad_value=1.0)
+def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
+    """Save images (N, C, H, W) in [0, 1] as a PNG grid ``nrow`` images wide at ``path``; return the grid."""
+    grid = make_grid(unit.cpu(), nrow=nrow, padding=2, pad_value=1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     return grid
@@ -34,6 +34,19 @@ def _advance(bar: Any, info: Mapping[str, Any], batches: int) -> None:
         bar.total = info["total"] * batches
         bar.refresh()
     bar.update(1)
+
+
+def _callbacks(*fns: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None] | None:
+    """One sampler callback that calls each of ``fns`` that is not None (None: none is)."""
+    chosen = [fn for fn in fns if fn is not None]
+    if not chosen:
+        return None
+
+    def call_all(info: dict[str, Any]) -> None:
+        for fn in chosen:
+            fn(info)
+
+    return call_all
 
 
 def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -176,7 +189,7 @@ class DDPMModule(L.LightningModule):
         x0 = batch[0]
         loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch, drop=True)), x0)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=x0.shape[0])
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
@@ -276,6 +289,7 @@ class DDPMModule(L.LightningModule):
         sampler: str = "ddpm",
         class_labels: torch.Tensor | None = None,
         guidance_scale: float | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
         **options: Any,
     ) -> torch.Tensor:
         """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1].
@@ -285,7 +299,10 @@ class DDPMModule(L.LightningModule):
         once); ``sampler`` is a name of ``ddpm_lit.samplers.SAMPLERS`` (``ddpm``: ancestral,
         the report's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
         ``spacing``). A conditional model draws ``class_labels`` (N,) (None: 0, 1, …, 9, 0, …)
-        with classifier-free guidance ``guidance_scale`` (None: the model's).
+        with classifier-free guidance ``guidance_scale`` (None: the model's). ``callback``
+        gets ``{"batch", "start", "i", "t", "x", ...}`` with the starting noise (``i`` = 0,
+        ``t`` = T) and after every step (the sampler's info: ``t`` is the step's timestep index),
+        e.g. to keep a trajectory.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
@@ -317,6 +334,9 @@ class DDPMModule(L.LightningModule):
             for start in range(0, num_samples, batch_size):
                 n = min(batch_size, num_samples - start)
                 x_T = randn((n, *self.image_shape), generator, self.device)
+                where = {"batch": start // batch_size, "start": start}
+                if callback is not None:
+                    callback({**where, "i": 0, "t": self.diffusion.num_timesteps, "x": x_T})
                 net: Any = self.net
                 if self.conditional:
                     labels = class_labels[start : start + n].to(self.device)
@@ -329,7 +349,10 @@ class DDPMModule(L.LightningModule):
                         generator=generator,
                         steps=steps,
                         clip_denoised=clip,
-                        callback=(lambda info: _advance(bar, info, batches)) if bar is not None else None,
+                        callback=_callbacks(
+                            (lambda info: _advance(bar, info, batches)) if bar is not None else None,
+                            (lambda info, where=where: callback({**where, **info})) if callback is not None else None,
+                        ),
                         **options,
                     )
                 )

@@ -1,0 +1,133 @@
+"""``sample(cfg)``: draw images from a checkpoint into a PNG grid and ``samples.npz``.
+
+The run dir gets ``samples.png`` (the grid), ``samples.npz`` (``arr_0`` uint8 (N, 28, 28, 1),
+the layout ``evaluate.py samples_path=`` reads; ``arr_1`` the digits of a conditional model),
+``trajectory.png`` (the first samples along the reverse chain) and ``sample.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ddpm_lit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Drawn:
+    """Samples and the trajectory of the first few: ``frames`` (S, K, C, H, W) at ``timesteps``."""
+
+    samples: torch.Tensor  # (N, C, H, W) in [−1, 1]
+    labels: torch.Tensor | None  # (N,) digits asked of a conditional model
+    frames: torch.Tensor
+    timesteps: list[int]
+
+
+def draw(
+    module: Any,
+    num: int,
+    seed: int = 0,
+    trajectory: int = 8,
+    every: int = 100,
+    labels: torch.Tensor | None = None,
+    **sample_kwargs: Any,
+) -> Drawn:
+    """``module.sample`` with a CPU generator seeded ``seed`` (the same images on every device),
+    keeping the first ``trajectory`` samples at x_T and after each step whose timestep index is
+    a multiple of ``every`` (the report's Fig. 4.5: every 100 of T = 1000 steps)."""
+    kept: list[tuple[int, torch.Tensor]] = []
+
+    def keep(info: dict[str, Any]) -> None:
+        if info["batch"] == 0 and trajectory and (info["i"] == 0 or info["t"] % every == 0):
+            kept.append((int(info["t"]), info["x"][:trajectory].float().cpu()))
+
+    gen = torch.Generator().manual_seed(seed)
+    samples = module.sample(num, generator=gen, callback=keep, class_labels=labels, **sample_kwargs)
+    frames = torch.stack([x for _, x in kept]) if kept else torch.empty(0)
+    return Drawn(samples.float().cpu(), labels, frames, [t for t, _ in kept])
+
+
+def parse_digits(digits: Any, n: int, num_classes: int) -> torch.Tensor:
+    """``digits`` of the config as (n,) labels: null cycles 0…9; one digit repeats; a list is
+    repeated to n in order (``[3, 7]`` → 3, 7, 3, 7, …)."""
+    if digits is None:
+        values = list(range(num_classes))
+    elif isinstance(digits, int) and not isinstance(digits, bool):
+        values = [digits]
+    elif isinstance(digits, (list, tuple, ListConfig)) and len(digits) > 0:
+        values = list(digits)
+    else:
+        raise ConfigError(f"digits must be null, a digit or a list of digits, got {digits!r}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < num_classes for d in values):
+        raise ConfigError(f"digits must be integers in [0, {num_classes - 1}], got {list(values)!r}")
+    return torch.tensor(values, dtype=torch.long).repeat(-(-n // len(values)))[:n]
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Draw ``cfg.n`` images from ``cfg.ckpt_path``; write the files listed above; return sample.json's content."""
+    from ddpm_lit.data import to_unit_range
+    from ddpm_lit.evaluate import load_module, resolve_device
+    from ddpm_lit.evaluation import save_samples_npz
+    from ddpm_lit.figures import trajectory_figure
+    from ddpm_lit.module import save_grid
+    from ddpm_lit.samplers import SAMPLERS
+
+    if cfg.get("ckpt_path") is None:
+        raise ConfigError("give the checkpoint to sample from: ckpt_path=<run dir>/checkpoints/last.ckpt")
+    for key, low in (("n", 1), ("batch_size", 1), ("nrow", 1), ("trajectory", 0), ("seed", 0)):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{key} must be an integer ≥ {low}, got {value!r}")
+    if cfg.sampler.name not in SAMPLERS:
+        raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
+    device = resolve_device(cfg.device)
+    module, ema = load_module(cfg.ckpt_path, device)
+    T = module.diffusion.num_timesteps
+    steps = cfg.sampler.steps
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
+    labels = None
+    options = {k: v for k, v in cfg.sampler.items() if k not in ("name", "steps", "clip_denoised")}
+    if module.conditional:
+        labels = parse_digits(cfg.get("digits"), cfg.n, module.net.num_classes)
+        options["guidance_scale"] = cfg.get("guidance_scale")
+    elif cfg.get("digits") is not None or cfg.get("guidance_scale") is not None:
+        raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is unconditional")
+
+    out = Path(cfg.paths.output_dir)
+    start = time.perf_counter()
+    drawn = draw(
+        module, cfg.n, seed=cfg.seed, trajectory=min(cfg.trajectory, cfg.n), every=max(T // 10, 1), labels=labels,
+        steps=steps, clip_denoised=cfg.sampler.clip_denoised, batch_size=cfg.batch_size, progress=True,
+        sampler=cfg.sampler.name, **options,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    save_grid(to_unit_range(drawn.samples), out / "samples.png", nrow=cfg.nrow)
+    save_samples_npz(drawn.samples, out / "samples.npz", labels=labels)
+    if cfg.trajectory:
+        trajectory_figure(drawn.frames, drawn.timesteps, out / "trajectory.png")
+    info = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "ema_weights": ema,
+        "n": cfg.n,
+        "seed": cfg.seed,
+        "sampler": OmegaConf.to_container(cfg.sampler),
+        "digits": labels.tolist() if labels is not None else None,
+        "guidance_scale": (module.hparams.guidance_scale if cfg.get("guidance_scale") is None else cfg.guidance_scale)
+        if module.conditional else None,
+        "device": str(device),
+        "seconds": seconds,
+        "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if cfg.trajectory else []),
+    }
+    (out / "sample.json").write_text(json.dumps(info, indent=2))
+    log.info("%d samples in %.1f s written to %s", cfg.n, seconds, out)
+    return info

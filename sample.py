@@ -1,0 +1,16 @@
+"""Draw images from a checkpoint: `python sample.py ckpt_path=<run>/checkpoints/last.ckpt n=64 seed=0`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from ddpm_lit.errors import exit_on_user_error
+from ddpm_lit.sample import sample
+
+
+@hydra.main(version_base="1.3", config_name="sample", config_path="conf")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(sample, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""sample.py: a grid, samples.npz in evaluate.py's layout, a trajectory, digits for conditional models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT
+from ddpm_lit.errors import ConfigError
+from ddpm_lit.evaluation import load_samples_npz
+from ddpm_lit.module import DDPMModule
+from ddpm_lit.sample import draw, parse_digits
+
+
+def tiny_module(**kwargs) -> DDPMModule:
+    return DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+                      diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Checkpoints of an unconditional and a class-conditional tiny model (two optimizer steps each)."""
+    out = {}
+    folder = tmp_path_factory.mktemp("ckpts")
+    for name, kwargs in (("uncond", {}), ("cond", {"num_classes": 10})):
+        model = tiny_module(**kwargs)
+        data = torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10)
+        trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
+        out[name] = folder / f"{name}.ckpt"
+        trainer.save_checkpoint(out[name])
+    return out
+
+
+def run_sample(args: list[str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_sample_writes_a_grid_an_npz_and_a_trajectory(checkpoints, tmp_path: Path) -> None:
+    args = [f"ckpt_path={checkpoints['uncond']}", "n=10", "batch_size=4", "device=cpu"]
+    proc = run_sample([*args, "seed=0", f"hydra.run.dir={tmp_path / 'a'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sampling: 100%" in proc.stderr and "300/300" in proc.stderr  # the progress bar: 3 batches × 100 steps
+    out = tmp_path / "a"
+    samples = load_samples_npz(out / "samples.npz")  # what evaluate.py samples_path= reads
+    assert samples.shape == (10, 1, 28, 28)
+    with np.load(out / "samples.npz") as f:
+        assert f["arr_0"].dtype == np.uint8 and "arr_1" not in f.files
+    # 10 images, 8 per row, 28 px with 2 px padding: 2 rows
+    assert Image.open(out / "samples.png").size == (8 * 30 + 2, 2 * 30 + 2)
+    assert Image.open(out / "trajectory.png").size[0] > 400
+    info = json.loads((out / "sample.json").read_text())
+    assert info["n"] == 10 and info["ema_weights"] is False and info["digits"] is None
+
+    same = run_sample([*args, "seed=0", f"hydra.run.dir={tmp_path / 'b'}"])
+    other = run_sample([*args, "seed=1", "sampler=ddim", "sampler.steps=5", "trajectory=0", f"hydra.run.dir={tmp_path / 'c'}"])
+    assert same.returncode == 0 and other.returncode == 0, other.stderr[-3000:]
+    assert torch.equal(load_samples_npz(tmp_path / "b" / "samples.npz"), samples)  # a seed fixes the images
+    assert not torch.equal(load_samples_npz(tmp_path / "c" / "samples.npz"), samples)
+    assert not (tmp_path / "c" / "trajectory.png").exists()
+    assert json.loads((tmp_path / "c" / "sample.json").read_text())["sampler"]["name"] == "ddim"
+
+
+def test_conditional_model_draws_the_digits_asked_for(checkpoints, tmp_path: Path) -> None:
+    proc = run_sample([f"ckpt_path={checkpoints['cond']}", "n=6", "digits=[3,7]", "guidance_scale=2", "sampler.steps=5",
+                       "device=cpu", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["arr_1"].tolist() == [3, 7, 3, 7, 3, 7] and f["arr_0"].shape == (6, 28, 28, 1)
+    info = json.loads((tmp_path / "sample.json").read_text())
+    assert info["digits"] == [3, 7, 3, 7, 3, 7] and info["guidance_scale"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], "give the checkpoint"),
+        (["ckpt_path=missing.ckpt"], "does not exist"),
+        (["CKPT", "n=0"], "n must be an integer ≥ 1"),
+        (["CKPT", "digits=3"], "need a class-conditional model"),
+        (["CKPT", "sampler.steps=1000"], "sampler.steps must be in [1, 100]"),
+        (["CKPT", "sampler.name=euler"], "sampler.name must be one of"),
+    ],
+)
+def test_bad_input_prints_one_message(args, words, checkpoints, tmp_path: Path) -> None:
+    args = [f"ckpt_path={checkpoints['uncond']}" if a == "CKPT" else a for a in args]
+    proc = run_sample([*args, f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_parse_digits() -> None:
+    assert parse_digits(None, 12, 10).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert parse_digits(7, 3, 10).tolist() == [7, 7, 7]
+    assert parse_digits([3, 7], 5, 10).tolist() == [3, 7, 3, 7, 3]
+    for bad in (10, [1, -1], [], "3", True):
+        with pytest.raises(ConfigError, match="digits"):
+            parse_digits(bad, 4, 10)
+
+
+def test_draw_keeps_the_trajectory_every_tenth_of_the_chain() -> None:
+    torch.manual_seed(0)
+    module = tiny_module().eval()
+    drawn = draw(module, 5, seed=3, trajectory=2, every=10, batch_size=3)
+    assert drawn.timesteps == [100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
+    assert drawn.frames.shape == (11, 2, 1, 28, 28)
+    # the last frame is the samples themselves (before the final clamp), the first the starting noise
+    assert torch.equal(drawn.frames[-1].clamp(-1, 1), drawn.samples[:2])
+    assert drawn.frames[0].std() > 0.8 and drawn.samples.shape == (5, 1, 28, 28)
+    again = draw(module, 5, seed=3, trajectory=0, batch_size=3)
+    assert torch.equal(again.samples, drawn.samples) and again.timesteps == []
