@@ -89,16 +89,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
             params=sum(p.numel() for p in model.parameters()),
         )
         final = cfg.get("final_samples")
-        if final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run:
+        draw_final = bool(final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run)
+        if draw_final:
             model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
             start = time.perf_counter()
-            path = write_sample_grid(model, out / "samples" / "final.png", **final)
+            write_final_samples(model, out / "samples", **final)
             metrics["final_samples_seconds"] = time.perf_counter() - start
-            log.info("samples written to %s", path)
+            log.info("samples written to %s", out / "samples")
         log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if draw_final:
+            from ddpm_lit.run_figures import run_figures
+
+            figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
+                                  config=cfg)
+            log_figures(loggers, figures)
         return metrics
     finally:
         close_loggers(loggers, wandb_mode)
@@ -242,9 +249,20 @@ def _check_wandb_credentials() -> None:
     )
 
 
-def write_sample_grid(module: Any, path: Path, num: int, steps: int | None, seed: int) -> Path:
-    """Sample ``num`` images with a fixed seed and save them as an 8-wide PNG grid."""
-    gen = torch.Generator(device=module.device).manual_seed(seed)
-    samples = module.sample(num, generator=gen, steps=steps, progress=True)
-    save_grid(to_unit_range(samples), path)
-    return path
+def write_final_samples(module: Any, samples_dir: Path, num: int, steps: int | None, seed: int) -> None:
+    """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
+    save final.png, final.npz and the trajectory of the first 8 (every T/10 steps)."""
+    from ddpm_lit.run_figures import save_final_samples
+    from ddpm_lit.sample import draw
+
+    labels = torch.arange(num) % module.net.num_classes if module.conditional else None
+    every = max(module.diffusion.num_timesteps // 10, 1)
+    save_final_samples(draw(module, num, seed=seed, every=every, labels=labels, steps=steps, progress=True), samples_dir)
+
+
+def log_figures(loggers: list[Logger], figures: dict[str, Path]) -> None:
+    """The run's figures as W&B images under ``figures/<name>``."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            for name, path in figures.items():
+                logger.log_image(key=f"figures/{name}", images=[str(path)])

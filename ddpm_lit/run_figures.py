@@ -1,0 +1,187 @@
+"""The report's figures of one training run: ``python -m ddpm_lit.run_figures <run dir>``.
+
+Writes ``<run dir>/figures/``:
+  loss_curves.png          train/loss per step and val/loss per epoch (report Fig. 4.1)
+  trajectory.png           8 samples along the reverse chain, every T/10 steps (Fig. 4.5)
+  ssim_histogram.png       per-sample SSIM against test images, beside real test images (Fig. 4.6)
+  forward_process.png      one test digit noised to several t, linear and cosine (Figs. 1.1–1.5)
+  schedules.png            ᾱ_t and the signal-to-noise ratio of both schedules
+  two_mode_diffusion.png   a 1-D two-mode density diffusing to N(0, 1) under the run's schedule (Fig. 1.6)
+
+The samples come from ``samples/final.npz`` and ``samples/trajectory.pt``, which training
+writes at its end; when they are missing (or with ``--redraw``) they are drawn from the run's
+newest checkpoint and saved there. train.py calls ``run_figures`` after fitting and logs the
+figures to W&B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm_lit.errors import DataError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("loss_curves", "trajectory", "ssim_histogram", "forward_process", "schedules", "two_mode_diffusion")
+
+
+def save_final_samples(drawn: Any, samples_dir: Path) -> None:
+    """final.png, final.npz (evaluate.py's layout) and trajectory.pt of a ``ddpm_lit.sample.Drawn``."""
+    from ddpm_lit.data import to_unit_range
+    from ddpm_lit.evaluation import save_samples_npz
+    from ddpm_lit.module import save_grid
+
+    save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
+    save_samples_npz(drawn.samples, samples_dir / "final.npz", labels=drawn.labels)
+    torch.save({"frames": drawn.frames.half(), "timesteps": drawn.timesteps}, samples_dir / "trajectory.pt")
+
+
+def ssim_per_image(samples: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For images in [−1, 1]: SSIM of image i against test image i (the report's protocol) and
+    against its most similar image of ``train``. Returns {"ssim": (N,), "nn_ssim": (N,)}."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    from ddpm_lit.data import to_unit_range
+    from ddpm_lit.module import nearest_neighbour_ssim
+
+    a, b = to_unit_range(samples.float()), to_unit_range(test[: len(samples)].float())
+    return {
+        "ssim": ssim(a, b, data_range=1.0, reduction="none"),
+        "nn_ssim": nearest_neighbour_ssim(a, to_unit_range(train.float())),
+    }
+
+
+def run_figures(
+    run_dir: str | Path,
+    module: Any | None = None,
+    datamodule: Any | None = None,
+    ckpt_path: str | Path | None = None,
+    num_samples: int = 64,
+    steps: int | None = None,
+    seed: int = 0,
+    redraw: bool = False,
+    device: str = "auto",
+    nn_reference_size: int = 1000,
+    config: DictConfig | None = None,
+) -> dict[str, Path]:
+    """Write the figures of ``run_dir`` (see the module docstring); return {name: path}.
+
+    ``module``/``datamodule``: the live objects at the end of training; otherwise the newest
+    checkpoint (or ``ckpt_path``) and the run's data config (``.hydra/config.yaml``, or
+    ``config``) are loaded.
+    """
+    from ddpm_lit.figures import (
+        forward_process_figure,
+        loss_curves_figure,
+        read_history,
+        schedules_figure,
+        ssim_histogram,
+        trajectory_figure,
+        two_mode_diffusion_figure,
+    )
+
+    run = Path(run_dir)
+    cfg = config if config is not None else _run_config(run)
+    out = run / "figures"
+    written: dict[str, Path] = {}
+    schedule, T = cfg.schedule.schedule, int(cfg.schedule.timesteps)
+
+    history = read_history(run)
+    if any("train/loss" in row or "val/loss" in row for row in history):
+        written["loss_curves"] = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.name}")
+    else:
+        log.warning("%s has no CSV history (csv/version_*/metrics.csv); no loss curves", run)
+    written["schedules"] = schedules_figure(out / "schedules.png", timesteps=T)
+    written["two_mode_diffusion"] = two_mode_diffusion_figure(
+        out / "two_mode_diffusion.png", schedule=schedule, num_timesteps=T,
+        timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.4)),
+    )
+
+    if datamodule is None:
+        from ddpm_lit.train import build
+
+        datamodule = build(cfg.data)
+        datamodule.prepare_data()
+    test = datamodule.reference_images("test", 2 * num_samples, seed=seed)
+    written["forward_process"] = forward_process_figure(
+        test[0], out / "forward_process.png", timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)),
+        num_timesteps=T,
+    )
+
+    samples_dir = run / "samples"
+    if redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
+        from ddpm_lit.sample import draw
+
+        if module is None:
+            module = _load_newest(run, ckpt_path, device)
+        labels = torch.arange(num_samples) % module.net.num_classes if module.conditional else None
+        drawn = draw(module, num_samples, seed=seed, every=max(T // 10, 1), labels=labels, steps=steps, progress=True)
+        save_final_samples(drawn, samples_dir)
+    from ddpm_lit.evaluation import load_samples_npz
+
+    samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])
+    trajectory = torch.load(samples_dir / "trajectory.pt", weights_only=True)
+    written["trajectory"] = trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"], out / "trajectory.png")
+
+    n = min(len(samples), num_samples, len(test) // 2)
+    train_ref = datamodule.reference_images("val", nn_reference_size, seed=seed)  # held-out training images
+    per_image = {
+        f"samples (n={n})": ssim_per_image(samples[:n], test[:n], train_ref),
+        f"real test images (n={n})": ssim_per_image(test[n : 2 * n], test[:n], train_ref),
+    }
+    written["ssim_histogram"] = ssim_histogram(per_image, out / "ssim_histogram.png")
+    for name, path in written.items():
+        log.info("%s: %s", name, path)
+    return written
+
+
+def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:
+    """0-based chain indices at these fractions of T, and the last one (T = 1000: 0, 50, 100, …, 999)."""
+    return sorted({min(T - 1, round(f * T)) for f in fractions} | {T - 1})
+
+
+def _run_config(run: Path) -> DictConfig:
+    path = run / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise DataError(f"{run} is not a run dir of train.py (no .hydra/config.yaml)")
+    return OmegaConf.load(path)
+
+
+def _load_newest(run: Path, ckpt_path: str | Path | None, device: str) -> Any:
+    from ddpm_lit.checkpointing import newest_checkpoint
+    from ddpm_lit.evaluate import load_module, resolve_device
+
+    path = Path(ckpt_path) if ckpt_path else newest_checkpoint(run / "checkpoints")
+    if path is None:
+        raise DataError(f"{run}/checkpoints has no last.ckpt to draw samples from (or pass --ckpt)")
+    module, _ = load_module(path, resolve_device(device))
+    return module
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--ckpt", type=Path, default=None, help="checkpoint to draw from (default: the run's newest)")
+    parser.add_argument("--num-samples", type=int, default=64, help="samples for the SSIM histogram (default 64)")
+    parser.add_argument("--steps", type=int, default=None, help="respaced reverse steps (default: all T)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--redraw", action="store_true", help="draw new samples even if the run saved some")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.num_samples < 2:
+        parser.error("--num-samples must be ≥ 2")
+    exit_on_user_error(
+        lambda: run_figures(args.run_dir, ckpt_path=args.ckpt, num_samples=args.num_samples, steps=args.steps,
+                            seed=args.seed, redraw=args.redraw, device=args.device)
+    )
+
+
+if __name__ == "__main__":
+    main()
