@@ -68,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=ckpt_path is not None))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     _check_launcher(trainer)
+    _check_sync_batchnorm(trainer, model)
 
     try:
         for logger in loggers:
@@ -149,6 +150,17 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
         details = "; ".join(f"model.{k}: {plain(saved.get(k))!r} in the checkpoint, {plain(now.get(k))!r} now" for k in differ)
         raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({details}); "
                           "resume with the overrides the run was started with")
+
+
+def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:
+    """PyTorch's SyncBatchNorm runs only on GPUs: say so before rank 1 starts, not in its traceback."""
+    sync = trainer.strategy._layer_sync is not None  # set by Trainer(sync_batchnorm=True)
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if sync and has_bn and trainer.strategy.root_device.type != "cuda":
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm); on CPUs add trainer.sync_batchnorm=false "
+            "(each process then keeps its own BatchNorm statistics) or use model.net.norm=group"
+        )
 
 
 def _check_launcher(trainer: L.Trainer) -> None:
