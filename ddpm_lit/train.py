@@ -154,7 +154,7 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
 
 def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:
     """PyTorch's SyncBatchNorm runs only on GPUs: say so before rank 1 starts, not in its traceback."""
-    sync = trainer.strategy._layer_sync is not None  # set by Trainer(sync_batchnorm=True)
+    sync = getattr(trainer.strategy, "_layer_sync", None) is not None  # parallel strategies with sync_batchnorm=True
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if sync and has_bn and trainer.strategy.root_device.type != "cuda":
         raise ConfigError(

@@ -71,3 +71,36 @@ TINY = [
     "final_samples.num=8",
     "final_samples.steps=5",
 ]
+
+
+def wandb_run_records(path: Path) -> list:
+    """The protobuf records of a W&B run file (``run-<id>.wandb``): a 7-byte header (``:W&B``,
+    magic, version), then LevelDB-log records in 32 KiB blocks (crc32, length, type, data)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pos, block, pending = [], 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:  # full
+            records.append(Record.FromString(chunk))
+        elif kind == 2:  # first
+            pending = chunk
+        elif kind == 3:  # middle
+            pending += chunk
+        elif kind == 4:  # last
+            records.append(Record.FromString(pending + chunk))
+    return records
+
+
+def wandb_run_info(run_folder: Path) -> dict[str, str]:
+    """id, group and display name of the W&B run in ``run_folder`` (``[offline-]run-<time>-<id>``)."""
+    (path,) = run_folder.glob("run-*.wandb")
+    runs = [r.run for r in wandb_run_records(path) if r.HasField("run")]
+    assert runs, f"no run record in {path}"
+    return {"id": runs[0].run_id, "group": runs[0].run_group, "name": runs[0].display_name}

@@ -208,3 +208,11 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     best_fid, best_params = min(trials, key=lambda trial: trial[0])
     assert results.best_value == pytest.approx(best_fid, rel=1e-12)
     assert OmegaConf.to_container(results.best_params) == best_params
+
+    # The sweep report: what the trials varied, their val/fid, Optuna's best, and val/fid per epoch.
+    from ddpm_lit.report import main as report
+
+    report([str(sweep_dir)])
+    text = (sweep_dir / "report.md").read_text()
+    assert "| model.lr |" in text and "Optuna's best: " in text and f"{best_fid:.2f}" in text
+    assert (sweep_dir / "report_val_fid.png").is_file() and (sweep_dir / "report_loss.png").is_file()

@@ -12,7 +12,7 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
+from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, wandb_run_info
 from ddpm_lit.module import DDPMModule
 from ddpm_lit.report import find_runs, table
 from ddpm_lit.errors import ConfigError
@@ -215,21 +215,37 @@ def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: 
     assert list(tmp_path.glob("train/runs/*/samples/epoch_000.png"))
 
 
-def test_multirun_gives_one_output_dir_and_wandb_run_per_job(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     # Run from tmp_path with the default paths, as a user would from the repo.
-    proc = run_cli(["--multirun", "schedule=linear,cosine", *TINY, "trainer.max_steps=2",
-                    "trainer.limit_val_batches=1", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
-                    "final_samples.num=0"], cwd=tmp_path)
+    proc = run_cli(["--multirun", "schedule=linear,cosine", *launcher, *TINY, "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "model.val_fid=false",
+                    "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}", "final_samples.num=0"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(tmp_path.glob("outputs/train/multiruns/*/[0-9]"))
+    (sweep,) = tmp_path.glob("outputs/train/multiruns/*")
+    jobs = sorted(sweep.glob("[0-9]"))
     assert [j.name for j in jobs] == ["0", "1"]
-    run_ids = set()
+    runs = []
     for job, schedule in zip(jobs, ["linear", "cosine"]):
         assert OmegaConf.load(job / ".hydra" / "config.yaml").schedule.schedule == schedule
-        runs = list(job.glob("wandb/offline-run-*"))
-        assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
-        run_ids.add(runs[0].name.rsplit("-", 1)[-1])
-    assert len(run_ids) == 2
+        folders = list(job.glob("wandb/offline-run-*"))
+        assert len(folders) == 1
+        runs.append(wandb_run_info(folders[0]))
+        # each job is its own W&B run, in the sweep's group, named after its overrides
+        assert runs[-1]["group"] == sweep.name and f"schedule={schedule}" in runs[-1]["name"]
+    assert runs[0]["id"] != runs[1]["id"]
+
+    # The sweep report: the setting that differs, the final metrics, and a plot per metric.
+    proc = subprocess.run([sys.executable, "-m", "ddpm_lit.report", str(sweep)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (sweep / "report.md").read_text()
+    header, _, row0, row1 = report.split("\n")[2:6]
+    assert "| schedule.schedule |" in header and "seed" not in header  # only what differs
+    assert row0.startswith("| 0 | `linear` |") and row1.startswith("| 1 | `cosine` |")
+    for job, row in zip(jobs, (row0, row1)):
+        assert f"{json.loads((job / 'metrics.json').read_text())['val/loss']:.4f}" in row
+    assert (sweep / "report_loss.png").is_file() and not (sweep / "report_val_fid.png").exists()  # no val/fid logged
 
 
 def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir: Path, tmp_path: Path) -> None:

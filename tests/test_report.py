@@ -1,0 +1,66 @@
+"""python -m ddpm_lit.report: settings that differ, final metrics, per-epoch curves of each run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddpm_lit.report import by_epoch, config_differences, find_runs, main, table
+
+
+def fake_run(path: Path, config: dict, metrics: dict, history: list[str]) -> Path:
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    for version, rows in enumerate(history):
+        (path / "csv" / f"version_{version}").mkdir(parents=True)
+        (path / "csv" / f"version_{version}" / "metrics.csv").write_text(rows)
+    return path
+
+
+def config(lr: float, out: str) -> dict:
+    return {"seed": 42, "model": {"lr": lr, "net": {"base_channels": 32}}, "schedule": "${x}",
+            "paths": {"output_dir": out}, "ckpt_path": None, "hydra_free": 1}
+
+
+CSV = "epoch,step,train/loss_epoch,val/loss,val/fid\n0,9,0.5,0.4,30.0\n1,19,0.3,0.25,20.0\n"
+# a run resumed during epoch 1: version_1 logs epoch 1 again, and the last row of an epoch counts
+RESUMED = ["epoch,step,train/loss_epoch,val/loss\n0,9,0.6,0.5,\n1,12,0.9,0.9\n", "epoch,step,train/loss_epoch,val/loss\n1,19,0.35,0.3\n"]
+
+
+def test_table_shows_only_what_differs_and_the_final_metrics(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for num in (10, 2):  # numeric order: 2 before 10
+        fake_run(sweep / str(num), config(1e-3 * num, str(sweep / str(num))), {"val/loss": 0.1 * num, "val/fid": num}, [CSV])
+    runs = find_runs([sweep])
+    assert [r.name for r in runs] == ["2", "10"]
+    differ, _ = config_differences(runs)
+    assert differ == ["model.lr"]  # paths and ckpt_path are where, not what; equal settings are left out
+    lines = table(runs).splitlines()
+    assert lines[0].startswith("| run | model.lr | params (M) |")
+    assert lines[2].startswith("| 2 | 0.002 |") and "| 0.2000 |" in lines[2] and "| 2.00 |" in lines[2]
+    assert lines[3].startswith("| 10 | 0.01 |") and "| 1.0000 |" in lines[3]
+
+
+def test_curves_keep_the_last_row_of_each_epoch_across_versions(tmp_path: Path) -> None:
+    from ddpm_lit.figures import read_history
+
+    run = fake_run(tmp_path / "run", config(1e-3, "x"), {"val/loss": 0.3}, RESUMED)
+    assert by_epoch(read_history(run), "val/loss") == ([0, 1], [0.5, 0.3])
+    assert by_epoch(read_history(run), "val/fid") == ([], [])
+
+
+def test_main_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    fake_run(sweep / "0", config(1e-3, "a"), {"val/loss": 0.25, "val/fid": 20.0}, [CSV])
+    fake_run(sweep / "1", config(2e-3, "b"), {"val/loss": 0.3}, RESUMED)
+    main([str(sweep)])
+    text = (sweep / "report.md").read_text()
+    assert "![report_loss](report_loss.png)" in text and "![report_val_fid](report_val_fid.png)" in text
+    assert (sweep / "report_loss.png").stat().st_size > 10_000 and (sweep / "report_val_fid.png").is_file()
+    assert "| 1 | 0.002 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no run with metrics.json"):
+        main([str(tmp_path / "empty")])
