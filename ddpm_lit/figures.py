@@ -365,7 +365,8 @@ def metric_by_step(history: Sequence[dict[str, float]], key: str) -> tuple[list[
 
 
 def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Training loss (faint, and smoothed by ``smooth``) and validation loss against the optimizer step, log y.
+    """Training loss (faint, and smoothed by ``smooth`` with α = 10 / points, within [0.05, 1]) and
+    validation loss against the optimizer step, log y.
 
     history: rows as from ``read_history``; ``train/loss`` and ``val/loss`` are read with
     ``metric_by_step``. ``ValueError`` when the history holds neither.
@@ -376,8 +377,12 @@ def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title:
         raise ValueError("no train/loss or val/loss in the history")
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if train_loss:
+        # about a tenth of the points per smoothing window (at least 20 points in a long history),
+        # so that a short history's smoothed curve does not lag behind the falling loss
+        alpha = min(1.0, max(0.05, 10 / len(train_loss)))
         ax.plot(train_steps, train_loss, color="C0", alpha=0.25, linewidth=0.8, label="train/loss")
-        ax.plot(train_steps, smooth(train_loss, 0.05), color="C0", linewidth=1.6, label="train/loss (EMA, α = 0.05)")
+        ax.plot(train_steps, smooth(train_loss, alpha), color="C0", linewidth=1.6,
+                label=f"train/loss (moving average, α = {alpha:.2g})")
     if val_loss:
         ax.plot(val_steps, val_loss, "o-", color="C3", markersize=4, label="val/loss")
     ax.set_yscale("log")

@@ -108,6 +108,8 @@ def _label(run: Path, config: dict[str, Any], differ: list[str]) -> str:
 
 def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
     """report_loss.png (train and val loss per epoch) and, when logged, report_val_fid.png."""
+    from matplotlib.ticker import MaxNLocator
+
     from ddpm_lit.figures import _save, plt, read_history
 
     differ, configs = config_differences(runs)
@@ -121,6 +123,7 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
                 ax.plot(epochs, values, "o-", markersize=3, label=_label(run, config, differ))
         ax.set_title(f"{key} per epoch")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
@@ -135,6 +138,7 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
                 ax.plot(epochs, values, "o-", markersize=3, label=_label(run, config, differ))
         ax.set_title("val/fid per epoch (MNIST-FID of the validation samples)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("val/fid")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

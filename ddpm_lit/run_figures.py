@@ -94,7 +94,7 @@ def run_figures(
 
     history = read_history(run)
     if any("train/loss" in row or "val/loss" in row for row in history):
-        written["loss_curves"] = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.name}")
+        written["loss_curves"] = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}")
     else:
         log.warning("%s has no CSV history (csv/version_*/metrics.csv); no loss curves", run)
     written["schedules"] = schedules_figure(out / "schedules.png", timesteps=T)
@@ -132,8 +132,8 @@ def run_figures(
     n = min(len(samples), num_samples, len(test) // 2)
     train_ref = datamodule.reference_images("val", nn_reference_size, seed=seed)  # held-out training images
     per_image = {
-        f"samples (n={n})": ssim_per_image(samples[:n], test[:n], train_ref),
-        f"real test images (n={n})": ssim_per_image(test[n : 2 * n], test[:n], train_ref),
+        "samples": ssim_per_image(samples[:n], test[:n], train_ref),
+        "real test images": ssim_per_image(test[n : 2 * n], test[:n], train_ref),
     }
     written["ssim_histogram"] = ssim_histogram(per_image, out / "ssim_histogram.png")
     for name, path in written.items():
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font notes are not for the user
     if args.num_samples < 2:
         parser.error("--num-samples must be ≥ 2")
     exit_on_user_error(
