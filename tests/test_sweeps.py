@@ -144,6 +144,11 @@ def test_lightning_accepts_the_slurm_tasks_it_is_given(tmp_path: Path, monkeypat
     }.items():
         monkeypatch.setenv(name, str(value))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else Lightning sets it for the rest of the session
+    # Building a rank-5 trainer sets Lightning's process-wide rank; restore it afterwards, or the
+    # rank-zero-only parts (loggers) of later tests in this process would stay silent.
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
 
     def launch(devices: int) -> str:
         cfg = compose_train_cfg([*SLURM, f"trainer.devices={devices}", "trainer.accelerator=cpu"], tmp_path, tmp_path)
