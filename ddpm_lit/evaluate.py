@@ -47,12 +47,40 @@ def _check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"reference_size must be in [4, 60000] or null (all training images), got {ref!r}")
     if cfg.nll.variance not in (None, "posterior", "beta", "learned"):
         raise ConfigError(f"nll.variance must be null (the model's), posterior, beta or learned, got {cfg.nll.variance!r}")
-    if cfg.get("guidance_scale") is not None and not cfg.guidance_scale >= 0:
-        raise ConfigError(f"guidance_scale must be ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
+    check_sampling(cfg)
+
+
+# ---- what evaluate.py and sample.py share: the sampler and guidance of the config -------------
+def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
+    """``cfg.sampler.name`` a known sampler and ``cfg.guidance_scale`` null or ≥ 0; with the
+    checkpoint's ``module``, also ``sampler.steps`` in [1, T] or null, and guidance only for a
+    class-conditional model."""
     from ddpm_lit.samplers import SAMPLERS
 
+    if cfg.get("guidance_scale") is not None and not cfg.guidance_scale >= 0:
+        raise ConfigError(f"guidance_scale must be ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
     if cfg.sampler.name not in SAMPLERS:
         raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
+    if module is None:
+        return
+    if cfg.get("guidance_scale") is not None and not module.conditional:
+        raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
+    steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
+
+
+def sampler_options(sampler: DictConfig) -> dict[str, Any]:
+    """The sampler's own options (``eta``, ``spacing``, ...): all of ``cfg.sampler`` but name,
+    steps and clip_denoised, which ``DDPMModule.sample`` takes as arguments."""
+    return {k: v for k, v in sampler.items() if k not in ("name", "steps", "clip_denoised")}
+
+
+def guidance_used(module: Any, guidance_scale: float | None) -> float | None:
+    """The guidance a conditional model samples with (the config's, else the model's); None when unconditional."""
+    if not module.conditional:
+        return None
+    return module.hparams.guidance_scale if guidance_scale is None else guidance_scale
 
 
 def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
@@ -112,11 +140,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
         if cfg.nll.enabled and cfg.nll.variance == "learned" and module.diffusion.variance != "learned":
             raise ConfigError(f"nll.variance=learned, but {cfg.ckpt_path} has a fixed variance ({module.diffusion.variance})")
-        if cfg.get("guidance_scale") is not None and not module.conditional:
-            raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
-        steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
-        if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
-            raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
+        check_sampling(cfg, module)
     inception = None
     if cfg.fid.enabled:
         from ddpm_lit.inception import InceptionFeatures
@@ -137,7 +161,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if module is not None:
             gen = torch.Generator().manual_seed(cfg.seed)  # CPU: the same samples on every device
             with timings("sampling"):
-                options = {k: v for k, v in cfg.sampler.items() if k not in ("name", "steps", "clip_denoised")}
+                options = sampler_options(cfg.sampler)
                 if module.conditional:  # every digit equally often: 0, 1, …, 9, 0, …
                     labels = torch.arange(cfg.num_samples) % module.net.num_classes
                     options.update(class_labels=labels, guidance_scale=cfg.get("guidance_scale"))
@@ -194,10 +218,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
             "ema_weights": ema,
             "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
-            "guidance_scale": (
-                (module.hparams.guidance_scale if cfg.get("guidance_scale") is None else cfg.guidance_scale)
-                if module is not None and module.conditional else None
-            ),
+            "guidance_scale": guidance_used(module, cfg.get("guidance_scale")) if module is not None else None,
             "reference_size": cfg.reference_size or len(train),
             "reference_seed": cfg.reference_seed,
             "classifier": scorer.classifier_id,

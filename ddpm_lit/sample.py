@@ -37,13 +37,14 @@ def draw(
     num: int,
     seed: int = 0,
     trajectory: int = 8,
-    every: int = 100,
+    every: int | None = None,
     labels: torch.Tensor | None = None,
     **sample_kwargs: Any,
 ) -> Drawn:
     """``module.sample`` with a CPU generator seeded ``seed`` (the same images on every device),
     keeping the first ``trajectory`` samples at x_T and after each step whose timestep index is
-    a multiple of ``every`` (the report's Fig. 4.5: every 100 of T = 1000 steps)."""
+    a multiple of ``every`` (None: T/10, the report's Fig. 4.5: every 100 of T = 1000 steps)."""
+    every = every or max(module.diffusion.num_timesteps // 10, 1)
     kept: list[tuple[int, torch.Tensor]] = []
 
     def keep(info: dict[str, Any]) -> None:
@@ -75,11 +76,10 @@ def parse_digits(digits: Any, n: int, num_classes: int) -> torch.Tensor:
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Draw ``cfg.n`` images from ``cfg.ckpt_path``; write the files listed above; return sample.json's content."""
     from ddpm_lit.data import to_unit_range
-    from ddpm_lit.evaluate import load_module, resolve_device
+    from ddpm_lit.evaluate import check_sampling, guidance_used, load_module, resolve_device, sampler_options
     from ddpm_lit.evaluation import save_samples_npz
     from ddpm_lit.figures import trajectory_figure
     from ddpm_lit.module import save_grid
-    from ddpm_lit.samplers import SAMPLERS
 
     if cfg.get("ckpt_path") is None:
         raise ConfigError("give the checkpoint to sample from: ckpt_path=<run dir>/checkpoints/last.ckpt")
@@ -87,27 +87,23 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         value = cfg.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{key} must be an integer ≥ {low}, got {value!r}")
-    if cfg.sampler.name not in SAMPLERS:
-        raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
+    check_sampling(cfg)
     device = resolve_device(cfg.device)
     module, ema = load_module(cfg.ckpt_path, device)
-    T = module.diffusion.num_timesteps
-    steps = cfg.sampler.steps
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
-        raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
+    if not module.conditional and (cfg.get("digits") is not None or cfg.get("guidance_scale") is not None):
+        raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is unconditional")
+    check_sampling(cfg, module)
     labels = None
-    options = {k: v for k, v in cfg.sampler.items() if k not in ("name", "steps", "clip_denoised")}
+    options = sampler_options(cfg.sampler)
     if module.conditional:
         labels = parse_digits(cfg.get("digits"), cfg.n, module.net.num_classes)
         options["guidance_scale"] = cfg.get("guidance_scale")
-    elif cfg.get("digits") is not None or cfg.get("guidance_scale") is not None:
-        raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is unconditional")
 
     out = Path(cfg.paths.output_dir)
     start = time.perf_counter()
     drawn = draw(
-        module, cfg.n, seed=cfg.seed, trajectory=min(cfg.trajectory, cfg.n), every=max(T // 10, 1), labels=labels,
-        steps=steps, clip_denoised=cfg.sampler.clip_denoised, batch_size=cfg.batch_size, progress=True,
+        module, cfg.n, seed=cfg.seed, trajectory=min(cfg.trajectory, cfg.n), labels=labels,
+        steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised, batch_size=cfg.batch_size, progress=True,
         sampler=cfg.sampler.name, **options,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -122,8 +118,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "sampler": OmegaConf.to_container(cfg.sampler),
         "digits": labels.tolist() if labels is not None else None,
-        "guidance_scale": (module.hparams.guidance_scale if cfg.get("guidance_scale") is None else cfg.guidance_scale)
-        if module.conditional else None,
+        "guidance_scale": guidance_used(module, cfg.get("guidance_scale")),
         "device": str(device),
         "seconds": seconds,
         "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if cfg.trajectory else []),
