@@ -31,12 +31,17 @@ log = logging.getLogger(__name__)
 FIGURES = ("loss_curves", "trajectory", "ssim_histogram", "forward_process", "schedules", "two_mode_diffusion")
 
 
-def save_final_samples(drawn: Any, samples_dir: Path) -> None:
-    """final.png, final.npz (evaluate.py's layout) and trajectory.pt of a ``ddpm_lit.sample.Drawn``."""
+def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | None = None, seed: int = 0) -> None:
+    """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
+    save final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at x_T and
+    every T/10 steps."""
     from ddpm_lit.data import to_unit_range
     from ddpm_lit.evaluation import save_samples_npz
     from ddpm_lit.module import save_grid
+    from ddpm_lit.sample import draw
 
+    labels = torch.arange(num) % module.net.num_classes if module.conditional else None
+    drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
     save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
     save_samples_npz(drawn.samples, samples_dir / "final.npz", labels=drawn.labels)
     torch.save({"frames": drawn.frames.half(), "timesteps": drawn.timesteps}, samples_dir / "trajectory.pt")
@@ -45,14 +50,13 @@ def save_final_samples(drawn: Any, samples_dir: Path) -> None:
 def ssim_per_image(samples: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict[str, torch.Tensor]:
     """For images in [−1, 1]: SSIM of image i against test image i (the report's protocol) and
     against its most similar image of ``train``. Returns {"ssim": (N,), "nn_ssim": (N,)}."""
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
-
     from ddpm_lit.data import to_unit_range
+    from ddpm_lit.evaluation import paired_ssim
     from ddpm_lit.module import nearest_neighbour_ssim
 
     a, b = to_unit_range(samples.float()), to_unit_range(test[: len(samples)].float())
     return {
-        "ssim": ssim(a, b, data_range=1.0, reduction="none"),
+        "ssim": paired_ssim(a, b),
         "nn_ssim": nearest_neighbour_ssim(a, to_unit_range(train.float())),
     }
 
@@ -116,13 +120,9 @@ def run_figures(
 
     samples_dir = run / "samples"
     if redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
-        from ddpm_lit.sample import draw
-
         if module is None:
             module = _load_newest(run, ckpt_path, device)
-        labels = torch.arange(num_samples) % module.net.num_classes if module.conditional else None
-        drawn = draw(module, num_samples, seed=seed, every=max(T // 10, 1), labels=labels, steps=steps, progress=True)
-        save_final_samples(drawn, samples_dir)
+        draw_final_samples(module, samples_dir, num_samples, steps=steps, seed=seed)
     from ddpm_lit.evaluation import load_samples_npz
 
     samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.checkpointing import AtomicCheckpointIO, newest_checkpoint, wandb_run_id
 from ddpm_lit.errors import ConfigError, UserError
-from ddpm_lit.module import save_grid, to_unit_range
+from ddpm_lit.run_figures import draw_final_samples, run_figures
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if draw_final:
             model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
             start = time.perf_counter()
-            write_final_samples(model, out / "samples", **final)
+            draw_final_samples(model, out / "samples", **final)
             metrics["final_samples_seconds"] = time.perf_counter() - start
             log.info("samples written to %s", out / "samples")
         log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
@@ -102,8 +102,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if draw_final:
-            from ddpm_lit.run_figures import run_figures
-
             figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
                                   config=cfg)
             log_figures(loggers, figures)
@@ -259,17 +257,6 @@ def _check_wandb_credentials() -> None:
         "W&B is set to log online but no API key was found; run `wandb login` or set WANDB_API_KEY, "
         "or keep the default offline mode (logger.wandb.offline=true, WANDB_MODE unset)"
     )
-
-
-def write_final_samples(module: Any, samples_dir: Path, num: int, steps: int | None, seed: int) -> None:
-    """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
-    save final.png, final.npz and the trajectory of the first 8 (every T/10 steps)."""
-    from ddpm_lit.run_figures import save_final_samples
-    from ddpm_lit.sample import draw
-
-    labels = torch.arange(num) % module.net.num_classes if module.conditional else None
-    every = max(module.diffusion.num_timesteps // 10, 1)
-    save_final_samples(draw(module, num, seed=seed, every=every, labels=labels, steps=steps, progress=True), samples_dir)
 
 
 def log_figures(loggers: list[Logger], figures: dict[str, Path]) -> None:
