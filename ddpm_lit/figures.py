@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ddpm_lit.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm_lit.schedules import SCHEDULES, get_beta_schedule  # noqa: E402
+from ddpm_lit.schedules import SCHEDULES  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -129,13 +129,13 @@ def _check_channels(c: int) -> None:
 def schedules_figure(path: str | Path, timesteps: int = 1000) -> Path:
     """ᾱ_t (left) and SNR(t) = ᾱ_t / (1 − ᾱ_t) on a log axis (right) against t = 1..T, for every schedule.
 
-    ᾱ_t = Π_{s≤t} (1 − β_s) in float64 from ``get_beta_schedule``: the linear schedule of Ho et al.
+    ᾱ_t = Π_{s≤t} (1 − β_s) in float64 (``GaussianDiffusion.alphas_cumprod_float64``): the linear schedule of Ho et al.
     (2020, §4) and the cosine one of Nichol & Dhariwal (2021, eq. 17).
     """
     fig, (ax_ab, ax_snr) = plt.subplots(1, 2, figsize=(10, 3.8))
     t = torch.arange(1, timesteps + 1).numpy()
     for name in SCHEDULES:
-        alphas_cumprod = torch.cumprod(1.0 - get_beta_schedule(name, timesteps), 0)  # (T,) float64
+        alphas_cumprod = GaussianDiffusion(schedule=name, timesteps=timesteps).alphas_cumprod_float64  # (T,)
         snr = alphas_cumprod / (1.0 - alphas_cumprod)
         ax_ab.plot(t, alphas_cumprod.numpy(), label=name)
         ax_snr.semilogy(t, snr.numpy(), label=name)
@@ -353,13 +353,16 @@ def smooth(values: Sequence[float], alpha: float = 0.05) -> list[float]:
     return out
 
 
-def metric_by_step(history: Sequence[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of ``key`` sorted by step, keeping the last row for a step that appears twice
-    (a resumed run logs again the steps after its checkpoint)."""
+def metric_by_step(
+    history: Sequence[dict[str, float]], key: str, index: str = "step"
+) -> tuple[list[float], list[float]]:
+    """(steps, values) of ``key`` sorted by step (or another ``index`` column, e.g. ``epoch``),
+    keeping the last row for a step that appears twice (a resumed run logs again the steps after
+    its checkpoint)."""
     last: dict[float, float] = {}
     for row in history:
-        if key in row and "step" in row:
-            last[row["step"]] = row[key]
+        if key in row and index in row:
+            last[row[index]] = row[key]
     steps = sorted(last)
     return steps, [last[s] for s in steps]
 

@@ -93,12 +93,10 @@ def table(runs: list[Path]) -> str:
 
 def by_epoch(history: list[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
     """(epochs, values) of ``key``, the last row of each epoch (a resumed run repeats some)."""
-    last: dict[int, float] = {}
-    for row in history:
-        if key in row and "epoch" in row:
-            last[int(row["epoch"])] = row[key]
-    epochs = sorted(last)
-    return epochs, [last[e] for e in epochs]
+    from ddpm_lit.figures import metric_by_step
+
+    epochs, values = metric_by_step(history, key, index="epoch")
+    return [int(e) for e in epochs], values
 
 
 def _label(run: Path, config: dict[str, Any], differ: list[str]) -> str:
