@@ -2,7 +2,12 @@
 
 Lightning's callback keeps the average, swaps it in for validation, puts it in checkpoints as
 ``state_dict`` (the raw weights under ``current_model_state``, so resuming restores both) and
-leaves it in the module when training ends. Under DDP every rank averages the same
+leaves it in the module when training ends. It swaps the raw weights back in its own
+``on_validation_epoch_end``, which Lightning calls before the LightningModule's (the
+evaluation loop's ``_on_evaluation_epoch_end``: callbacks, then the module): the module's
+sampling hook would then score the raw weights. Here the average stays in until the
+validation loop ends (``on_validation_end``, before any checkpoint callback saves), so every
+validation metric and grid comes from the average. Under DDP every rank averages the same
 synchronised weights, so the copies agree. Two things it lacks are added here:
 
 - a decay warm-up, decay_n = min(decay, (1 + n)/(10 + n)) after n updates (the TensorFlow
@@ -66,3 +71,24 @@ class EMA(EMAWeightAveraging):
         # The parent passes get_ema_avg_fn(decay) to AveragedModel through these kwargs.
         self._kwargs["avg_fn"] = ema_avg_fn(decay, warmup)
         self.decay, self.warmup = decay, warmup
+        self._average_in_module = False
+
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)  # swaps the average in
+        self._average_in_module = self._average_model is not None
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Keep the average in the module: its own ``on_validation_epoch_end`` runs after this one."""
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._restore_raw_weights(trainer, pl_module)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # A crash inside validation must not leave the average where the raw weights belong
+        # (OnExceptionCheckpoint, a Checkpoint, runs after this callback).
+        self._restore_raw_weights(trainer, pl_module)
+
+    def _restore_raw_weights(self, trainer: Any, pl_module: Any) -> None:
+        if self._average_in_module:
+            super().on_validation_epoch_end(trainer, pl_module)  # the parent's swap back
+            self._average_in_module = False

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -9,7 +11,7 @@ from torch.optim.swa_utils import AveragedModel
 from conftest import TINY, compose_train_cfg
 from ddpm_lit.ema import ema_avg_fn
 from ddpm_lit.evaluate import load_module
-from ddpm_lit.train import train
+from ddpm_lit.train import build, train
 
 
 def test_ema_update_follows_the_warmup_rule_and_leaves_constants_alone() -> None:
@@ -63,3 +65,49 @@ def test_training_saves_the_ema_as_state_dict_and_the_raw_weights_beside_it(synt
     )  # fmt: skip
     train(cfg)
     assert "current_model_state" not in torch.load(tmp_path / "off" / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    """Lightning runs the callbacks' on_validation_epoch_end before the module's: the module's
+    sampling hook must still see the average. decay 1 without warm-up freezes the average at
+    the first step's weights, while a large learning rate moves the raw weights far from them."""
+    from PIL import Image
+
+    from ddpm_lit.data import to_unit_range
+    from ddpm_lit.module import DDPMModule, save_grid
+
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",
+         "model.lr=0.02", "callbacks.ema.decay=1.0", "callbacks.ema.warmup=false", "final_samples.num=0"],
+        tmp_path, synthetic_mnist_dir,
+    )  # fmt: skip
+    metrics = train(cfg)
+
+    def png(path: Path) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(Image.open(path)).copy())
+
+    grid = png(tmp_path / "samples" / "epoch_000.png")
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+
+    def validation_grid(state: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, float]:
+        module = DDPMModule(**ckpt["hyper_parameters"])
+        module.load_state_dict(state)
+        gen = torch.Generator().manual_seed(cfg.model.val_seed)
+        unit = to_unit_range(module.sample(cfg.model.num_val_samples, generator=gen, steps=cfg.model.val_sample_steps))
+        save_grid(unit, tmp_path / f"{name}.png")
+        return png(tmp_path / f"{name}.png"), unit
+
+    ema_grid, ema_unit = validation_grid(ckpt["state_dict"], "ema")
+    raw_grid, _ = validation_grid(ckpt["current_model_state"], "raw")
+    assert not torch.equal(ema_grid, raw_grid)  # the two weights do draw different images
+    assert torch.equal(grid, ema_grid)
+    # val/ssim scores the same images: the report's pairing with the first test images
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    dm = build(cfg.data)
+    test = to_unit_range(dm.reference_images("test", len(ema_unit), seed=cfg.model.val_seed))
+    assert metrics["val/ssim"] == pytest.approx(float(ssim(ema_unit, test, data_range=1.0)), abs=1e-6)
+    # and the raw weights are back in the module for training after validation: the checkpoint
+    # saved after the validation epoch holds the average as state_dict, the raw ones beside it
+    key = "net.out.weight"
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
