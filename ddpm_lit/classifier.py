@@ -85,7 +85,7 @@ def _train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-        log.info("classifier epoch %d: last batch loss %.4f", epoch + 1, float(loss))
+        log.info("classifier epoch %d: last batch loss %.4f", epoch + 1, float(loss.detach()))
     return model.eval()
 
 

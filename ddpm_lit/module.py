@@ -6,9 +6,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import math
+
 import lightning as L
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
@@ -17,6 +20,9 @@ from ddpm_lit.diffusion import GaussianDiffusion, randn
 from ddpm_lit.features import fid_from_statistics, fid_statistics
 from ddpm_lit.samplers import SAMPLERS, ClassifierFreeGuidance
 from ddpm_lit.unet import UNet
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
@@ -80,6 +86,9 @@ class DDPMModule(L.LightningModule):
             unless the call says otherwise (1: the conditional model, 0: unconditional).
         lr, adam_betas, weight_decay: Adam's settings.
         warmup_steps: linear learning-rate warm-up over this many optimizer steps (0: none).
+        lr_schedule: after the warm-up, ``constant`` or ``cosine``: lr · (r + (1 − r)(1 + cos πp)/2)
+            with r = ``min_lr_ratio`` and p the fraction of training done (``training_progress``:
+            by steps, or by wall-clock under ``trainer.max_time``, whichever is further).
         sample_every_n_epochs: run reverse sampling in validation every N epochs (0: never).
         num_val_samples: K, the images drawn by that hook (the report: 64).
         val_sample_steps: reverse steps of that hook (None: all T; fewer respaces the chain).
@@ -99,6 +108,8 @@ class DDPMModule(L.LightningModule):
         adam_betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        min_lr_ratio: float = 0.0,
         sample_every_n_epochs: int = 1,
         num_val_samples: int = 64,
         val_sample_steps: int | None = None,
@@ -123,6 +134,10 @@ class DDPMModule(L.LightningModule):
             raise ValueError(f"model.guidance_scale must be ≥ 0, got {guidance_scale}")
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         for name, value, low in (
             ("warmup_steps", warmup_steps, 0),
             ("sample_every_n_epochs", sample_every_n_epochs, 0),
@@ -153,10 +168,15 @@ class DDPMModule(L.LightningModule):
                 f"got {val_sample_steps}"
             )
         self.image_shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
+        # One image and time step (and label): Lightning's model summary runs it once to count
+        # the FLOPs and sizes it prints (without it, its table says "Total FLOPs: 0").
+        example: tuple[torch.Tensor, ...] = (torch.zeros(1, *self.image_shape), torch.zeros(1, dtype=torch.long))
+        self.example_input_array = example + ((torch.zeros(1, dtype=torch.long),) if self.conditional else ())
         self._reference: dict[str, torch.Tensor] = {}
         # (classifier, reference statistics) for val/fid; a tuple, so the classifier is not
         # registered as a submodule and stays out of checkpoints.
         self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
+        self._planned_steps: float | None = None  # trainer.estimated_stepping_batches, read once
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x_t, t, class_labels)  # the UNet refuses labels when unconditional
@@ -171,23 +191,30 @@ class DDPMModule(L.LightningModule):
             return self.net
         return lambda x_t, t: self.net(x_t, t, class_labels=labels)
 
-    def _batch_labels(self, batch: tuple[torch.Tensor, ...], drop: bool) -> torch.Tensor | None:
-        """The batch's labels for a conditional model, each replaced by the "no label" token with
-        probability ``cond_drop_prob`` when ``drop`` (training); None for an unconditional one."""
+    def _batch_labels(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """The batch's labels for a conditional model; None for an unconditional one."""
         if not self.conditional:
             return None
         if len(batch) < 2:
             raise ValueError("a class-conditional model (model.num_classes) needs (image, label) batches")
-        labels = batch[1].long()
-        if drop and self.hparams.cond_drop_prob > 0:
-            dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.cond_drop_prob
-            labels = labels.masked_fill(dropped, self.net.num_classes)
-        return labels
+        return batch[1].long()
 
     # ---- training and validation -----------------------------------------------------
+    def drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels (B,), each replaced by the "no label" token with probability ``cond_drop_prob``."""
+        if self.hparams.cond_drop_prob == 0:
+            return labels
+        dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.cond_drop_prob
+        return labels.masked_fill(dropped, self.net.num_classes)
+
+    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of x0: (B, C, H, W) in [−1, 1], with a conditional model's labels (B,)
+        dropped by ``drop_labels``."""
+        return self.diffusion.loss(self._denoiser(None if labels is None else self.drop_labels(labels)), x0)
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x0 = batch[0]
-        loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch, drop=True)), x0)
+        loss = self.training_loss(x0, self._batch_labels(batch))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
         return loss
@@ -196,7 +223,7 @@ class DDPMModule(L.LightningModule):
         x0 = batch[0]
         # The same t and ε for batch i at every epoch, so val/loss curves compare.
         gen = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)  # CPU: same on every device
-        loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch, drop=False)), x0, generator=gen)
+        loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch)), x0, generator=gen)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
 
     def on_fit_start(self) -> None:
@@ -371,7 +398,35 @@ class DDPMModule(L.LightningModule):
             weight_decay=self.hparams.weight_decay,
         )
         warmup = self.hparams.warmup_steps
-        if warmup == 0:
+        if warmup == 0 and self.hparams.lr_schedule == "constant":
             return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate's multiplier after ``step`` optimizer steps: the linear warm-up, then
+        the schedule of ``training_progress``."""
+        factor = min(1.0, (step + 1) / self.hparams.warmup_steps) if self.hparams.warmup_steps else 1.0
+        if self.hparams.lr_schedule == "cosine":
+            r = self.hparams.min_lr_ratio
+            factor *= r + (1 - r) * 0.5 * (1 + math.cos(math.pi * self.training_progress()))
+        return factor
+
+    def training_progress(self) -> float:
+        """The fraction of training done, in [0, 1]: optimizer steps of the planned total
+        (``max_steps``, or ``max_epochs`` × batches), or the training time used of
+        ``trainer.max_time`` (Lightning's Timer, whose elapsed time a resumed run carries on),
+        whichever is further; 0 without a trainer or a bound."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        done = [0.0]
+        total = trainer.estimated_stepping_batches if self._planned_steps is None else self._planned_steps
+        self._planned_steps = total
+        if math.isfinite(total) and total > 0:
+            done.append(trainer.global_step / total)
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer) and callback.time_remaining() is not None:
+                elapsed = callback.time_elapsed()
+                done.append(elapsed / max(elapsed + callback.time_remaining(), 1e-9))
+        return min(1.0, max(done))

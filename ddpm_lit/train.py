@@ -50,6 +50,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``cfg.ckpt_path`` (``last`` or a path) continues a run: weights, optimizer, LR schedule, EMA,
     step counter and loops from the checkpoint, and the W&B run of the run dir.
     """
+    started = time.perf_counter()
+    quiet_lightning_tips()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -66,9 +68,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     wandb_mode = os.environ.get("WANDB_MODE")
     loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=ckpt_path is not None))
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    trainer_overrides, expected = plan_time(cfg, model, time.perf_counter() - started)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                               **trainer_overrides)
     _check_launcher(trainer)
     _check_sync_batchnorm(trainer, model)
+    if trainer.is_global_zero:
+        log.info("%s", describe_start(cfg, out, model, trainer, expected, ckpt_path))
 
     try:
         for logger in loggers:
@@ -77,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException:
-            # Lightning stops after the batch in progress and OnExceptionCheckpoint has saved
+            # Lightning stops after the batch in progress and the on_exception ModelCheckpoint has saved
             # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
             log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
             raise SystemExit(128 + signal.SIGTERM) from None
@@ -97,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             draw_final_samples(model, out / "samples", **final)
             metrics["final_samples_seconds"] = time.perf_counter() - start
             log.info("samples written to %s", out / "samples")
-        log.info("fit took %.1f s; metrics: %s", fit_seconds, metrics)
+        log.debug("fit took %.1f s; metrics: %s", fit_seconds, metrics)  # said at the end by describe_end
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -105,9 +111,106 @@ def train(cfg: DictConfig) -> dict[str, float]:
             figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
                                   config=cfg)
             log_figures(loggers, figures)
+        if trainer.is_global_zero:
+            log.info("%s", describe_end(metrics, out, trainer, loggers, time.perf_counter() - started))
         return metrics
     finally:
         close_loggers(loggers, wandb_mode)
+
+
+def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, Any], str | None]:
+    """Trainer arguments that ``trainer.precision=auto`` and ``time_budget_minutes`` decide, and
+    the run's expected length in words (None when neither is set: nothing was measured).
+
+    ``auto`` times a few training steps of the model in each of ``budget.CANDIDATE_PRECISIONS``
+    on the trainer's device and takes the fastest. A time budget (the whole run, in minutes)
+    becomes ``max_time``: what is left after ``elapsed`` seconds of start-up, the final
+    samples' expected time at the measured sampling speed and ``post_fit_reserve_seconds``.
+    Both are said on the console, with the expected end.
+    """
+    from ddpm_lit.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
+
+    t0 = time.perf_counter()
+    precision = str(cfg.trainer.get("precision"))
+    budget = cfg.get("time_budget_minutes")
+    if precision != "auto" and budget is None:
+        return {}, None
+    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+        raise ConfigError(f"time_budget_minutes must be a positive number or null, got {budget!r}")
+    if budget is not None and cfg.trainer.get("max_time") is not None:
+        raise ConfigError("give either time_budget_minutes or trainer.max_time, not both")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
+    final = cfg.get("final_samples")
+    sample_batch = int(final.num) if final and final.num > 0 else 64
+    out: dict[str, Any] = {}
+    expected = None
+    if precision == "auto":
+        speed, speeds = choose_precision(model, device, int(cfg.data.batch_size), sample_batch)
+        log.info("precision=auto on %s: %s; chosen %s", device.type, "; ".join(map(str, speeds)), speed.precision)
+        out["precision"] = precision = speed.precision
+    else:
+        speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
+    if budget is not None:
+        steps = (final.steps or cfg.schedule.timesteps) if final and final.num > 0 else 0
+        after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
+        start_up = elapsed + time.perf_counter() - t0  # the speed probe included
+        seconds = budget * 60 - start_up - after
+        if seconds < 10:
+            raise ConfigError(
+                f"time_budget_minutes={budget} leaves {seconds:.0f} s for training after start-up "
+                f"({start_up:.0f} s) and the final samples and figures (~{after:.0f} s); raise it"
+            )
+        out["max_time"] = {"seconds": seconds}
+        expected = (
+            f"{format_seconds(budget * 60)} in all (time_budget_minutes): training {format_seconds(seconds)} "
+            f"(~{seconds * speed.train_images_per_s:,.0f} images at {speed.train_images_per_s:.0f} images/s), "
+            f"then ~{format_seconds(after)} for the final samples and figures"
+        )
+    return out, expected
+
+
+def describe_start(
+    cfg: DictConfig, out: Path, model: Any, trainer: L.Trainer, expected: str | None, ckpt_path: str | None
+) -> str:
+    """What the run is about to do, said once before training: run dir, data, model size,
+    device and precision, and how long it will take."""
+    params = sum(p.numel() for p in model.parameters())
+    data = cfg.data
+    limit = f", first {data.limit_train} training images" if data.get("limit_train") else ""
+    steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+    if expected is None:
+        length = f"max_steps={steps}" if steps else f"max_epochs={trainer.max_epochs}"
+        expected = f"{length}; the progress bar shows the rate (time_budget_minutes sets a wall-clock limit)"
+    lines = [
+        f"run dir:   {out}" + (f" (continuing {ckpt_path})" if ckpt_path else ""),
+        f"data:      {data._target_.rsplit('.', 1)[-1]} from {data.data_dir}, batch {data.batch_size}{limit}",
+        f"model:     {params / 1e6:.2f} M parameters, {model.diffusion.num_timesteps} steps, "
+        f"objective {model.hparams.objective}",
+        f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}",
+        f"expected:  {expected}",
+    ]
+    return "starting:\n  " + "\n  ".join(lines)
+
+
+def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, loggers: list[Logger], seconds: float) -> str:
+    """The final metrics and where the run's outputs are, said once at the end."""
+    from ddpm_lit.budget import format_seconds
+
+    shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in sorted(metrics) if "/" in k)
+    lines = [f"metrics:     {shown or 'none logged'} after {metrics.get('global_step', 0):.0f} steps"]
+    if (out / "samples" / "final.png").exists():
+        lines.append(f"samples:     {out / 'samples' / 'final.png'}")
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    lines.append(f"checkpoints: {out / 'checkpoints'}" + (f" (best {Path(best).name})" if best else ""))
+    if (out / "figures").is_dir():
+        lines.append(f"figures:     {out / 'figures'}")
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            where = getattr(logger.experiment, "dir", None)
+            lines.append(f"W&B run:     {Path(where).parent if where else logger.save_dir}"
+                         + (" (offline: `wandb sync` uploads it)" if logger._offline else ""))
+    return f"finished in {format_seconds(seconds)}:\n  " + "\n  ".join(lines)
 
 
 def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
@@ -222,9 +325,37 @@ def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Logge
 def open_loggers(loggers: list[Logger]) -> list[Logger]:
     """Check that online W&B has credentials, so that nothing prompts; return ``loggers``."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and not logger._offline:
-            _check_wandb_credentials()
+        if isinstance(logger, WandbLogger):
+            quiet_wandb_init(logger)
+            if not logger._offline:
+                _check_wandb_credentials()
     return loggers
+
+
+class LightningTipFilter(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger / litmodels"),
+    which every Trainer with other loggers prints; Lightning has no setting for them. Nothing
+    else it logs is touched. tests/test_train.py fails if Lightning stops printing them."""
+
+    LOGGER = "lightning.pytorch.utilities.rank_zero"  # where rank_zero_info logs
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning_tips() -> None:
+    """Attach ``LightningTipFilter`` to Lightning's rank-zero logger, once."""
+    target = logging.getLogger(LightningTipFilter.LOGGER)
+    if not any(isinstance(f, LightningTipFilter) for f in target.filters):
+        target.addFilter(LightningTipFilter())
+
+
+def quiet_wandb_init(logger: WandbLogger) -> None:
+    """Drop the ``anonymous=None`` that Lightning's WandbLogger always hands to ``wandb.init``:
+    W&B answers any value with "The anonymous setting has no effect". The only private use of
+    the logger's ``_wandb_init``; tests/test_train.py fails if Lightning stops passing it."""
+    if "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None:
+        del logger._wandb_init["anonymous"]
 
 
 def close_loggers(loggers: list[Logger], wandb_mode: str | None) -> None:

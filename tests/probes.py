@@ -107,7 +107,7 @@ class DDPProbe(L.Callback):
             return
         # validation_step's loss, recomputed on this rank's batch with the same t and ε
         gen = torch.Generator().manual_seed(pl_module.hparams.val_seed + batch_idx)
-        labels = pl_module._batch_labels(batch, drop=False)
+        labels = pl_module._batch_labels(batch)
         loss = pl_module.diffusion.loss(pl_module._denoiser(labels), batch[0], generator=gen)
         epoch = self._epoch(trainer)
         epoch["val_losses"].append(float(loss))

@@ -65,10 +65,10 @@ def test_conditional_model_trains_on_labels_with_dropout_and_samples_given_digit
     torch.manual_seed(0)
     model = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, num_classes=10, cond_drop_prob=0.25)
     labels = torch.arange(4000) % 10
-    dropped = model._batch_labels((torch.zeros(4000), labels), drop=True)
+    dropped = model.drop_labels(model._batch_labels((torch.zeros(4000), labels)))
     share = float((dropped == 10).float().mean())
     assert 0.22 < share < 0.28 and torch.equal(dropped[dropped != 10], labels[dropped != 10])
-    assert torch.equal(model._batch_labels((torch.zeros(10), labels[:10]), drop=False), labels[:10])
+    assert torch.equal(model._batch_labels((torch.zeros(10), labels[:10])), labels[:10])
 
     # the label reaches the network: other digits, other output
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 10])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra.errors import MissingConfigException
@@ -37,7 +38,8 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess
         (["logger=csv"], {"logger": "CSVLogger"}),
         (["logger=tensorboard"], {"logger": "TensorBoardLogger"}),
         (["trainer=cpu"], {"accelerator": "CPUAccelerator"}),
-        (["experiment=quick"], {"schedule": "cosine", "base_channels": 32, "accelerator": "CPUAccelerator"}),
+        (["experiment=quick"], {"schedule": "cosine", "base_channels": 32, "accelerator": "CPUAccelerator",
+                                "precision": "auto", "time_budget_minutes": 14}),
         (["experiment=seed"], {"schedule": "cosine", "base_channels": 128, "max_epochs": 50, "batch_size": 128}),
     ],
 )
@@ -47,8 +49,11 @@ def test_every_config_composes_and_instantiates(overrides, expected, tmp_path: P
     assert isinstance(model, DDPMModule)
     datamodule = build(cfg.data)
     loggers = [build(c) for c in cfg.logger.values()]
-    trainer = build(cfg.trainer, logger=False)
+    # precision=auto is train()'s to decide (plan_time), not a Lightning value
+    trainer = build(cfg.trainer, logger=False, **({"precision": "32-true"} if cfg.trainer.precision == "auto" else {}))
     found = {
+        "precision": cfg.trainer.precision,
+        "time_budget_minutes": cfg.time_budget_minutes,
         "schedule": model.diffusion.schedule,
         "base_channels": model.hparams.net["base_channels"],
         "max_epochs": trainer.max_epochs,
@@ -213,6 +218,62 @@ def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: 
     assert b"base_channels" in records  # the composed config is in the W&B run
     assert b"val/ssim" in records and b"val/samples" in records
     assert list(tmp_path.glob("train/runs/*/samples/epoch_000.png"))
+    # A quiet start: none of the warnings a fresh run used to print, and one plain summary each end.
+    output = proc.stdout + proc.stderr
+    for noise in ("was called without a model", "there is no last checkpoint", "anonymous setting",
+                  "litlogger", "Total FLOPs: 0", "requires_grad"):
+        assert noise not in output, noise
+    (run,) = tmp_path.glob("train/runs/*")
+    assert output.count("starting:") == 1 and f"run dir:   {run}" in output
+    assert "parameters" in output and "precision 32-true" in output
+    assert output.count("finished in") == 1 and f"checkpoints: {run / 'checkpoints'}" in output
+    assert "W&B run:" in output and "val/loss" in output.split("finished in")[1]
+
+
+def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Lightning still advertises litlogger/litmodels when a Trainer is built with other loggers
+    (fails when it stops: then drop LightningTipFilter); with the filter, those lines go and
+    Lightning's other messages stay."""
+    import logging
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from ddpm_lit.train import LightningTipFilter, quiet_lightning_tips
+
+    target = logging.getLogger(LightningTipFilter.LOGGER)
+    kept = list(target.filters)
+    try:
+        target.filters = [f for f in kept if not isinstance(f, LightningTipFilter)]
+        with caplog.at_level(logging.INFO, logger=LightningTipFilter.LOGGER):
+            L.Trainer(logger=CSVLogger(tmp_path), accelerator="cpu", max_epochs=1, enable_checkpointing=False)
+        assert any("litlogger" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        quiet_lightning_tips()
+        quiet_lightning_tips()  # once only
+        assert sum(isinstance(f, LightningTipFilter) for f in target.filters) == 1
+        with caplog.at_level(logging.INFO, logger=LightningTipFilter.LOGGER):
+            L.Trainer(logger=CSVLogger(tmp_path), accelerator="cpu", max_epochs=1, enable_checkpointing=False)
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("Tip" in m for m in messages)
+        assert any("GPU available" in m for m in messages)  # Lightning's other lines stay
+    finally:
+        target.filters = kept
+
+
+def test_quiet_wandb_init_drops_the_anonymous_argument_lightning_adds(tmp_path: Path) -> None:
+    """Lightning's WandbLogger passes anonymous=None to wandb.init, which W&B answers with a
+    warning; quiet_wandb_init removes it. Fails when Lightning stops passing it (then drop it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from ddpm_lit.train import quiet_wandb_init
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    assert "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None
+    quiet_wandb_init(logger)
+    assert "anonymous" not in logger._wandb_init
+    anonymous = WandbLogger(save_dir=str(tmp_path), offline=True, anonymous=True)
+    quiet_wandb_init(anonymous)
+    assert anonymous._wandb_init["anonymous"] == "allow"  # a value the user chose stays
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])

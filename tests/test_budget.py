@@ -1,0 +1,90 @@
+"""trainer.precision=auto, the whole-run time budget and the learning-rate schedule that follows it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, compose_train_cfg
+from ddpm_lit import budget
+from ddpm_lit.budget import Speed, choose_precision, measure_speed
+from ddpm_lit.errors import ConfigError
+from ddpm_lit.module import DDPMModule
+from ddpm_lit.train import train
+
+NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
+
+
+def small_module(**kwargs) -> DDPMModule:
+    return DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, **kwargs)
+
+
+def test_auto_precision_keeps_fp32_unless_another_is_clearly_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = {"32-true": 100.0, "bf16-mixed": 105.0}
+    monkeypatch.setattr(budget, "measure_speed", lambda m, p, *a, **k: Speed(p, rates[p], 1.0))
+    best, speeds = choose_precision(None, torch.device("cpu"), 8, 8)
+    assert best.precision == "32-true" and [s.precision for s in speeds] == ["32-true", "bf16-mixed"]
+    rates["bf16-mixed"] = 150.0
+    assert choose_precision(None, torch.device("cpu"), 8, 8)[0].precision == "bf16-mixed"
+    rates["bf16-mixed"] = 50.0
+    assert choose_precision(None, torch.device("cpu"), 8, 8)[0].precision == "32-true"
+
+
+def test_speed_probe_leaves_the_module_and_the_random_state_alone() -> None:
+    module = small_module()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    speed = measure_speed(module, "bf16-mixed", torch.device("cpu"), batch_size=8, sample_batch=4, steps=1)
+    assert torch.equal(torch.rand(3), expected)
+    assert speed.train_images_per_s > 0 and speed.sample_evals_per_s > 0
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert module.training  # not switched to eval by the probe's sampling
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.25, 0.5, 1.0])
+def test_cosine_schedule_follows_the_training_progress(monkeypatch: pytest.MonkeyPatch, progress: float) -> None:
+    module = small_module(lr_schedule="cosine", min_lr_ratio=0.1, warmup_steps=10)
+    monkeypatch.setattr(DDPMModule, "training_progress", lambda self: progress)
+    cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    assert module.lr_factor(4) == pytest.approx(0.5 * cosine)  # still warming up: (4 + 1)/10
+    assert module.lr_factor(500) == pytest.approx(cosine)
+    assert small_module(warmup_steps=10).lr_factor(500) == 1.0  # constant after the warm-up
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        small_module(lr_schedule="linear")
+
+
+def test_time_budget_bounds_training_by_wall_clock_and_decays_the_lr_over_it(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "data.check_md5=false", "model.val_fid=false", "trainer.precision=auto",
+         "time_budget_minutes=0.5", "post_fit_reserve_seconds=5", "trainer.max_epochs=-1",
+         "model.lr_schedule=cosine", "model.sample_every_n_epochs=0", "final_samples.num=0"],
+        tmp_path, synthetic_mnist_dir,
+    )  # fmt: skip
+    metrics = train(cfg)
+    # no epoch or step bound: only the timer stopped it, with the cosine at its end
+    assert metrics["global_step"] > 20
+    assert metrics["lr-Adam"] < 0.05 * cfg.model.lr
+    assert metrics["fit_seconds"] < 30
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    timer = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Timer"))
+    assert 0.8 * metrics["fit_seconds"] < timer["time_elapsed"]["train"] <= metrics["fit_seconds"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["time_budget_minutes=0.1"], "leaves"),
+        (["time_budget_minutes=-1"], "positive number"),
+        (["time_budget_minutes=5", "+trainer.max_time=00:00:05:00"], "not both"),
+    ],
+)
+def test_bad_time_budgets_are_refused_before_training(synthetic_mnist_dir: Path, tmp_path: Path, overrides, message) -> None:
+    cfg = compose_train_cfg([*TINY, "logger=csv", "data.check_md5=false", *overrides], tmp_path, synthetic_mnist_dir)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
