@@ -344,12 +344,18 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
 
 
 def smooth(values: Sequence[float], alpha: float = 0.05) -> list[float]:
-    """Exponential moving average s_i = α v_i + (1 − α) s_{i−1}, s_0 = v_0; α in (0, 1]."""
+    """Debiased exponential moving average, as TensorBoard and W&B smooth: m_i = α v_i + (1 − α) m_{i−1}
+    from m_{−1} = 0, divided by 1 − (1 − α)^{i+1}, so that s_i is the mean of v_0..v_i weighted by
+    (1 − α)^{i−j}; α in (0, 1]. Unlike an average started at v_0, it does not hold the first values'
+    weight while the loss falls."""
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
     out: list[float] = []
+    mean, weight = 0.0, 0.0
     for v in values:
-        out.append(float(v) if not out else alpha * float(v) + (1 - alpha) * out[-1])
+        mean = alpha * float(v) + (1 - alpha) * mean
+        weight = alpha + (1 - alpha) * weight  # 1 − (1 − α)^{i+1}
+        out.append(mean / weight)
     return out
 
 

@@ -253,14 +253,30 @@ def test_metric_by_step_keeps_the_last_value_of_a_repeated_step(resumed_run: Pat
     assert metric_by_step(history, "val/fid") == ([], [])
 
 
-def test_smooth_is_an_exponential_moving_average() -> None:
+def test_smooth_is_a_debiased_exponential_moving_average() -> None:
     assert smooth([]) == []
-    assert smooth([2.0, 4.0, 4.0], alpha=0.5) == [2.0, 3.0, 3.5]
     assert smooth([1.0, 5.0], alpha=1.0) == [1.0, 5.0]
+    # s_i: the mean of v_0..v_i weighted by (1 − α)^{i−j}
+    values = [0.42, 0.2, 0.1, 0.08, 0.06, 0.05]
+    alpha = 0.1
+    for i, s in enumerate(smooth(values, alpha)):
+        w = [(1 - alpha) ** (i - j) for j in range(i + 1)]
+        assert s == pytest.approx(sum(wj * v for wj, v in zip(w, values)) / sum(w), rel=1e-12)
     constant = smooth([0.3] * 50, alpha=0.05)
     assert max(abs(v - 0.3) for v in constant) < 1e-12
     with pytest.raises(ValueError, match="alpha"):
         smooth([1.0], alpha=0.0)
+
+
+def test_smooth_follows_a_falling_loss() -> None:
+    """A loss that drops from 0.42 at the first step to 0.04: the smoothed line reaches the
+    plateau within a window instead of carrying the first point's weight (an average started at
+    v_0 still stands at 0.04 + 0.38 · 0.95^20 ≈ 0.18 at step 20)."""
+    loss = [0.42] + [0.04] * 2000
+    smoothed = smooth(loss, alpha=0.05)
+    assert smoothed[0] == pytest.approx(0.42)
+    assert smoothed[20] < 0.055
+    assert max(smoothed[150:]) < 0.04 * 1.001
 
 
 def test_loss_curves_figure(resumed_run: Path, tmp_path: Path) -> None:
