@@ -85,7 +85,7 @@ class EMA(EMAWeightAveraging):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         # A crash inside validation must not leave the average where the raw weights belong
-        # (OnExceptionCheckpoint, a Checkpoint, runs after this callback).
+        # (the on_exception ModelCheckpoint, a Checkpoint, runs after this callback).
         self._restore_raw_weights(trainer, pl_module)
 
     def _restore_raw_weights(self, trainer: Any, pl_module: Any) -> None:
