@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Candidates for the `quick` preset, each trained with the preset's whole-run time budget on this
+# machine and scored as the preset is judged: MNIST-FID, precision/recall and class shares of
+# N samples drawn with the 100-step ancestral sampler.
+#   bash scripts/quick_candidates.sh [N] [NAME...]
+# Runs go to outputs/quick_candidates/<name>/{train,eval}; finished ones (a metrics.json) are
+# reused; the table is printed at the end and written to outputs/quick_candidates/table.md.
+set -euo pipefail
+N=${1:-1000}
+shift || true
+ROOT=outputs/quick_candidates
+# Settings in full, so that a candidate means the same whatever the preset now says.
+declare -A RUNS=(
+  [v]="model.objective=v data.batch_size=128 model.lr=1e-3"
+  [v_b64]="model.objective=v data.batch_size=64 model.lr=1e-3"
+  [v_b32]="model.objective=v data.batch_size=32 model.lr=1e-3"
+  [v_b64_lr2e-3]="model.objective=v data.batch_size=64 model.lr=2e-3"
+  [eps_b32]="model.objective=eps data.batch_size=32 model.lr=1e-3"
+)
+ORDER=("$@")
+[[ ${#ORDER[@]} -gt 0 ]] || ORDER=(v v_b64 v_b32 v_b64_lr2e-3)
+for name in "${ORDER[@]}"; do
+  dir=$ROOT/$name
+  if [[ ! -f $dir/train/metrics.json ]]; then
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    python train.py experiment=quick hydra.run.dir="$dir/train" ${RUNS[$name]}
+    echo $(( $(date +%s) - start )) > "$dir/train/wall_seconds"
+  fi
+  if [[ ! -f $dir/eval/metrics.json ]]; then
+    python evaluate.py ckpt_path="$dir/train/checkpoints/last.ckpt" num_samples="$N" sampler.steps=100 \
+      nll.enabled=false score_test=false fid.enabled="${FID:-false}" logger=csv hydra.run.dir="$dir/eval"
+  fi
+done
+python - "$ROOT" "${ORDER[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+from omegaconf import OmegaConf
+root, names = Path(sys.argv[1]), sys.argv[2:]
+rows = ["| candidate | objective | batch | lr | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+for name in names:
+    run = root / name
+    train = json.loads((run / "train" / "metrics.json").read_text())
+    ev = json.loads((run / "eval" / "metrics.json").read_text())["samples"]
+    cfg = OmegaConf.load(run / "train" / ".hydra" / "config.yaml")
+    log = (run / "train" / "train.log").read_text()
+    precision = log.split(", precision ", 1)[1].split()[0] if ", precision " in log else "?"
+    shares = [ev[f"class_share_{c}"] for c in range(10)]
+    minutes = int((run / "train" / "wall_seconds").read_text()) / 60
+    fid = f"{ev['fid']:.2f}" if "fid" in ev else "–"
+    rows.append(f"| {name} | {cfg.model.objective} | {cfg.data.batch_size} | {cfg.model.lr:g} | {precision} | "
+                f"{train['global_step']:.0f} | {minutes:.1f} | {ev['mnist_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
+                f"{ev['recall']:.3f} | {min(shares):.3f}–{max(shares):.3f} |")
+table = "\n".join(rows)
+(root / "table.md").write_text(table + "\n")
+print(table)
+PY
