@@ -153,7 +153,7 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
         speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
     if budget is not None:
         steps = (final.steps or cfg.schedule.timesteps) if final and final.num > 0 else 0
-        after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
+        after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 90))
         start_up = elapsed + time.perf_counter() - t0  # the speed probe included
         seconds = budget * 60 - start_up - after
         if seconds < 10:

@@ -10,6 +10,10 @@ set -euo pipefail
 EPOCHS=${1:-2}
 N=${2:-500}
 ROOT=outputs/compare/epochs_${EPOCHS}
+# The quick preset as these runs were measured: a fixed number of epochs at batch 128 in fp32,
+# constant learning rate, ε-prediction unless a run says otherwise (the preset itself now trains
+# for a wall-clock budget; see scripts/quick_candidates.sh).
+BASE="time_budget_minutes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.objective=eps model.val_fid=true"
 declare -A RUNS=(
   [eps]=""
   [x0]="model.objective=x0"
@@ -30,7 +34,7 @@ for name in "${ORDER[@]}"; do
     resume=()
     [[ -f $dir/checkpoints/last.ckpt ]] && resume=(ckpt_path="$dir/checkpoints/last.ckpt")
     # shellcheck disable=SC2086
-    python train.py experiment=quick trainer.max_epochs="$EPOCHS" logger=csv hydra.run.dir="$dir" \
+    python train.py experiment=quick $BASE trainer.max_epochs="$EPOCHS" logger=csv hydra.run.dir="$dir" \
       final_samples.steps=100 ${RUNS[$name]} "${resume[@]}"
   fi
 done
