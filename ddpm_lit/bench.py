@@ -21,7 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, TensorDataset
 
-from ddpm_lit.budget import autocast, sync
+from ddpm_lit.budget import autocast, choose_precision, sync
 from ddpm_lit.train import build
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -122,8 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     L.seed_everything(0, verbose=False)
     batch = cfg.data.batch_size
     data = TensorDataset(torch.randn((args.warmup + args.steps) * batch, 1, 28, 28).clamp(-1, 1))
-    trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    auto = str(cfg.trainer.get("precision")) == "auto"
+    trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                    **({"precision": "32-true"} if auto else {}))
     device = trainer.strategy.root_device
+    if auto:  # as train.py decides it: the faster of fp32 and bf16 autocast, timed here
+        speed, speeds = choose_precision(build(cfg.model), device, batch, cfg.model.num_val_samples)
+        print(f"precision=auto: {'; '.join(map(str, speeds))}; chosen {speed.precision}", flush=True)
+        cfg.trainer.precision = speed.precision
     n_params = sum(p.numel() for p in build(cfg.model).parameters())
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"threads {torch.get_num_threads()}, precision {cfg.trainer.precision}, batch {batch}, "
