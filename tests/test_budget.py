@@ -34,6 +34,23 @@ def test_auto_precision_keeps_fp32_unless_another_is_clearly_faster(monkeypatch:
     assert choose_precision(None, torch.device("cpu"), 8, 8)[0].precision == "32-true"
 
 
+def test_auto_precision_is_not_fooled_by_the_first_measurements_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh process's first timing is slow whatever the precision; the candidates are timed
+    in turn twice and each keeps its best, so fp32, timed first, is not charged for it."""
+    calls: list[str] = []
+
+    def measure(module, precision, *args, **kwargs):
+        calls.append(precision)
+        warm = {"32-true": 175.0, "bf16-mixed": 160.0}[precision]
+        return Speed(precision, warm * (0.6 if len(calls) == 1 else 1.0), 1.0)
+
+    monkeypatch.setattr(budget, "measure_speed", measure)
+    best, speeds = choose_precision(None, torch.device("cpu"), 8, 8)
+    assert calls == ["32-true", "bf16-mixed", "32-true", "bf16-mixed"]
+    assert best.precision == "32-true"
+    assert [s.train_images_per_s for s in speeds] == [175.0, 160.0]
+
+
 def test_speed_probe_leaves_the_module_and_the_random_state_alone() -> None:
     module = small_module()
     before = {k: v.clone() for k, v in module.state_dict().items()}
