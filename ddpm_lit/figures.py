@@ -374,7 +374,7 @@ def metric_by_step(
 
 
 def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Training loss (faint, and smoothed by ``smooth`` with α = 10 / points, within [0.05, 1]) and
+    """Training loss (faint, and smoothed by ``smooth`` with α = 20 / points, within [0.1, 1]) and
     validation loss against the optimizer step, log y.
 
     history: rows as from ``read_history``; ``train/loss`` and ``val/loss`` are read with
@@ -386,9 +386,9 @@ def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title:
         raise ValueError("no train/loss or val/loss in the history")
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if train_loss:
-        # about a tenth of the points per smoothing window (at least 20 points in a long history),
-        # so that a short history's smoothed curve does not lag behind the falling loss
-        alpha = min(1.0, max(0.05, 10 / len(train_loss)))
+        # a window of about a twentieth of the points, and never more than ~10 points, so that
+        # the line follows the falling loss instead of trailing it by hundreds of steps
+        alpha = min(1.0, max(0.1, 20 / len(train_loss)))
         ax.plot(train_steps, train_loss, color="C0", alpha=0.25, linewidth=0.8, label="train/loss")
         ax.plot(train_steps, smooth(train_loss, alpha), color="C0", linewidth=1.6,
                 label=f"train/loss (moving average, α = {alpha:.2g})")
