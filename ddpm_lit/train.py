@@ -206,7 +206,7 @@ def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, logge
     if (out / "figures").is_dir():
         lines.append(f"figures:     {out / 'figures'}")
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger):  # its run exists: training logged to it
             where = getattr(logger.experiment, "dir", None)
             lines.append(f"W&B run:     {Path(where).parent if where else logger.save_dir}"
                          + (" (offline: `wandb sync` uploads it)" if logger._offline else ""))
