@@ -15,10 +15,11 @@ declare -A RUNS=(
   [v_b64]="model.objective=v data.batch_size=64 model.lr=1e-3"
   [v_b32]="model.objective=v data.batch_size=32 model.lr=1e-3"
   [v_b64_lr2e-3]="model.objective=v data.batch_size=64 model.lr=2e-3"
+  [v_b32_lr2e-3]="model.objective=v data.batch_size=32 model.lr=2e-3"
   [eps_b32]="model.objective=eps data.batch_size=32 model.lr=1e-3"
 )
 ORDER=("$@")
-[[ ${#ORDER[@]} -gt 0 ]] || ORDER=(v v_b64 v_b32 v_b64_lr2e-3)
+[[ ${#ORDER[@]} -gt 0 ]] || ORDER=(v v_b64 v_b32 v_b64_lr2e-3 v_b32_lr2e-3)
 for name in "${ORDER[@]}"; do
   dir=$ROOT/$name
   if [[ ! -f $dir/train/metrics.json ]]; then
