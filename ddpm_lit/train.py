@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build(cfg.data)
     callbacks = build_dict(cfg.get("callbacks"))
     _check_monitors(callbacks, model, cfg.get("objective"))
+    check_time_budget(cfg)
     out = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
     if ckpt_path is not None:
@@ -118,6 +119,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         close_loggers(loggers, wandb_mode)
 
 
+def check_time_budget(cfg: DictConfig) -> None:
+    """Refuse a bad ``time_budget_minutes`` before any data is fetched or logger run opened."""
+    budget = cfg.get("time_budget_minutes")
+    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+        raise ConfigError(f"time_budget_minutes must be a positive number or null, got {budget!r}")
+    if budget is not None and cfg.trainer.get("max_time") is not None:
+        raise ConfigError("give either time_budget_minutes or trainer.max_time, not both")
+
+
 def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, Any], str | None]:
     """Trainer arguments that ``trainer.precision=auto`` and ``time_budget_minutes`` decide, and
     the run's expected length in words (None when neither is set: nothing was measured).
@@ -135,10 +145,6 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
     budget = cfg.get("time_budget_minutes")
     if precision != "auto" and budget is None:
         return {}, None
-    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
-        raise ConfigError(f"time_budget_minutes must be a positive number or null, got {budget!r}")
-    if budget is not None and cfg.trainer.get("max_time") is not None:
-        raise ConfigError("give either time_budget_minutes or trainer.max_time, not both")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     device = torch.device("cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
     final = cfg.get("final_samples")
