@@ -1,9 +1,9 @@
 """Wall-clock planning of a training run: the precision this machine trains fastest in, measured,
 and how much of a whole-run time budget is left for training.
 
-The same 2-core preset trains at 350 images/s on one CPU and 189 on another, and bf16 autocast
-is 1.5× faster than fp32 on a CPU with AMX and slower than fp32 on one that emulates bf16; so
-the precision is chosen by timing a few real training steps of the run's own network in each,
+The same 2-core preset trains at very different speeds on different CPUs, and bf16 autocast is
+faster than fp32 on some (AMX) and slower on others (0.78–0.98× on the Xeon without AMX measured
+in the README); so the precision is chosen by timing a few real training steps of the run's own network in each,
 and the training time is what the budget leaves once start-up and the measured cost of the final
 samples are taken off (``trainer.max_time``).
 """
