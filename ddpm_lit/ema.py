@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch.optim.swa_utils import AveragedModel
 
 
 def ema_avg_fn(decay: float, warmup: bool = True):
@@ -45,6 +46,32 @@ def ema_avg_fn(decay: float, warmup: bool = True):
     return update
 
 
+def ema_multi_avg_fn(decay: float, warmup: bool = True):
+    """The update of ``ema_avg_fn`` on a whole group of tensors at once (``AveragedModel``'s
+    ``multi_avg_fn``, called per device and dtype): three ``torch._foreach_*`` kernels instead of
+    a few per tensor, which on a small network cost more than the arithmetic. x + w(y − x) as
+    there, so tensors equal in both stay bit-equal; integer tensors are copied.
+    """
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged:
+            return
+        if not averaged[0].is_floating_point():  # a group shares one dtype
+            torch._foreach_copy_(averaged, current)
+            return
+        # the weight as a tensor on the tensors' device: no host sync
+        n = torch.as_tensor(num_averaged).to(averaged[0].device, torch.float64)
+        weight = 1 - (((1 + n) / (10 + n)).clamp(max=decay) if warmup else torch.full_like(n, decay))
+        step = torch._foreach_sub(current, averaged)  # y − x
+        torch._foreach_mul_(step, weight.to(averaged[0].dtype))
+        torch._foreach_add_(averaged, step)
+
+    return update
+
+
 class EMA(EMAWeightAveraging):
     """``EMAWeightAveraging`` with the decay warm-up and exact update of ``ema_avg_fn``.
 
@@ -52,6 +79,8 @@ class EMA(EMAWeightAveraging):
         decay: the decay the warm-up rises to (0.9999 for long runs; ~0.995 for a few thousand steps).
         warmup: use min(decay, (1 + n)/(10 + n)); False: the fixed decay from the first update.
         update_every_n_steps, update_starting_at_step: as in Lightning's callback.
+        foreach: update all tensors of a device and dtype at once (``ema_multi_avg_fn``); False:
+            one tensor at a time (``ema_avg_fn``), the same numbers more slowly.
     """
 
     def __init__(
@@ -60,6 +89,7 @@ class EMA(EMAWeightAveraging):
         warmup: bool = True,
         update_every_n_steps: int = 1,
         update_starting_at_step: int | None = None,
+        foreach: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -68,10 +98,20 @@ class EMA(EMAWeightAveraging):
             update_starting_at_step=update_starting_at_step,
             **kwargs,
         )
-        # The parent passes get_ema_avg_fn(decay) to AveragedModel through these kwargs.
-        self._kwargs["avg_fn"] = ema_avg_fn(decay, warmup)
+        # The parent passes get_ema_avg_fn(decay) to AveragedModel through these kwargs; a
+        # multi_avg_fn updates each device's and dtype's tensors in one call.
+        if foreach:
+            self._kwargs.pop("avg_fn", None)
+            self._kwargs["multi_avg_fn"] = ema_multi_avg_fn(decay, warmup)
+        else:
+            self._kwargs["avg_fn"] = ema_avg_fn(decay, warmup)
         self.decay, self.warmup = decay, warmup
         self._average_in_module = False
+
+    def averaged_model(self, module: torch.nn.Module, device: torch.device | None = None) -> AveragedModel:
+        """An ``AveragedModel`` of ``module`` updated as this callback's (the benchmark's plain loop
+        keeps one)."""
+        return AveragedModel(module, device=device, use_buffers=self._use_buffers, **self._kwargs)
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_validation_epoch_start(trainer, pl_module)  # swaps the average in

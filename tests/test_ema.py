@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.ema import ema_avg_fn
+from ddpm_lit.ema import EMA, ema_avg_fn, ema_multi_avg_fn
 from ddpm_lit.evaluate import load_module
 from ddpm_lit.train import build, train
 
@@ -41,6 +41,32 @@ def test_ema_update_follows_the_warmup_rule_and_leaves_constants_alone() -> None
             model.weight.fill_(value)
         fixed.update_parameters(model)
     torch.testing.assert_close(fixed.module.weight.detach(), torch.full((3,), 1.0))  # 0 + 0.1 · 10
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_grouped_ema_update_equals_the_per_tensor_one(warmup: bool) -> None:
+    """The callback's foreach update (one call per device and dtype) is the rule of ema_avg_fn."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 3))  # floats and an int64 counter
+    model.register_buffer("constant", torch.tensor([0.1, 1 / 3, 2.0]))
+    per_tensor = AveragedModel(model, avg_fn=ema_avg_fn(0.99, warmup), use_buffers=True)
+    grouped = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(0.99, warmup), use_buffers=True)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model[1].running_mean.add_(1.0)
+            model[1].num_batches_tracked += 3
+        per_tensor.update_parameters(model)
+        grouped.update_parameters(model)
+    for (name, a), b in zip(per_tensor.module.state_dict().items(), grouped.module.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)
+    assert not torch.equal(grouped.module[0].weight, model[0].weight)  # it averaged, not copied
+    assert torch.equal(grouped.module.constant, model.constant)
+    assert int(grouped.module[1].num_batches_tracked) == int(model[1].num_batches_tracked)
+    # the callback's own average (and the benchmark's copy of it) uses the grouped update
+    assert EMA(decay=0.99).averaged_model(model).multi_avg_fn is not None
+    assert EMA(decay=0.99, foreach=False).averaged_model(model).avg_fn is not None
 
 
 def test_training_saves_the_ema_as_state_dict_and_the_raw_weights_beside_it(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
