@@ -22,6 +22,8 @@ from ddpm_lit.unet import UNet
 
 
 LR_SCHEDULES = ("constant", "cosine")
+# Settings of how the network runs, not of what it computes: a resumed run may change them.
+SPEED_HPARAMS = ("channels_last", "compile", "fused_adam")
 
 
 def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
@@ -97,6 +99,9 @@ class DDPMModule(L.LightningModule):
         val_fid: also log ``val/fid``, the MNIST-FID (classifier features) of the K samples
             against ``fid_reference_size`` validation images; needs a datamodule with
             ``feature_classifier()``. With K samples it is biased upwards but compares epochs.
+        channels_last: keep the network's conv weights (and so its activations) in NHWC order.
+        compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
+        fused_adam: Adam's one-kernel implementation (None: PyTorch's default for the device).
     """
 
     def __init__(
@@ -125,6 +130,9 @@ class DDPMModule(L.LightningModule):
         num_classes: int | None = None,
         cond_drop_prob: float = 0.1,
         guidance_scale: float = 1.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        fused_adam: bool | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= cond_drop_prob < 1.0:
@@ -166,6 +174,8 @@ class DDPMModule(L.LightningModule):
                 f"model.val_sample_steps must be in [1, timesteps={self.diffusion.num_timesteps}], "
                 f"got {val_sample_steps}"
             )
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)  # 4-D weights; activations follow them
         self.image_shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
         # One image and time step (and label): Lightning's model summary runs it once to count
         # the FLOPs and sizes it prints (without it, its table says "Total FLOPs: 0").
@@ -224,6 +234,18 @@ class DDPMModule(L.LightningModule):
         gen = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)  # CPU: same on every device
         loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch)), x0, generator=gen)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def setup(self, stage: str) -> None:
+        # After the callbacks' setup, so the EMA callback's copy of the module is not compiled;
+        # nn.Module.compile keeps the parameter names, so checkpoints are unchanged.
+        if stage == "fit" and self.hparams.compile:
+            self.compile_network()
+
+    def compile_network(self) -> None:
+        """``torch.compile`` the network in place, for fixed shapes: the model summary's one-image
+        call would otherwise make the training batch's graph a dynamic-shape one, slower."""
+        if getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile(dynamic=False)
 
     def on_fit_start(self) -> None:
         # Load (or train, once) the val/fid classifier now: validation runs without gradients,
@@ -395,6 +417,7 @@ class DDPMModule(L.LightningModule):
             lr=self.hparams.lr,
             betas=tuple(self.hparams.adam_betas),
             weight_decay=self.hparams.weight_decay,
+            fused=self.hparams.fused_adam,
         )
         warmup = self.hparams.warmup_steps
         if warmup == 0 and self.hparams.lr_schedule == "constant":

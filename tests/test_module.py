@@ -94,3 +94,49 @@ def test_learned_variance_model_has_the_variance_channels_and_samples() -> None:
     assert loss.ndim == 0 and torch.isfinite(loss)
     for sampler in ("ddpm", "ddim", "dpmpp_2m"):
         assert model.sample(2, generator=torch.Generator().manual_seed(0), steps=3, sampler=sampler).shape == (2, 1, 28, 28)
+
+
+def _tiny(**kwargs) -> DDPMModule:
+    return DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+                      diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs)
+
+
+def test_channels_last_changes_the_layout_not_the_numbers() -> None:
+    torch.manual_seed(0)
+    plain = _tiny()
+    nhwc = _tiny(channels_last=True)
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.net.enc2.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.net.enc2.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x0 = torch.rand(4, 1, 28, 28) * 2 - 1
+    t = torch.tensor([0, 10, 50, 99])
+    plain.eval(), nhwc.eval()
+    torch.testing.assert_close(nhwc.net(x0, t), plain.net(x0, t), rtol=1e-4, atol=1e-5)
+    # load_state_dict copies values into the NHWC parameters: the layout survives a checkpoint load
+    assert nhwc.net.enc2.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_happens_at_fit_setup_and_keeps_parameter_names() -> None:
+    module = _tiny(compile=True)
+    names = list(module.state_dict())
+    assert getattr(module.net, "_compiled_call_impl", None) is None  # not at construction: copies stay plain
+    module.setup("fit")
+    assert module.net._compiled_call_impl is not None
+    assert list(module.state_dict()) == names  # checkpoints unchanged
+    _tiny(compile=False).setup("fit")  # and nothing when off
+
+
+def test_fused_adam_is_passed_to_the_optimizer() -> None:
+    assert _tiny(fused_adam=True).configure_optimizers().defaults["fused"] is True
+    assert _tiny().configure_optimizers().defaults["fused"] is None
+
+
+def test_a_resumed_run_may_change_how_the_network_runs_but_not_what_it_is(tmp_path) -> None:
+    from ddpm_lit.errors import ConfigError
+    from ddpm_lit.train import _check_same_model
+
+    path = tmp_path / "saved.ckpt"
+    torch.save({"hyper_parameters": dict(_tiny().hparams)}, path)
+    _check_same_model(str(path), _tiny(channels_last=True, compile=True, fused_adam=True))
+    with pytest.raises(ConfigError, match="model.lr"):
+        _check_same_model(str(path), _tiny(lr=1e-3))
