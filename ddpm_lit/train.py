@@ -44,9 +44,10 @@ def build_dict(node: DictConfig | None) -> list[Any]:
     return [build(conf) for conf in node.values() if isinstance(conf, DictConfig) and "_target_" in conf]
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = ()) -> dict[str, float]:
     """Fit the model described by ``cfg``; return the final metrics (``train/loss``, ``val/loss``, ...).
 
+    ``extra_callbacks`` join the config's (the benchmark times the real run with one).
     ``cfg.ckpt_path`` (``last`` or a path) continues a run: weights, optimizer, LR schedule, EMA,
     step counter and loops from the checkpoint, and the W&B run of the run dir.
     """
@@ -58,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
     model = build(cfg.model)
     datamodule = build(cfg.data)
-    callbacks = build_dict(cfg.get("callbacks"))
+    callbacks = build_dict(cfg.get("callbacks")) + list(extra_callbacks)
     _check_monitors(callbacks, model, cfg.get("objective"))
     check_time_budget(cfg)
     out = Path(cfg.paths.output_dir)
@@ -251,8 +252,11 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
     def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
         return json.loads(json.dumps(value, default=str))
 
+    from ddpm_lit.module import SPEED_HPARAMS  # how the network runs may change between runs
+
     now = dict(model.hparams)
-    differ = [k for k in sorted(set(saved) | set(now)) if plain(saved.get(k)) != plain(now.get(k))]
+    differ = [k for k in sorted(set(saved) | set(now))
+              if k not in SPEED_HPARAMS and plain(saved.get(k)) != plain(now.get(k))]
     if differ:
         details = "; ".join(f"model.{k}: {plain(saved.get(k))!r} in the checkpoint, {plain(now.get(k))!r} now" for k in differ)
         raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({details}); "

@@ -1,21 +1,74 @@
 import re
+from pathlib import Path
 
-from ddpm_lit.bench import main
+import pytest
+import torch
+
+from ddpm_lit import bench
+from ddpm_lit.bench import StepTimer, counted_flops, main
+
+TINY_NET = ["trainer=cpu", "model.net.base_channels=8", "model.net.time_emb_dim=32", "model.net.attn_heads=2",
+            "data.batch_size=8", "model.num_val_samples=4", "data.check_md5=false", "data.val_size=32", "logger=csv"]
+ARGS = ["--steps", "2", "--warmup", "1", "--repeats", "1", "--sample-steps", "2", "3"]
 
 
-def test_benchmark_prints_its_figures(capsys) -> None:
-    main(["trainer=cpu", "trainer.precision=auto", "model.net.base_channels=8", "model.net.time_emb_dim=32", "model.net.attn_heads=2",
-          "data.batch_size=8", "model.num_val_samples=4", "--steps", "2", "--warmup", "1", "--repeats", "1",
-          "--sample-steps", "2"])
+def figures(out: str) -> dict[str, float]:
+    return {name.strip(): float(value) for name, value in
+            re.findall(r"^(plain PyTorch loop|train\(cfg\) \(real\)|diffusers plain|sampling +\d+ steps|peak memory"
+                       r"|peak matmul|network FLOPs)\s*:\s*([\d.]+)", out, re.M)}
+
+
+def test_benchmark_prints_its_figures(capsys, synthetic_mnist_dir: Path) -> None:
+    main([*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=auto", *ARGS])
     out = capsys.readouterr().out
-    figures = {
-        name: float(value)
-        for name, value in re.findall(r"^(plain PyTorch loop|Lightning Trainer|sampling|peak memory)\s*:\s*([\d.]+)",
-                                      out, re.M)
-    }
-    assert set(figures) == {"plain PyTorch loop", "Lightning Trainer", "sampling", "peak memory"}, out
-    assert all(v > 0 for v in figures.values())
+    found = figures(out)
+    assert set(found) == {"plain PyTorch loop", "train(cfg) (real)", "sampling    2 steps", "sampling    3 steps",
+                          "peak memory", "peak matmul", "network FLOPs"}, out
+    assert all(v > 0 for v in found.values()), out
     assert re.search(r"Lightning overhead : [+-]\d+\.\d %", out)
+    assert re.search(r"of the (32|bf16) matmul peak", out)
     # precision=auto is resolved as train.py resolves it, and the run uses the chosen one
     chosen = re.search(r"^precision=auto: .*; chosen (\S+)$", out, re.M)
     assert chosen and f"precision {chosen.group(1)}," in out, out
+
+
+def test_the_real_run_is_timed_through_train_with_its_callbacks(monkeypatch, synthetic_mnist_dir: Path) -> None:
+    """bench_lightning runs train(cfg) itself: the config's callbacks (EMA among them) are there."""
+    seen = {}
+    real_train = bench.train
+
+    def spy(cfg, extra_callbacks=()):
+        metrics = real_train(cfg, extra_callbacks=extra_callbacks)
+        seen["cfg"], seen["metrics"] = cfg, metrics
+        return metrics
+
+    monkeypatch.setattr(bench, "train", spy)
+    cfg = bench.compose_cfg([*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}"])
+    rate = bench.bench_lightning(cfg, steps=3, warmup=1)
+    assert rate > 0
+    assert seen["metrics"]["global_step"] == 4  # warm-up + timed steps, then it stops
+    assert "ema" in seen["cfg"].callbacks and seen["cfg"].model.sample_every_n_epochs == 0
+
+
+def test_step_timer_needs_its_steps() -> None:
+    timer = StepTimer(warmup=1, steps=5)
+    with pytest.raises(RuntimeError, match="before the timed steps"):
+        timer.images_per_s(8)
+
+
+def test_flop_count_of_a_convolution_is_its_closed_form() -> None:
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+    x = torch.randn(2, 3, 10, 10)
+    # 2 · (output elements) · (in channels · kernel area)
+    assert counted_flops(lambda: conv(x)) == 2 * (2 * 5 * 10 * 10) * (3 * 9)
+
+
+def test_diffusers_unet_is_sized_to_the_parameter_count() -> None:
+    pytest.importorskip("diffusers")
+    from ddpm_lit.unet import UNet
+
+    target = sum(p.numel() for p in UNet(base_channels=32, time_emb_dim=128).parameters())
+    net, what = bench.diffusers_unet(target, 28, 1)
+    params = sum(p.numel() for p in net.parameters())
+    assert abs(params / target - 1) < 0.05, what
+    assert net(torch.randn(2, 1, 28, 28), torch.tensor([0, 999])).sample.shape == (2, 1, 28, 28)
