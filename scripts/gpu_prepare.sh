@@ -10,13 +10,13 @@ DEST=.gpu
 mkdir -p "$DEST/wheels" "$DEST/mnist" "$DEST/classifier"
 # Pure-Python packages the GPU image lacks (it has torch, lightning, torchmetrics, matplotlib,
 # tensorboard, tqdm, scipy, huggingface-hub, safetensors, regex); diffusers for bench --diffusers.
-PACKAGES=(hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 diffusers==0.42.1 importlib-metadata==8.7.0)
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux2014_x86_64 --platform any -d "$DEST/wheels" "${PACKAGES[@]}" 2>&1 | grep -v "is ignored" || true
-# antlr4's runtime ships as an sdist only: build its wheel here (pure Python)
-if ! ls "$DEST"/wheels/antlr4_python3_runtime-*.whl >/dev/null 2>&1; then
-  python3 -m pip wheel -q --no-deps -w "$DEST/wheels" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "is ignored" || true
-fi
+WHEELS=(hydra-core==1.3.2 omegaconf==2.3.0 diffusers==0.42.1 importlib-metadata==8.7.0)
+for package in "${WHEELS[@]}"; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 --platform any -d "$DEST/wheels" "$package" 2>&1 | { grep -v "is ignored" || true; }
+done
+# antlr4's runtime 4.9.3 (hydra-core's pin) ships as an sdist only: build its wheel here (pure Python)
+python3 -m pip wheel -q --no-deps -w "$DEST/wheels" antlr4-python3-runtime==4.9.3 2>&1 | { grep -v "is ignored" || true; }
 python3 -c "from ddpm_lit.data import ensure_mnist; ensure_mnist('data')"
 for f in data/MNIST/raw/*-ubyte; do gzip -c "$f" > "$DEST/mnist/$(basename "$f").gz"; done
 python3 -c "from ddpm_lit.classifier import load_or_train; load_or_train('data')"
