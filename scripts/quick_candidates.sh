@@ -16,6 +16,11 @@ declare -A RUNS=(
   [v_b32]="model.objective=v data.batch_size=32 model.lr=1e-3"
   [v_b64_lr2e-3]="model.objective=v data.batch_size=64 model.lr=2e-3"
   [v_b32_lr2e-3]="model.objective=v data.batch_size=32 model.lr=2e-3"
+  [v_b16_lr2e-3]="model.objective=v data.batch_size=16 model.lr=2e-3"
+  [v_b32_lr2e-3_minsnr]="model.objective=v data.batch_size=32 model.lr=2e-3 model.loss_weighting=min_snr"
+  [v_b32_lr4e-3]="model.objective=v data.batch_size=32 model.lr=4e-3"
+  [v_b32_lr2e-3_fast]="model.objective=v data.batch_size=32 model.lr=2e-3 model.channels_last=true model.compile=true"
+  [v_b32_lr4e-3_fast]="model.objective=v data.batch_size=32 model.lr=4e-3 model.channels_last=true model.compile=true"
   [eps_b32]="model.objective=eps data.batch_size=32 model.lr=1e-3"
 )
 ORDER=("$@")
@@ -38,8 +43,8 @@ import json, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 root, names = Path(sys.argv[1]), sys.argv[2:]
-rows = ["| candidate | objective | batch | lr | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+rows = ["| candidate | objective | batch | lr | speed-ups | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
 for name in names:
     run = root / name
     train = json.loads((run / "train" / "metrics.json").read_text())
@@ -50,7 +55,10 @@ for name in names:
     shares = [ev[f"class_share_{c}"] for c in range(10)]
     minutes = int((run / "train" / "wall_seconds").read_text()) / 60
     fid = f"{ev['fid']:.2f}" if "fid" in ev else "–"
-    rows.append(f"| {name} | {cfg.model.objective} | {cfg.data.batch_size} | {cfg.model.lr:g} | {precision} | "
+    fast = [k for k in ("channels_last", "compile") if cfg.model.get(k)]
+    weighting = [] if cfg.model.get("loss_weighting", "simple") == "simple" else [f"{cfg.model.loss_weighting} loss"]
+    rows.append(f"| {name} | {cfg.model.objective} | {cfg.data.batch_size} | {cfg.model.lr:g} | "
+                f"{', '.join(fast + weighting) or '–'} | {precision} | "
                 f"{train['global_step']:.0f} | {minutes:.1f} | {ev['mnist_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
                 f"{ev['recall']:.3f} | {min(shares):.3f}–{max(shares):.3f} |")
 table = "\n".join(rows)
