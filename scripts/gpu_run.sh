@@ -26,7 +26,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-5.5}  # the training run's whole budget; the scri
 TRAINER=${TRAINER:-gpu}
 TRAIN_OVERRIDES=${TRAIN_OVERRIDES:-}
 EVAL_OVERRIDES=${EVAL_OVERRIDES:-}
-BENCH_ARGS=${BENCH_ARGS:---steps 50 --warmup 10 --repeats 2 --sample-steps 20 1000 --sample-batch 1000 --diffusers}
+BENCH_ARGS=${BENCH_ARGS:---steps 50 --warmup 10 --repeats 2 --sample-steps 20 1000 --sample-batch 1000 --diffusers --ablate model.channels_last=true model.compile=true}
 N_FAST=${N_FAST:-10000}
 N_FULL=${N_FULL:-1000}
 N_BPD=${N_BPD:-1000}

@@ -117,3 +117,16 @@ def test_bad_time_budgets_are_refused_before_training(synthetic_mnist_dir: Path,
     with pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_speed_probe_times_a_module_that_will_train_compiled_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddpm_lit.module import DDPMModule
+
+    compiled = []
+    monkeypatch.setattr(DDPMModule, "compile_network", lambda self: compiled.append(self))
+    for flag in (False, True):
+        module = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+                            diffusion={"schedule": "cosine", "timesteps": 20}, sample_every_n_epochs=0, compile=flag)
+        measure_speed(module, "32-true", torch.device("cpu"), batch_size=4, sample_batch=2, steps=1)
+        assert len(compiled) == int(flag)  # the probe's copy, not the module itself
+        assert all(m is not module for m in compiled)
