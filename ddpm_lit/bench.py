@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import itertools
 import resource
 import statistics
@@ -220,25 +221,33 @@ def bench_plain(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: int, 
                       int(cfg.data.batch_size), steps, warmup, str(cfg.trainer.precision))
 
 
+def _diffusers_make(w: int, blocks: int, image_size: int, channels: int) -> torch.nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=blocks,
+        block_out_channels=(w, 2 * w, 4 * w), down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3, norm_num_groups=8,
+    )
+
+
+def _params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@functools.lru_cache(maxsize=None)
+def _diffusers_size(target_params: int, image_size: int, channels: int) -> tuple[int, int]:
+    """(w, blocks) nearest ``target_params``: searched once per size, not once per round."""
+    choices = itertools.product(range(8, 257, 8), (1, 2))
+    return min(choices, key=lambda c: abs(_params(_diffusers_make(*c, image_size, channels)) - target_params))
+
+
 def diffusers_unet(target_params: int, image_size: int, channels: int) -> tuple[torch.nn.Module, str]:
     """diffusers' ``UNet2DModel`` with widths (w, 2w, 4w) and 1 or 2 ResNet blocks per level,
     whichever is nearest ``target_params``, and a description of it."""
-    from diffusers import UNet2DModel
-
-    def make(w: int, blocks: int) -> torch.nn.Module:
-        return UNet2DModel(
-            sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=blocks,
-            block_out_channels=(w, 2 * w, 4 * w), down_block_types=("DownBlock2D",) * 3,
-            up_block_types=("UpBlock2D",) * 3, norm_num_groups=8,
-        )
-
-    def params(m: torch.nn.Module) -> int:
-        return sum(p.numel() for p in m.parameters())
-
-    choices = itertools.product(range(8, 257, 8), (1, 2))
-    w, blocks = min(choices, key=lambda c: abs(params(make(*c)) - target_params))
-    net = make(w, blocks)
-    return net, f"UNet2DModel widths ({w}, {2 * w}, {4 * w}), {blocks} block(s) per level, {params(net) / 1e6:.2f} M params"
+    w, blocks = _diffusers_size(target_params, image_size, channels)
+    net = _diffusers_make(w, blocks, image_size, channels)
+    return net, f"UNet2DModel widths ({w}, {2 * w}, {4 * w}), {blocks} block(s) per level, {_params(net) / 1e6:.2f} M params"
 
 
 class _Output(torch.nn.Module):
@@ -257,7 +266,6 @@ def bench_diffusers(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: i
     """The plain loop with diffusers' UNet2DModel in place of the network, the DDPM ε-loss and
     the same Adam and EMA: (images/s, description, (forward, step) FLOPs per image)."""
     from ddpm_lit.diffusion import GaussianDiffusion
-    from ddpm_lit.ema import ema_multi_avg_fn
 
     net, what = diffusers_unet(target_params, images.shape[-1], images.shape[1])
     denoiser = _Output(net).to(device)
@@ -266,8 +274,7 @@ def bench_diffusers(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: i
     denoiser.zero_grad(set_to_none=True)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=cfg.model.lr, fused=cfg.model.get("fused_adam"))
     ema_cfg = (cfg.get("callbacks") or {}).get("ema")
-    ema = AveragedModel(denoiser, device=device, use_buffers=True,
-                        multi_avg_fn=ema_multi_avg_fn(ema_cfg.decay)) if ema_cfg is not None else None
+    ema = build(ema_cfg).averaged_model(denoiser, device) if ema_cfg is not None else None  # as bench_plain's
     rate = plain_loop(denoiser, lambda x0: diffusion.loss(denoiser, x0), optimizer, None, ema, images.to(device),
                       int(cfg.data.batch_size), steps, warmup, str(cfg.trainer.precision))
     return rate, what, flops
