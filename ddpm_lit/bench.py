@@ -307,8 +307,8 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
     """``trainer.precision``, with ``auto`` decided as train.py decides it (timed here)."""
     if str(cfg.trainer.get("precision")) != "auto":
         return str(cfg.trainer.precision)
-    speed, speeds = choose_precision(build(cfg.model), device, int(cfg.data.batch_size), cfg.model.num_val_samples)
-    print(f"precision=auto: {'; '.join(map(str, speeds))}; chosen {speed.precision}", flush=True)
+    speed, speeds, notes = choose_precision(build(cfg.model), device, int(cfg.data.batch_size), cfg.model.num_val_samples)
+    print(f"precision=auto: {'; '.join(map(str, speeds + notes))}; chosen {speed.precision}", flush=True)
     return speed.precision
 
 

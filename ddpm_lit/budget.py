@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,50 +52,115 @@ class Speed:
                 f"{self.sample_evals_per_s:.0f} sampling network evaluations/s")
 
 
+class SpeedProbe:
+    """A copy of the module in one precision whose training and sampling speed can be timed
+    again and again: it is built (and compiled, for a module that will train compiled) once.
+
+    The copy leaves the module's weights, BatchNorm statistics and mode alone. A module that will
+    train compiled (``model.compile``) is timed compiled, the compilation in the untimed warm-up:
+    on the Xeon of the README, eager timings chose bf16 (194 against 170 images/s), which then
+    trained compiled at 126 images/s where compiled fp32 had trained at 203. Inductor caches the
+    graphs, so the run's own compilation then costs little.
+    """
+
+    def __init__(self, module: Any, precision: str, device: torch.device, batch_size: int, sample_batch: int,
+                 warmup: int = 2) -> None:
+        self.precision, self.device, self.sample_batch = precision, device, sample_batch
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self.module = copy.deepcopy(module).to(device).train()
+            if getattr(module, "hparams", {}).get("compile"):
+                self.module.compile_network()
+            self.opt = torch.optim.Adam(self.module.parameters(), lr=1e-6)
+            self.x0 = torch.rand(batch_size, *self.module.image_shape, device=device) * 2 - 1
+            self.labels = (torch.arange(batch_size, device=device) % self.module.net.num_classes
+                           if self.module.conditional else None)
+            for _ in range(warmup):  # compilation, and a recompilation after the first optimizer step
+                self._step()
+            with autocast(device, precision):
+                self.module.sample(sample_batch, steps=1)  # the sampling graph's warm-up
+        self.module.train()
+
+    def _step(self) -> None:
+        with autocast(self.device, self.precision):
+            loss = self.module.training_loss(self.x0, self.labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def measure(self, min_seconds: float = 1.0, min_steps: int = 3) -> Speed:
+        """Training images/s over at least ``min_steps`` steps and ``min_seconds`` (a handful of
+        steps of a small network lasts ~0.1 s, where one hiccup of the machine moves the figure by
+        tens of per cent), and sampling network evaluations/s over a 3-step chain."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            sync(self.device)
+            start, steps = time.perf_counter(), 0
+            while steps < min_steps or time.perf_counter() - start < min_seconds:
+                self._step()
+                steps += 1
+                if steps >= min_steps:
+                    sync(self.device)
+            train_rate = steps * self.x0.shape[0] / (time.perf_counter() - start)
+            with autocast(self.device, self.precision):
+                start = time.perf_counter()
+                self.module.sample(self.sample_batch, steps=3)
+                sync(self.device)
+            sample_rate = 3 * self.sample_batch / (time.perf_counter() - start)
+            self.module.train()
+        return Speed(self.precision, train_rate, sample_rate)
+
+
 def measure_speed(
     module: Any,
     precision: str,
     device: torch.device,
     batch_size: int,
     sample_batch: int,
-    steps: int = 3,
-    warmup: int = 1,
+    min_seconds: float = 1.0,
 ) -> Speed:
-    """Time ``steps`` Adam steps of the module's training loss on a random batch, after ``warmup``
-    untimed ones, and a 3-step sampling chain of ``sample_batch`` images, in ``precision``.
+    """Training images/s and sampling network evaluations/s of ``module`` in ``precision`` (see
+    ``SpeedProbe``); the module and the global random state are left as they were."""
+    return SpeedProbe(module, precision, device, batch_size, sample_batch).measure(min_seconds)
 
-    Works on a copy, so the module's weights, BatchNorm statistics and random state are untouched.
-    A module that will train compiled (``model.compile``) is timed compiled, the compilation in
-    the untimed warm-up: on the Xeon of the README, eager timings chose bf16 (194 against 170
-    images/s), which then trained compiled at 126 images/s where compiled fp32 had trained at
-    203. Inductor caches the graphs, so the run's own compilation then costs little.
-    """
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        probe = copy.deepcopy(module).to(device).train()
-        if getattr(module, "hparams", {}).get("compile"):
-            probe.compile_network()
-        opt = torch.optim.Adam(probe.parameters(), lr=1e-6)
-        x0 = torch.rand(batch_size, *probe.image_shape, device=device) * 2 - 1
-        labels = torch.arange(batch_size, device=device) % probe.net.num_classes if probe.conditional else None
-        for i in range(warmup + steps):
-            if i == warmup:
-                sync(device)
-                start = time.perf_counter()
-            with autocast(device, precision):
-                loss = probe.training_loss(x0, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sync(device)
-        train_rate = steps * batch_size / (time.perf_counter() - start)
-        with autocast(device, precision):
-            probe.sample(sample_batch, steps=1)  # warm-up
+
+def matmul_speedup(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 1024) -> float:
+    """How many times faster an n×n matmul runs in ``dtype`` than in fp32 on ``device`` (best of
+    three timings each, ~0.2 s on a 2-core CPU)."""
+
+    def best_seconds(dt: torch.dtype) -> float:
+        a = torch.randn(n, n, device=device).to(dt)
+        b = torch.randn(n, n, device=device).to(dt)
+        a @ b
+        best = math.inf
+        for _ in range(3):
             sync(device)
             start = time.perf_counter()
-            probe.sample(sample_batch, steps=3)
+            a @ b
             sync(device)
-        sample_rate = 3 * sample_batch / (time.perf_counter() - start)
-    return Speed(precision, train_rate, sample_rate)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return best_seconds(torch.float32) / best_seconds(dtype)
+
+
+def screen_candidates(device: torch.device, candidates: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The candidates worth timing as a whole network, and why the others were not.
+
+    Building and compiling a network in one more precision costs about a minute on a 2-core CPU
+    with an empty Inductor cache, so bf16 is timed only where a bf16 matmul is at least
+    ``MIN_SPEEDUP`` times as fast as fp32's: the network's gain from bf16 autocast comes from its
+    convolutions and matmuls (on the Xeon without AMX of the README the matmul ran at 0.6–0.8× and
+    the compiled network at 0.6×; with AMX the matmul runs ~4× and the network ~1.5×).
+    """
+    kept, notes = [], []
+    for precision in candidates:
+        if precision.startswith("bf16") and precision != candidates[0]:
+            ratio = matmul_speedup(device, torch.bfloat16)
+            if ratio < MIN_SPEEDUP:
+                notes.append(f"{precision} not timed (a bf16 matmul runs at {ratio:.2f}× fp32's here)")
+                continue
+        kept.append(precision)
+    return tuple(kept), notes
 
 
 def choose_precision(
@@ -104,28 +170,33 @@ def choose_precision(
     sample_batch: int,
     candidates: tuple[str, ...] = CANDIDATE_PRECISIONS,
     rounds: int = 2,
-) -> tuple[Speed, list[Speed]]:
+    min_seconds: float = 1.0,
+) -> tuple[Speed, list[Speed], list[str]]:
     """The fastest-training of ``candidates`` on ``device`` (the first unless another beats it by
-    ``MIN_SPEEDUP``), and each one's best of ``rounds`` measurements.
+    ``MIN_SPEEDUP``), each timed one's best of ``rounds`` measurements, and a note for each
+    candidate the matmul screen left out (``screen_candidates``).
 
-    The candidates are timed in turn, ``rounds`` times over: the first measurement of a fresh
-    process pays one-off costs (kernel set-up, first touches of memory; fp32 measured 106
-    images/s there and 175 once warm, on a CPU where bf16 ran at 160), which would otherwise be
-    charged to whichever precision comes first.
+    The candidates are timed in turn, ``rounds`` times over, each on its own probe built once:
+    the first measurement of a fresh process pays one-off costs (kernel set-up, first touches of
+    memory; fp32 measured 106 images/s there and 175 once warm, on a CPU where bf16 ran at 160),
+    which would otherwise be charged to whichever precision comes first, and this machine's speed
+    drifts by ±20 % within minutes.
     """
+    timed, notes = screen_candidates(device, candidates)
+    probes = [SpeedProbe(module, p, device, batch_size, sample_batch) for p in timed]
     best_of: dict[str, Speed] = {}
     for _ in range(rounds):
-        for precision in candidates:
-            speed = measure_speed(module, precision, device, batch_size, sample_batch)
-            kept = best_of.get(precision)
+        for probe in probes:
+            speed = probe.measure(min_seconds)
+            kept = best_of.get(probe.precision)
             if kept is None or speed.train_images_per_s > kept.train_images_per_s:
-                best_of[precision] = speed
-    speeds = [best_of[p] for p in candidates]
+                best_of[probe.precision] = speed
+    speeds = [best_of[p] for p in timed]
     best = speeds[0]
     for speed in speeds[1:]:
         if speed.train_images_per_s > MIN_SPEEDUP * best.train_images_per_s:
             best = speed
-    return best, speeds
+    return best, speeds, notes
 
 
 def sampling_seconds(speed: Speed, num_images: int, steps: int) -> float:

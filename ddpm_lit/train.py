@@ -153,14 +153,14 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
     out: dict[str, Any] = {}
     expected = None
     if precision == "auto":
-        speed, speeds = choose_precision(model, device, int(cfg.data.batch_size), sample_batch)
-        log.info("precision=auto on %s: %s; chosen %s", device.type, "; ".join(map(str, speeds)), speed.precision)
+        speed, speeds, notes = choose_precision(model, device, int(cfg.data.batch_size), sample_batch)
+        log.info("precision=auto on %s: %s; chosen %s", device.type, "; ".join(map(str, speeds + notes)), speed.precision)
         out["precision"] = precision = speed.precision
     else:
         speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
     if budget is not None:
         steps = (final.steps or cfg.schedule.timesteps) if final and final.num > 0 else 0
-        after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 90))
+        after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
         start_up = elapsed + time.perf_counter() - t0  # the speed probe included
         seconds = budget * 60 - start_up - after
         if seconds < 10:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -23,32 +25,65 @@ def small_module(**kwargs) -> DDPMModule:
     return DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, **kwargs)
 
 
-def test_auto_precision_keeps_fp32_unless_another_is_clearly_faster(monkeypatch: pytest.MonkeyPatch) -> None:
-    rates = {"32-true": 100.0, "bf16-mixed": 105.0}
-    monkeypatch.setattr(budget, "measure_speed", lambda m, p, *a, **k: Speed(p, rates[p], 1.0))
-    best, speeds = choose_precision(None, torch.device("cpu"), 8, 8)
-    assert best.precision == "32-true" and [s.precision for s in speeds] == ["32-true", "bf16-mixed"]
-    rates["bf16-mixed"] = 150.0
-    assert choose_precision(None, torch.device("cpu"), 8, 8)[0].precision == "bf16-mixed"
-    rates["bf16-mixed"] = 50.0
-    assert choose_precision(None, torch.device("cpu"), 8, 8)[0].precision == "32-true"
+class FakeProbe:
+    """Stands in for budget.SpeedProbe: each measure() returns the next of the precision's rates."""
 
-
-def test_auto_precision_is_not_fooled_by_the_first_measurements_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh process's first timing is slow whatever the precision; the candidates are timed
-    in turn twice and each keeps its best, so fp32, timed first, is not charged for it."""
+    built: list[str] = []
     calls: list[str] = []
+    rates: dict[str, list[float]] = {}
 
-    def measure(module, precision, *args, **kwargs):
-        calls.append(precision)
-        warm = {"32-true": 175.0, "bf16-mixed": 160.0}[precision]
-        return Speed(precision, warm * (0.6 if len(calls) == 1 else 1.0), 1.0)
+    def __init__(self, module, precision, *args, **kwargs) -> None:
+        self.precision = precision
+        FakeProbe.built.append(precision)
 
-    monkeypatch.setattr(budget, "measure_speed", measure)
-    best, speeds = choose_precision(None, torch.device("cpu"), 8, 8)
-    assert calls == ["32-true", "bf16-mixed", "32-true", "bf16-mixed"]
+    def measure(self, min_seconds: float = 1.0) -> Speed:
+        FakeProbe.calls.append(self.precision)
+        return Speed(self.precision, FakeProbe.rates[self.precision].pop(0), 1.0)
+
+
+@pytest.fixture
+def fake_probe(monkeypatch: pytest.MonkeyPatch) -> type[FakeProbe]:
+    FakeProbe.built, FakeProbe.calls, FakeProbe.rates = [], [], {}
+    monkeypatch.setattr(budget, "SpeedProbe", FakeProbe)
+    monkeypatch.setattr(budget, "matmul_speedup", lambda device, dtype=None: 4.0)  # an AMX CPU
+    return FakeProbe
+
+
+@pytest.mark.parametrize(("bf16", "chosen"), [(105.0, "32-true"), (150.0, "bf16-mixed"), (50.0, "32-true")])
+def test_auto_precision_keeps_fp32_unless_another_is_clearly_faster(fake_probe, bf16: float, chosen: str) -> None:
+    fake_probe.rates = {"32-true": [100.0, 100.0], "bf16-mixed": [bf16, bf16]}
+    best, speeds, notes = choose_precision(None, torch.device("cpu"), 8, 8)
+    assert best.precision == chosen and [s.precision for s in speeds] == ["32-true", "bf16-mixed"]
+    assert notes == []
+
+
+def test_auto_precision_is_not_fooled_by_the_first_measurements_cold_start(fake_probe) -> None:
+    """A fresh process's first timing is slow whatever the precision; the candidates are timed
+    in turn twice, each on the probe built for it once, and each keeps its best, so fp32, timed
+    first, is not charged for it."""
+    fake_probe.rates = {"32-true": [0.6 * 175.0, 175.0], "bf16-mixed": [160.0, 160.0]}
+    best, speeds, _ = choose_precision(None, torch.device("cpu"), 8, 8)
+    assert fake_probe.built == ["32-true", "bf16-mixed"]
+    assert fake_probe.calls == ["32-true", "bf16-mixed", "32-true", "bf16-mixed"]
     assert best.precision == "32-true"
     assert [s.train_images_per_s for s in speeds] == [175.0, 160.0]
+
+
+def test_bf16_is_not_built_where_its_matmul_is_not_faster(fake_probe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a bf16 matmul is no faster than fp32's (a CPU without AMX), the bf16 network is
+    neither built nor compiled: that minute goes to training."""
+    monkeypatch.setattr(budget, "matmul_speedup", lambda device, dtype=None: 0.7)
+    fake_probe.rates = {"32-true": [100.0, 120.0]}
+    best, speeds, notes = choose_precision(None, torch.device("cpu"), 8, 8)
+    assert fake_probe.built == ["32-true"] and best.precision == "32-true"
+    assert [s.train_images_per_s for s in speeds] == [120.0]
+    assert notes == ["bf16-mixed not timed (a bf16 matmul runs at 0.70× fp32's here)"]
+
+
+def test_matmul_speedup_is_measured() -> None:
+    ratio = budget.matmul_speedup(torch.device("cpu"), torch.bfloat16, n=256)
+    assert math.isfinite(ratio) and ratio > 0
+    assert budget.matmul_speedup(torch.device("cpu"), torch.float32, n=256) == pytest.approx(1.0, rel=0.9)
 
 
 def test_speed_probe_leaves_the_module_and_the_random_state_alone() -> None:
@@ -57,11 +92,23 @@ def test_speed_probe_leaves_the_module_and_the_random_state_alone() -> None:
     torch.manual_seed(3)
     expected = torch.rand(3)
     torch.manual_seed(3)
-    speed = measure_speed(module, "bf16-mixed", torch.device("cpu"), batch_size=8, sample_batch=4, steps=1)
+    speed = measure_speed(module, "bf16-mixed", torch.device("cpu"), batch_size=8, sample_batch=4, min_seconds=0.05)
     assert torch.equal(torch.rand(3), expected)
     assert speed.train_images_per_s > 0 and speed.sample_evals_per_s > 0
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert module.training  # not switched to eval by the probe's sampling
+
+
+def test_speed_probe_times_at_least_min_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = budget.SpeedProbe(small_module(), "32-true", torch.device("cpu"), batch_size=4, sample_batch=2)
+    steps = []
+    monkeypatch.setattr(probe, "_step", lambda: steps.append(1))
+    speed = probe.measure(min_seconds=0.2, min_steps=3)
+    assert len(steps) > 3  # instant steps: many of them to fill 0.2 s
+    assert speed.train_images_per_s <= len(steps) * 4 / 0.2
+    steps.clear()
+    probe.measure(min_seconds=0.0, min_steps=3)
+    assert len(steps) == 3
 
 
 @pytest.mark.parametrize("progress", [0.0, 0.25, 0.5, 1.0])
@@ -104,6 +151,43 @@ def test_time_budget_bounds_training_by_wall_clock_and_decays_the_lr_over_it(
     assert 0.8 * metrics["fit_seconds"] < timer["time_elapsed"]["train"] <= metrics["fit_seconds"]
 
 
+class StopAfter(L.Callback):
+    """Stops fit after ``seconds`` of training, as an interruption would (a checkpoint is written)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if time.perf_counter() - self.start > self.seconds:
+            trainer.should_stop = True
+
+
+def test_a_resumed_budget_run_trains_only_what_is_left_of_its_time(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    """The checkpoint carries Lightning's timer: continuing an interrupted budget run trains for
+    the rest of the planned training time, not for all of it again, and ends the cosine at 0."""
+    overrides = [*TINY, "logger=csv", "data.check_md5=false", "model.val_fid=false", "trainer.precision=32-true",
+                 "time_budget_minutes=0.6", "post_fit_reserve_seconds=5", "trainer.max_epochs=-1",
+                 "model.lr_schedule=cosine", "model.sample_every_n_epochs=0", "final_samples.num=0"]
+    cfg = compose_train_cfg(overrides, tmp_path, synthetic_mnist_dir)
+    lr = cfg.model.lr
+    first = train(cfg, extra_callbacks=[StopAfter(12)])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    done = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Timer"))["time_elapsed"]["train"]
+    assert done >= 12 and ckpt["optimizer_states"][0]["param_groups"][0]["lr"] > 0.3 * lr  # stopped early
+    resumed = train(compose_train_cfg([*overrides, f"ckpt_path={last}"], tmp_path, synthetic_mnist_dir))
+    ckpt = torch.load(last, weights_only=False)
+    timer = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Timer"))
+    planned = 0.6 * 60 - 5  # the budget less the reserve, less a start-up of a few seconds
+    assert planned - 10 < timer["time_elapsed"]["train"] < planned + 2  # the two fits add up to the plan
+    assert resumed["fit_seconds"] < planned - done + 5  # the second trained only what was left
+    assert resumed["global_step"] > first["global_step"]
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] < 0.05 * lr
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -127,6 +211,6 @@ def test_speed_probe_times_a_module_that_will_train_compiled_compiled(monkeypatc
     for flag in (False, True):
         module = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
                             diffusion={"schedule": "cosine", "timesteps": 20}, sample_every_n_epochs=0, compile=flag)
-        measure_speed(module, "32-true", torch.device("cpu"), batch_size=4, sample_batch=2, steps=1)
+        measure_speed(module, "32-true", torch.device("cpu"), batch_size=4, sample_batch=2, min_seconds=0.0)
         assert len(compiled) == int(flag)  # the probe's copy, not the module itself
         assert all(m is not module for m in compiled)
