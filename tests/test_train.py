@@ -221,13 +221,45 @@ def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: 
     # A quiet start: none of the warnings a fresh run used to print, and one plain summary each end.
     output = proc.stdout + proc.stderr
     for noise in ("was called without a model", "there is no last checkpoint", "anonymous setting",
-                  "litlogger", "Total FLOPs: 0", "requires_grad"):
+                  "litlogger", "Total FLOPs: 0", "requires_grad", "LeafSpec"):
         assert noise not in output, noise
     (run,) = tmp_path.glob("train/runs/*")
     assert output.count("starting:") == 1 and f"run dir:   {run}" in output
     assert "parameters" in output and "precision 32-true" in output
     assert output.count("finished in") == 1 and f"checkpoints: {run / 'checkpoints'}" in output
     assert "W&B run:" in output and "val/loss" in output.split("finished in")[1]
+
+
+def test_lightning_noise_warnings_are_raised_by_lightning_and_only_they_are_ignored(tmp_path: Path) -> None:
+    """Lightning raises each LIGHTNING_NOISE warning (fails when it stops: then drop its filter);
+    with the filters, those go and Lightning's other warnings stay."""
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ddpm_lit.train import quiet_lightning_warnings
+
+    def raised(quiet: bool) -> list[str]:
+        module = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+                            diffusion={"schedule": "cosine", "timesteps": 20}, sample_every_n_epochs=0)
+        images = TensorDataset(torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))
+        trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, max_steps=2, default_root_dir=tmp_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if quiet:
+                quiet_lightning_warnings()
+            trainer.fit(module, DataLoader(images, batch_size=4))  # model summary on, CombinedLoader
+            warnings.warn_explicit("Precision bf16-mixed is a test", UserWarning, "x.py", 1,
+                                   module="lightning.pytorch.utilities.model_summary.model_summary")
+        return [str(w.message) for w in caught]
+
+    before = raised(quiet=False)
+    assert any("LeafSpec" in m for m in before)
+    assert any("is not supported by the model summary" in m for m in before)
+    after = raised(quiet=True)
+    assert not any("LeafSpec" in m or "not supported by the model summary" in m for m in after)
+    assert "Precision bf16-mixed is a test" in after  # another message of the same module stays
 
 
 def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
