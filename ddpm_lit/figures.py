@@ -285,7 +285,7 @@ def two_mode_diffusion_figure(
         ax_lines.plot(x.numpy(), density[index].numpy(), color=color,
                       label=rf"t = {index + 1}, $\bar\alpha_t$ = {float(alphas_cumprod[index]):.3g}")
     normal = torch.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
-    ax_lines.plot(x.numpy(), normal.numpy(), "k--", linewidth=1.2, label=r"$\mathcal{N}(0, 1)$")
+    ax_lines.plot(x.numpy(), normal.numpy(), "k--", linewidth=1.2, label="N(0, 1)")
     ax_lines.set_xlabel(r"$x_t$")
     ax_lines.set_ylabel("density")
     ax_lines.set_title(f"Exact density (smooth lines), histogram of {num_samples} q_sample draws (steps)", fontsize=10)
