@@ -21,6 +21,7 @@ declare -A RUNS=(
   [v_b32_lr4e-3]="model.objective=v data.batch_size=32 model.lr=4e-3"
   [v_b32_lr2e-3_fast]="model.objective=v data.batch_size=32 model.lr=2e-3 model.channels_last=true model.compile=true"
   [v_b32_lr4e-3_fast]="model.objective=v data.batch_size=32 model.lr=4e-3 model.channels_last=true model.compile=true"
+  [v_b32_lr2e-3_fast_b99]="model.objective=v data.batch_size=32 model.lr=2e-3 model.channels_last=true model.compile=true model.adam_betas=[0.9,0.99]"
   [eps_b32]="model.objective=eps data.batch_size=32 model.lr=1e-3"
 )
 ORDER=("$@")
