@@ -196,11 +196,29 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return to_pixel_levels(images) / 127.5 - 1.0
 
 
+class TensorImages(TensorDataset):
+    """A ``TensorDataset`` that hands a loader a whole batch at once: ``__getitems__`` (the batched
+    fetch torch's DataLoader uses when a dataset has it, also through ``Subset``) gathers the batch
+    with one index per tensor instead of ``batch_size`` item look-ups and a stack. Its loaders
+    pass the gathered batch through with ``keep_batch``; batches are the same tensors in the same
+    order as a plain ``TensorDataset``'s."""
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:  # type: ignore[override]
+        idx = torch.as_tensor(indices)
+        return [t[idx] for t in self.tensors]
+
+
+def keep_batch(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``collate_fn`` for ``TensorImages``: the batch is gathered already."""
+    return batch
+
+
 class MNISTDataModule(L.LightningDataModule):
     """MNIST in [−1, 1]: a train/val split of the 60k training images and the 10k test set.
 
-    The images are held in memory as one tensor (MNIST is 47 MB as float32), which makes
-    loader workers unnecessary; ``num_workers`` is there for larger images.
+    The images are held in memory as one tensor (MNIST is 47 MB as float32) and each batch is
+    gathered from it with one index (``TensorImages``), which makes loader workers unnecessary;
+    ``num_workers`` is there for larger images.
 
     Args:
         data_dir: folder holding ``MNIST/raw``.
@@ -236,7 +254,7 @@ class MNISTDataModule(L.LightningDataModule):
         self._prepared = False
         self.data_train: TensorDataset | None = None
         self.data_val = None
-        self.data_test: TensorDataset | None = None
+        self.data_test: TensorImages | None = None
         self._classifier: torch.nn.Module | None = None
 
     def feature_classifier(self) -> torch.nn.Module:
@@ -270,13 +288,13 @@ class MNISTDataModule(L.LightningDataModule):
             images, labels = images[: self.hparams.limit_train], labels[: self.hparams.limit_train]
         if self.hparams.val_size >= len(images):  # IDX files of one's own can be small
             raise DataError(f"data.val_size={self.hparams.val_size} leaves no training images of {len(images)}")
-        full = TensorDataset(to_model_range(images, size), labels)
+        full = TensorImages(to_model_range(images, size), labels)
         n_val = self.hparams.val_size
         self.data_train, self.data_val = random_split(
             full, [len(full) - n_val, n_val], generator=torch.Generator().manual_seed(self.hparams.split_seed)
         )
         test_images, test_labels = load_mnist_split(self.raw_dir, train=False)
-        self.data_test = TensorDataset(to_model_range(test_images, size), test_labels)
+        self.data_test = TensorImages(to_model_range(test_images, size), test_labels)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -287,6 +305,7 @@ class MNISTDataModule(L.LightningDataModule):
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,
             drop_last=shuffle,
+            collate_fn=keep_batch,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -112,6 +112,38 @@ def test_datamodule_splits_and_scales_real_mnist(mnist_dir: Path) -> None:
     assert not torch.equal(ref, dm2.reference_images("test", 16, seed=4))
 
 
+def test_batches_are_gathered_at_once_and_equal_the_per_item_loaders(synthetic_mnist_dir: Path) -> None:
+    """The data module's loaders fetch each batch with one index per tensor (no per-item
+    ``__getitem__``), and give the same batches, in the same order, as a DataLoader over a plain
+    TensorDataset with the same split and seed."""
+    from torch.utils.data import DataLoader, Subset, TensorDataset
+
+    from ddpm_lit.data import TensorImages
+
+    dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, check_md5=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    base = dm.data_train.dataset
+    assert isinstance(base, TensorImages)
+    plain = Subset(TensorDataset(*base.tensors), dm.data_train.indices)
+    calls = []
+    item = TensorImages.__getitem__
+    TensorImages.__getitem__ = lambda self, i: calls.append(i) or item(self, i)  # type: ignore[method-assign]
+    try:
+        torch.manual_seed(5)
+        ours = list(dm.train_dataloader())
+    finally:
+        TensorImages.__getitem__ = item  # type: ignore[method-assign]
+    torch.manual_seed(5)
+    theirs = list(DataLoader(plain, batch_size=8, shuffle=True, drop_last=True))
+    assert calls == []
+    assert len(ours) == len(theirs) > 1
+    for (x, y), (px, py) in zip(ours, theirs):
+        assert x.shape == (8, 1, 28, 28) and torch.equal(x, px) and torch.equal(y, py)
+    (vx, vy), *_ = dm.val_dataloader()
+    assert torch.equal(vx, torch.stack([dm.data_val[i][0] for i in range(8)]))
+
+
 def test_datamodule_resizes(synthetic_mnist_dir: Path) -> None:
     dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, image_size=32, check_md5=False)
     dm.prepare_data()
