@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-# What ModelCheckpoint(save_last=True) and the on_exception ModelCheckpoint write; ``ckpt_path=last``
+# What the last_checkpoint and on_exception ModelCheckpoints write; ``ckpt_path=last``
 # continues from the newest of them, as Lightning's own "last" does.
 RESUME_PATTERNS = ("last*.ckpt", "on_exception.ckpt")
 

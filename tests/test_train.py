@@ -186,6 +186,7 @@ def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: P
     val = {int(r["epoch"]): float(r["val/loss"]) for r in rows if r["val/loss"]}
     assert best.name == f"epoch_{min(val, key=val.get):03d}.ckpt"
     assert any(r["train/loss"] for r in rows) and any(r["val/ssim"] for r in rows)
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == metrics["global_step"]
 
     model = DDPMModule.load_from_checkpoint(ckpts / "last.ckpt")
     assert model.hparams.net["base_channels"] == 8
@@ -204,6 +205,24 @@ def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: P
     report = table(find_runs([tmp_path]))
     assert report.count("\n") == 2  # header, rule, one run
     assert f"{metrics['val/loss']:.4f}" in report
+
+
+def test_last_ckpt_is_the_final_step_when_the_monitored_metric_did_not_improve(
+    synthetic_mnist_dir: Path, tmp_path: Path
+) -> None:
+    """Monitoring the epoch with mode=min, the best checkpoint never changes after epoch 0;
+    last.ckpt must still be the final step's (a ModelCheckpoint's own save_last would have left
+    it at epoch 0's)."""
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "trainer.max_epochs=3", "data.check_md5=false", "data.val_size=32",
+         "model.sample_every_n_epochs=0", "final_samples.num=0", "callbacks.model_checkpoint.monitor=epoch"],
+        tmp_path, synthetic_mnist_dir,
+    )  # fmt: skip
+    metrics = train(cfg)
+    ckpts = tmp_path / "checkpoints"
+    (best,) = ckpts.glob("epoch_*.ckpt")
+    final = torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"]
+    assert torch.load(best, weights_only=False)["global_step"] < final == metrics["global_step"]
 
 
 def test_cli_trains_on_real_mnist_with_offline_wandb(mnist_dir: Path, tmp_path: Path) -> None:
