@@ -52,6 +52,12 @@ class Speed:
                 f"{self.sample_evals_per_s:.0f} sampling network evaluations/s")
 
 
+def own_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Random draws inside leave the global random state of the CPU (and of ``device``, a GPU) as
+    it was."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 class SpeedProbe:
     """A copy of the module in one precision whose training and sampling speed can be timed
     again and again: it is built (and compiled, for a module that will train compiled) once.
@@ -66,7 +72,7 @@ class SpeedProbe:
     def __init__(self, module: Any, precision: str, device: torch.device, batch_size: int, sample_batch: int,
                  warmup: int = 2) -> None:
         self.precision, self.device, self.sample_batch = precision, device, sample_batch
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with own_rng(device):
             self.module = copy.deepcopy(module).to(device).train()
             if getattr(module, "hparams", {}).get("compile"):
                 self.module.compile_network()
@@ -91,7 +97,7 @@ class SpeedProbe:
         """Training images/s over at least ``min_steps`` steps and ``min_seconds`` (a handful of
         steps of a small network lasts ~0.1 s, where one hiccup of the machine moves the figure by
         tens of per cent), and sampling network evaluations/s over a 3-step chain."""
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with own_rng(self.device):
             sync(self.device)
             start, steps = time.perf_counter(), 0
             while steps < min_steps or time.perf_counter() - start < min_seconds:
@@ -139,7 +145,7 @@ def matmul_speedup(device: torch.device, dtype: torch.dtype = torch.bfloat16, n:
             best = min(best, time.perf_counter() - start)
         return best
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with own_rng(device):
         return best_seconds(torch.float32) / best_seconds(dtype)
 
 
