@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ddpm_lit.errors import exit_on_user_error
-from ddpm_lit.evaluate import evaluate
+from ddpm_lit.apps.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

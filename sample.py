@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ddpm_lit.errors import exit_on_user_error
-from ddpm_lit.sample import sample
+from ddpm_lit.apps.sample import sample
 
 
 @hydra.main(version_base="1.3", config_name="sample", config_path="conf")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from ddpm_lit.runs import run_dir_to_resume
 
 
 def _wandb_offline() -> bool:
@@ -35,8 +36,6 @@ def _sweep_job_name(mode: Any, override_dirname: str) -> str | None:
 
 def _run_dir(ckpt_path: str | None, runs_dir: str, timestamp: str) -> str:
     """``hydra.run.dir`` of train.py: the dir of the run that ``ckpt_path`` continues, else a new one."""
-    from ddpm_lit.checkpointing import run_dir_to_resume
-
     resumed = run_dir_to_resume(ckpt_path, runs_dir)
     return str(resumed) if resumed is not None else str(Path(runs_dir) / timestamp)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train one model per objective, loss weighting, variance and conditioning with the same budget,
-# then compare them across samplers and step counts (python -m ddpm_lit.compare).
+# then compare them across samplers and step counts (python -m ddpm_lit.apps.compare).
 #   bash scripts/compare.sh [EPOCHS] [NUM_SAMPLES]
 # Defaults: the `quick` preset for 2 epochs (c = 32, 858 optimizer steps, about 6 min each on
 # 2 CPU cores) and 500 samples per cell. Finished runs (a metrics.json in their folder) are
@@ -41,7 +41,7 @@ done
 models() {  # --model NAME=CHECKPOINT for each name
   for name in "$@"; do printf -- '--model\n%s=%s\n' "$name" "$ROOT/train/$name/checkpoints/last.ckpt"; done
 }
-compare() { python -m ddpm_lit.compare --num-samples "$N" --out "$ROOT/table" "$@"; }
+compare() { python -m ddpm_lit.apps.compare --num-samples "$N" --out "$ROOT/table" "$@"; }
 SMALL=(ddpm:100 ddim:20,50 dpmpp_2m:10,20,50)
 # The report's model (eps) over the whole grid, with the report's sampler (ddpm, 1000 steps);
 # the other objectives and weightings over a smaller one (1000 steps cost 500k network calls).

@@ -17,9 +17,9 @@ for package in "${WHEELS[@]}"; do
 done
 # antlr4's runtime 4.9.3 (hydra-core's pin) ships as an sdist only: build its wheel here (pure Python)
 python3 -m pip wheel -q --no-deps -w "$DEST/wheels" antlr4-python3-runtime==4.9.3 2>&1 | { grep -v "is ignored" || true; }
-python3 -c "from ddpm_lit.data import ensure_mnist; ensure_mnist('data')"
+python3 -c "from ddpm_lit.data.mnist import ensure_mnist; ensure_mnist('data')"
 for f in data/MNIST/raw/*-ubyte; do gzip -c "$f" > "$DEST/mnist/$(basename "$f").gz"; done
-python3 -c "from ddpm_lit.classifier import load_or_train; load_or_train('data')"
+python3 -c "from ddpm_lit.evaluation.classifier import load_or_train; load_or_train('data')"
 cp data/classifier/mnist_cnn.pt "$DEST/classifier/"
 ls -l "$DEST"/wheels "$DEST"/mnist "$DEST"/classifier
 du -sh "$DEST"

@@ -13,7 +13,7 @@
 #
 # Afterwards, on any machine: the standard FID of the returned samples, and the weights back as a checkpoint:
 #   python evaluate.py samples_path=OUT/samples_dpmpp2m_20.npz
-#   python -m ddpm_lit.shards join OUT/weights_fp16.*.pt -o gpu_seed.ckpt
+#   python -m ddpm_lit.apps.shards join OUT/weights_fp16.*.pt -o gpu_seed.ckpt
 #
 # Every size is a variable, so tests/test_gpu_run.py runs the whole script on a CPU with a tiny
 # network in a minute: TRAINER, TRAIN_OVERRIDES (train and bench), EVAL_OVERRIDES, BENCH_ARGS,
@@ -78,7 +78,7 @@ PY
 phase environment environment 2>&1 | tee "$WORK/env.txt"
 
 # shellcheck disable=SC2086
-phase bench python3 -m ddpm_lit.bench experiment=seed trainer="$TRAINER" logger=csv $TRAIN_OVERRIDES $BENCH_ARGS 2>&1 \
+phase bench python3 -m ddpm_lit.apps.bench experiment=seed trainer="$TRAINER" logger=csv $TRAIN_OVERRIDES $BENCH_ARGS 2>&1 \
   | quiet | tee "$WORK/bench.txt"
 
 # The report's run. The validation hook samples 64 images with a 100-step chain each epoch
@@ -101,7 +101,7 @@ cp "$WORK/bench.txt" "$OUT/bench.txt"
 cp "$WORK/sample_dpmpp_2m_20/samples.npz" "$OUT/samples_dpmpp2m_20.npz"
 cp "$WORK/sample_ddpm_20/samples.npz" "$OUT/samples_ddpm_20.npz"
 cp "$WORK/eval_ddpm_1000/samples.npz" "$OUT/samples_ddpm_1000.npz"
-python3 -m ddpm_lit.shards split "$CKPT" "$OUT" --max-mib 15
+python3 -m ddpm_lit.apps.shards split "$CKPT" "$OUT" --max-mib 15
 python3 - "$WORK" "$OUT" "$(( $(date +%s) - T0 ))" <<'PY'
 import csv, json, sys
 from pathlib import Path

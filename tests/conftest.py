@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ddpm_lit.data import ensure_mnist, write_idx
+from ddpm_lit.data.mnist import ensure_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -20,6 +20,13 @@ def mnist_dir() -> Path:
     data_dir = ROOT / "data"
     ensure_mnist(data_dir)
     return data_dir
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (images: (N, H, W), magic 2051; labels: (N,), magic 2049)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    Path(path).write_bytes(header + array.tobytes())
 
 
 def make_synthetic_mnist(data_dir: Path, n_train: int = 320, n_test: int = 80, seed: int = 0) -> Path:

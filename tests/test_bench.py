@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm_lit import bench
-from ddpm_lit.bench import StepTimer, counted_flops, main
+from ddpm_lit.apps import bench
+from ddpm_lit.apps.bench import StepTimer, counted_flops, main
 
 TINY_NET = ["trainer=cpu", "model.net.base_channels=8", "model.net.time_emb_dim=32", "model.net.attn_heads=2",
             "data.batch_size=8", "model.num_val_samples=4", "data.check_md5=false", "data.val_size=32", "logger=csv"]
@@ -65,7 +65,7 @@ def test_flop_count_of_a_convolution_is_its_closed_form() -> None:
 
 def test_diffusers_unet_is_sized_to_the_parameter_count() -> None:
     pytest.importorskip("diffusers")
-    from ddpm_lit.unet import UNet
+    from ddpm_lit.nets.unet import UNet
 
     target = sum(p.numel() for p in UNet(base_channels=32, time_emb_dim=128).parameters())
     net, what = bench.diffusers_unet(target, 28, 1)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit import budget
-from ddpm_lit.budget import Speed, choose_precision, measure_speed
+from ddpm_lit.apps import budget
+from ddpm_lit.apps.budget import Speed, choose_precision, measure_speed
 from ddpm_lit.errors import ConfigError
-from ddpm_lit.module import DDPMModule
-from ddpm_lit.train import train
+from ddpm_lit.training.module import DDPMModule
+from ddpm_lit.apps.train import train
 
 NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
 
@@ -132,7 +132,7 @@ def test_time_budget_bounds_training_by_wall_clock_and_decays_the_lr_over_it(
          "model.lr_schedule=cosine", "model.sample_every_n_epochs=0", "final_samples.num=0"],
         tmp_path, synthetic_mnist_dir,
     )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="ddpm_lit.train"):
+    with caplog.at_level(logging.INFO, logger="ddpm_lit.apps.train"):
         metrics = train(cfg)
     # the start says the chosen precision and the plan, once
     (start,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("starting:")]
@@ -205,7 +205,7 @@ def test_bad_time_budgets_are_refused_before_training(synthetic_mnist_dir: Path,
 
 
 def test_speed_probe_times_a_module_that_will_train_compiled_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ddpm_lit.module import DDPMModule
+    from ddpm_lit.training.module import DDPMModule
 
     compiled = []
     monkeypatch.setattr(DDPMModule, "compile_network", lambda self: compiled.append(self))

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm_lit.classifier import WEIGHTS, MNISTClassifier, accuracy, load_or_train, train_classifier
-from ddpm_lit.data import load_mnist_split, to_model_range
+from ddpm_lit.evaluation.classifier import WEIGHTS, MNISTClassifier, accuracy, load_or_train, train_classifier
+from ddpm_lit.data.mnist import load_mnist_split
+from ddpm_lit.core.pixels import to_model_range
 
 
 def _subset(mnist_dir: Path, n: int):
@@ -45,7 +46,7 @@ def test_classifier_reaches_99_percent(mnist_dir: Path, tmp_path: Path) -> None:
 
 def test_training_the_classifier_leaves_the_global_random_state_alone() -> None:
     """val/fid may train it inside a seeded run; that run's noise must not change."""
-    from ddpm_lit.classifier import train_classifier
+    from ddpm_lit.evaluation.classifier import train_classifier
 
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (64,), generator=g)

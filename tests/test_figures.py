@@ -7,9 +7,9 @@ import matplotlib.image
 import pytest
 import torch
 
-from ddpm_lit import figures
-from ddpm_lit.diffusion import GaussianDiffusion
-from ddpm_lit.figures import (
+from ddpm_lit.apps import figures
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.apps.figures import (
     forward_process_figure,
     loss_curves_figure,
     metric_by_step,

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from conftest import ROOT, TINY
-from ddpm_lit.evaluate import load_module
-from ddpm_lit.shards import join
+from ddpm_lit.apps.evaluate import load_module
+from ddpm_lit.apps.shards import join
 
 
 def test_gpu_script_runs_every_step_and_returns_few_small_files(mnist_dir: Path, tmp_path: Path) -> None:
-    from ddpm_lit.classifier import load_or_train
+    from ddpm_lit.evaluation.classifier import load_or_train
 
     load_or_train(mnist_dir)  # the cached evaluation classifier (trained once, when missing)
     out, work = tmp_path / "out", tmp_path / "work"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lit.metrics import knn_radii, nearest_distances, precision_recall
+from ddpm_lit.evaluation.metrics import knn_radii, nearest_distances, precision_recall
 
 
 def brute_force_precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
@@ -64,8 +64,8 @@ def test_nearest_distances_find_copies() -> None:
 def test_fid_and_kid_match_a_direct_computation() -> None:
     from scipy import linalg
 
-    from ddpm_lit.classifier import MNISTClassifier
-    from ddpm_lit.metrics import ClassifierFeatures, feature_fid_kid
+    from ddpm_lit.evaluation.classifier import MNISTClassifier
+    from ddpm_lit.evaluation.metrics import ClassifierFeatures, feature_fid_kid
 
     torch.manual_seed(0)
     extractor = ClassifierFeatures(MNISTClassifier())
@@ -112,7 +112,7 @@ def _indexed_images(n: int) -> torch.Tensor:
 
 
 def test_class_statistics_known_answers() -> None:
-    from ddpm_lit.metrics import class_statistics
+    from ddpm_lit.evaluation.metrics import class_statistics
 
     uniform = class_statistics(_LookupClassifier([i % 10 for i in range(200)]), _indexed_images(200), batch_size=64)
     assert uniform["inception_score"] == pytest.approx(10.0, rel=1e-4)
@@ -129,7 +129,7 @@ def test_class_statistics_known_answers() -> None:
 
 
 def test_kid_repeats_for_a_seed_and_varies_across_seeds() -> None:
-    from ddpm_lit.metrics import fid_kid_from_features
+    from ddpm_lit.evaluation.metrics import fid_kid_from_features
 
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(300, 8, generator=g), torch.randn(200, 8, generator=g) + 0.2
@@ -137,3 +137,15 @@ def test_kid_repeats_for_a_seed_and_varies_across_seeds() -> None:
     b = fid_kid_from_features(real, fake, kid_subset_size=50, seed=1)
     c = fid_kid_from_features(real, fake, kid_subset_size=50, seed=2)
     assert a == b and a["kid"] != c["kid"] and a["fid"] == c["fid"]
+
+
+def test_inception_score_does_not_depend_on_the_global_random_state() -> None:
+    """torchmetrics shuffles with the global RNG before it sums; the score must not move with it."""
+    from ddpm_lit.evaluation.metrics import class_statistics_from_logits
+
+    logits = torch.randn(2000, 10, generator=torch.Generator().manual_seed(0)) * 3
+    scores = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        scores.append(class_statistics_from_logits(logits)["inception_score"])
+    assert scores[0] == scores[1] == scores[2]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from ddpm_lit.module import DDPMModule, nearest_neighbour_ssim, to_unit_range
+from ddpm_lit.training.module import DDPMModule, nearest_neighbour_ssim, to_unit_range
 
 NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
 
@@ -46,7 +46,7 @@ def test_bad_hyperparameters_are_rejected() -> None:
 
 
 def test_sample_takes_the_sampler_and_its_options_by_name() -> None:
-    from ddpm_lit.module import DDPMModule
+    from ddpm_lit.training.module import DDPMModule
 
     model = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
                        diffusion={"schedule": "cosine", "timesteps": 50}, val_fid=False)
@@ -133,7 +133,7 @@ def test_fused_adam_is_passed_to_the_optimizer() -> None:
 
 def test_a_resumed_run_may_change_how_the_network_runs_but_not_what_it_is(tmp_path) -> None:
     from ddpm_lit.errors import ConfigError
-    from ddpm_lit.train import _check_same_model
+    from ddpm_lit.apps.train import _check_same_model
 
     path = tmp_path / "saved.ckpt"
     torch.save({"hyper_parameters": dict(_tiny().hparams)}, path)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ddpm_lit.diffusion import GaussianDiffusion
-from ddpm_lit.likelihood import bits_per_dim
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.likelihood import bits_per_dim
 
 
 def _eps_net(x, t):  # some ε̂ that is not the truth

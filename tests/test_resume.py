@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, compose_train_cfg
-from ddpm_lit.checkpointing import AtomicCheckpointIO, newest_checkpoint, run_dir_to_resume, wandb_run_id
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO
+from ddpm_lit.runs import newest_checkpoint, run_dir_to_resume, wandb_run_id
 from ddpm_lit.errors import ConfigError
-from ddpm_lit.train import train
+from ddpm_lit.apps.train import train
 
 TESTS = Path(__file__).resolve().parent
 
@@ -79,7 +80,7 @@ def test_sigterm_mid_epoch_then_ckpt_path_last_continues_the_same_run(synthetic_
     # The CSV history goes on after the stop: a new version whose steps start there.
     resumed_steps = [int(r["step"]) for r in csv_rows(run, 1) if r.get("train/loss")]
     assert resumed_steps and min(resumed_steps) >= stopped["stopped_step"] and max(resumed_steps) <= 12
-    assert not list(run.rglob(".*.tmp"))
+    assert not list(run.rglob(".*.part"))
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, monkeypatch) -> None:

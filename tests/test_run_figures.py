@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, TINY
-from ddpm_lit.run_figures import FIGURES
+from ddpm_lit.apps.run_figures import FIGURES
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -45,7 +45,7 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
     # One command regenerates them from the run dir; --redraw draws new samples from the checkpoint.
     before = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
     npz_before = (run_dir / "samples" / "final.npz").read_bytes()
-    proc = run(["-m", "ddpm_lit.run_figures", str(run_dir), "--redraw", "--num-samples", "6", "--seed", "1",
+    proc = run(["-m", "ddpm_lit.apps.run_figures", str(run_dir), "--redraw", "--num-samples", "6", "--seed", "1",
                 "--device", "cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sampling" in proc.stderr  # the progress bar of the redraw
@@ -55,5 +55,5 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
 
 
 def test_the_command_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
-    proc = run(["-m", "ddpm_lit.run_figures", str(tmp_path)], cwd=tmp_path)
+    proc = run(["-m", "ddpm_lit.apps.run_figures", str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 2 and "not a run dir of train.py" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,7 +1,7 @@
 """Variance schedules against reference numbers derived from the closed forms.
 
 Reference values are computed here in plain Python ``math`` (float64), independently of
-``ddpm_lit.schedules``. Index convention: position ``i = 0..T-1`` is step ``t = i + 1``.
+``ddpm_lit.core.schedules``. Index convention: position ``i = 0..T-1`` is step ``t = i + 1``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from ddpm_lit.diffusion import GaussianDiffusion
-from ddpm_lit.schedules import (
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.schedules import (
     cosine_beta_schedule,
     get_beta_schedule,
     linear_beta_schedule,

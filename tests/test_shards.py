@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.evaluate import load_module
-from ddpm_lit.shards import join, main, split
-from ddpm_lit.train import train
+from ddpm_lit.apps.evaluate import load_module
+from ddpm_lit.apps.shards import join, main, split
+from ddpm_lit.apps.train import train
 
 
 @pytest.fixture(scope="module")

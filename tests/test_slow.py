@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.train import build, train
+from ddpm_lit.apps.train import build, train
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_overfitting_a_few_batches_drives_the_loss_down(synthetic_mnist_dir: Pat
     untrained = build(cfg.model)
     start = fixed_loss(untrained)
     train(cfg)
-    from ddpm_lit.module import DDPMModule
+    from ddpm_lit.training.module import DDPMModule
 
     trained = DDPMModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     end = fixed_loss(trained)
@@ -54,9 +54,10 @@ def test_every_experiment_runs_one_batch(experiment: str, mnist_dir: Path, tmp_p
 @pytest.mark.slow
 def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path) -> None:
     """Real test digits score near the floor; blurred digits worse; noise far worse."""
-    from ddpm_lit.classifier import load_or_train
-    from ddpm_lit.data import load_mnist_split, to_model_range
-    from ddpm_lit.metrics import ClassifierFeatures, class_statistics, feature_fid_kid, precision_recall
+    from ddpm_lit.evaluation.classifier import load_or_train
+    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.core.pixels import to_model_range
+    from ddpm_lit.evaluation.metrics import ClassifierFeatures, class_statistics, feature_fid_kid, precision_recall
 
     classifier = load_or_train(mnist_dir)  # cached beside the data after the first training
     extractor = ClassifierFeatures(classifier)
@@ -84,9 +85,10 @@ def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path) ->
 @pytest.mark.slow
 def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> None:
     """The standard FID (TF-Inception-v3) of 200 images against 500 training images."""
-    from ddpm_lit.data import load_mnist_split, to_model_range
-    from ddpm_lit.features import batched_features, fid_from_statistics, fid_statistics
-    from ddpm_lit.inception import InceptionFeatures
+    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.core.pixels import to_model_range
+    from ddpm_lit.evaluation.features import batched_features, fid_from_statistics, fid_statistics
+    from ddpm_lit.evaluation.inception import InceptionFeatures
 
     inception = InceptionFeatures(batch_size=16)
     raw = mnist_dir / "MNIST" / "raw"

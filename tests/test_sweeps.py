@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationValidationError
 
 from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
-from ddpm_lit.train import build
+from ddpm_lit.apps.train import build
 
 SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
 SEARCH = "hparams_search=val_fid_optuna"
@@ -215,7 +215,7 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     assert OmegaConf.to_container(results.best_params) == best_params
 
     # The sweep report: what the trials varied, their val/fid, Optuna's best, and val/fid per epoch.
-    from ddpm_lit.report import main as report
+    from ddpm_lit.apps.report import main as report
 
     report([str(sweep_dir)])
     text = (sweep_dir / "report.md").read_text()

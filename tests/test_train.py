@@ -14,10 +14,10 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, wandb_run_info
-from ddpm_lit.module import DDPMModule
-from ddpm_lit.report import find_runs, table
+from ddpm_lit.training.module import DDPMModule
+from ddpm_lit.apps.report import find_runs, table
 from ddpm_lit.errors import ConfigError
-from ddpm_lit.train import build, train
+from ddpm_lit.apps.train import build, train
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -256,7 +256,7 @@ def test_lightning_noise_warnings_are_raised_by_lightning_and_only_they_are_igno
 
     from torch.utils.data import DataLoader, TensorDataset
 
-    from ddpm_lit.train import quiet_lightning_warnings
+    from ddpm_lit.apps.train import quiet_lightning_warnings
 
     def raised(quiet: bool) -> list[str]:
         module = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
@@ -289,7 +289,9 @@ def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFi
 
     from lightning.pytorch.loggers import CSVLogger
 
-    from ddpm_lit.train import LightningTipFilter, quiet_lightning_tips
+    from ddpm_lit.apps.loggers import LightningTipFilter
+
+    from ddpm_lit.apps.train import quiet_lightning_tips
 
     target = logging.getLogger(LightningTipFilter.LOGGER)
     kept = list(target.filters)
@@ -316,7 +318,7 @@ def test_quiet_wandb_init_drops_the_anonymous_argument_lightning_adds(tmp_path: 
     warning; quiet_wandb_init removes it. Fails when Lightning stops passing it (then drop it)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    from ddpm_lit.train import quiet_wandb_init
+    from ddpm_lit.apps.loggers import quiet_wandb_init
 
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     assert "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None
@@ -348,7 +350,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
     assert runs[0]["id"] != runs[1]["id"]
 
     # The sweep report: the setting that differs, the final metrics, and a plot per metric.
-    proc = subprocess.run([sys.executable, "-m", "ddpm_lit.report", str(sweep)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ddpm_lit.apps.report", str(sweep)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (sweep / "report.md").read_text()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm_lit.unet import UNet, sinusoidal_embedding
+from ddpm_lit.nets.unet import UNet, sinusoidal_embedding
 
 SMALL = dict(base_channels=8, time_emb_dim=32, attn_heads=4)
 # Behaviour tests use 16×16 inputs to stay fast; the forward pass works for any multiple of 4.

@@ -1,44 +1,18 @@
-"""Checkpoints that survive a kill, and finding what a resumed run continues from."""
+"""A run dir on disk: its checkpoints, its W&B run and its saved config."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.fabric.plugins import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm_lit.errors import DataError
+
 
 # What the last_checkpoint and on_exception ModelCheckpoints write; ``ckpt_path=last``
 # continues from the newest of them, as Lightning's own "last" does.
 RESUME_PATTERNS = ("last*.ckpt", "on_exception.ckpt")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with a save that is atomic on the checkpoint's own file system.
-
-    Lightning stages a checkpoint in the system temp dir and moves it into place. When that
-    dir is on another file system (a node's local /tmp, checkpoints on a cluster's shared
-    disk), the move is a copy, and a job killed during it leaves a truncated file under the
-    checkpoint's name. Here the bytes go to a hidden file beside the target, are flushed to
-    disk, and ``os.replace`` swaps it in: a reader finds the old checkpoint or the new one,
-    never part of one. Remote paths (``s3://`` …) keep Lightning's own save.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or "://" in str(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def newest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
@@ -69,3 +43,21 @@ def wandb_run_id(save_dir: str | Path) -> str | None:
     """The id of the newest W&B run under ``<save_dir>/wandb`` (folders ``[offline-]run-<time>-<id>``)."""
     runs = [p for p in Path(save_dir, "wandb").glob("*run-*-*") if p.is_dir()]
     return max(runs, key=lambda p: p.stat().st_mtime).name.rsplit("-", 1)[1] if runs else None
+
+
+def load_run_config(run: str | Path) -> DictConfig:
+    """The composed config a run was started with (``<run>/.hydra/config.yaml``, interpolations unresolved)."""
+    path = Path(run) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise DataError(f"{run} is not a run dir of train.py (no .hydra/config.yaml)")
+    return OmegaConf.load(path)
+
+
+def flatten(tree: Any, sep: str = ".", prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves under joined keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (``sep`` ".")."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, sep, f"{prefix}{sep}{key}" if prefix else str(key)))
+    return out

@@ -1,4 +1,4 @@
-"""A small MNIST classifier whose features judge samples: ``python -m ddpm_lit.classifier``.
+"""A small MNIST classifier whose features judge samples: ``python -m ddpm_lit.evaluation.classifier``.
 
 Its penultimate layer (128 features) is the feature space of MNIST-FID, KID, precision and
 recall; its softmax gives the class histogram and a classifier Inception Score. Training is
@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lit.features import atomic_save
-from ddpm_lit.data import ensure_mnist, load_mnist_split, to_model_range
+from ddpm_lit.io import atomic_write
+from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.core.pixels import to_model_range
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,19 @@ def load_or_train(data_dir: str | Path, epochs: int = 3, download: bool = True, 
     raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
     images, labels = load_mnist_split(raw, train=True)
     model = train_classifier(to_model_range(images, 28), labels, epochs=epochs)
-    atomic_save(model.state_dict(), path)
+    with atomic_write(path) as f:
+        torch.save(model.state_dict(), f)
     return model
+
+
+@torch.no_grad()
+def classifier_features(classifier: MNISTClassifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The classifier's penultimate features (N, 128) of images (N, 1, H, W) in [−1, 1] (resized
+    to MNIST's 28×28 when they are not), on the CPU."""
+    x = images.float().to(device)
+    if x.shape[-2:] != (28, 28):
+        x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True)
+    return classifier.features(x).cpu()
 
 
 def main(argv: list[str] | None = None) -> None:

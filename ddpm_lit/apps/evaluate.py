@@ -16,22 +16,25 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.errors import ConfigError, DataError
-from ddpm_lit.data import to_unit_range
-from ddpm_lit.evaluation import Scorer, Timings, load_samples_npz, save_samples_npz
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.evaluation.scorer import Scorer, Timings
+from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
+from ddpm_lit.apps.config import build_dict
+from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampler_options
+from ddpm_lit.runs import flatten
+from ddpm_lit.apps.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
+from ddpm_lit.apps.loggers import close_loggers, open_loggers
+from ddpm_lit.core.likelihood import dataset_bits_per_dim
+from ddpm_lit.core.pixels import to_model_range
+from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.evaluation.classifier import load_or_train
+from ddpm_lit.evaluation.inception import InceptionFeatures
+from ddpm_lit.generation.files import save_grid
+from lightning.pytorch.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
-    return device
 
 
 def _check_config(cfg: DictConfig) -> None:
@@ -50,80 +53,16 @@ def _check_config(cfg: DictConfig) -> None:
     check_sampling(cfg)
 
 
-# ---- what evaluate.py and sample.py share: the sampler and guidance of the config -------------
-def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
-    """``cfg.sampler.name`` a known sampler and ``cfg.guidance_scale`` null or ≥ 0; with the
-    checkpoint's ``module``, also ``sampler.steps`` in [1, T] or null, and guidance only for a
-    class-conditional model."""
-    from ddpm_lit.samplers import SAMPLERS
-
-    if cfg.get("guidance_scale") is not None and not cfg.guidance_scale >= 0:
-        raise ConfigError(f"guidance_scale must be ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
-    if cfg.sampler.name not in SAMPLERS:
-        raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
-    if module is None:
-        return
-    if cfg.get("guidance_scale") is not None and not module.conditional:
-        raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
-    steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
-        raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
 
 
-def sampler_options(sampler: DictConfig) -> dict[str, Any]:
-    """The sampler's own options (``eta``, ``spacing``, ...): all of ``cfg.sampler`` but name,
-    steps and clip_denoised, which ``DDPMModule.sample`` takes as arguments."""
-    return {k: v for k, v in sampler.items() if k not in ("name", "steps", "clip_denoised")}
 
 
-def guidance_used(module: Any, guidance_scale: float | None) -> float | None:
-    """The guidance a conditional model samples with (the config's, else the model's); None when unconditional."""
-    if not module.conditional:
-        return None
-    return module.hparams.guidance_scale if guidance_scale is None else guidance_scale
 
 
-def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
-    """The checkpoint's DDPMModule on ``device``, and whether its weights are an EMA.
-
-    Lightning's weight-averaging callbacks save the averaged weights as ``state_dict`` (the
-    raw ones under ``current_model_state``), so loading gives the EMA weights when present.
-    """
-    from ddpm_lit.module import DDPMModule
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as e:  # a truncated or foreign file: say which, without a traceback
-        raise DataError(f"{path} is not a readable checkpoint: {e}") from None
-    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise DataError(f"{path} is not a checkpoint of train.py (no state_dict or hyper_parameters)")
-    ema = "current_model_state" in ckpt
-    module = DDPMModule.load_from_checkpoint(path, map_location=device, weights_only=False)
-    return module.to(device).eval(), ema
-
-
-def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[prefix + key] = float(value)
-    return out
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model or samples file of ``cfg``; return the nested metrics written to metrics.json."""
-    from ddpm_lit.classifier import load_or_train
-    from ddpm_lit.data import ensure_mnist, load_mnist_split, to_model_range
-    from ddpm_lit.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
-    from ddpm_lit.likelihood import dataset_bits_per_dim
-    from ddpm_lit.module import save_grid
-    from ddpm_lit.train import build_dict, close_loggers, open_loggers
-
     _check_config(cfg)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.paths.output_dir)
@@ -143,8 +82,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_sampling(cfg, module)
     inception = None
     if cfg.fid.enabled:
-        from ddpm_lit.inception import InceptionFeatures
-
         inception = InceptionFeatures(batch_size=cfg.fid.batch_size)
     data_dir = Path(cfg.data.data_dir)
     raw = ensure_mnist(data_dir, download=cfg.data.download, check_md5=cfg.data.check_md5)
@@ -235,9 +172,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    flat = flatten({k: v for k, v in results.items() if k != "source"}, "eval/")
+    flat = {f"eval/{k}": float(v) for k, v in flatten({k: v for k, v in results.items() if k != "source"}, "/").items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers:
         logger.log_metrics(flat, step=0)
         if isinstance(logger, WandbLogger):

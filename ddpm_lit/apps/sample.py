@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +17,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.apps.figures import trajectory_figure
+from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampler_options
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.generation.files import save_grid, save_samples_npz
+from ddpm_lit.generation.generate import draw
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Drawn:
-    """Samples and the trajectory of the first few: ``frames`` (S, K, C, H, W) at ``timesteps``."""
-
-    samples: torch.Tensor  # (N, C, H, W) in [−1, 1]
-    labels: torch.Tensor | None  # (N,) digits asked of a conditional model
-    frames: torch.Tensor
-    timesteps: list[int]
-
-
-def draw(
-    module: Any,
-    num: int,
-    seed: int = 0,
-    trajectory: int = 8,
-    every: int | None = None,
-    labels: torch.Tensor | None = None,
-    **sample_kwargs: Any,
-) -> Drawn:
-    """``module.sample`` with a CPU generator seeded ``seed`` (the same images on every device),
-    keeping the first ``trajectory`` samples at x_T and after each step whose timestep index is
-    a multiple of ``every`` (None: T/10, the report's Fig. 4.5: every 100 of T = 1000 steps)."""
-    every = every or max(module.diffusion.num_timesteps // 10, 1)
-    kept: list[tuple[int, torch.Tensor]] = []
-
-    def keep(info: dict[str, Any]) -> None:
-        if info["batch"] == 0 and trajectory and (info["i"] == 0 or info["t"] % every == 0):
-            kept.append((int(info["t"]), info["x"][:trajectory].float().cpu()))
-
-    gen = torch.Generator().manual_seed(seed)
-    samples = module.sample(num, generator=gen, callback=keep, class_labels=labels, **sample_kwargs)
-    frames = torch.stack([x for _, x in kept]) if kept else torch.empty(0)
-    return Drawn(samples.float().cpu(), labels, frames, [t for t, _ in kept])
 
 
 def parse_digits(digits: Any, n: int, num_classes: int) -> torch.Tensor:
@@ -75,12 +44,6 @@ def parse_digits(digits: Any, n: int, num_classes: int) -> torch.Tensor:
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Draw ``cfg.n`` images from ``cfg.ckpt_path``; write the files listed above; return sample.json's content."""
-    from ddpm_lit.data import to_unit_range
-    from ddpm_lit.evaluate import check_sampling, guidance_used, load_module, resolve_device, sampler_options
-    from ddpm_lit.evaluation import save_samples_npz
-    from ddpm_lit.figures import trajectory_figure
-    from ddpm_lit.module import save_grid
-
     if cfg.get("ckpt_path") is None:
         raise ConfigError("give the checkpoint to sample from: ckpt_path=<run dir>/checkpoints/last.ckpt")
     for key, low in (("n", 1), ("batch_size", 1), ("nrow", 1), ("trajectory", 0), ("seed", 0)):

@@ -11,6 +11,10 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 
 import torch
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
 
 
 @contextmanager
@@ -116,9 +120,6 @@ def fid_kid_from_features(
 
     KID averages over random subsets, drawn here from ``seed`` so that a score repeats.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     passthrough = _Precomputed(real.shape[1])
     with _quiet_torchmetrics():
         # The features are complete on this process: no cross-process sync (a lone rank would hang).
@@ -169,10 +170,12 @@ def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
     the share of samples given to each class (``class_share_0`` ...), the entropy of that
     histogram in nats (log 10 ≈ 2.303 when uniform) and the smallest class share.
     """
-    from torchmetrics.image.inception import InceptionScore
-
     # The logits are fed to torchmetrics as its "features"; it applies the softmax.
-    with _quiet_torchmetrics():
+    # torchmetrics shuffles the images with the global RNG before splitting them, which changes
+    # the summation order and so the last digits: a fixed seed of its own makes the score the
+    # same whatever ran before it in the process.
+    with _quiet_torchmetrics(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         score = InceptionScore(feature=torch.nn.Identity(), splits=1, sync_on_compute=False)
         score.update(logits.float())
         inception_score = float(score.compute()[0])
@@ -186,3 +189,17 @@ def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
     }
     out.update({f"class_share_{c}": float(s) for c, s in enumerate(share)})
     return out
+
+
+def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """For each sample, SSIM against its most similar image of ``reference``; both in [0, 1].
+
+    samples: (K, C, H, W); reference: (R, C, H, W); returns (K,).
+    """
+    best = []
+    for s in samples:
+        scores = ssim(
+            s.expand_as(reference).contiguous(), reference, data_range=1.0, reduction="none"
+        )  # (R,)
+        best.append(scores.max())
+    return torch.stack(best)

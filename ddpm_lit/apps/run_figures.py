@@ -1,4 +1,4 @@
-"""The report's figures of one training run: ``python -m ddpm_lit.run_figures <run dir>``.
+"""The report's figures of one training run: ``python -m ddpm_lit.apps.run_figures <run dir>``.
 
 Writes ``<run dir>/figures/``:
   loss_curves.png          train/loss per step and val/loss per epoch (report Fig. 4.1)
@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ddpm_lit.errors import DataError, exit_on_user_error
+from ddpm_lit.apps.config import build
+from ddpm_lit.apps.figures import forward_process_figure, loss_curves_figure, read_history, schedules_figure, ssim_histogram, trajectory_figure, two_mode_diffusion_figure
+from ddpm_lit.apps.loading import load_module, resolve_device
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
+from ddpm_lit.evaluation.scorer import paired_ssim
+from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
+from ddpm_lit.generation.generate import draw
+from ddpm_lit.runs import load_run_config, newest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +44,6 @@ def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | No
     """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
     save final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at x_T and
     every T/10 steps."""
-    from ddpm_lit.data import to_unit_range
-    from ddpm_lit.evaluation import save_samples_npz
-    from ddpm_lit.module import save_grid
-    from ddpm_lit.sample import draw
-
     labels = torch.arange(num) % module.net.num_classes if module.conditional else None
     drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
     save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
@@ -50,10 +54,6 @@ def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | No
 def ssim_per_image(samples: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict[str, torch.Tensor]:
     """For images in [−1, 1]: SSIM of image i against test image i (the report's protocol) and
     against its most similar image of ``train``. Returns {"ssim": (N,), "nn_ssim": (N,)}."""
-    from ddpm_lit.data import to_unit_range
-    from ddpm_lit.evaluation import paired_ssim
-    from ddpm_lit.module import nearest_neighbour_ssim
-
     a, b = to_unit_range(samples.float()), to_unit_range(test[: len(samples)].float())
     return {
         "ssim": paired_ssim(a, b),
@@ -80,18 +80,8 @@ def run_figures(
     checkpoint (or ``ckpt_path``) and the run's data config (``.hydra/config.yaml``, or
     ``config``) are loaded.
     """
-    from ddpm_lit.figures import (
-        forward_process_figure,
-        loss_curves_figure,
-        read_history,
-        schedules_figure,
-        ssim_histogram,
-        trajectory_figure,
-        two_mode_diffusion_figure,
-    )
-
     run = Path(run_dir)
-    cfg = config if config is not None else _run_config(run)
+    cfg = config if config is not None else load_run_config(run)
     out = run / "figures"
     written: dict[str, Path] = {}
     schedule, T = cfg.schedule.schedule, int(cfg.schedule.timesteps)
@@ -108,8 +98,6 @@ def run_figures(
     )
 
     if datamodule is None:
-        from ddpm_lit.train import build
-
         datamodule = build(cfg.data)
         datamodule.prepare_data()
     test = datamodule.reference_images("test", 2 * num_samples, seed=seed)
@@ -123,7 +111,6 @@ def run_figures(
         if module is None:
             module = _load_newest(run, ckpt_path, device)
         draw_final_samples(module, samples_dir, num_samples, steps=steps, seed=seed)
-    from ddpm_lit.evaluation import load_samples_npz
 
     samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])
     trajectory = torch.load(samples_dir / "trajectory.pt", weights_only=True)
@@ -146,17 +133,9 @@ def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({min(T - 1, round(f * T)) for f in fractions} | {T - 1})
 
 
-def _run_config(run: Path) -> DictConfig:
-    path = run / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise DataError(f"{run} is not a run dir of train.py (no .hydra/config.yaml)")
-    return OmegaConf.load(path)
 
 
 def _load_newest(run: Path, ckpt_path: str | Path | None, device: str) -> Any:
-    from ddpm_lit.checkpointing import newest_checkpoint
-    from ddpm_lit.evaluate import load_module, resolve_device
-
     path = Path(ckpt_path) if ckpt_path else newest_checkpoint(run / "checkpoints")
     if path is None:
         raise DataError(f"{run}/checkpoints has no last.ckpt to draw samples from (or pass --ckpt)")

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from ddpm_lit.data import quantize
-from ddpm_lit.diffusion import Denoiser, GaussianDiffusion, randn
-from ddpm_lit.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl  # noqa: F401 (public here too)
+from ddpm_lit.core.pixels import quantize
+from ddpm_lit.core.diffusion import Denoiser, GaussianDiffusion, randn
+from ddpm_lit.core.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl  # noqa: F401 (public here too)
+from tqdm.auto import tqdm
 
 
 @torch.no_grad()
@@ -94,8 +95,6 @@ def dataset_bits_per_dim(
     noise draw per timestep. Returns the mean total bits/dim with its standard error over
     images, the mean prior L_T and L_0, the mean of each term (T,) and the per-image totals (N,).
     """
-    from tqdm.auto import tqdm
-
     if len(images) == 0:
         raise ValueError("need at least one image for the bound")
     bar = tqdm(total=diffusion.num_timesteps * -(-len(images) // batch_size), desc="bits/dim", unit="step", disable=not progress)

@@ -15,11 +15,11 @@ matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lit.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm_lit.schedules import SCHEDULES  # noqa: E402
+from ddpm_lit.core.diffusion import GaussianDiffusion  # noqa: E402
+from ddpm_lit.core.schedules import SCHEDULES  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -46,7 +46,7 @@ def ssim_histogram(values: dict[str, dict[str, torch.Tensor]], path: str | Path)
         ax.set_xlabel("SSIM")
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def nearest_neighbour_figure(
@@ -69,7 +69,7 @@ def nearest_neighbour_figure(
     axes[0][0].set_ylabel("sample")
     axes[1][0].set_ylabel("nearest\ntraining")
     fig.suptitle("Samples closest to a training image (pixel distance)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bound_terms_figure(terms: torch.Tensor, prior: float, path: str | Path, title: str = "") -> Path:
@@ -84,7 +84,7 @@ def bound_terms_figure(terms: torch.Tensor, prior: float, path: str | Path, titl
                           f"$L_T$ = {prior:.2e})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---- the report's figures ------------------------------------------------------------
@@ -148,7 +148,7 @@ def schedules_figure(path: str | Path, timesteps: int = 1000) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.suptitle(f"Noise schedules, T = {timesteps}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def forward_process_figure(
@@ -189,7 +189,7 @@ def forward_process_figure(
                 ax.set_title(f"t = {indices[col] + 1}", fontsize=9)
         axes[row][0].set_ylabel(name)
     fig.suptitle(r"Forward process $q(x_t \mid x_0)$, the same $\epsilon$ in every panel", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def two_mode_density(
@@ -292,7 +292,7 @@ def two_mode_diffusion_figure(
     ax_lines.set_xlim(float(x[0]), float(x[-1]))
     ax_lines.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("A 1-D two-mode density diffusing to N(0, 1)", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def trajectory_figure(frames: torch.Tensor, timesteps: Sequence[int], path: str | Path) -> Path:
@@ -317,7 +317,7 @@ def trajectory_figure(frames: torch.Tensor, timesteps: Sequence[int], path: str 
             ax.set_yticks([])
         axes[0][col].set_title(f"t = {int(timesteps[col])}", fontsize=8)
     fig.suptitle("Reverse process (denoising trajectory)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
@@ -400,4 +400,4 @@ def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title:
     ax.set_title(title or "Training and validation loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -16,7 +16,11 @@ from typing import Any
 
 import torch
 
-from ddpm_lit.data import to_pixel_levels
+from ddpm_lit.core.pixels import to_pixel_levels
+from ddpm_lit.io import atomic_write
+from ddpm_lit.evaluation.metrics import _Precomputed
+from torchmetrics.image.fid import FrechetInceptionDistance
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +46,9 @@ def cached(cache_dir: str | Path | None, name: str, key: str, compute: Callable[
         except Exception as e:  # unreadable (e.g. a disk filled up): compute it again
             log.warning("cache entry %s is unreadable (%s); recomputing it", path, e)
     value = compute()
-    atomic_save(value, path)
+    with atomic_write(path) as f:
+        torch.save(value, f)
     return value
-
-
-def atomic_save(value: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file of its own in the same folder, then rename: readers
-    never see a half-written file, and parallel jobs writing the same entry do not collide."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def batched_features(
@@ -73,8 +59,6 @@ def batched_features(
     desc: str | None = None,
 ) -> torch.Tensor:
     """``extractor`` over images (N, C, H, W) in batches, with a progress bar when ``desc`` is given: (N, D) on the CPU."""
-    from tqdm.auto import tqdm
-
     out = []
     with torch.no_grad():
         for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=desc is None):
@@ -90,10 +74,6 @@ def fid_statistics(features: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def fid_from_statistics(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor]) -> float:
     """Fréchet distance between two sets of statistics, computed by torchmetrics."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    from ddpm_lit.metrics import _Precomputed
-
     dim = real["sum"].numel()
     # sync_on_compute=False: statistics are complete here; under DDP only rank 0 may call this.
     fid = FrechetInceptionDistance(feature=_Precomputed(dim), sync_on_compute=False)

@@ -7,42 +7,32 @@ import logging
 import os
 import signal
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm_lit.checkpointing import AtomicCheckpointIO, newest_checkpoint, wandb_run_id
-from ddpm_lit.errors import ConfigError, UserError
-from ddpm_lit.run_figures import draw_final_samples, run_figures
+from ddpm_lit.apps.config import build, build_dict
+from ddpm_lit.apps.loggers import build_loggers, close_loggers, log_figures, open_loggers, quiet_lightning_tips, quiet_lightning_warnings
+from ddpm_lit.runs import newest_checkpoint
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO
+from ddpm_lit.errors import ConfigError
+from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
+from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
+from ddpm_lit.training.module import SPEED_HPARAMS
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 log = logging.getLogger(__name__)
 
 
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that turns a constructor's ValueError into a ConfigError."""
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, (ValueError, TypeError, UserError)):
-            target = node.get("_target_", "?")
-            raise ConfigError(f"{target}: {cause}") from None
-        raise
 
 
-def build_dict(node: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a group such as ``callbacks`` or ``logger`` that has a ``_target_``."""
-    if not node:
-        return []
-    return [build(conf) for conf in node.values() if isinstance(conf, DictConfig) and "_target_" in conf]
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = ()) -> dict[str, float]:
@@ -141,8 +131,6 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
     samples' expected time at the measured sampling speed and ``post_fit_reserve_seconds``.
     Both are said on the console, with the expected end.
     """
-    from ddpm_lit.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
-
     t0 = time.perf_counter()
     precision = str(cfg.trainer.get("precision"))
     budget = cfg.get("time_budget_minutes")
@@ -204,8 +192,6 @@ def describe_start(
 
 def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, loggers: list[Logger], seconds: float) -> str:
     """The final metrics and where the run's outputs are, said once at the end."""
-    from ddpm_lit.budget import format_seconds
-
     shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in sorted(metrics) if "/" in k)
     lines = [f"metrics:     {shown or 'none logged'} after {metrics.get('global_step', 0):.0f} steps"]
     if (out / "samples" / "final.png").exists():
@@ -254,8 +240,6 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
     def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
         return json.loads(json.dumps(value, default=str))
 
-    from ddpm_lit.module import SPEED_HPARAMS  # how the network runs may change between runs
-
     now = dict(model.hparams)
     differ = [k for k in sorted(set(saved) | set(now))
               if k not in SPEED_HPARAMS and plain(saved.get(k)) != plain(now.get(k))]
@@ -279,9 +263,6 @@ def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:
 def _check_launcher(trainer: L.Trainer) -> None:
     """DDP on one machine starts ranks 1… by rerunning the command line, which inside a local
     --multirun would start the whole sweep again in every rank: refuse it before it starts."""
-    from hydra.core.hydra_config import HydraConfig
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
     if not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher) or trainer.world_size == 1:
         return
     if HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
@@ -300,8 +281,6 @@ OBJECTIVES = ("val/loss", "train/loss", "train/loss_epoch", *SAMPLED_METRICS)
 def _check_monitors(callbacks: list[Any], model: Any, objective: str | None = None) -> None:
     """The sweep objective must be a metric the run logs; a metric of the sampling hook needs
     the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     every = model.hparams.get("sample_every_n_epochs", 1)
     if objective is not None and objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -318,111 +297,21 @@ def _check_monitors(callbacks: list[Any], model: Any, objective: str | None = No
             )
 
 
-def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Logger]:
-    """The ``logger`` group's loggers; when ``resuming``, a W&B logger without an ``id``
-    continues the newest W&B run in its ``save_dir`` (the run dir), so the run keeps one id."""
-    loggers = []
-    for conf in (node or {}).values():
-        if not (isinstance(conf, DictConfig) and "_target_" in conf):
-            continue
-        kwargs: dict[str, Any] = {}
-        if resuming and conf._target_.endswith("WandbLogger") and conf.get("id") is None:
-            run_id = wandb_run_id(conf.save_dir)
-            if run_id is not None:
-                kwargs = {"id": run_id, "resume": "allow"}
-        loggers.append(build(conf, **kwargs))
-    return loggers
 
 
-def open_loggers(loggers: list[Logger]) -> list[Logger]:
-    """Check that online W&B has credentials, so that nothing prompts; return ``loggers``."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            quiet_wandb_init(logger)
-            if not logger._offline:
-                _check_wandb_credentials()
-    return loggers
 
 
-class LightningTipFilter(logging.Filter):
-    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger / litmodels"),
-    which every Trainer with other loggers prints; Lightning has no setting for them. Nothing
-    else it logs is touched. tests/test_train.py fails if Lightning stops printing them."""
-
-    LOGGER = "lightning.pytorch.utilities.rank_zero"  # where rank_zero_info logs
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
 
 
-def quiet_lightning_tips() -> None:
-    """Attach ``LightningTipFilter`` to Lightning's rank-zero logger, once."""
-    target = logging.getLogger(LightningTipFilter.LOGGER)
-    if not any(isinstance(f, LightningTipFilter) for f in target.filters):
-        target.addFilter(LightningTipFilter())
 
 
-# Warnings Lightning 2.6 raises on every run with this stack that tell the user nothing: each
-# filter matches one message from one Lightning module, and tests/test_train.py fails when
-# Lightning stops raising it (then drop the filter).
-LIGHTNING_NOISE = (
-    # torch 2.14 deprecates building a LeafSpec, which Lightning's CombinedLoader still does
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
-    # bf16-mixed keeps fp32 weights, which is what the summary then counts
-    (r"Precision bf16-mixed is not supported by the model summary", UserWarning,
-     r"lightning\.pytorch\.utilities\.model_summary"),
-)
 
 
-def quiet_lightning_warnings() -> None:
-    """Ignore the ``LIGHTNING_NOISE`` warnings, and no others."""
-    for message, category, module in LIGHTNING_NOISE:
-        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
-def quiet_wandb_init(logger: WandbLogger) -> None:
-    """Drop the ``anonymous=None`` that Lightning's WandbLogger always hands to ``wandb.init``:
-    W&B answers any value with "The anonymous setting has no effect". The only private use of
-    the logger's ``_wandb_init``; tests/test_train.py fails if Lightning stops passing it."""
-    if "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None:
-        del logger._wandb_init["anonymous"]
 
 
-def close_loggers(loggers: list[Logger], wandb_mode: str | None) -> None:
-    """Finish the W&B run and restore WANDB_MODE as it was before ``loggers`` were built."""
-    # Lightning leaves the W&B run open; close it so the next job of a multirun
-    # gets a run of its own instead of writing into this one.
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
-
-        wandb.finish()
-    # WandbLogger(offline=True) sets WANDB_MODE for the whole process; restore it for the next job.
-    if wandb_mode is None:
-        os.environ.pop("WANDB_MODE", None)
-    else:
-        os.environ["WANDB_MODE"] = wandb_mode
 
 
-def _check_wandb_credentials() -> None:
-    """Online W&B without an API key would prompt for one; stop with a message instead."""
-    import netrc
-
-    if os.environ.get("WANDB_API_KEY"):
-        return
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    raise ConfigError(
-        "W&B is set to log online but no API key was found; run `wandb login` or set WANDB_API_KEY, "
-        "or keep the default offline mode (logger.wandb.offline=true, WANDB_MODE unset)"
-    )
 
 
-def log_figures(loggers: list[Logger], figures: dict[str, Path]) -> None:
-    """The run's figures as W&B images under ``figures/<name>``."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            for name, path in figures.items():
-                logger.log_image(key=f"figures/{name}", images=[str(path)])

@@ -1,7 +1,7 @@
 """Compare trained models across samplers and step counts: one markdown table of MNIST-FID,
 FID and (for class-conditional models) the classifier's accuracy on the requested digits.
 
-    python -m ddpm_lit.compare --model eps=runs/a/checkpoints/last.ckpt --model v=runs/b/... \\
+    python -m ddpm_lit.apps.compare --model eps=runs/a/checkpoints/last.ckpt --model v=runs/b/... \\
         --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100 \\
         --num-samples 500 --out docs/compare
 
@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ddpm_lit.io import atomic_write
+from ddpm_lit.apps.loading import load_module, resolve_device
+from ddpm_lit.core.pixels import to_model_range, to_unit_range
+from ddpm_lit.core.samplers import SAMPLERS
+from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.evaluation.classifier import load_or_train
+from ddpm_lit.evaluation.inception import InceptionFeatures
+from ddpm_lit.evaluation.scorer import Scorer
+from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,6 @@ def parse_grid(items: list[str]) -> list[tuple[str, int]]:
 
     A sampler may carry options after ``/`` (``ddim/eta=1``, ``dpmpp_2m/spacing=uniform``).
     """
-    from ddpm_lit.samplers import SAMPLERS
-
     cells = []
     for item in items:
         spec, _, steps = item.rpartition(":")
@@ -119,7 +126,7 @@ def markdown_table(results: dict[str, Any], fid: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lit.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lit.apps.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], help="NAME=CHECKPOINT (repeat)")
     parser.add_argument(
         "--model-raw", action="append", default=[],
@@ -153,12 +160,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError:
         raise SystemExit(f"--guidance takes comma-separated numbers, got {args.guidance!r}") from None
 
-    from ddpm_lit.classifier import load_or_train
-    from ddpm_lit.data import ensure_mnist, load_mnist_split, to_model_range, to_unit_range
-    from ddpm_lit.evaluate import load_module, resolve_device
-    from ddpm_lit.evaluation import Scorer, save_samples_npz, load_samples_npz
-    from ddpm_lit.module import save_grid
-
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,8 +178,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classifier = load_or_train(Path(args.data_dir))
     inception = None
     if not args.no_fid:
-        from ddpm_lit.inception import InceptionFeatures
-
         inception = InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
     scorer = Scorer(
         train, test, classifier, inception, reference_size=args.reference_size,
@@ -186,9 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
 
     def save() -> None:
-        tmp = results_path.with_suffix(".part")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(results_path)
+        with atomic_write(results_path, "w") as f:
+            f.write(json.dumps(results, indent=2))
         (out / "table.md").write_text(markdown_table(results, fid=inception is not None))
 
     for name, ckpt in [*models.items(), *raw_models.items()]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ddpm_lit.diffusion import Denoiser, GaussianDiffusion, extract, randn
+from ddpm_lit.core.diffusion import Denoiser, GaussianDiffusion, extract, randn
 
 Callback = Callable[[dict[str, Any]], None]
 

@@ -5,7 +5,7 @@ The denoiser is any callable ``net(x_t, t) -> output`` and never sees the schedu
 schedule lives here as float32 buffers derived once from float64 values. What the output
 means is the process's business: ε (the report's), x0 or v (``objective``), followed by C more
 channels that set the reverse variance when it is learned (``variance="learned"``). Indexing follows
-``ddpm_lit.schedules``: position ``i`` of every buffer is step ``t = i + 1`` of the paper,
+``ddpm_lit.core.schedules``: position ``i`` of every buffer is step ``t = i + 1`` of the paper,
 and the network is called with ``i``.
 """
 
@@ -19,8 +19,8 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from ddpm_lit.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from ddpm_lit.schedules import get_beta_schedule
+from ddpm_lit.core.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from ddpm_lit.core.schedules import get_beta_schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Objective = Literal["eps", "x0", "v"]
@@ -59,7 +59,7 @@ class GaussianDiffusion(nn.Module):
     """Fixed forward process q(x_1:T | x0) and the reverse step p_θ(x_{t−1} | x_t).
 
     Args:
-        schedule: ``"linear"`` or ``"cosine"`` (see ``ddpm_lit.schedules``).
+        schedule: ``"linear"`` or ``"cosine"`` (see ``ddpm_lit.core.schedules``).
         timesteps: T, the length of the chain.
         betas: optional explicit (T,) β, overriding ``schedule`` (used by ``respace``).
         timestep_map: optional (T,) long, the network timestep index of each position;

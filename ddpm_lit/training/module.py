@@ -9,73 +9,34 @@ from typing import Any
 
 import lightning as L
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from torchvision.utils import make_grid, save_image
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from ddpm_lit.data import to_unit_range
-from ddpm_lit.diffusion import GaussianDiffusion, randn
-from ddpm_lit.features import fid_from_statistics, fid_statistics
-from ddpm_lit.samplers import SAMPLERS, ClassifierFreeGuidance
-from ddpm_lit.unet import UNet
-
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.evaluation.classifier import classifier_features, load_or_train
+from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
+from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
+from ddpm_lit.generation.files import save_grid
+from ddpm_lit.generation.generate import check_labels, check_request, digit_labels, generate
+from ddpm_lit.nets.unet import UNet
 
 LR_SCHEDULES = ("constant", "cosine")
 # Settings of how the network runs, not of what it computes: a resumed run may change them.
 SPEED_HPARAMS = ("channels_last", "compile", "fused_adam")
 
 
-def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
-    """Save images (N, C, H, W) in [0, 1] as a PNG grid ``nrow`` images wide at ``path``; return the grid."""
-    grid = make_grid(unit.cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
-    return grid
 
 
-def _advance(bar: Any, info: Mapping[str, Any], batches: int) -> None:
-    """One step on the progress bar; its total follows the chain's real length (a spacing may
-    give fewer steps than asked for)."""
-    if bar.total != info["total"] * batches:
-        bar.total = info["total"] * batches
-        bar.refresh()
-    bar.update(1)
-
-
-def _callbacks(*fns: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None] | None:
-    """One sampler callback that calls each of ``fns`` that is not None (None: none is)."""
-    chosen = [fn for fn in fns if fn is not None]
-    if not chosen:
-        return None
-
-    def call_all(info: dict[str, Any]) -> None:
-        for fn in chosen:
-            fn(info)
-
-    return call_all
-
-
-def nearest_neighbour_ssim(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """For each sample, SSIM against its most similar image of ``reference``; both in [0, 1].
-
-    samples: (K, C, H, W); reference: (R, C, H, W); returns (K,).
-    """
-    best = []
-    for s in samples:
-        scores = ssim(
-            s.expand_as(reference).contiguous(), reference, data_range=1.0, reduction="none"
-        )  # (R,)
-        best.append(scores.max())
-    return torch.stack(best)
 
 
 class DDPMModule(L.LightningModule):
     """DDPM training (by default the report's ε-MSE loss), and validation by reverse sampling.
 
     Args:
-        net: keyword arguments of ``ddpm_lit.unet.UNet``.
-        diffusion: keyword arguments of ``ddpm_lit.diffusion.GaussianDiffusion``
+        net: keyword arguments of ``ddpm_lit.nets.unet.UNet``.
+        diffusion: keyword arguments of ``ddpm_lit.core.diffusion.GaussianDiffusion``
             (``schedule``, ``timesteps``).
         objective, variance, loss_weighting, min_snr_gamma, vlb_weight: the process's training
             target, reverse variance and loss (see ``GaussianDiffusion``); the defaults are the
@@ -98,7 +59,7 @@ class DDPMModule(L.LightningModule):
         nn_reference_size: validation images searched for each sample's nearest neighbour.
         val_fid: also log ``val/fid``, the MNIST-FID (classifier features) of the K samples
             against ``fid_reference_size`` validation images; needs a datamodule with
-            ``feature_classifier()``. With K samples it is biased upwards but compares epochs.
+            ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
         channels_last: keep the network's conv weights (and so its activations) in NHWC order.
         compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
         fused_adam: Adam's one-kernel implementation (None: PyTorch's default for the device).
@@ -185,6 +146,7 @@ class DDPMModule(L.LightningModule):
         # (classifier, reference statistics) for val/fid; a tuple, so the classifier is not
         # registered as a submodule and stays out of checkpoints.
         self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
+        self._classifier: tuple[torch.nn.Module] | None = None  # a tuple: not a submodule either
         self._planned_steps: float | None = None  # trainer.estimated_stepping_batches, read once
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,9 +213,9 @@ class DDPMModule(L.LightningModule):
         # Load (or train, once) the val/fid classifier now: validation runs without gradients,
         # and a missing classifier is better found before the first epoch than after it.
         datamodule = getattr(self.trainer, "datamodule", None)
-        if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "feature_classifier"):
+        if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "data_dir"):
             if self.trainer.is_global_zero:
-                datamodule.feature_classifier()
+                self._feature_classifier(datamodule)
 
     def on_validation_epoch_end(self) -> None:
         every = self.hparams.sample_every_n_epochs
@@ -286,7 +248,7 @@ class DDPMModule(L.LightningModule):
             metrics["val/ssim"] = float(ssim(unit, test[: len(unit)], data_range=1.0))
             # (b) each sample against its most similar reference image
             metrics["val/nn_ssim"] = float(nearest_neighbour_ssim(unit, ref).mean())
-            if self.hparams.val_fid and hasattr(datamodule, "feature_classifier"):
+            if self.hparams.val_fid and hasattr(datamodule, "data_dir"):
                 metrics["val/fid"] = self._val_fid(datamodule, samples)
         self._log_grid(unit)
         return metrics
@@ -294,19 +256,21 @@ class DDPMModule(L.LightningModule):
     def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
         """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""
         if self._fid_state is None:
-            classifier = datamodule.feature_classifier().to(self.device).eval()
+            classifier = self._feature_classifier(datamodule).to(self.device).eval()
             ref = datamodule.reference_images("val", self.hparams.fid_reference_size, seed=self.hparams.val_seed)
-            ref_features = torch.cat([self._classifier_features(classifier, b) for b in ref.split(500)])
+            ref_features = torch.cat([classifier_features(classifier, b, self.device) for b in ref.split(500)])
             self._fid_state = (classifier, fid_statistics(ref_features))
         classifier, ref_stats = self._fid_state
-        return fid_from_statistics(ref_stats, fid_statistics(self._classifier_features(classifier, samples)))
+        return fid_from_statistics(ref_stats, fid_statistics(classifier_features(classifier, samples, self.device)))
 
-    @torch.no_grad()
-    def _classifier_features(self, classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().to(self.device)
-        if x.shape[-2:] != (28, 28):  # the classifier reads MNIST's 28×28
-            x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True)
-        return classifier.features(x).cpu()
+    def _feature_classifier(self, datamodule: Any) -> torch.nn.Module:
+        """The project's MNIST classifier, whose features give ``val/fid`` (cached under the
+        datamodule's ``data_dir``; trained once, in about 2 minutes on 2 cores, when missing)."""
+        if self._classifier is None:
+            hp = getattr(datamodule, "hparams", {})
+            self._classifier = (load_or_train(datamodule.data_dir, download=hp.get("download", True),
+                                              check_md5=hp.get("check_md5", True)),)
+        return self._classifier[0]
 
     def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:
         if split not in self._reference:
@@ -325,6 +289,15 @@ class DDPMModule(L.LightningModule):
                 logger.experiment.add_image("val/samples", grid, self.global_step)
 
     # ---- sampling --------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        """The labels of a class-conditional model (None: unconditional)."""
+        return self.net.num_classes
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.diffusion.num_timesteps
+
     @torch.no_grad()
     def sample(
         self,
@@ -340,11 +313,11 @@ class DDPMModule(L.LightningModule):
         callback: Callable[[dict[str, Any]], None] | None = None,
         **options: Any,
     ) -> torch.Tensor:
-        """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1].
+        """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1], with ``ddpm_lit.generation.generate``.
 
         ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
         ``steps`` respaces the chain (None: all T); ``batch_size`` bounds memory (None: all at
-        once); ``sampler`` is a name of ``ddpm_lit.samplers.SAMPLERS`` (``ddpm``: ancestral,
+        once); ``sampler`` is a name of ``ddpm_lit.core.samplers.SAMPLERS`` (``ddpm``: ancestral,
         the report's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
         ``spacing``). A conditional model draws ``class_labels`` (N,) (None: 0, 1, …, 9, 0, …)
         with classifier-free guidance ``guidance_scale`` (None: the model's). ``callback``
@@ -352,63 +325,26 @@ class DDPMModule(L.LightningModule):
         ``t`` = T) and after every step (the sampler's info: ``t`` is the step's timestep index),
         e.g. to keep a trajectory.
         """
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS)}")
-        if self.conditional:
-            k = self.net.num_classes
-            if class_labels is None:
-                class_labels = torch.arange(num_samples) % k
-            class_labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-            if class_labels.shape != (num_samples,) or class_labels.min() < 0 or class_labels.max() >= k:
-                raise ValueError(f"class_labels must be {num_samples} labels in [0, {k - 1}]")
-            scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
+        check_request(num_samples, sampler)
+        k = self.num_classes
+        if k is not None:
+            class_labels = check_labels(digit_labels(num_samples, k) if class_labels is None else class_labels,
+                                        num_samples, k)
+            guidance_scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
         elif class_labels is not None or guidance_scale is not None:
             raise ValueError("class labels and guidance need a class-conditional model (model.num_classes)")
-        clip = self.hparams.clip_denoised if clip_denoised is None else clip_denoised
         was_training = self.training
         self.eval()
-        batch_size = batch_size or num_samples
-        batches = -(-num_samples // batch_size)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            total = (steps or self.diffusion.num_timesteps) * batches
-            bar = tqdm(total=total, desc="sampling", unit="step")
-        out = []
         try:
-            for start in range(0, num_samples, batch_size):
-                n = min(batch_size, num_samples - start)
-                x_T = randn((n, *self.image_shape), generator, self.device)
-                where = {"batch": start // batch_size, "start": start}
-                if callback is not None:
-                    callback({**where, "i": 0, "t": self.diffusion.num_timesteps, "x": x_T})
-                net: Any = self.net
-                if self.conditional:
-                    labels = class_labels[start : start + n].to(self.device)
-                    net = ClassifierFreeGuidance(self.net, labels, scale, self.net.num_classes, self.image_shape[0])
-                out.append(
-                    SAMPLERS[sampler](
-                        net,
-                        self.diffusion,
-                        x_T,
-                        generator=generator,
-                        steps=steps,
-                        clip_denoised=clip,
-                        callback=_callbacks(
-                            (lambda info: _advance(bar, info, batches)) if bar is not None else None,
-                            (lambda info, where=where: callback({**where, **info})) if callback is not None else None,
-                        ),
-                        **options,
-                    )
-                )
+            return generate(
+                self.net, self.diffusion, num_samples, self.image_shape, self.device, generator=generator, steps=steps,
+                clip_denoised=self.hparams.clip_denoised if clip_denoised is None else clip_denoised,
+                batch_size=batch_size, progress=progress, sampler=sampler, class_labels=class_labels,
+                guidance_scale=1.0 if guidance_scale is None else guidance_scale, num_classes=k, callback=callback,
+                **options,
+            )
         finally:
-            if bar is not None:
-                bar.close()
             self.train(was_training)
-        return torch.cat(out)
 
     # ---- optimisation ----------------------------------------------------------------
     def configure_optimizers(self) -> Any:

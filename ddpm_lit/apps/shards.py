@@ -4,8 +4,8 @@ A machine that can return only small files (a lent GPU returns files of at most 
 the weights a training run ended with as float16 shards; here they become a checkpoint that
 ``evaluate.py`` and ``sample.py`` read::
 
-    python -m ddpm_lit.shards split outputs/…/checkpoints/last.ckpt OUT_DIR [--max-mib 15]
-    python -m ddpm_lit.shards join OUT_DIR/weights_fp16.*.pt -o model.ckpt
+    python -m ddpm_lit.apps.shards split outputs/…/checkpoints/last.ckpt OUT_DIR [--max-mib 15]
+    python -m ddpm_lit.apps.shards join OUT_DIR/weights_fp16.*.pt -o model.ckpt
 
 Only the learned tensors travel (``state_dict`` entries outside ``diffusion.``, so the EMA
 weights when the run kept an average): the schedule's buffers are rebuilt from the
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import lightning
+from ddpm_lit.training.module import DDPMModule
 
 PREFIX = "weights_fp16"
 COMPUTED = ("diffusion.",)  # rebuilt from the hyperparameters, never shipped
@@ -63,8 +65,6 @@ def split(ckpt_path: str | Path, out_dir: str | Path, max_mib: float = 15.0) -> 
 
 def join(paths: list[str | Path]) -> dict[str, Any]:
     """The checkpoint (``state_dict``, ``hyper_parameters``) that ``split``'s shards hold."""
-    from ddpm_lit.module import DDPMModule
-
     loaded = sorted((torch.load(p, map_location="cpu", weights_only=False) for p in paths), key=lambda s: s["part"])
     parts = loaded[0]["parts"] if loaded else 0
     if [s["part"] for s in loaded] != list(range(parts)):
@@ -80,7 +80,6 @@ def join(paths: list[str | Path]) -> dict[str, Any]:
                          f"unknown {unknown[:5]}")
     for key, value in shipped.items():
         state[key] = value.to(state[key].dtype)
-    import lightning
 
     checkpoint: dict[str, Any] = {
         "state_dict": state,

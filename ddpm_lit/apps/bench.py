@@ -1,4 +1,4 @@
-"""Throughput benchmark: ``python -m ddpm_lit.bench [hydra overrides] [options]``.
+"""Throughput benchmark: ``python -m ddpm_lit.apps.bench [hydra overrides] [options]``.
 
 Prints, for the model of the composed config on the current device:
 
@@ -37,11 +37,14 @@ from typing import Any, Callable
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch.optim.swa_utils import AveragedModel
 
-from ddpm_lit.budget import autocast, choose_precision, sync
-from ddpm_lit.train import build, quiet_lightning_tips, train
+from ddpm_lit.apps.budget import autocast, choose_precision, sync
+from ddpm_lit.apps.train import build, quiet_lightning_tips, train
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from hydra.core.hydra_config import HydraConfig
+from torch.utils.flop_counter import FlopCounterMode
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -72,8 +75,6 @@ def peak_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None =
 
 def counted_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of the matrix products and convolutions that ``fn()`` runs (FlopCounterMode's count)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -265,8 +266,6 @@ def bench_diffusers(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: i
                     target_params: int) -> tuple[float, str, tuple[float, float]]:
     """The plain loop with diffusers' UNet2DModel in place of the network, the DDPM ε-loss and
     the same Adam and EMA: (images/s, description, (forward, step) FLOPs per image)."""
-    from ddpm_lit.diffusion import GaussianDiffusion
-
     net, what = diffusers_unet(target_params, images.shape[-1], images.shape[1])
     denoiser = _Output(net).to(device)
     diffusion = GaussianDiffusion(**dict(cfg.model.diffusion), objective="eps").to(device)
@@ -297,7 +296,6 @@ def bench_sampling(cfg: DictConfig, device: torch.device, batch: int, steps: int
 def compose_cfg(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/job_logging=disabled", *overrides], return_hydra_config=True)
-    from hydra.core.hydra_config import HydraConfig
 
     HydraConfig.instance().set_config(cfg)
     return cfg

@@ -1,5 +1,5 @@
 """Collect finished runs into a markdown table and comparison plots:
-``python -m ddpm_lit.report DIR [DIR ...]``.
+``python -m ddpm_lit.apps.report DIR [DIR ...]``.
 
 Each DIR is a run dir or any folder above run dirs (a sweep, ``outputs/``); every run below
 it that wrote ``metrics.json`` becomes a row. The table shows the settings in which the runs
@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from ddpm_lit.runs import flatten, load_run_config
+from ddpm_lit.apps.figures import metric_by_step, plt, read_history, save_figure
+from matplotlib.ticker import MaxNLocator
 
 COLUMNS = [
     ("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
@@ -48,21 +51,11 @@ def _run_order(run: Path) -> tuple[str, int, str]:
     return (str(run.parent), int(run.name) if run.name.isdigit() else -1, run.name)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def run_config(run: Path) -> dict[str, Any]:
     """The run's composed config as dotted keys (interpolations unresolved); {} without one."""
-    path = run / ".hydra" / "config.yaml"
-    if not path.is_file():
+    if not (run / ".hydra" / "config.yaml").is_file():
         return {}
-    flat = _flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    flat = flatten(OmegaConf.to_container(load_run_config(run), resolve=False))
     return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
 
 
@@ -93,8 +86,6 @@ def table(runs: list[Path]) -> str:
 
 def by_epoch(history: list[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
     """(epochs, values) of ``key``, the last row of each epoch (a resumed run repeats some)."""
-    from ddpm_lit.figures import metric_by_step
-
     epochs, values = metric_by_step(history, key, index="epoch")
     return [int(e) for e in epochs], values
 
@@ -106,10 +97,6 @@ def _label(run: Path, config: dict[str, Any], differ: list[str]) -> str:
 
 def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
     """report_loss.png (train and val loss per epoch) and, when logged, report_val_fid.png."""
-    from matplotlib.ticker import MaxNLocator
-
-    from ddpm_lit.figures import _save, plt, read_history
-
     differ, configs = config_differences(runs)
     histories = [read_history(run) for run in runs]
     written = []
@@ -127,7 +114,7 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    written.append(_save(fig, out_dir / "report_loss.png"))
+    written.append(save_figure(fig, out_dir / "report_loss.png"))
     if any(by_epoch(h, "val/fid")[1] for h in histories):
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for run, config, history in zip(runs, configs, histories):
@@ -140,7 +127,7 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
         ax.set_ylabel("val/fid")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        written.append(_save(fig, out_dir / "report_val_fid.png"))
+        written.append(save_figure(fig, out_dir / "report_val_fid.png"))
     else:
         plt.close("all")
     return written

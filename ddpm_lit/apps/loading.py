@@ -1,0 +1,76 @@
+"""What the apps that read a checkpoint share: the device, the model, and the sampler settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from ddpm_lit.core.samplers import SAMPLERS
+from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.training.module import DDPMModule
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
+    return device
+
+
+# ---- what evaluate.py and sample.py share: the sampler and guidance of the config -------------
+def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
+    """``cfg.sampler.name`` a known sampler and ``cfg.guidance_scale`` null or ≥ 0; with the
+    checkpoint's ``module``, also ``sampler.steps`` in [1, T] or null, and guidance only for a
+    class-conditional model."""
+    if cfg.get("guidance_scale") is not None and not cfg.guidance_scale >= 0:
+        raise ConfigError(f"guidance_scale must be ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
+    if cfg.sampler.name not in SAMPLERS:
+        raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
+    if module is None:
+        return
+    if cfg.get("guidance_scale") is not None and not module.conditional:
+        raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
+    steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
+
+
+def sampler_options(sampler: DictConfig) -> dict[str, Any]:
+    """The sampler's own options (``eta``, ``spacing``, ...): all of ``cfg.sampler`` but name,
+    steps and clip_denoised, which ``DDPMModule.sample`` takes as arguments."""
+    return {k: v for k, v in sampler.items() if k not in ("name", "steps", "clip_denoised")}
+
+
+def guidance_used(module: Any, guidance_scale: float | None) -> float | None:
+    """The guidance a conditional model samples with (the config's, else the model's); None when unconditional."""
+    if not module.conditional:
+        return None
+    return module.hparams.guidance_scale if guidance_scale is None else guidance_scale
+
+
+def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
+    """The checkpoint's DDPMModule on ``device``, and whether its weights are an EMA.
+
+    Lightning's weight-averaging callbacks save the averaged weights as ``state_dict`` (the
+    raw ones under ``current_model_state``), so loading gives the EMA weights when present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which, without a traceback
+        raise DataError(f"{path} is not a readable checkpoint: {e}") from None
+    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise DataError(f"{path} is not a checkpoint of train.py (no state_dict or hyper_parameters)")
+    ema = "current_model_state" in ckpt
+    module = DDPMModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    return module.to(device).eval(), ema

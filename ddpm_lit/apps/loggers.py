@@ -1,0 +1,125 @@
+"""The run's loggers (W&B, CSV, TensorBoard): built, opened without prompts, closed; and
+Lightning's noise that tells a user nothing, filtered by exact message."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig
+
+from ddpm_lit.apps.config import build
+from ddpm_lit.errors import ConfigError
+from ddpm_lit.runs import wandb_run_id
+import wandb
+
+
+def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Logger]:
+    """The ``logger`` group's loggers; when ``resuming``, a W&B logger without an ``id``
+    continues the newest W&B run in its ``save_dir`` (the run dir), so the run keeps one id."""
+    loggers = []
+    for conf in (node or {}).values():
+        if not (isinstance(conf, DictConfig) and "_target_" in conf):
+            continue
+        kwargs: dict[str, Any] = {}
+        if resuming and conf._target_.endswith("WandbLogger") and conf.get("id") is None:
+            run_id = wandb_run_id(conf.save_dir)
+            if run_id is not None:
+                kwargs = {"id": run_id, "resume": "allow"}
+        loggers.append(build(conf, **kwargs))
+    return loggers
+
+
+def open_loggers(loggers: list[Logger]) -> list[Logger]:
+    """Check that online W&B has credentials, so that nothing prompts; return ``loggers``."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            quiet_wandb_init(logger)
+            if not logger._offline:
+                _check_wandb_credentials()
+    return loggers
+
+
+class LightningTipFilter(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger / litmodels"),
+    which every Trainer with other loggers prints; Lightning has no setting for them. Nothing
+    else it logs is touched. tests/test_train.py fails if Lightning stops printing them."""
+
+    LOGGER = "lightning.pytorch.utilities.rank_zero"  # where rank_zero_info logs
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning_tips() -> None:
+    """Attach ``LightningTipFilter`` to Lightning's rank-zero logger, once."""
+    target = logging.getLogger(LightningTipFilter.LOGGER)
+    if not any(isinstance(f, LightningTipFilter) for f in target.filters):
+        target.addFilter(LightningTipFilter())
+
+
+# Warnings Lightning 2.6 raises on every run with this stack that tell the user nothing: each
+# filter matches one message from one Lightning module, and tests/test_train.py fails when
+# Lightning stops raising it (then drop the filter).
+LIGHTNING_NOISE = (
+    # torch 2.14 deprecates building a LeafSpec, which Lightning's CombinedLoader still does
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
+    # bf16-mixed keeps fp32 weights, which is what the summary then counts
+    (r"Precision bf16-mixed is not supported by the model summary", UserWarning,
+     r"lightning\.pytorch\.utilities\.model_summary"),
+)
+
+
+def quiet_lightning_warnings() -> None:
+    """Ignore the ``LIGHTNING_NOISE`` warnings, and no others."""
+    for message, category, module in LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def quiet_wandb_init(logger: WandbLogger) -> None:
+    """Drop the ``anonymous=None`` that Lightning's WandbLogger always hands to ``wandb.init``:
+    W&B answers any value with "The anonymous setting has no effect". The only private use of
+    the logger's ``_wandb_init``; tests/test_train.py fails if Lightning stops passing it."""
+    if "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None:
+        del logger._wandb_init["anonymous"]
+
+
+def close_loggers(loggers: list[Logger], wandb_mode: str | None) -> None:
+    """Finish the W&B run and restore WANDB_MODE as it was before ``loggers`` were built."""
+    # Lightning leaves the W&B run open; close it so the next job of a multirun
+    # gets a run of its own instead of writing into this one.
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        wandb.finish()
+    # WandbLogger(offline=True) sets WANDB_MODE for the whole process; restore it for the next job.
+    if wandb_mode is None:
+        os.environ.pop("WANDB_MODE", None)
+    else:
+        os.environ["WANDB_MODE"] = wandb_mode
+
+
+def _check_wandb_credentials() -> None:
+    """Online W&B without an API key would prompt for one; stop with a message instead."""
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(
+        "W&B is set to log online but no API key was found; run `wandb login` or set WANDB_API_KEY, "
+        "or keep the default offline mode (logger.wandb.offline=true, WANDB_MODE unset)"
+    )
+
+
+def log_figures(loggers: list[Logger], figures: dict[str, Path]) -> None:
+    """The run's figures as W&B images under ``figures/<name>``."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            for name, path in figures.items():
+                logger.log_image(key=f"figures/{name}", images=[str(path)])
