@@ -46,7 +46,7 @@ from ddpm_lit.core.diffusion import GaussianDiffusion
 from hydra.core.hydra_config import HydraConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -1,0 +1,116 @@
+"""The package's structure holds: imports go only downward (import-linter's contracts in
+pyproject.toml), no cycles, and no import hidden inside a function."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "ddpm_lit"
+# Imported inside the one function that needs it: an optional extra (pip install '.[bench]').
+LAZY_IMPORTS = {"diffusers"}
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` on the package under ``root`` with ``root``'s pyproject.toml."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+         str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_import_contracts_are_kept() -> None:
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "upward"),
+    [("core/schedules.py", "ddpm_lit.apps.train"), ("generation/generate.py", "ddpm_lit.training.module"),
+     ("apps/config.py", "ddpm_lit.apps.evaluate"), ("core/diffusion.py", "lightning")],
+)  # fmt: skip
+def test_an_upward_import_breaks_a_contract(tmp_path: Path, module: str, upward: str) -> None:
+    shutil.copytree(PACKAGE, tmp_path / "ddpm_lit", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "ddpm_lit" / module
+    target.write_text(target.read_text() + f"\nimport {upward}  # noqa: E402\n")
+    proc = lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "BROKEN" in proc.stdout and f"ddpm_lit.{module[:-3].replace('/', '.')} -> {upward} (l." in proc.stdout
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> tuple[set[str], list[str]]:
+    """The ddpm_lit modules that ``path`` imports at module level, and every import statement
+    inside a function (as ``function: module``)."""
+    tree = ast.parse(path.read_text())
+    top: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ddpm_lit"):
+            for alias in node.names:  # `from ddpm_lit.data import mnist` imports a module
+                sub = f"{node.module}.{alias.name}"
+                top.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).is_file() else node.module)
+        elif isinstance(node, ast.Import):
+            top.update(a.name for a in node.names if a.name.startswith("ddpm_lit"))
+    inside = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                    if name.split(".")[0] not in LAZY_IMPORTS:
+                        inside.append(f"{path.relative_to(ROOT)}:{node.lineno} {fn.name}: {name}")
+    return top, inside
+
+
+def test_no_import_inside_a_function() -> None:
+    found = [line for path in sorted(PACKAGE.rglob("*.py")) for line in _imports(path)[1]]
+    assert found == [], "\n".join(found)
+
+
+def test_no_import_cycle() -> None:
+    graph = {_module_name(p): _imports(p)[0] for p in PACKAGE.rglob("*.py")}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks above read the real files: a function import and a cycle in a copy are found."""
+    pkg = tmp_path / "ddpm_lit"
+    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "io.py").write_text((pkg / "io.py").read_text() + "\nfrom ddpm_lit.runs import flatten\n\n\ndef f():\n    import json\n")
+    (pkg / "runs.py").write_text((pkg / "runs.py").read_text() + "\nfrom ddpm_lit.io import atomic_write\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    with pytest.raises(AssertionError, match="ddpm_lit.io -> ddpm_lit.runs -> ddpm_lit.io|ddpm_lit.runs -> ddpm_lit.io -> ddpm_lit.runs"):
+        test_no_import_cycle()
+    with pytest.raises(AssertionError, match=r"ddpm_lit/io.py:\d+ f: json"):
+        test_no_import_inside_a_function()
