@@ -4,13 +4,13 @@ import hydra
 from omegaconf import DictConfig
 
 from ddpm_lit.errors import exit_on_user_error
-from ddpm_lit.apps.train import train
+from ddpm_lit.apps.train import optimized_metric, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = exit_on_user_error(train, cfg)
-    return metrics.get(cfg.objective)  # what a sweeper minimises
+    return metrics.get(optimized_metric(cfg))  # what a sweeper minimises
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier)
     blurred, _ = scorer.score(torchvision.transforms.functional.gaussian_blur(test[300:600], 9, 3.0))
 
     # memorisation: copies sit at distance 0 with SSIM 1; held-out digits do not
-    assert copies["nn_train_distance_mean"] == 0.0 and copies["nn_ssim"] == pytest.approx(1.0, abs=1e-4)
+    assert copies["nn_train_distance_mean"] == 0.0 and copies["nn_train_ssim"] == pytest.approx(1.0, abs=1e-4)
     assert torch.equal(copies_px["nn_train_index"], torch.arange(5000, 5300))
     assert real["nn_train_distance_mean"] > 3.0
     # distribution metrics: real digits near the floor, noise far from it
@@ -305,7 +305,7 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     proc = run_evaluate([f"samples_path={run / 'samples.npz'}", f"hydra.run.dir={tmp_path / 'b'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    for key in ("fid", "mnist_fid", "kid", "precision", "recall", "ssim", "nn_ssim", "nn_train_distance_mean"):
+    for key in ("fid", "mnist_fid", "kid", "precision", "recall", "ssim", "nn_train_ssim", "nn_train_distance_mean"):
         assert again["samples"][key] == pytest.approx(samples[key], rel=1e-6, abs=1e-9), key
     assert "nll" not in again and "sampling" not in again["timings"]
     assert again["timings"]["fid_reference"] < metrics["timings"]["fid_reference"]

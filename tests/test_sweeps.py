@@ -171,7 +171,7 @@ def test_val_fid_search_space() -> None:
     sweeper = cfg.hydra.sweeper
     assert cfg.hydra.runtime.choices["hydra/sweeper"] == "optuna"
     assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    assert cfg.objective == "val/fid" and cfg.model.val_fid is True and cfg.model.sample_every_n_epochs >= 1
+    assert cfg.optimized_metric == "val/fid" and cfg.model.val_fid is True and cfg.model.sample_every_n_epochs >= 1
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert sweeper.direction == "minimize" and sweeper.storage is None and sweeper.n_jobs == 1
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed is not None
@@ -200,7 +200,7 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     trials = []
     for job in jobs:
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-        assert cfg.objective == "val/fid"
+        assert cfg.optimized_metric == "val/fid"
         fid = json.loads((job / "metrics.json").read_text())["val/fid"]
         assert math.isfinite(fid) and fid > 0
         params = {"model.lr": cfg.model.lr, "schedule": cfg.schedule.schedule, "model.warmup_steps": cfg.model.warmup_steps}

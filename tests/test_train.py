@@ -313,22 +313,6 @@ def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFi
         target.filters = kept
 
 
-def test_quiet_wandb_init_drops_the_anonymous_argument_lightning_adds(tmp_path: Path) -> None:
-    """Lightning's WandbLogger passes anonymous=None to wandb.init, which W&B answers with a
-    warning; quiet_wandb_init removes it. Fails when Lightning stops passing it (then drop it)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    from ddpm_lit.apps.loggers import quiet_wandb_init
-
-    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
-    assert "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None
-    quiet_wandb_init(logger)
-    assert "anonymous" not in logger._wandb_init
-    anonymous = WandbLogger(save_dir=str(tmp_path), offline=True, anonymous=True)
-    quiet_wandb_init(anonymous)
-    assert anonymous._wandb_init["anonymous"] == "allow"  # a value the user chose stays
-
-
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
 def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     # Run from tmp_path with the default paths, as a user would from the repo.
@@ -365,7 +349,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
 def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=3", "data.check_md5=false", "data.val_size=32",
-         "model.fid_reference_size=32", "callbacks.model_checkpoint.monitor=val/fid", "objective=val/fid"],
+         "model.fid_reference_size=32", "callbacks.model_checkpoint.monitor=val/fid", "optimized_metric=val/fid"],
         tmp_path, synthetic_mnist_dir,
     )
     metrics = train(cfg)
@@ -387,8 +371,9 @@ def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir
     [
         (["model.sample_every_n_epochs=2"], "only logged on sampling epochs"),
         (["model.val_fid=false"], "needs model.val_fid=true"),
-        (["objective=val/fdi"], "objective must be one of"),
-        (["objective=val/fid", "model.val_fid=false"], "objective=val/fid needs model.val_fid=true"),
+        (["optimized_metric=val/fdi"], "optimized_metric must be one of"),
+        (["optimized_metric=val/fid", "model.val_fid=false"], "optimized_metric=val/fid needs model.val_fid=true"),
+        (["objective=val/fdi"], "optimized_metric must be one of"),  # the deprecated name is still read
     ],
 )
 def test_val_fid_monitor_needs_it_every_epoch(overrides, words, tmp_path: Path) -> None:

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.io import atomic_write
 from ddpm_lit.apps.loading import load_module, resolve_device
-from ddpm_lit.core.pixels import to_model_range, to_unit_range
+from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
-from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
-from ddpm_lit.evaluation.classifier import load_or_train
 from ddpm_lit.evaluation.inception import InceptionFeatures
-from ddpm_lit.evaluation.scorer import Scorer
+from ddpm_lit.evaluation.scorer import Scorer, mnist_references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,8 @@ def cell_key(model: str, sampler: str, steps: int, guidance: float | None) -> st
 def describe(module: Any) -> str:
     d, h = module.diffusion, module.hparams
     parts = [f"{d.schedule}", f"objective {d.objective}", f"weighting {d.loss_weighting}", f"variance {d.variance}"]
-    if module.conditional:
-        parts.append(f"{module.net.num_classes} classes, label dropout {h.cond_drop_prob:g}")
+    if module.num_classes is not None:
+        parts.append(f"{module.num_classes} classes, label dropout {h.cond_drop_prob:g}")
     return ", ".join(parts)
 
 
@@ -172,10 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results.setdefault("models", {})
     results.setdefault("cells", {})
 
-    raw = ensure_mnist(Path(args.data_dir))
-    train = to_model_range(load_mnist_split(raw, train=True)[0], 28)
-    test = to_model_range(load_mnist_split(raw, train=False)[0], 28)
-    classifier = load_or_train(Path(args.data_dir))
+    train, test, classifier = mnist_references(Path(args.data_dir))
     inception = None
     if not args.no_fid:
         inception = InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
@@ -199,15 +195,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ema = False
         label = describe(module) + ("" if ema else ", raw weights (no EMA)")
         results["models"][name] = {"ckpt": str(ckpt), "describe": label, "ema_weights": ema}
-        cells = cond_grid if module.conditional else grid
+        cells = cond_grid if module.num_classes is not None else grid
         for sampler, steps in cells:
-            for guidance in (scales or [None]) if module.conditional else [None]:
+            for guidance in (scales or [None]) if module.num_classes is not None else [None]:
                 key = cell_key(name, sampler, steps, guidance)
                 if key in results["cells"]:
                     log.info("%s: done before, skipped", key)
                     continue
-                labels = torch.arange(args.num_samples) % module.net.num_classes if module.conditional else None
-                extra = {"class_labels": labels, "guidance_scale": guidance} if module.conditional else {}
+                labels = labels_for(module, args.num_samples)
+                extra = {"class_labels": labels, "guidance_scale": guidance} if module.num_classes is not None else {}
                 name_only, options = split_sampler(sampler)
                 start = time.perf_counter()
                 drawn = module.sample(

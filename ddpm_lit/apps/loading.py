@@ -36,7 +36,7 @@ def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
         raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
     if module is None:
         return
-    if cfg.get("guidance_scale") is not None and not module.conditional:
+    if cfg.get("guidance_scale") is not None and module.num_classes is None:
         raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
     steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
@@ -51,7 +51,7 @@ def sampler_options(sampler: DictConfig) -> dict[str, Any]:
 
 def guidance_used(module: Any, guidance_scale: float | None) -> float | None:
     """The guidance a conditional model samples with (the config's, else the model's); None when unconditional."""
-    if not module.conditional:
+    if module.num_classes is None:
         return None
     return module.hparams.guidance_scale if guidance_scale is None else guidance_scale
 

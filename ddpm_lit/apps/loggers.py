@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from ddpm_lit.apps.config import build
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.internals import drop_anonymous_wandb_init, wandb_offline
 from ddpm_lit.runs import wandb_run_id
 import wandb
 
@@ -39,8 +40,8 @@ def open_loggers(loggers: list[Logger]) -> list[Logger]:
     """Check that online W&B has credentials, so that nothing prompts; return ``loggers``."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            quiet_wandb_init(logger)
-            if not logger._offline:
+            drop_anonymous_wandb_init(logger)  # W&B warns about it
+            if not wandb_offline(logger):
                 _check_wandb_credentials()
     return loggers
 
@@ -79,14 +80,6 @@ def quiet_lightning_warnings() -> None:
     """Ignore the ``LIGHTNING_NOISE`` warnings, and no others."""
     for message, category, module in LIGHTNING_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
-
-
-def quiet_wandb_init(logger: WandbLogger) -> None:
-    """Drop the ``anonymous=None`` that Lightning's WandbLogger always hands to ``wandb.init``:
-    W&B answers any value with "The anonymous setting has no effect". The only private use of
-    the logger's ``_wandb_init``; tests/test_train.py fails if Lightning stops passing it."""
-    if "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None:
-        del logger._wandb_init["anonymous"]
 
 
 def close_loggers(loggers: list[Logger], wandb_mode: str | None) -> None:

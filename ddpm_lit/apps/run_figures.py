@@ -32,7 +32,7 @@ from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.evaluation.scorer import paired_ssim
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
-from ddpm_lit.generation.generate import draw
+from ddpm_lit.generation.generate import draw, labels_for
 from ddpm_lit.runs import load_run_config, newest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | No
     """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
     save final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at x_T and
     every T/10 steps."""
-    labels = torch.arange(num) % module.net.num_classes if module.conditional else None
+    labels = labels_for(module, num)
     drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
     save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
     save_samples_npz(drawn.samples, samples_dir / "final.npz", labels=drawn.labels)

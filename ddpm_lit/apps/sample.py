@@ -53,13 +53,13 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     check_sampling(cfg)
     device = resolve_device(cfg.device)
     module, ema = load_module(cfg.ckpt_path, device)
-    if not module.conditional and (cfg.get("digits") is not None or cfg.get("guidance_scale") is not None):
+    if module.num_classes is None and (cfg.get("digits") is not None or cfg.get("guidance_scale") is not None):
         raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is unconditional")
     check_sampling(cfg, module)
     labels = None
     options = sampler_options(cfg.sampler)
-    if module.conditional:
-        labels = parse_digits(cfg.get("digits"), cfg.n, module.net.num_classes)
+    if module.num_classes is not None:
+        labels = parse_digits(cfg.get("digits"), cfg.n, module.num_classes)
         options["guidance_scale"] = cfg.get("guidance_scale")
 
     out = Path(cfg.paths.output_dir)

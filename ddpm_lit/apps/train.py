@@ -21,12 +21,12 @@ from ddpm_lit.apps.loggers import build_loggers, close_loggers, log_figures, ope
 from ddpm_lit.runs import newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
 from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
 from ddpm_lit.training.module import SPEED_HPARAMS
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     model = build(cfg.model)
     datamodule = build(cfg.data)
     callbacks = build_dict(cfg.get("callbacks")) + list(extra_callbacks)
-    _check_monitors(callbacks, model, cfg.get("objective"))
+    _check_monitors(callbacks, model, optimized_metric(cfg))
     check_time_budget(cfg)
     out = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
@@ -204,7 +204,7 @@ def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, logge
         if isinstance(logger, WandbLogger):  # its run exists: training logged to it
             where = getattr(logger.experiment, "dir", None)
             lines.append(f"W&B run:     {Path(where).parent if where else logger.save_dir}"
-                         + (" (offline: `wandb sync` uploads it)" if logger._offline else ""))
+                         + (" (offline: `wandb sync` uploads it)" if wandb_offline(logger) else ""))
     return f"finished in {format_seconds(seconds)}:\n  " + "\n  ".join(lines)
 
 
@@ -251,7 +251,7 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
 
 def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:
     """PyTorch's SyncBatchNorm runs only on GPUs: say so before rank 1 starts, not in its traceback."""
-    sync = getattr(trainer.strategy, "_layer_sync", None) is not None  # parallel strategies with sync_batchnorm=True
+    sync = syncs_batchnorm(trainer.strategy)  # parallel strategies with sync_batchnorm=True
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if sync and has_bn and trainer.strategy.root_device.type != "cuda":
         raise ConfigError(
@@ -263,7 +263,7 @@ def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:
 def _check_launcher(trainer: L.Trainer) -> None:
     """DDP on one machine starts ranks 1… by rerunning the command line, which inside a local
     --multirun would start the whole sweep again in every rank: refuse it before it starts."""
-    if not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher) or trainer.world_size == 1:
+    if not reruns_command_line(trainer.strategy) or trainer.world_size == 1:
         return
     if HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
         raise ConfigError(
@@ -275,23 +275,34 @@ def _check_launcher(trainer: L.Trainer) -> None:
 SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
 
 
-OBJECTIVES = ("val/loss", "train/loss", "train/loss_epoch", *SAMPLED_METRICS)
+OPTIMIZABLE_METRICS = ("val/loss", "train/loss", "train/loss_epoch", *SAMPLED_METRICS)
 
 
-def _check_monitors(callbacks: list[Any], model: Any, objective: str | None = None) -> None:
-    """The sweep objective must be a metric the run logs; a metric of the sampling hook needs
-    the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
+def optimized_metric(cfg: DictConfig) -> str | None:
+    """The metric train.py returns for sweepers: ``optimized_metric``, or the deprecated
+    top-level ``objective`` when a command line still sets it (with a warning)."""
+    old = cfg.get("objective")
+    if old is not None:
+        log.warning("objective=%s is deprecated (model.objective is the network's target); "
+                    "use optimized_metric=%s, which it replaces", old, old)
+        return str(old)
+    return cfg.get("optimized_metric")
+
+
+def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = None) -> None:
+    """The sweep's optimized metric must be a metric the run logs; a metric of the sampling hook
+    needs the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
     every = model.hparams.get("sample_every_n_epochs", 1)
-    if objective is not None and objective not in OBJECTIVES:
-        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    watched = [("objective", objective)]
+    if optimized is not None and optimized not in OPTIMIZABLE_METRICS:
+        raise ConfigError(f"optimized_metric must be one of {', '.join(OPTIMIZABLE_METRICS)}, got {optimized!r}")
+    watched = [("optimized_metric", optimized)]
     watched += [("callbacks.model_checkpoint.monitor", cb.monitor) for cb in callbacks if isinstance(cb, ModelCheckpoint)]
     for key, metric in watched:
         if metric == "val/fid" and not model.hparams.get("val_fid", False):
             raise ConfigError(f"{key}=val/fid needs model.val_fid=true")
         if metric in SAMPLED_METRICS and every == 0:
             raise ConfigError(f"{key}={metric} needs the sampling hook: model.sample_every_n_epochs ≥ 1")
-        if key != "objective" and metric in SAMPLED_METRICS and every != 1:
+        if key != "optimized_metric" and metric in SAMPLED_METRICS and every != 1:
             raise ConfigError(
                 f"{key}={metric} is only logged on sampling epochs; set model.sample_every_n_epochs=1 (it is {every})"
             )

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 
 from ddpm_lit.core.pixels import to_pixel_levels
+from ddpm_lit.internals import fid_from_sufficient_statistics
 from ddpm_lit.io import atomic_write
-from ddpm_lit.evaluation.metrics import _Precomputed
-from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -73,18 +72,7 @@ def fid_statistics(features: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def fid_from_statistics(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor]) -> float:
-    """Fréchet distance between two sets of statistics, computed by torchmetrics."""
-    dim = real["sum"].numel()
-    # sync_on_compute=False: statistics are complete here; under DDP only rank 0 may call this.
-    fid = FrechetInceptionDistance(feature=_Precomputed(dim), sync_on_compute=False)
-    # The metric's own state, filled from cached statistics instead of repeated update() calls.
-    fid.real_features_sum = real["sum"].double()
-    fid.real_features_cov_sum = real["cov_sum"].double()
-    fid.real_features_num_samples = real["n"].long()
-    fid.fake_features_sum = fake["sum"].double()
-    fid.fake_features_cov_sum = fake["cov_sum"].double()
-    fid.fake_features_num_samples = fake["n"].long()
-    # update() would set these two; cached statistics skip it.
-    fid.orig_dtype = torch.float32
-    fid._update_count = 1
-    return float(fid.compute())
+    """Fréchet distance between two sets of ``fid_statistics``, computed by torchmetrics.
+
+    With statistics complete here, no cross-process sync: under DDP only rank 0 calls this."""
+    return fid_from_sufficient_statistics(real, fake)

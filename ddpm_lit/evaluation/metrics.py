@@ -16,6 +16,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from ddpm_lit.internals import PrecomputedFeatures
+
 
 @contextmanager
 def _quiet_torchmetrics() -> Iterator[None]:
@@ -105,14 +107,6 @@ class ClassifierFeatures(torch.nn.Module):
         return self.classifier.features(images.float())
 
 
-class _Precomputed(torch.nn.Identity):
-    """Passes features through, so torchmetrics takes features extracted once for FID and KID."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-
 def fid_kid_from_features(
     real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 1000, seed: int = 0
 ) -> dict[str, float]:
@@ -120,7 +114,7 @@ def fid_kid_from_features(
 
     KID averages over random subsets, drawn here from ``seed`` so that a score repeats.
     """
-    passthrough = _Precomputed(real.shape[1])
+    passthrough = PrecomputedFeatures(real.shape[1])
     with _quiet_torchmetrics():
         # The features are complete on this process: no cross-process sync (a lone rank would hang).
         fid = FrechetInceptionDistance(feature=passthrough, sync_on_compute=False)

@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from ddpm_lit.core.pixels import quantize, to_unit_range
+from ddpm_lit.core.pixels import quantize, to_model_range, to_unit_range
+from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.evaluation.classifier import MNISTClassifier, load_or_train
 from ddpm_lit.evaluation.features import batched_features, cached, fid_from_statistics, fid_statistics, images_key
 from ddpm_lit.evaluation.metrics import (
     class_statistics_from_logits,
@@ -48,6 +50,18 @@ class Timings:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def mnist_references(
+    data_dir: str | Path, download: bool = True, check_md5: bool = True, classifier_epochs: int = 3
+) -> tuple[torch.Tensor, torch.Tensor, MNISTClassifier]:
+    """What a ``Scorer`` compares with: MNIST's training and test images (N, 1, 28, 28) in
+    [−1, 1] and the project's classifier (cached under ``data_dir``; trained when missing)."""
+    raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
+    train = to_model_range(load_mnist_split(raw, train=True)[0], 28)
+    test = to_model_range(load_mnist_split(raw, train=False)[0], 28)
+    classifier = load_or_train(data_dir, epochs=classifier_epochs, download=False, check_md5=False)  # checked above
+    return train, test, classifier
 
 
 def _module_key(module: torch.nn.Module) -> str:
@@ -244,7 +258,7 @@ class Scorer:
                 [paired_ssim(unit, self._train_unit[idx[:, j]]) for j in range(idx.shape[1])], dim=1
             ).max(dim=1).values
             out["ssim"] = float(report.mean())
-            out["nn_ssim"] = float(best.mean())
+            out["nn_train_ssim"] = float(best.mean())
             per_image["ssim"] = report
             per_image["nn_ssim"] = best
         return out, per_image

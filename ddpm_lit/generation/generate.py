@@ -22,6 +22,11 @@ def digit_labels(num_samples: int, num_classes: int) -> torch.Tensor:
     return torch.arange(num_samples) % num_classes
 
 
+def labels_for(model: GenerativeModel, num_samples: int) -> torch.Tensor | None:
+    """``digit_labels`` for a class-conditional model, None for an unconditional one."""
+    return None if model.num_classes is None else digit_labels(num_samples, model.num_classes)
+
+
 def check_labels(class_labels: Any, num_samples: int, num_classes: int) -> torch.Tensor:
     """``class_labels`` as (N,) long, or a ValueError unless there are N of them in [0, k − 1]."""
     labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)

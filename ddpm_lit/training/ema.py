@@ -1,6 +1,6 @@
-"""Exponential moving average of the weights, through Lightning's ``EMAWeightAveraging``.
+"""Exponential moving average of the weights, through Lightning's ``WeightAveraging``.
 
-Lightning's callback keeps the average, swaps it in for validation, puts it in checkpoints as
+Lightning's callback (the base of its ``EMAWeightAveraging``) keeps the average, swaps it in for validation, puts it in checkpoints as
 ``state_dict`` (the raw weights under ``current_model_state``, so resuming restores both) and
 leaves it in the module when training ends. It swaps the raw weights back in its own
 ``on_validation_epoch_end``, which Lightning calls before the LightningModule's (the
@@ -23,8 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import AveragedModel
+
+from ddpm_lit.internals import weight_average
 
 
 def ema_avg_fn(decay: float, warmup: bool = True):
@@ -72,15 +74,19 @@ def ema_multi_avg_fn(decay: float, warmup: bool = True):
     return update
 
 
-class EMA(EMAWeightAveraging):
-    """``EMAWeightAveraging`` with the decay warm-up and exact update of ``ema_avg_fn``.
+class EMA(WeightAveraging):
+    """Lightning's ``WeightAveraging`` with the decay warm-up and exact update of ``ema_avg_fn``,
+    updated as its ``EMAWeightAveraging`` is (every N optimizer steps from a given step on).
 
     Args:
         decay: the decay the warm-up rises to (0.9999 for long runs; ~0.995 for a few thousand steps).
         warmup: use min(decay, (1 + n)/(10 + n)); False: the fixed decay from the first update.
-        update_every_n_steps, update_starting_at_step: as in Lightning's callback.
+        update_every_n_steps: update after every N-th optimizer step.
+        update_starting_at_step: first step that updates (None: the first).
         foreach: update all tensors of a device and dtype at once (``ema_multi_avg_fn``); False:
             one tensor at a time (``ema_avg_fn``), the same numbers more slowly.
+        device, use_buffers: as in Lightning's callback (None: the module's device; average the
+            buffers too).
     """
 
     def __init__(
@@ -90,32 +96,37 @@ class EMA(EMAWeightAveraging):
         update_every_n_steps: int = 1,
         update_starting_at_step: int | None = None,
         foreach: bool = True,
-        **kwargs: Any,
+        device: torch.device | str | int | None = None,
+        use_buffers: bool = True,
     ) -> None:
-        super().__init__(
-            decay=decay,
-            update_every_n_steps=update_every_n_steps,
-            update_starting_at_step=update_starting_at_step,
-            **kwargs,
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"callbacks.ema.decay must be in [0, 1], got {decay}")
+        if update_every_n_steps < 1:
+            raise ValueError(f"callbacks.ema.update_every_n_steps must be ≥ 1, got {update_every_n_steps}")
+        # AveragedModel's own arguments, passed through Lightning's public **kwargs.
+        self.average_kwargs: dict[str, Any] = (
+            {"multi_avg_fn": ema_multi_avg_fn(decay, warmup)} if foreach else {"avg_fn": ema_avg_fn(decay, warmup)}
         )
-        # The parent passes get_ema_avg_fn(decay) to AveragedModel through these kwargs; a
-        # multi_avg_fn updates each device's and dtype's tensors in one call.
-        if foreach:
-            self._kwargs.pop("avg_fn", None)
-            self._kwargs["multi_avg_fn"] = ema_multi_avg_fn(decay, warmup)
-        else:
-            self._kwargs["avg_fn"] = ema_avg_fn(decay, warmup)
-        self.decay, self.warmup = decay, warmup
+        super().__init__(device=device, use_buffers=use_buffers, **self.average_kwargs)
+        self.decay, self.warmup, self.use_buffers = decay, warmup, use_buffers
+        self.update_every_n_steps, self.update_starting_at_step = update_every_n_steps, update_starting_at_step
         self._average_in_module = False
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """After optimizer step ``step_idx``: every ``update_every_n_steps``-th from ``update_starting_at_step``."""
+        if step_idx is None:
+            return False
+        started = self.update_starting_at_step is None or step_idx >= self.update_starting_at_step
+        return started and step_idx % self.update_every_n_steps == 0
 
     def averaged_model(self, module: torch.nn.Module, device: torch.device | None = None) -> AveragedModel:
         """An ``AveragedModel`` of ``module`` updated as this callback's (the benchmark's plain loop
         keeps one)."""
-        return AveragedModel(module, device=device, use_buffers=self._use_buffers, **self._kwargs)
+        return AveragedModel(module, device=device, use_buffers=self.use_buffers, **self.average_kwargs)
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_validation_epoch_start(trainer, pl_module)  # swaps the average in
-        self._average_in_module = self._average_model is not None
+        self._average_in_module = self.holds_average()
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Keep the average in the module: its own ``on_validation_epoch_end`` runs after this one."""
@@ -132,3 +143,7 @@ class EMA(EMAWeightAveraging):
         if self._average_in_module:
             super().on_validation_epoch_end(trainer, pl_module)  # the parent's swap back
             self._average_in_module = False
+
+    def holds_average(self) -> bool:
+        """Whether the callback has an average yet (it swaps one in for validation only then)."""
+        return weight_average(self) is not None

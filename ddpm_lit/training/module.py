@@ -147,6 +147,7 @@ class DDPMModule(L.LightningModule):
         # registered as a submodule and stays out of checkpoints.
         self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
         self._classifier: tuple[torch.nn.Module] | None = None  # a tuple: not a submodule either
+        self._net_compiled = False  # compile_network ran (copies made before it stay plain)
         self._planned_steps: float | None = None  # trainer.estimated_stepping_batches, read once
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,8 +207,9 @@ class DDPMModule(L.LightningModule):
     def compile_network(self) -> None:
         """``torch.compile`` the network in place, for fixed shapes: the model summary's one-image
         call would otherwise make the training batch's graph a dynamic-shape one, slower."""
-        if getattr(self.net, "_compiled_call_impl", None) is None:
+        if not self._net_compiled:
             self.net.compile(dynamic=False)
+            self._net_compiled = True
 
     def on_fit_start(self) -> None:
         # Load (or train, once) the val/fid classifier now: validation runs without gradients,

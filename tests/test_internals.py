@@ -1,0 +1,76 @@
+"""Each private API ddpm_lit.internals relies on, checked against the installed libraries:
+a failure here names the function to rewrite after an upgrade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ddpm_lit.evaluation.features import fid_statistics
+from ddpm_lit.internals import (
+    PrecomputedFeatures,
+    drop_anonymous_wandb_init,
+    fid_from_sufficient_statistics,
+    reruns_command_line,
+    syncs_batchnorm,
+    wandb_offline,
+    weight_average,
+)
+from ddpm_lit.training.ema import EMA
+
+
+def test_fid_from_statistics_equals_torchmetrics_own_updates() -> None:
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 16, generator=gen), torch.randn(200, 16, generator=gen) * 1.3 + 0.2
+    public = FrechetInceptionDistance(feature=PrecomputedFeatures(16), sync_on_compute=False)
+    public.update(real, real=True)
+    public.update(fake, real=False)
+    assert fid_from_sufficient_statistics(fid_statistics(real), fid_statistics(fake)) == pytest.approx(
+        float(public.compute()), rel=1e-9
+    )
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+
+
+def test_weight_average_is_the_callbacks_averaged_model() -> None:
+    callback, module = EMA(decay=0.9), _Tiny()
+    assert weight_average(callback) is None and not callback.holds_average()
+    callback.setup(L.Trainer(logger=False, enable_checkpointing=False), module, "fit")  # Lightning builds it here
+    average = weight_average(callback)
+    assert isinstance(average, torch.optim.swa_utils.AveragedModel) and callback.holds_average()
+    assert torch.equal(average.module.layer.weight, module.layer.weight)
+
+
+@pytest.mark.parametrize(("strategy", "devices", "expected"), [("ddp", 2, True), ("ddp_spawn", 2, False), ("auto", 1, False)])
+def test_reruns_command_line_is_true_for_ddp_on_one_machine(strategy: str, devices: int, expected: bool) -> None:
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False, enable_checkpointing=False)
+    assert reruns_command_line(trainer.strategy) is expected
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_syncs_batchnorm_follows_the_trainer_setting(sync: bool) -> None:
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", sync_batchnorm=sync, logger=False,
+                        enable_checkpointing=False)
+    assert syncs_batchnorm(trainer.strategy) is sync
+
+
+def test_wandb_offline_and_the_anonymous_argument(tmp_path: Path) -> None:
+    offline = WandbLogger(save_dir=str(tmp_path), offline=True)
+    assert wandb_offline(offline) and not wandb_offline(WandbLogger(save_dir=str(tmp_path), offline=False))
+    # Lightning passes anonymous=None to wandb.init, which W&B answers with a warning; when
+    # Lightning stops passing it, drop_anonymous_wandb_init can go.
+    assert "anonymous" in offline._wandb_init and offline._wandb_init["anonymous"] is None
+    drop_anonymous_wandb_init(offline)
+    assert "anonymous" not in offline._wandb_init
+    anonymous = WandbLogger(save_dir=str(tmp_path), offline=True, anonymous=True)
+    drop_anonymous_wandb_init(anonymous)
+    assert anonymous._wandb_init["anonymous"] == "allow"  # a value the user chose stays
