@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from ddpm_lit.errors import exit_on_user_error
 from ddpm_lit.apps.train import optimized_metric, train
+from ddpm_lit.errors import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
 from ddpm_lit.runs import run_dir_to_resume
 
 
@@ -40,6 +41,12 @@ def _run_dir(ckpt_path: str | None, runs_dir: str, timestamp: str) -> str:
     return str(resumed) if resumed is not None else str(Path(runs_dir) / timestamp)
 
 
+def _output_channels(variance: str, in_channels: int) -> int:
+    """``model.net.out_channels``: a learned variance adds a second set of output channels
+    (the rule of ``GaussianDiffusion.output_channels_factor``, which a test holds it to)."""
+    return int(in_channels) * (2 if variance == "learned" else 1)
+
+
 def register() -> None:
     for name, fn in (
         ("cwd", os.getcwd),
@@ -47,6 +54,7 @@ def register() -> None:
         ("sweep_group", _sweep_group),
         ("sweep_job_name", _sweep_job_name),
         ("run_dir", _run_dir),
+        ("output_channels", _output_channels),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

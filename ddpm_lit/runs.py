@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.errors import DataError
 
-
 # What the last_checkpoint and on_exception ModelCheckpoints write; ``ckpt_path=last``
 # continues from the newest of them, as Lightning's own "last" does.
 RESUME_PATTERNS = ("last*.ckpt", "on_exception.ckpt")

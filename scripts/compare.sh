@@ -13,19 +13,19 @@ ROOT=outputs/compare/epochs_${EPOCHS}
 # The quick preset as these runs were measured: a fixed number of epochs at batch 128 in fp32,
 # constant learning rate, ε-prediction unless a run says otherwise (the preset itself now trains
 # for a wall-clock budget; see scripts/quick_candidates.sh).
-BASE="time_budget_minutes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.objective=eps model.val_fid=true"
+BASE="time_budget_minutes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.diffusion.objective=eps model.val_fid=true"
 declare -A RUNS=(
   [eps]=""
-  [x0]="model.objective=x0"
-  [v]="model.objective=v"
-  [eps_vlb]="model.loss_weighting=vlb"
-  [eps_min_snr]="model.loss_weighting=min_snr"
-  [eps_learned]="model.variance=learned"
-  [cond]="model.num_classes=10"
+  [x0]="model.diffusion.objective=x0"
+  [v]="model.diffusion.objective=v"
+  [eps_vlb]="model.diffusion.loss_weighting=vlb"
+  [eps_min_snr]="model.diffusion.loss_weighting=min_snr"
+  [eps_learned]="model.diffusion.variance=learned"
+  [cond]="model.net.num_classes=10"
   # the bound's weight puts 98 % of its mass on the last 10 steps of the cosine schedule; on the
   # linear one it is spread out, so both schedules are trained, with eps on linear to compare
   [eps_linear]="schedule=linear"
-  [eps_vlb_linear]="schedule=linear model.loss_weighting=vlb"
+  [eps_vlb_linear]="schedule=linear model.diffusion.loss_weighting=vlb"
 )
 ORDER=(eps x0 v eps_vlb eps_min_snr eps_learned cond eps_linear eps_vlb_linear)
 for name in "${ORDER[@]}"; do

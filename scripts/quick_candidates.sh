@@ -11,18 +11,18 @@ shift || true
 ROOT=outputs/quick_candidates
 # Settings in full, so that a candidate means the same whatever the preset now says.
 declare -A RUNS=(
-  [v]="model.objective=v data.batch_size=128 model.lr=1e-3"
-  [v_b64]="model.objective=v data.batch_size=64 model.lr=1e-3"
-  [v_b32]="model.objective=v data.batch_size=32 model.lr=1e-3"
-  [v_b64_lr2e-3]="model.objective=v data.batch_size=64 model.lr=2e-3"
-  [v_b32_lr2e-3]="model.objective=v data.batch_size=32 model.lr=2e-3"
-  [v_b16_lr2e-3]="model.objective=v data.batch_size=16 model.lr=2e-3"
-  [v_b32_lr2e-3_minsnr]="model.objective=v data.batch_size=32 model.lr=2e-3 model.loss_weighting=min_snr"
-  [v_b32_lr4e-3]="model.objective=v data.batch_size=32 model.lr=4e-3"
-  [v_b32_lr2e-3_fast]="model.objective=v data.batch_size=32 model.lr=2e-3 model.channels_last=true model.compile=true"
-  [v_b32_lr4e-3_fast]="model.objective=v data.batch_size=32 model.lr=4e-3 model.channels_last=true model.compile=true"
-  [v_b32_lr2e-3_fast_b99]="model.objective=v data.batch_size=32 model.lr=2e-3 model.channels_last=true model.compile=true model.adam_betas=[0.9,0.99]"
-  [eps_b32]="model.objective=eps data.batch_size=32 model.lr=1e-3"
+  [v]="model.diffusion.objective=v data.batch_size=128 model.optimizer.lr=1e-3"
+  [v_b64]="model.diffusion.objective=v data.batch_size=64 model.optimizer.lr=1e-3"
+  [v_b32]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=1e-3"
+  [v_b64_lr2e-3]="model.diffusion.objective=v data.batch_size=64 model.optimizer.lr=2e-3"
+  [v_b32_lr2e-3]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3"
+  [v_b16_lr2e-3]="model.diffusion.objective=v data.batch_size=16 model.optimizer.lr=2e-3"
+  [v_b32_lr2e-3_minsnr]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.diffusion.loss_weighting=min_snr"
+  [v_b32_lr4e-3]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3"
+  [v_b32_lr2e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true"
+  [v_b32_lr4e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3 model.channels_last=true model.compile=true"
+  [v_b32_lr2e-3_fast_b99]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.optimizer.betas=[0.9,0.99]"
+  [eps_b32]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=1e-3"
 )
 ORDER=("$@")
 [[ ${#ORDER[@]} -gt 0 ]] || ORDER=(v v_b64 v_b32 v_b64_lr2e-3 v_b32_lr2e-3)
@@ -57,8 +57,8 @@ for name in names:
     minutes = int((run / "train" / "wall_seconds").read_text()) / 60
     fid = f"{ev['fid']:.2f}" if "fid" in ev else "–"
     fast = [k for k in ("channels_last", "compile") if cfg.model.get(k)]
-    weighting = [] if cfg.model.get("loss_weighting", "simple") == "simple" else [f"{cfg.model.loss_weighting} loss"]
-    rows.append(f"| {name} | {cfg.model.objective} | {cfg.data.batch_size} | {cfg.model.lr:g} | "
+    weighting = [] if cfg.model.get("loss_weighting", "simple") == "simple" else [f"{cfg.model.diffusion.loss_weighting} loss"]
+    rows.append(f"| {name} | {cfg.model.diffusion.objective} | {cfg.data.batch_size} | {cfg.model.optimizer.lr:g} | "
                 f"{', '.join(fast + weighting) or '–'} | {precision} | "
                 f"{train['global_step']:.0f} | {minutes:.1f} | {ev['mnist_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
                 f"{ev['recall']:.3f} | {min(shares):.3f}–{max(shares):.3f} |")

@@ -77,9 +77,9 @@ def test_diffusers_unet_is_sized_to_the_parameter_count() -> None:
 def test_ablation_prints_one_row_per_change_with_its_ratio(capsys, synthetic_mnist_dir: Path) -> None:
     main([*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=32-true", "--no-lightning",
           "--steps", "2", "--warmup", "1", "--repeats", "2", "--sample-steps", "2",
-          "--ablate", "model.channels_last=true", "model.channels_last=true model.fused_adam=true"])
+          "--ablate", "model.channels_last=true", "model.channels_last=true model.optimizer.fused=true"])
     out = capsys.readouterr().out
     rows = re.findall(r"^\| `([^`]+)` \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
-    assert [r[0] for r in rows] == ["model.channels_last=true", "model.channels_last=true model.fused_adam=true"], out
+    assert [r[0] for r in rows] == ["model.channels_last=true", "model.channels_last=true model.optimizer.fused=true"], out
     assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
-    assert len(re.findall(r"^  round [12], model.channels_last=true model.fused_adam=true: plain", out, re.M)) == 2
+    assert len(re.findall(r"^  round [12], model.channels_last=true model.optimizer.fused=true: plain", out, re.M)) == 2

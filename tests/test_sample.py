@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
+from ddpm_lit.apps.sample import draw, parse_digits
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.training.module import DDPMModule
-from ddpm_lit.apps.sample import draw, parse_digits
 
 
 def tiny_module(**kwargs) -> DDPMModule:

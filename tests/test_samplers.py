@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
-from ddpm_lit.core.samplers import ClassifierFreeGuidance, ddim_step, ddim_timesteps, sample_ddim, sample_ddpm, sample_dpmpp_2m, logsnr_timesteps
+from ddpm_lit.core.samplers import (
+    ClassifierFreeGuidance,
+    ddim_step,
+    ddim_timesteps,
+    logsnr_timesteps,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+)
 
 
 def _net(x, t):  # an arbitrary, wrong denoiser: the identities below hold for any ε

@@ -14,7 +14,7 @@ def test_overfitting_a_few_batches_drives_the_loss_down(synthetic_mnist_dir: Pat
     cfg = compose_train_cfg(
         # 96 images - 32 held out = two fixed batches of 32, seen every epoch
         [*TINY, "logger=csv", "trainer.max_epochs=60", "data.limit_train=96", "data.val_size=32",
-         "data.batch_size=32", "data.check_md5=false", "model.lr=2e-3", "model.sample_every_n_epochs=0", "final_samples.num=0",
+         "data.batch_size=32", "data.check_md5=false", "model.optimizer.lr=2e-3", "model.sample_every_n_epochs=0", "final_samples.num=0",
          "trainer.num_sanity_val_steps=0"],
         tmp_path, synthetic_mnist_dir,
     )
@@ -54,10 +54,11 @@ def test_every_experiment_runs_one_batch(experiment: str, mnist_dir: Path, tmp_p
 @pytest.mark.slow
 def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path) -> None:
     """Real test digits score near the floor; blurred digits worse; noise far worse."""
-    from ddpm_lit.evaluation.classifier import load_or_train
-    from ddpm_lit.data.mnist import load_mnist_split
     from ddpm_lit.core.pixels import to_model_range
-    from ddpm_lit.evaluation.metrics import ClassifierFeatures, class_statistics, feature_fid_kid, precision_recall
+    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.evaluation.classifier import load_or_train
+    from ddpm_lit.evaluation.metrics import precision_recall
+    from reference_metrics import ClassifierFeatures, class_statistics, feature_fid_kid
 
     classifier = load_or_train(mnist_dir)  # cached beside the data after the first training
     extractor = ClassifierFeatures(classifier)
@@ -85,8 +86,8 @@ def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path) ->
 @pytest.mark.slow
 def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> None:
     """The standard FID (TF-Inception-v3) of 200 images against 500 training images."""
-    from ddpm_lit.data.mnist import load_mnist_split
     from ddpm_lit.core.pixels import to_model_range
+    from ddpm_lit.data.mnist import load_mnist_split
     from ddpm_lit.evaluation.features import batched_features, fid_from_statistics, fid_statistics
     from ddpm_lit.evaluation.inception import InceptionFeatures
 

@@ -180,7 +180,7 @@ def test_val_fid_search_space() -> None:
     space = {k: create_optuna_distribution_from_override(parser.parse_override(f"{k}={v}"))
              for k, v in sweeper.params.items()}
     assert space == {
-        "model.lr": optuna.distributions.LogUniformDistribution(1e-4, 2e-3),
+        "model.optimizer.lr": optuna.distributions.LogUniformDistribution(1e-4, 2e-3),
         "schedule": optuna.distributions.CategoricalDistribution(["linear", "cosine"]),
         "model.warmup_steps": optuna.distributions.CategoricalDistribution([0, 500]),
     }
@@ -203,8 +203,8 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
         assert cfg.optimized_metric == "val/fid"
         fid = json.loads((job / "metrics.json").read_text())["val/fid"]
         assert math.isfinite(fid) and fid > 0
-        params = {"model.lr": cfg.model.lr, "schedule": cfg.schedule.schedule, "model.warmup_steps": cfg.model.warmup_steps}
-        assert 1e-4 <= params["model.lr"] <= 2e-3
+        params = {"model.optimizer.lr": cfg.model.optimizer.lr, "schedule": cfg.schedule.name, "model.warmup_steps": cfg.model.warmup_steps}
+        assert 1e-4 <= params["model.optimizer.lr"] <= 2e-3
         assert params["schedule"] in ("linear", "cosine") and params["model.warmup_steps"] in (0, 500)
         trials.append((fid, params))
     assert trials[0][1] != trials[1][1]
@@ -219,5 +219,5 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
 
     report([str(sweep_dir)])
     text = (sweep_dir / "report.md").read_text()
-    assert "| model.lr |" in text and "Optuna's best: " in text and f"{best_fid:.2f}" in text
+    assert "| model.optimizer.lr |" in text and "Optuna's best: " in text and f"{best_fid:.2f}" in text
     assert (sweep_dir / "report_val_fid.png").is_file() and (sweep_dir / "report_loss.png").is_file()

@@ -1,8 +1,8 @@
 import csv as csvlib
 import json
 import math
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +14,10 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, wandb_run_info
-from ddpm_lit.training.module import DDPMModule
 from ddpm_lit.apps.report import find_runs, table
-from ddpm_lit.errors import ConfigError
 from ddpm_lit.apps.train import build, train
+from ddpm_lit.errors import ConfigError
+from ddpm_lit.training.module import DDPMModule
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -91,7 +91,7 @@ def test_online_wandb_without_credentials_stops_instead_of_prompting(
 def test_seed_experiment_is_the_reports_setup(tmp_path: Path) -> None:
     cfg = compose_train_cfg(["experiment=seed"], tmp_path, tmp_path)
     assert cfg.model.net.base_channels == 128
-    assert cfg.schedule.schedule == "cosine" and cfg.schedule.timesteps == 1000
+    assert cfg.schedule.name == "cosine" and cfg.schedule.timesteps == 1000
     assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 50
     n_params = sum(p.numel() for p in build(cfg.model).parameters())
     assert abs(n_params - 14.1e6) / 14.1e6 < 0.01
@@ -122,7 +122,7 @@ def test_unknown_schedule_name_lists_valid_choices(tmp_path: Path) -> None:
     with pytest.raises(MissingConfigException) as err:
         compose_train_cfg(["schedule=foo"], tmp_path, tmp_path)
     assert "cosine" in str(err.value) and "linear" in str(err.value)
-    cfg = compose_train_cfg([*TINY, "schedule.schedule=foo"], tmp_path, tmp_path)
+    cfg = compose_train_cfg([*TINY, "schedule.name=foo"], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match="valid schedules: linear, cosine"):
         train(cfg)
 
@@ -290,7 +290,6 @@ def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFi
     from lightning.pytorch.loggers import CSVLogger
 
     from ddpm_lit.apps.loggers import LightningTipFilter
-
     from ddpm_lit.apps.train import quiet_lightning_tips
 
     target = logging.getLogger(LightningTipFilter.LOGGER)
@@ -325,7 +324,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
     assert [j.name for j in jobs] == ["0", "1"]
     runs = []
     for job, schedule in zip(jobs, ["linear", "cosine"]):
-        assert OmegaConf.load(job / ".hydra" / "config.yaml").schedule.schedule == schedule
+        assert OmegaConf.load(job / ".hydra" / "config.yaml").schedule.name == schedule
         folders = list(job.glob("wandb/offline-run-*"))
         assert len(folders) == 1
         runs.append(wandb_run_info(folders[0]))
@@ -339,7 +338,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (sweep / "report.md").read_text()
     header, _, row0, row1 = report.split("\n")[2:6]
-    assert "| schedule.schedule |" in header and "seed" not in header  # only what differs
+    assert "| schedule.name |" in header and "seed" not in header  # only what differs
     assert row0.startswith("| 0 | `linear` |") and row1.startswith("| 1 | `cosine` |")
     for job, row in zip(jobs, (row0, row1)):
         assert f"{json.loads((job / 'metrics.json').read_text())['val/loss']:.4f}" in row

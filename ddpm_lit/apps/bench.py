@@ -37,14 +37,13 @@ from typing import Any, Callable
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.optim.swa_utils import AveragedModel
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lit.apps.budget import autocast, choose_precision, sync
 from ddpm_lit.apps.train import build, quiet_lightning_tips, train
-from ddpm_lit.core.diffusion import GaussianDiffusion
-from hydra.core.hydra_config import HydraConfig
-from torch.utils.flop_counter import FlopCounterMode
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -268,10 +267,10 @@ def bench_diffusers(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: i
     the same Adam and EMA: (images/s, description, (forward, step) FLOPs per image)."""
     net, what = diffusers_unet(target_params, images.shape[-1], images.shape[1])
     denoiser = _Output(net).to(device)
-    diffusion = GaussianDiffusion(**dict(cfg.model.diffusion), objective="eps").to(device)
+    diffusion = build(OmegaConf.merge(cfg.model.diffusion, {"objective": "eps"})).to(device)
     flops = flops_per_image(denoiser, diffusion, images[: min(8, len(images))].to(device))
     denoiser.zero_grad(set_to_none=True)
-    optimizer = torch.optim.Adam(denoiser.parameters(), lr=cfg.model.lr, fused=cfg.model.get("fused_adam"))
+    optimizer = build(cfg.model.optimizer)(denoiser.parameters())  # the model's optimizer and settings
     ema_cfg = (cfg.get("callbacks") or {}).get("ema")
     ema = build(ema_cfg).averaged_model(denoiser, device) if ema_cfg is not None else None  # as bench_plain's
     rate = plain_loop(denoiser, lambda x0: diffusion.loss(denoiser, x0), optimizer, None, ema, images.to(device),
@@ -310,7 +309,7 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
     return speed.precision
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=quick trainer=cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
@@ -324,9 +323,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="time the plain loop and the real run again with each override (e.g. model.channels_last=true; "
                              "quote several to apply them together)")
     parser.add_argument("--no-lightning", action="store_true", help="time the plain loop only")
-    args = parser.parse_args(argv)
+    return parser
 
-    quiet_lightning_tips()
+
+@dataclass
+class Setting:
+    """What every measurement of one run shares: the composed config, device, precision and
+    its matmul peak, the network's size and FLOPs per training image, and the training images."""
+
+    cfg: DictConfig
+    device: torch.device
+    precision: str
+    peak: float
+    n_params: int
+    step_flops: float
+    images: torch.Tensor
+
+
+def _setting(args: argparse.Namespace) -> Setting:
+    """Compose the config, choose the precision, measure the peak and count the FLOPs; print them."""
     cfg = compose_cfg(args.overrides)
     L.seed_everything(0, verbose=False)
     trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -341,84 +356,109 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {device} ({name}), threads {torch.get_num_threads()}, precision {precision}, batch {batch}, "
           f"params {n_params / 1e6:.2f} M, {args.steps} timed steps after {args.warmup}", flush=True)
     peaks = {dtype: peak_matmul_tflops(device, dtype) for dtype in (torch.float32, torch.bfloat16)}
-    peak = peaks[torch.bfloat16 if precision.startswith("bf16") else torch.float32]
     print(f"peak matmul        : {peaks[torch.float32]:9.3f} TFLOP/s fp32, {peaks[torch.bfloat16]:.3f} TFLOP/s bf16 "
           f"(measured here)", flush=True)
     images = training_images(cfg, max(batch * 8, 1024))
     fwd, step = flops_per_image(model.net, model.diffusion, images[:8].to(device))
     print(f"network FLOPs      : {fwd / 1e9:9.3f} GFLOP per image forward, {step / 1e9:.3f} per training image "
           "(FlopCounterMode: matrix products and convolutions)", flush=True)
-    del model
+    peak = peaks[torch.bfloat16 if precision.startswith("bf16") else torch.float32]
+    return Setting(cfg, device, precision, peak, n_params, step, images)
 
-    configs: list[tuple[str, DictConfig]] = [("as composed", cfg)]
-    for override in args.ablate:
-        varied = compose_cfg([*args.overrides, *override.split()])  # "a=1 b=2": both at once
-        if str(varied.trainer.precision) == "auto":
-            varied.trainer.precision = precision  # as chosen above, unless the override sets one
-        configs.append((override, varied))
+
+def _ratio(values: list[float], reference: list[float]) -> float:
+    """The median over rounds of values/reference, each pair measured in one round."""
+    return statistics.median(v / ref for v, ref in zip(values, reference)) if values else float("nan")
+
+
+def _rate_line(s: Setting, label: str, rate: float, flops: float) -> str:
+    tflops = rate * flops / 1e12
+    return (f"{label:<19}: {rate:9.1f} train images/s, {tflops:.3f} TFLOP/s = {100 * tflops / s.peak:.1f} % of "
+            f"the {s.precision.split('-')[0]} matmul peak")
+
+
+def _rounds(args: argparse.Namespace, s: Setting, configs: list[tuple[str, DictConfig]]) -> tuple[dict[str, Rates], list[float], tuple[str, float, float]]:
+    """Every configuration once per round, so drift in the machine's speed (±20 % over minutes
+    on shared CPUs) hits all alike; ratios are taken within a round. Also diffusers' network."""
     rates = {label: Rates() for label, _ in configs}
     d_rates: list[float] = []
-    what, d_fwd, d_step = "", 0.0, 0.0
-    # Round-robin: every configuration once per round, so drift in the machine's speed (±20 %
-    # over minutes on shared CPUs) hits all alike; ratios are taken within a round.
+    diffusers: tuple[str, float, float] = ("", 0.0, 0.0)
     for r in range(args.repeats):
         for label, c in configs:
-            rates[label].plain.append(bench_plain(c, images, args.steps, args.warmup, device))
+            rates[label].plain.append(bench_plain(c, s.images, args.steps, args.warmup, s.device))
             if not args.no_lightning:
                 rates[label].lightning.append(bench_lightning(c, args.steps, args.warmup))
             shown = f", real run {rates[label].lightning[-1]:.1f}" if rates[label].lightning else ""
             print(f"  round {r + 1}, {label}: plain {rates[label].plain[-1]:.1f}{shown} images/s", flush=True)
         if args.diffusers:
-            rate, what, (d_fwd, d_step) = bench_diffusers(cfg, images, args.steps, args.warmup, device, n_params)
+            rate, what, (d_fwd, d_step) = bench_diffusers(s.cfg, s.images, args.steps, args.warmup, s.device, s.n_params)
             d_rates.append(rate)
+            diffusers = (what, d_fwd, d_step)
             print(f"  round {r + 1}, diffusers: plain {rate:.1f} images/s", flush=True)
-    base = rates["as composed"]
-    plain, lit = Rates.median(base.plain), Rates.median(base.lightning)
+    return rates, d_rates, diffusers
 
-    def ratio(values: list[float], reference: list[float]) -> float:
-        """The median over rounds of values/reference, each pair measured in one round."""
-        return statistics.median(v / ref for v, ref in zip(values, reference)) if values else float("nan")
 
-    def rate_line(label: str, rate: float, flops: float) -> str:
-        tflops = rate * flops / 1e12
-        return (f"{label:<19}: {rate:9.1f} train images/s, {tflops:.3f} TFLOP/s = {100 * tflops / peak:.1f} % of "
-                f"the {precision.split('-')[0]} matmul peak")
-
-    print(rate_line("plain PyTorch loop", plain, step) + f" (median of {args.repeats})")
+def _print_training(args: argparse.Namespace, s: Setting, base: Rates, d_rates: list[float],
+                    diffusers: tuple[str, float, float]) -> None:
+    print(_rate_line(s, "plain PyTorch loop", Rates.median(base.plain), s.step_flops) + f" (median of {args.repeats})")
     if base.lightning:
-        print(rate_line("train(cfg) (real)", lit, step) + f" (median of {args.repeats})")
-        print(f"Lightning overhead : {100 * (1 / ratio(base.lightning, base.plain) - 1):+.1f} % "
+        print(_rate_line(s, "train(cfg) (real)", Rates.median(base.lightning), s.step_flops) + f" (median of {args.repeats})")
+        print(f"Lightning overhead : {100 * (1 / _ratio(base.lightning, base.plain) - 1):+.1f} % "
               "(plain/real − 1, median over rounds)")
     if d_rates:
-        d_rate = statistics.median(d_rates)
+        what, d_fwd, d_step = diffusers
         print(f"diffusers          : {what}, {d_fwd / 1e9:.3f} GFLOP per image forward")
-        print(rate_line("diffusers plain", d_rate, d_step) + f" (median of {args.repeats})")
-        per_flop = ratio([p * step for p in base.plain], [d * d_step for d in d_rates])
+        print(_rate_line(s, "diffusers plain", statistics.median(d_rates), d_step) + f" (median of {args.repeats})")
+        per_flop = _ratio([p * s.step_flops for p in base.plain], [d * d_step for d in d_rates])
         print(f"per FLOP vs diffusers: {per_flop:.2f}× (plain loops' TFLOP/s ratio, median over rounds)")
-    if device.type == "cuda":
-        print(f"peak GPU memory    : {peak_memory_mib(device):9.1f} MiB (training)")
-        torch.cuda.reset_peak_memory_stats(device)
-    sample_batch = args.sample_batch or int(cfg.model.num_val_samples)
+    if s.device.type == "cuda":
+        print(f"peak GPU memory    : {peak_memory_mib(s.device):9.1f} MiB (training)")
+        torch.cuda.reset_peak_memory_stats(s.device)
+
+
+def _print_sampling(args: argparse.Namespace, s: Setting) -> None:
+    sample_batch = args.sample_batch or int(s.cfg.model.num_val_samples)
     for steps in args.sample_steps:
-        rate = bench_sampling(cfg, device, sample_batch, steps)
+        rate = bench_sampling(s.cfg, s.device, sample_batch, steps)
         print(f"sampling {steps:>4} steps: {rate:9.2f} images/s ({rate * steps:.0f} network evaluations/s, "
               f"batch {sample_batch})", flush=True)
-    if device.type == "cuda":
-        print(f"peak GPU memory    : {peak_memory_mib(device):9.1f} MiB (sampling)")
+    if s.device.type == "cuda":
+        print(f"peak GPU memory    : {peak_memory_mib(s.device):9.1f} MiB (sampling)")
     else:
-        print(f"peak memory        : {peak_memory_mib(device):9.1f} MiB (process resident set, whole run)")
+        print(f"peak memory        : {peak_memory_mib(s.device):9.1f} MiB (process resident set, whole run)")
+
+
+def _print_ablation(args: argparse.Namespace, rates: dict[str, Rates], overrides: list[str]) -> None:
+    base = rates["as composed"]
+    real = not args.no_lightning
+    print("\n| change | plain images/s | × plain |" + (" real run images/s | × real run |" if real else "")
+          + f"  (medians of {args.repeats} rounds)")
+    print("|---|---:|---:|" + ("---:|---:|" if real else ""))
+    print(f"| (as composed) | {Rates.median(base.plain):.1f} | 1.00 |"
+          + (f" {Rates.median(base.lightning):.1f} | 1.00 |" if real else ""))
+    for override in overrides:
+        got = rates[override]
+        row = f"| `{override}` | {Rates.median(got.plain):.1f} | {_ratio(got.plain, base.plain):.2f} |"
+        if real:
+            row += f" {Rates.median(got.lightning):.1f} | {_ratio(got.lightning, base.lightning):.2f} |"
+        print(row)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    quiet_lightning_tips()
+    s = _setting(args)
+    configs: list[tuple[str, DictConfig]] = [("as composed", s.cfg)]
+    for override in args.ablate:
+        varied = compose_cfg([*args.overrides, *override.split()])  # "a=1 b=2": both at once
+        if str(varied.trainer.precision) == "auto":
+            varied.trainer.precision = s.precision  # as chosen above, unless the override sets one
+        configs.append((override, varied))
+    rates, d_rates, diffusers = _rounds(args, s, configs)
+    _print_training(args, s, rates["as composed"], d_rates, diffusers)
+    _print_sampling(args, s)
     if args.ablate:
-        real = not args.no_lightning
-        print(f"\n| change | plain images/s | × plain |" + (" real run images/s | × real run |" if real else "")
-              + f"  (medians of {args.repeats} rounds)")
-        print("|---|---:|---:|" + ("---:|---:|" if real else ""))
-        print(f"| (as composed) | {plain:.1f} | 1.00 |" + (f" {lit:.1f} | 1.00 |" if real else ""))
-        for override, _ in configs[1:]:
-            got = rates[override]
-            row = f"| `{override}` | {Rates.median(got.plain):.1f} | {ratio(got.plain, base.plain):.2f} |"
-            if real:
-                row += f" {Rates.median(got.lightning):.1f} | {ratio(got.lightning, base.lightning):.2f} |"
-            print(row)
+        _print_ablation(args, rates, [label for label, _ in configs[1:]])
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ddpm_lit.generation.generate import labels_for
+
 # Precisions ``trainer.precision=auto`` chooses from; the first is kept unless another is faster
 # by more than ``MIN_SPEEDUP`` (timings of a few steps vary by a few per cent).
 CANDIDATE_PRECISIONS = ("32-true", "bf16-mixed")
@@ -78,8 +80,8 @@ class SpeedProbe:
                 self.module.compile_network()
             self.opt = torch.optim.Adam(self.module.parameters(), lr=1e-6)
             self.x0 = torch.rand(batch_size, *self.module.image_shape, device=device) * 2 - 1
-            self.labels = (torch.arange(batch_size, device=device) % self.module.net.num_classes
-                           if self.module.conditional else None)
+            labels = labels_for(self.module, batch_size)
+            self.labels = labels.to(device) if labels is not None else None
             for _ in range(warmup):  # compilation, and a recompilation after the first optimizer step
                 self._step()
             with autocast(device, precision):

@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ddpm_lit.generation.generate import labels_for
-from ddpm_lit.io import atomic_write
+
 from ddpm_lit.apps.loading import load_module, resolve_device
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, mnist_references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
+from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def markdown_table(results: dict[str, Any], fid: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddpm_lit.apps.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], help="NAME=CHECKPOINT (repeat)")
     parser.add_argument(
@@ -142,14 +143,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="folder for results.json, table.md and one grid per cell")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Path], list[float]]:
+    """The models (EMA, raw) and guidance scales of the command line, or SystemExit with the reason."""
     if args.num_samples < 4:
         raise SystemExit("--num-samples must be ≥ 4")
-    grid = parse_grid(args.grid)
-    cond_grid = parse_grid(args.conditional_grid) if args.conditional_grid else grid
-    models = parse_models(args.model)
-    raw_models = parse_models(args.model_raw)
+    models, raw_models = parse_models(args.model), parse_models(args.model_raw)
     if not models and not raw_models:
         raise SystemExit("give at least one --model or --model-raw")
     if set(models) & set(raw_models):
@@ -158,23 +159,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scales = [float(s) for s in args.guidance.split(",") if s]
     except ValueError:
         raise SystemExit(f"--guidance takes comma-separated numbers, got {args.guidance!r}") from None
+    return models, raw_models, scales
 
+
+def _open_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """results.json so far (cells already scored are skipped), refused when made with other settings."""
+    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if results and any(results.get(k) != v for k, v in settings.items()):
+        raise SystemExit(f"{path} was made with other settings {({k: results.get(k) for k in settings})}; use another --out")
+    results.update(settings)
+    results.setdefault("models", {})
+    results.setdefault("cells", {})
+    return results
+
+
+def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, bool]:
+    """The checkpoint's model, with its raw weights instead of the EMA when ``raw``."""
+    module, ema = load_module(ckpt, device)
+    if raw:
+        state = torch.load(ckpt, map_location=device, weights_only=False).get("current_model_state")
+        if state is None:
+            raise SystemExit(f"--model-raw {name}: {ckpt} holds no EMA, so its weights are the raw ones; use --model")
+        module.load_state_dict(state)
+        ema = False
+    return module, ema
+
+
+def _score_cell(args: argparse.Namespace, scorer: Scorer, module: Any, name: str, sampler: str, steps: int,
+                guidance: float | None) -> dict[str, Any]:
+    """Draw ``--num-samples`` with one sampler, steps and guidance; save them and their grid; score them."""
+    key = cell_key(name, sampler, steps, guidance)
+    labels = labels_for(module, args.num_samples)
+    extra = {"class_labels": labels, "guidance_scale": guidance} if labels is not None else {}
+    name_only, options = split_sampler(sampler)
+    start = time.perf_counter()
+    drawn = module.sample(
+        args.num_samples, generator=torch.Generator().manual_seed(args.seed), steps=steps,
+        batch_size=args.batch_size, progress=True, sampler=name_only, **options, **extra,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    stem = key.replace("|", "_").replace("=", "").replace("/", "_")
+    out = Path(args.out)
+    images = load_samples_npz(save_samples_npz(drawn, out / f"{stem}.npz"))  # scored as saved, 8-bit
+    save_grid(to_unit_range(images[:64]), out / f"{stem}.png")
+    metrics, _ = scorer.score(images, "samples", labels=labels)
+    log.info("%s: MNIST-FID %.3f, FID %s, %.0f s", key, metrics["mnist_fid"], metrics.get("fid"), seconds)
+    return {
+        "model": name, "sampler": sampler, "steps": steps, "guidance": guidance,
+        "mnist_fid": metrics["mnist_fid"], "fid": metrics.get("fid"), "kid": metrics["kid"],
+        "precision": metrics["precision"], "recall": metrics["recall"],
+        "class_accuracy": metrics.get("class_accuracy"),
+        "class_accuracy_per_digit": metrics.get("class_accuracy_per_digit"),
+        "sampling_seconds": seconds,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    models, raw_models, scales = _check(args)
+    grid = parse_grid(args.grid)
+    cond_grid = parse_grid(args.conditional_grid) if args.conditional_grid else grid
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    settings = {"num_samples": args.num_samples, "seed": args.seed, "reference_size": args.reference_size}
-    if results and any(results.get(k) != v for k, v in settings.items()):
-        raise SystemExit(f"{results_path} was made with other settings {({k: results.get(k) for k in settings})}; use another --out")
-    results.update(settings)
-    results.setdefault("models", {})
-    results.setdefault("cells", {})
-
+    results = _open_results(results_path, {"num_samples": args.num_samples, "seed": args.seed,
+                                           "reference_size": args.reference_size})
     train, test, classifier = mnist_references(Path(args.data_dir))
-    inception = None
-    if not args.no_fid:
-        inception = InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
+    inception = None if args.no_fid else InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
     scorer = Scorer(
         train, test, classifier, inception, reference_size=args.reference_size,
         cache_dir=Path(args.data_dir) / "eval_cache", device=device, seed=args.seed,
@@ -186,44 +239,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "table.md").write_text(markdown_table(results, fid=inception is not None))
 
     for name, ckpt in [*models.items(), *raw_models.items()]:
-        module, ema = load_module(ckpt, device)
-        if name in raw_models:
-            state = torch.load(ckpt, map_location=device, weights_only=False).get("current_model_state")
-            if state is None:
-                raise SystemExit(f"--model-raw {name}: {ckpt} holds no EMA, so its weights are the raw ones; use --model")
-            module.load_state_dict(state)
-            ema = False
+        module, ema = _load(name, ckpt, name in raw_models, device)
         label = describe(module) + ("" if ema else ", raw weights (no EMA)")
         results["models"][name] = {"ckpt": str(ckpt), "describe": label, "ema_weights": ema}
-        cells = cond_grid if module.num_classes is not None else grid
-        for sampler, steps in cells:
-            for guidance in (scales or [None]) if module.num_classes is not None else [None]:
+        conditional = module.num_classes is not None
+        for sampler, steps in cond_grid if conditional else grid:
+            for guidance in (scales or [None]) if conditional else [None]:
                 key = cell_key(name, sampler, steps, guidance)
                 if key in results["cells"]:
                     log.info("%s: done before, skipped", key)
                     continue
-                labels = labels_for(module, args.num_samples)
-                extra = {"class_labels": labels, "guidance_scale": guidance} if module.num_classes is not None else {}
-                name_only, options = split_sampler(sampler)
-                start = time.perf_counter()
-                drawn = module.sample(
-                    args.num_samples, generator=torch.Generator().manual_seed(args.seed), steps=steps,
-                    batch_size=args.batch_size, progress=True, sampler=name_only, **options, **extra,
-                )  # fmt: skip
-                seconds = time.perf_counter() - start
-                stem = key.replace("|", "_").replace("=", "").replace("/", "_")
-                images = load_samples_npz(save_samples_npz(drawn, out / f"{stem}.npz"))  # scored as saved, 8-bit
-                save_grid(to_unit_range(images[:64]), out / f"{stem}.png")
-                metrics, _ = scorer.score(images, "samples", labels=labels)
-                results["cells"][key] = {
-                    "model": name, "sampler": sampler, "steps": steps, "guidance": guidance,
-                    "mnist_fid": metrics["mnist_fid"], "fid": metrics.get("fid"), "kid": metrics["kid"],
-                    "precision": metrics["precision"], "recall": metrics["recall"],
-                    "class_accuracy": metrics.get("class_accuracy"),
-                    "class_accuracy_per_digit": metrics.get("class_accuracy_per_digit"),
-                    "sampling_seconds": seconds,
-                }  # fmt: skip
-                log.info("%s: MNIST-FID %.3f, FID %s, %.0f s", key, metrics["mnist_fid"], metrics.get("fid"), seconds)
+                results["cells"][key] = _score_cell(args, scorer, module, name, sampler, steps, guidance)
                 save()
         del module
     save()

@@ -13,26 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm_lit.errors import ConfigError, DataError
-from ddpm_lit.core.pixels import to_unit_range
-from ddpm_lit.evaluation.scorer import Scorer, Timings, mnist_references
-from ddpm_lit.generation.generate import labels_for
-from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
 from ddpm_lit.apps.config import build_dict
-from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampler_options
-from ddpm_lit.runs import flatten
 from ddpm_lit.apps.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
+from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sample_with
 from ddpm_lit.apps.loggers import close_loggers, open_loggers
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.evaluation.inception import InceptionFeatures
-from ddpm_lit.generation.files import save_grid
-from lightning.pytorch.loggers import WandbLogger
+from ddpm_lit.evaluation.scorer import Scorer, Timings, mnist_references
+from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
+from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.runs import flatten
 
 log = logging.getLogger(__name__)
-
-
 
 
 def _check_config(cfg: DictConfig) -> None:
@@ -51,14 +48,6 @@ def _check_config(cfg: DictConfig) -> None:
     check_sampling(cfg)
 
 
-
-
-
-
-
-
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model or samples file of ``cfg``; return the nested metrics written to metrics.json."""
     _check_config(cfg)
@@ -66,8 +55,49 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = Timings()
+    module, ema, samples = _inputs(cfg, device)  # what can be wrong is checked before anything long runs
+    inception = InceptionFeatures(batch_size=cfg.fid.batch_size) if cfg.fid.enabled else None
+    train, test, classifier = mnist_references(Path(cfg.data.data_dir), cfg.data.download, cfg.data.check_md5,
+                                               cfg.classifier.epochs)
+    wandb_mode = os.environ.get("WANDB_MODE")
+    loggers = open_loggers(build_dict(cfg.get("logger")))
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        labels = None
+        if module is not None:
+            with timings("sampling"):
+                samples, labels = _draw(cfg, module, out_dir)
+        if cfg.grid_size:
+            save_grid(to_unit_range(samples[: cfg.grid_size]), out_dir / "grid.png")
+        scorer = Scorer(
+            train, test, classifier, inception, reference_size=cfg.reference_size, cache_dir=cfg.cache_dir,
+            device=device, seed=cfg.seed, reference_seed=cfg.reference_seed, classifier_batch_size=cfg.classifier.batch_size,
+            inception_batch_size=cfg.fid.batch_size, ssim_candidates=cfg.ssim_candidates,
+            kid_subset_size=cfg.kid_subset_size, timings=timings,
+        )  # fmt: skip
+        results, per_image = _score(cfg, scorer, samples, test, labels)
+        if module is not None and cfg.nll.enabled:
+            with timings("nll"):
+                results["nll"] = _bound(cfg, module, test, device, out_dir)
+        ssim_histogram(per_image, out_dir / "ssim_histogram.png")
+        nearest_neighbour_figure(
+            samples, train, per_image["samples"]["nn_train_index"], per_image["samples"]["nn_train_distance"],
+            out_dir / "nearest_training.png",
+        )
+        results["timings"] = dict(timings.seconds)
+        results["source"] = _source(cfg, module, ema, len(train), scorer.classifier_id, inception, device)
+        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+        (out_dir / "report.md").write_text(markdown_report(results))
+        log.info("metrics and report written to %s", out_dir)
+        _log(loggers, results, out_dir)
+        return results
+    finally:
+        close_loggers(loggers, wandb_mode)
 
-    # Inputs that can be wrong are checked before anything long runs.
+
+def _inputs(cfg: DictConfig, device: torch.device) -> tuple[Any, bool, torch.Tensor | None]:
+    """The checkpoint's model and whether its weights are an EMA, or the samples file's images; checked."""
     module, ema = (load_module(cfg.ckpt_path, device) if cfg.ckpt_path else (None, False))
     samples = load_samples_npz(cfg.samples_path) if cfg.samples_path else None
     if samples is not None and len(samples) < 4:
@@ -78,92 +108,65 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.nll.enabled and cfg.nll.variance == "learned" and module.diffusion.variance != "learned":
             raise ConfigError(f"nll.variance=learned, but {cfg.ckpt_path} has a fixed variance ({module.diffusion.variance})")
         check_sampling(cfg, module)
-    inception = None
-    if cfg.fid.enabled:
-        inception = InceptionFeatures(batch_size=cfg.fid.batch_size)
-    data_dir = Path(cfg.data.data_dir)
-    train, test, classifier = mnist_references(data_dir, cfg.data.download, cfg.data.check_md5, cfg.classifier.epochs)
+    return module, ema, samples
 
-    wandb_mode = os.environ.get("WANDB_MODE")
-    loggers = open_loggers(build_dict(cfg.get("logger")))
-    try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        labels = None
-        if module is not None:
-            gen = torch.Generator().manual_seed(cfg.seed)  # CPU: the same samples on every device
-            with timings("sampling"):
-                options = sampler_options(cfg.sampler)
-                labels = labels_for(module, cfg.num_samples)  # every digit equally often: 0, 1, …, 9, 0, …
-                if labels is not None:
-                    options.update(class_labels=labels, guidance_scale=cfg.get("guidance_scale"))
-                drawn = module.sample(
-                    cfg.num_samples, generator=gen, steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised,
-                    batch_size=cfg.batch_size, progress=True, sampler=cfg.sampler.name, **options,
-                )
-            path = save_samples_npz(drawn, out_dir / "samples.npz")
-            log.info("samples written to %s", path)
-            samples = load_samples_npz(path)  # scored as saved (8-bit), so rescoring the file agrees
-        assert samples is not None
-        if cfg.grid_size:
-            save_grid(to_unit_range(samples[: cfg.grid_size]), out_dir / "grid.png")
 
-        scorer = Scorer(
-            train, test, classifier, inception, reference_size=cfg.reference_size, cache_dir=cfg.cache_dir,
-            device=device, seed=cfg.seed, reference_seed=cfg.reference_seed, classifier_batch_size=cfg.classifier.batch_size,
-            inception_batch_size=cfg.fid.batch_size, ssim_candidates=cfg.ssim_candidates,
-            kid_subset_size=cfg.kid_subset_size, timings=timings,
-        )  # fmt: skip
-        results: dict[str, Any] = {}
-        per_image: dict[str, dict[str, torch.Tensor]] = {}
-        results["samples"], per_image["samples"] = scorer.score(samples, "samples", labels=labels)
-        if cfg.score_test:
-            # As many test images as samples (up to all 10k): the floor for this N, since
-            # FID, KID and precision/recall all move with the number of images.
-            idx = torch.arange(len(test))
-            if len(samples) < len(test):
-                idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.reference_seed))
-                idx = idx[: len(samples)].sort().values
-            results["test"], per_image["test"] = scorer.score(test[idx], "test", cache=True, test_indices=idx)
+def _draw(cfg: DictConfig, module: Any, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Draw ``cfg.num_samples`` (every digit equally often from a conditional model), save them
+    as samples.npz and return them as saved (8-bit, so rescoring the file agrees), with their labels."""
+    labels = labels_for(module, cfg.num_samples)
+    drawn = sample_with(cfg, module, cfg.num_samples, torch.Generator().manual_seed(cfg.seed), labels, progress=True)
+    path = save_samples_npz(drawn, out_dir / "samples.npz")
+    log.info("samples written to %s", path)
+    return load_samples_npz(path), labels
 
-        if module is not None and cfg.nll.enabled:
-            gen = torch.Generator().manual_seed(cfg.seed)
-            idx = torch.randperm(len(test), generator=gen)[: cfg.nll.num_images]
-            with timings("nll"):
-                bound = dataset_bits_per_dim(
-                    module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
-                    variance=cfg.nll.variance, device=device, progress=True,
-                )
-            results["nll"] = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
-            results["nll"]["variance"] = cfg.nll.variance or module.diffusion.variance
-            bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
-            torch.save({"terms": bound["terms"], "totals": bound["totals"]}, out_dir / "bound_terms.pt")
 
-        ssim_histogram(per_image, out_dir / "ssim_histogram.png")
-        nearest_neighbour_figure(
-            samples, train, per_image["samples"]["nn_train_index"], per_image["samples"]["nn_train_distance"],
-            out_dir / "nearest_training.png",
-        )
-        results["timings"] = dict(timings.seconds)
-        results["source"] = {
-            "ckpt_path": str(cfg.ckpt_path) if cfg.ckpt_path else None,
-            "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
-            "ema_weights": ema,
-            "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
-            "guidance_scale": guidance_used(module, cfg.get("guidance_scale")) if module is not None else None,
-            "reference_size": cfg.reference_size or len(train),
-            "reference_seed": cfg.reference_seed,
-            "classifier": scorer.classifier_id,
-            "inception": inception.identity if inception is not None else None,
-            "device": str(device),
-        }
-        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-        (out_dir / "report.md").write_text(markdown_report(results))
-        log.info("metrics and report written to %s", out_dir)
-        _log(loggers, results, out_dir)
-        return results
-    finally:
-        close_loggers(loggers, wandb_mode)
+def _score(
+    cfg: DictConfig, scorer: Scorer, samples: torch.Tensor, test: torch.Tensor, labels: torch.Tensor | None
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The samples' metrics and, with ``score_test``, those of as many real test images (up to
+    all 10k): the floor for this N, since FID, KID and precision/recall all move with N."""
+    results: dict[str, Any] = {}
+    per_image: dict[str, dict[str, torch.Tensor]] = {}
+    results["samples"], per_image["samples"] = scorer.score(samples, "samples", labels=labels)
+    if cfg.score_test:
+        idx = torch.arange(len(test))
+        if len(samples) < len(test):
+            idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.reference_seed))
+            idx = idx[: len(samples)].sort().values
+        results["test"], per_image["test"] = scorer.score(test[idx], "test", cache=True, test_indices=idx)
+    return results, per_image
+
+
+def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.device, out_dir: Path) -> dict[str, Any]:
+    """The variational bound in bits/dim on ``nll.num_images`` test images; its terms as a figure and a file."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(test), generator=gen)[: cfg.nll.num_images]
+    bound = dataset_bits_per_dim(
+        module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
+        variance=cfg.nll.variance, device=device, progress=True,
+    )  # fmt: skip
+    bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
+    torch.save({"terms": bound["terms"], "totals": bound["totals"]}, out_dir / "bound_terms.pt")
+    nll = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
+    return {**nll, "variance": cfg.nll.variance or module.diffusion.variance}
+
+
+def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classifier_id: str, inception: Any,
+            device: torch.device) -> dict[str, Any]:
+    """What was scored and how, for metrics.json and the report."""
+    return {
+        "ckpt_path": str(cfg.ckpt_path) if cfg.ckpt_path else None,
+        "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
+        "ema_weights": ema,
+        "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
+        "guidance_scale": guidance_used(module, cfg.get("guidance_scale")) if module is not None else None,
+        "reference_size": cfg.reference_size or reference_size,
+        "reference_seed": cfg.reference_seed,
+        "classifier": classifier_id,
+        "inception": inception.identity if inception is not None else None,
+        "device": str(device),
+    }
 
 
 def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:

@@ -74,3 +74,15 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     ema = "current_model_state" in ckpt
     module = DDPMModule.load_from_checkpoint(path, map_location=device, weights_only=False)
     return module.to(device).eval(), ema
+
+
+def sample_with(
+    cfg: DictConfig, model: Any, num: int, generator: torch.Generator, labels: torch.Tensor | None = None, **kwargs: Any
+) -> torch.Tensor:
+    """``model.sample`` with the config's sampler (``cfg.sampler``), batch size and guidance;
+    ``labels`` for a conditional model. ``kwargs`` go to ``sample`` (``progress``, ``callback``)."""
+    options = sampler_options(cfg.sampler)
+    if labels is not None:
+        options.update(class_labels=labels, guidance_scale=cfg.get("guidance_scale"))
+    return model.sample(num, generator=generator, steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised,
+                        batch_size=cfg.batch_size, sampler=cfg.sampler.name, **options, **kwargs)

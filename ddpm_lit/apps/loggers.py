@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import wandb
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
@@ -17,7 +18,6 @@ from ddpm_lit.apps.config import build
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.internals import drop_anonymous_wandb_init, wandb_offline
 from ddpm_lit.runs import wandb_run_id
-import wandb
 
 
 def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Logger]:

@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from ddpm_lit.runs import flatten, load_run_config
-from ddpm_lit.apps.figures import metric_by_step, plt, read_history, save_figure
 from matplotlib.ticker import MaxNLocator
+from omegaconf import OmegaConf
+
+from ddpm_lit.apps.figures import metric_by_step, plt, read_history, save_figure
+from ddpm_lit.runs import flatten, load_run_config
 
 COLUMNS = [
     ("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),

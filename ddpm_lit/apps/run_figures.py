@@ -24,11 +24,19 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ddpm_lit.errors import DataError, exit_on_user_error
 from ddpm_lit.apps.config import build
-from ddpm_lit.apps.figures import forward_process_figure, loss_curves_figure, read_history, schedules_figure, ssim_histogram, trajectory_figure, two_mode_diffusion_figure
+from ddpm_lit.apps.figures import (
+    forward_process_figure,
+    loss_curves_figure,
+    read_history,
+    schedules_figure,
+    ssim_histogram,
+    trajectory_figure,
+    two_mode_diffusion_figure,
+)
 from ddpm_lit.apps.loading import load_module, resolve_device
 from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.errors import DataError, exit_on_user_error
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.evaluation.scorer import paired_ssim
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
@@ -84,19 +92,10 @@ def run_figures(
     cfg = config if config is not None else load_run_config(run)
     out = run / "figures"
     written: dict[str, Path] = {}
-    schedule, T = cfg.schedule.schedule, int(cfg.schedule.timesteps)
+    # schedule.name (schedule.schedule in run dirs of earlier versions)
+    schedule, T = cfg.schedule.get("name", cfg.schedule.get("schedule")), int(cfg.schedule.timesteps)
 
-    history = read_history(run)
-    if any("train/loss" in row or "val/loss" in row for row in history):
-        written["loss_curves"] = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}")
-    else:
-        log.warning("%s has no CSV history (csv/version_*/metrics.csv); no loss curves", run)
-    written["schedules"] = schedules_figure(out / "schedules.png", timesteps=T)
-    written["two_mode_diffusion"] = two_mode_diffusion_figure(
-        out / "two_mode_diffusion.png", schedule=schedule, num_timesteps=T,
-        timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.4)),
-    )
-
+    written.update(_process_figures(run, out, schedule, T))
     if datamodule is None:
         datamodule = build(cfg.data)
         datamodule.prepare_data()
@@ -112,6 +111,33 @@ def run_figures(
             module = _load_newest(run, ckpt_path, device)
         draw_final_samples(module, samples_dir, num_samples, steps=steps, seed=seed)
 
+    written.update(_sample_figures(samples_dir, out, datamodule, test, num_samples, seed, nn_reference_size))
+    for name, path in written.items():
+        log.info("%s: %s", name, path)
+    return written
+
+
+def _process_figures(run: Path, out: Path, schedule: str, T: int) -> dict[str, Path]:
+    """The loss curves of the run's CSV history, the schedules and the 1-D two-mode diffusion."""
+    written: dict[str, Path] = {}
+    history = read_history(run)
+    if any("train/loss" in row or "val/loss" in row for row in history):
+        written["loss_curves"] = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}")
+    else:
+        log.warning("%s has no CSV history (csv/version_*/metrics.csv); no loss curves", run)
+    written["schedules"] = schedules_figure(out / "schedules.png", timesteps=T)
+    written["two_mode_diffusion"] = two_mode_diffusion_figure(
+        out / "two_mode_diffusion.png", schedule=schedule, num_timesteps=T,
+        timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.4)),
+    )
+
+    return written
+
+
+def _sample_figures(samples_dir: Path, out: Path, datamodule: Any, test: torch.Tensor, num_samples: int, seed: int,
+                    nn_reference_size: int) -> dict[str, Path]:
+    """The trajectory and the SSIM histogram of the run's final samples, beside real test images."""
+    written: dict[str, Path] = {}
     samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])
     trajectory = torch.load(samples_dir / "trajectory.pt", weights_only=True)
     written["trajectory"] = trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"], out / "trajectory.png")
@@ -123,16 +149,12 @@ def run_figures(
         "real test images": ssim_per_image(test[n : 2 * n], test[:n], train_ref),
     }
     written["ssim_histogram"] = ssim_histogram(per_image, out / "ssim_histogram.png")
-    for name, path in written.items():
-        log.info("%s: %s", name, path)
     return written
 
 
 def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:
     """0-based chain indices at these fractions of T, and the last one (T = 1000: 0, 50, 100, …, 999)."""
     return sorted({min(T - 1, round(f * T)) for f in fractions} | {T - 1})
-
-
 
 
 def _load_newest(run: Path, ckpt_path: str | Path | None, device: str) -> Any:

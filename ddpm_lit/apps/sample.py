@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm_lit.errors import ConfigError
 from ddpm_lit.apps.figures import trajectory_figure
 from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampler_options
 from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw
 

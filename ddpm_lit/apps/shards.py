@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import lightning
+import torch
+
 from ddpm_lit.training.module import DDPMModule
 
 PREFIX = "weights_fp16"

@@ -12,27 +12,30 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
 from ddpm_lit.apps.config import build, build_dict
-from ddpm_lit.apps.loggers import build_loggers, close_loggers, log_figures, open_loggers, quiet_lightning_tips, quiet_lightning_warnings
-from ddpm_lit.runs import newest_checkpoint
-from ddpm_lit.training.checkpointing import AtomicCheckpointIO
+from ddpm_lit.apps.loggers import (
+    build_loggers,
+    close_loggers,
+    log_figures,
+    open_loggers,
+    quiet_lightning_tips,
+    quiet_lightning_warnings,
+)
+from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
-from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
-from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
-from ddpm_lit.training.module import SPEED_HPARAMS
-from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
+from ddpm_lit.runs import flatten, newest_checkpoint
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO
+from ddpm_lit.training.module import SPEED_HPARAMS, upgraded_hparams
 
 log = logging.getLogger(__name__)
-
-
-
-
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = ()) -> dict[str, float]:
@@ -82,34 +85,42 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
             log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
             raise SystemExit(128 + signal.SIGTERM) from None
         fit_seconds = time.perf_counter() - start
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        metrics.update(
-            fit_seconds=fit_seconds,
-            epochs=trainer.current_epoch,  # Lightning's count at the end; a partial last epoch counts
-            global_step=trainer.global_step,
-            params=sum(p.numel() for p in model.parameters()),
-        )
-        final = cfg.get("final_samples")
-        draw_final = bool(final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run)
-        if draw_final:
-            model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
-            start = time.perf_counter()
-            draw_final_samples(model, out / "samples", **final)
-            metrics["final_samples_seconds"] = time.perf_counter() - start
-            log.info("samples written to %s", out / "samples")
-        log.debug("fit took %.1f s; metrics: %s", fit_seconds, metrics)  # said at the end by describe_end
-        if trainer.is_global_zero:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        if draw_final:
-            figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
-                                  config=cfg)
-            log_figures(loggers, figures)
+        metrics = _after_fit(cfg, model, datamodule, trainer, loggers, out, fit_seconds)
         if trainer.is_global_zero:
             log.info("%s", describe_end(metrics, out, trainer, loggers, time.perf_counter() - started))
         return metrics
     finally:
         close_loggers(loggers, wandb_mode)
+
+
+def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer, loggers: list[Logger], out: Path,
+               fit_seconds: float) -> dict[str, float]:
+    """The run's final metrics, written to metrics.json, after the final samples and the
+    report's figures (rank 0; not under fast_dev_run)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics.update(
+        fit_seconds=fit_seconds,
+        epochs=trainer.current_epoch,  # Lightning's count at the end; a partial last epoch counts
+        global_step=trainer.global_step,
+        params=sum(p.numel() for p in model.parameters()),
+    )
+    final = cfg.get("final_samples")
+    draw_final = bool(final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run)
+    if draw_final:
+        model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
+        start = time.perf_counter()
+        draw_final_samples(model, out / "samples", **final)
+        metrics["final_samples_seconds"] = time.perf_counter() - start
+        log.info("samples written to %s", out / "samples")
+    log.debug("fit took %.1f s; metrics: %s", fit_seconds, metrics)  # said at the end by describe_end
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if draw_final:
+        figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
+                              config=cfg)
+        log_figures(loggers, figures)
+    return metrics
 
 
 def check_time_budget(cfg: DictConfig) -> None:
@@ -183,7 +194,7 @@ def describe_start(
         f"run dir:   {out}" + (f" (continuing {ckpt_path})" if ckpt_path else ""),
         f"data:      {data._target_.rsplit('.', 1)[-1]} from {data.data_dir}, batch {data.batch_size}{limit}",
         f"model:     {params / 1e6:.2f} M parameters, {model.diffusion.num_timesteps} steps, "
-        f"objective {model.hparams.objective}",
+        f"objective {model.diffusion.objective}",
         f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}",
         f"expected:  {expected}",
     ]
@@ -240,11 +251,10 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
     def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
         return json.loads(json.dumps(value, default=str))
 
-    now = dict(model.hparams)
-    differ = [k for k in sorted(set(saved) | set(now))
-              if k not in SPEED_HPARAMS and plain(saved.get(k)) != plain(now.get(k))]
+    saved, now = flatten(plain(upgraded_hparams(saved))), flatten(plain(dict(model.hparams)))
+    differ = [k for k in sorted(set(saved) | set(now)) if k not in SPEED_HPARAMS and saved.get(k) != now.get(k)]
     if differ:
-        details = "; ".join(f"model.{k}: {plain(saved.get(k))!r} in the checkpoint, {plain(now.get(k))!r} now" for k in differ)
+        details = "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ)
         raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({details}); "
                           "resume with the overrides the run was started with")
 
@@ -306,23 +316,3 @@ def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = No
             raise ConfigError(
                 f"{key}={metric} is only logged on sampling epochs; set model.sample_every_n_epochs=1 (it is {every})"
             )
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

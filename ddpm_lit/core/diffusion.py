@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -109,9 +109,11 @@ class GaussianDiffusion(nn.Module):
         self.loss_weighting = loss_weighting
         self.min_snr_gamma = float(min_snr_gamma)
         self.vlb_weight = float(vlb_weight)
+        explicit_betas = betas is not None or timestep_map is not None
         if betas is None:
             betas = get_beta_schedule(schedule, timesteps)
         betas = betas.to(torch.float64)
+        self._explicit_betas = explicit_betas
         self.schedule = schedule
         self.betas_float64 = betas  # float64, exact
         # ᾱ_t in float64 for what float32 would round (1 − ᾱ_T, log-SNR grids); not a buffer
@@ -157,6 +159,15 @@ class GaussianDiffusion(nn.Module):
             # Derived from the config, so not stored in checkpoints.
             self.register_buffer(name, value.to(torch.float32), persistent=False)
         self.register_buffer("timestep_map", timestep_map.to(torch.long), persistent=False)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments: ``GaussianDiffusion(**d.config())`` builds the same process.
+        A respaced process (explicit ``betas``) has none: build it with ``respace``."""
+        if self._explicit_betas:
+            raise ValueError("a process built from explicit betas (respace) has no config of its own")
+        return {"schedule": self.schedule, "timesteps": self.num_timesteps, "objective": self.objective,
+                "variance": self.variance, "loss_weighting": self.loss_weighting,
+                "min_snr_gamma": self.min_snr_gamma, "vlb_weight": self.vlb_weight}
 
     def extra_repr(self) -> str:
         return (

@@ -15,11 +15,15 @@ import math
 from typing import Any
 
 import torch
-
-from ddpm_lit.core.pixels import quantize
-from ddpm_lit.core.diffusion import Denoiser, GaussianDiffusion, randn
-from ddpm_lit.core.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl  # noqa: F401 (public here too)
 from tqdm.auto import tqdm
+
+from ddpm_lit.core.diffusion import Denoiser, GaussianDiffusion, randn
+from ddpm_lit.core.gaussians import (  # noqa: F401 (public here too)
+    discretized_gaussian_log_likelihood,
+    mean_flat,
+    normal_kl,
+)
+from ddpm_lit.core.pixels import quantize
 
 
 @torch.no_grad()

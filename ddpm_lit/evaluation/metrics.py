@@ -7,8 +7,8 @@ al. (2019) and the nearest-neighbour memorisation distance are written here.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
@@ -84,29 +84,6 @@ def nearest_neighbours(
     return torch.cat(dists), torch.cat(idx)
 
 
-def nearest_distances(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Distance of each query (Q, D) to its nearest reference row (R, D): (Q,).
-
-    Memorisation shows as samples much closer to their nearest training image than held-out
-    real images are.
-    """
-    return nearest_neighbours(queries, reference, k=1)[0][:, 0]
-
-
-class ClassifierFeatures(torch.nn.Module):
-    """A feature extractor for torchmetrics' FID and KID: images (B, 1, 28, 28) in [−1, 1] ->
-    the classifier's penultimate features (B, D). ``num_features`` is what torchmetrics reads."""
-
-    def __init__(self, classifier: torch.nn.Module) -> None:
-        super().__init__()
-        self.classifier = classifier.eval()
-        self.num_features = classifier.feature_dim
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.float())
-
-
 def fid_kid_from_features(
     real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 1000, seed: int = 0
 ) -> dict[str, float]:
@@ -128,33 +105,6 @@ def fid_kid_from_features(
             torch.default_generator.manual_seed(seed)  # torchmetrics draws the subsets from it
             kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
-
-
-def feature_fid_kid(
-    extractor: ClassifierFeatures,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    batch_size: int = 500,
-    kid_subset_size: int = 1000,
-) -> dict[str, float]:
-    """FID and KID (mean, std) of ``fake`` against ``real`` in the extractor's feature space.
-
-    real, fake: (N, 1, 28, 28) in [−1, 1]. Features are extracted once for both metrics.
-    """
-    real_f, fake_f = (
-        torch.cat([extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-        for images in (real, fake)
-    )
-    return fid_kid_from_features(real_f, fake_f, kid_subset_size)
-
-
-def class_statistics(classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """Classifier Inception Score and mode coverage of ``images`` (N, 1, 28, 28) in [−1, 1];
-    see ``class_statistics_from_logits``."""
-    classifier.eval()
-    with torch.no_grad():
-        logits = torch.cat([classifier(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)])
-    return class_statistics_from_logits(logits)
 
 
 def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:

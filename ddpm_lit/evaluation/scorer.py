@@ -34,10 +34,6 @@ from ddpm_lit.evaluation.metrics import (
 log = logging.getLogger(__name__)
 
 
-
-
-
-
 # ---- timing ------------------------------------------------------------------------------
 @dataclass
 class Timings:
@@ -203,14 +199,11 @@ class Scorer:
         prefix = "" if name == "samples" else f"{name}/"
         t = self.timings
         out: dict[str, Any] = {"num_images": float(len(images))}
-        per_image: dict[str, torch.Tensor] = {}
-
         if self.inception is not None:
             ref = self.reference_inception()
             with t(prefix + "fid"):
                 stats = self.inception_statistics(images, cache=cache, desc=f"Inception features of {len(images)} {name}")
                 out["fid"] = fid_from_statistics(ref, stats)
-
         with t(prefix + "classifier_features"):
             ref_f = self.reference_features()
             feats, logits = self.classifier_outputs(images, cache=cache)
@@ -224,41 +217,51 @@ class Scorer:
                 pr_ref = ref_f[torch.randperm(len(ref_f), generator=gen)[: len(feats)]]
             out.update(precision_recall(pr_ref, feats, k=3))
         with t(prefix + "class_statistics"):
-            out.update(class_statistics_from_logits(logits))
-            if labels is not None:
-                if labels.shape != (len(images),):
-                    raise ValueError(f"{len(images)} images need {len(images)} labels, got shape {tuple(labels.shape)}")
-                correct = (logits.argmax(1).cpu() == labels.cpu()).float()
-                out["class_accuracy"] = float(correct.mean())
-                out["class_accuracy_per_digit"] = {
-                    str(int(k)): float(correct[labels.cpu() == k].mean()) for k in labels.unique()
-                }
-
+            out.update(self._class_metrics(logits, labels))
+        unit = to_unit_range(images)
         with t(prefix + "memorisation"):
-            k = max(1, self.ssim_candidates)
-            unit = to_unit_range(images)
-            dist, idx = nearest_neighbours(unit, self._train_unit, k=k)
-            nearest = dist[:, 0].float()
-            out["nn_train_distance_mean"] = float(nearest.mean())
-            out["nn_train_distance_median"] = float(nearest.median())
-            per_image["nn_train_distance"] = nearest
-            per_image["nn_train_index"] = idx[:, 0]
-
+            memorisation, per_image = self._memorisation(unit)
+            out.update(memorisation)
         with t(prefix + "ssim"):
-            gen = torch.Generator().manual_seed(self.seed)
-            perm = torch.randperm(len(self.test), generator=gen)
-            pos = torch.arange(len(images)) % len(self.test)
-            partner = perm[pos]
-            if test_indices is not None:  # a test image is never paired with itself
-                partner = torch.where(partner == test_indices, perm[(pos + 1) % len(self.test)], partner)
-            report = paired_ssim(unit, to_unit_range(self.test[partner]))
-            # Best SSIM over the nearest training images by pixel distance: the SSIM of the
-            # closest match without scoring each image against all 60k.
-            best = torch.stack(
-                [paired_ssim(unit, self._train_unit[idx[:, j]]) for j in range(idx.shape[1])], dim=1
-            ).max(dim=1).values
-            out["ssim"] = float(report.mean())
-            out["nn_train_ssim"] = float(best.mean())
-            per_image["ssim"] = report
-            per_image["nn_ssim"] = best
+            ssims, per_ssim = self._ssim(unit, per_image.pop("nn_train_candidates"), test_indices)
+            out.update(ssims)
+            per_image.update(per_ssim)
         return out, per_image
+
+    @staticmethod
+    def _class_metrics(logits: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+        """Inception Score and class histogram; with ``labels`` the classifier's accuracy on them."""
+        out: dict[str, Any] = class_statistics_from_logits(logits)
+        if labels is not None:
+            if labels.shape != (len(logits),):
+                raise ValueError(f"{len(logits)} images need {len(logits)} labels, got shape {tuple(labels.shape)}")
+            correct = (logits.argmax(1).cpu() == labels.cpu()).float()
+            out["class_accuracy"] = float(correct.mean())
+            out["class_accuracy_per_digit"] = {str(int(k)): float(correct[labels.cpu() == k].mean()) for k in labels.unique()}
+        return out
+
+    def _memorisation(self, unit: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Pixel distance of each image (in [0, 1]) to its nearest training image, and the
+        ``ssim_candidates`` nearest as candidates for the SSIM search."""
+        dist, idx = nearest_neighbours(unit, self._train_unit, k=max(1, self.ssim_candidates))
+        nearest = dist[:, 0].float()
+        metrics = {"nn_train_distance_mean": float(nearest.mean()), "nn_train_distance_median": float(nearest.median())}
+        return metrics, {"nn_train_distance": nearest, "nn_train_index": idx[:, 0], "nn_train_candidates": idx}
+
+    def _ssim(
+        self, unit: torch.Tensor, candidates: torch.Tensor, test_indices: torch.Tensor | None
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """The report's SSIM (each image against a random test image, never itself) and the best
+        SSIM over the nearest training images by pixel distance: the SSIM of the closest match
+        without scoring each image against all 60k."""
+        gen = torch.Generator().manual_seed(self.seed)
+        perm = torch.randperm(len(self.test), generator=gen)
+        pos = torch.arange(len(unit)) % len(self.test)
+        partner = perm[pos]
+        if test_indices is not None:  # a test image is never paired with itself
+            partner = torch.where(partner == test_indices, perm[(pos + 1) % len(self.test)], partner)
+        report = paired_ssim(unit, to_unit_range(self.test[partner]))
+        best = torch.stack(
+            [paired_ssim(unit, self._train_unit[candidates[:, j]]) for j in range(candidates.shape[1])], dim=1
+        ).max(dim=1).values
+        return {"ssim": float(report.mean()), "nn_train_ssim": float(best.mean())}, {"ssim": report, "nn_ssim": best}

@@ -10,7 +10,7 @@ conditional) and knows nothing of the schedule.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -126,6 +126,9 @@ class UNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.num_classes = num_classes
+        self._config = {"in_channels": in_channels, "base_channels": base_channels, "time_emb_dim": time_emb_dim,
+                        "attn_heads": attn_heads, "norm": norm, "image_size": image_size,
+                        "out_channels": self.out_channels, "num_classes": num_classes}
         self.image_size = image_size
         self.time_emb_dim = time_emb_dim
         self.time_mlp = nn.Sequential(
@@ -145,6 +148,10 @@ class UNet(nn.Module):
         self.up2 = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
         self.dec2 = ResidualBlock(2 * c, c, d, norm)
         self.out = nn.Conv2d(c, self.out_channels, 1)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments: ``UNet(**net.config())`` builds the same network."""
+        return dict(self._config)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim))  # (B, d)

@@ -10,7 +10,6 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from ddpm_lit.io import atomic_write
 
 
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with a save that is atomic on the checkpoint's own file system.
 
@@ -27,9 +26,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_write(path, fsync=True) as f:
             torch.save(checkpoint, f)
-
-
-
-
-
-

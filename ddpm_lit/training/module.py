@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
@@ -23,30 +26,116 @@ from ddpm_lit.generation.generate import check_labels, check_request, digit_labe
 from ddpm_lit.nets.unet import UNet
 
 LR_SCHEDULES = ("constant", "cosine")
+
+
 # Settings of how the network runs, not of what it computes: a resumed run may change them.
-SPEED_HPARAMS = ("channels_last", "compile", "fused_adam")
+SPEED_HPARAMS = ("channels_last", "compile", "optimizer.fused")
+DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
+UNET = "ddpm_lit.nets.unet.UNet"
+DIFFUSION = "ddpm_lit.core.diffusion.GaussianDiffusion"
+# Keys of the parts' settings before each part had a _target_: old key -> (part, new key).
+LEGACY_KEYS = {
+    "lr": ("optimizer", "lr"), "adam_betas": ("optimizer", "betas"), "weight_decay": ("optimizer", "weight_decay"),
+    "fused_adam": ("optimizer", "fused"), "objective": ("diffusion", "objective"), "variance": ("diffusion", "variance"),
+    "loss_weighting": ("diffusion", "loss_weighting"), "min_snr_gamma": ("diffusion", "min_snr_gamma"),
+    "vlb_weight": ("diffusion", "vlb_weight"), "num_classes": ("net", "num_classes"),
+}
+_OLD_DEFAULTS = {"lr": 2e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0}  # old checkpoints' Adam
 
 
+def spec_of(part: Any) -> dict[str, Any]:
+    """The Hydra spec that builds ``part`` again: ``{"_target_": ..., **arguments}`` (a
+    ``functools.partial`` gets ``_partial_: true``); the form checkpoints keep."""
+    if isinstance(part, functools.partial):
+        return {"_target_": f"{part.func.__module__}.{part.func.__qualname__}", "_partial_": True,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in part.keywords.items()}}
+    return {"_target_": f"{type(part).__module__}.{type(part).__qualname__}", **part.config()}
 
 
+def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """The three parts built, from built objects, specs, or the form of checkpoints saved before
+    the parts had a ``_target_`` (``net`` and ``diffusion`` as plain keyword dicts, the other
+    settings as ``legacy`` keys). A legacy key given with built parts (a command line's
+    ``model.lr=...``) rebuilds its part, with a deprecation warning."""
+    unknown = sorted(set(legacy) - set(LEGACY_KEYS))
+    if unknown:
+        raise TypeError(f"DDPMModule got unexpected arguments {', '.join(unknown)}")
+    old_checkpoint = isinstance(net, Mapping) and "_target_" not in net
+    given = {k: v for k, v in legacy.items() if v is not None}
+    if old_checkpoint:  # every old setting had a value, its default when not set
+        given = {**_OLD_DEFAULTS, **given}
+    elif given:
+        moved = ", ".join(f"model.{k} -> model.{LEGACY_KEYS[k][0]}.{LEGACY_KEYS[k][1]}" for k in given)
+        warnings.warn(f"deprecated model settings, read for one more release: {moved}", FutureWarning, stacklevel=3)
+    specs = {"net": net, "diffusion": diffusion, "optimizer": optimizer}
+    for name, default_target in (("net", UNET), ("diffusion", DIFFUSION)):
+        if isinstance(specs[name], Mapping) and "_target_" not in specs[name]:
+            specs[name] = {"_target_": default_target, **specs[name]}
+    for key, value in given.items():
+        part, new_key = LEGACY_KEYS[key]
+        if not isinstance(specs[part], Mapping):
+            specs[part] = spec_of(specs[part])
+        specs[part] = {**specs[part], new_key: list(value) if isinstance(value, tuple) else value}
+    built = {name: instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
+             for name, spec in specs.items() if name != "net"}
+    factor = built["diffusion"].output_channels_factor
+    if old_checkpoint:  # the earlier form derived the network's output channels from the variance
+        specs["net"] = {**specs["net"], "out_channels": specs["net"].get("in_channels", 1) * factor}
+    net = instantiate(specs["net"], _convert_="all") if isinstance(specs["net"], Mapping) else specs["net"]
+    if "variance" in given and net.out_channels != net.in_channels * factor:  # as the earlier form did
+        net = instantiate({**spec_of(net), "out_channels": net.in_channels * factor}, _convert_="all")
+    built["net"] = net
+    return built["net"], built["diffusion"], built["optimizer"]
+
+
+def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyperparameters in today's form (each part as its spec), whatever the
+    version that saved them."""
+    hp = dict(hparams)
+    net = hp.get("net", {})
+    if isinstance(net, Mapping) and "_target_" in net:
+        return hp
+    legacy = {k: hp.pop(k) for k in LEGACY_KEYS if k in hp}
+    parts = upgrade_parts(hp["net"], hp["diffusion"], hp.get("optimizer", DEFAULT_OPTIMIZER), legacy)
+    hp.update(zip(("net", "diffusion", "optimizer"), map(spec_of, parts)))
+    return hp
+
+
+def _check_settings(args: Mapping[str, Any]) -> None:
+    """A ValueError naming the first setting of the module's own that is out of range."""
+    if not 0.0 <= args["cond_drop_prob"] < 1.0:
+        raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {args['cond_drop_prob']}")
+    if args["guidance_scale"] < 0:
+        raise ValueError(f"model.guidance_scale must be ≥ 0, got {args['guidance_scale']}")
+    if args["lr_schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {args['lr_schedule']!r}")
+    if not 0.0 <= args["min_lr_ratio"] <= 1.0:
+        raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {args['min_lr_ratio']}")
+    for name, low in (("warmup_steps", 0), ("sample_every_n_epochs", 0), ("num_val_samples", 1),
+                      ("nn_reference_size", 1), ("fid_reference_size", 2)):
+        if args[name] < low:
+            raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
+    if args["val_fid"] and args["num_val_samples"] < 2:
+        raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {args['num_val_samples']}")
+    lr = args["legacy"].get("lr")
+    if lr is not None and lr <= 0:
+        raise ValueError(f"model.lr must be > 0, got {lr}")
 
 
 class DDPMModule(L.LightningModule):
     """DDPM training (by default the report's ε-MSE loss), and validation by reverse sampling.
 
     Args:
-        net: keyword arguments of ``ddpm_lit.nets.unet.UNet``.
-        diffusion: keyword arguments of ``ddpm_lit.core.diffusion.GaussianDiffusion``
-            (``schedule``, ``timesteps``).
-        objective, variance, loss_weighting, min_snr_gamma, vlb_weight: the process's training
-            target, reverse variance and loss (see ``GaussianDiffusion``); the defaults are the
-            report's: ε, β̃_t, unweighted MSE.
-        num_classes: None (unconditional) or the number of labels of a class-conditional model.
+        net: the denoiser, ``UNet`` (or its Hydra spec: a dict with ``_target_``); its
+            ``num_classes`` makes the model class-conditional.
+        diffusion: the ``GaussianDiffusion`` (or its spec): schedule, T, training target,
+            reverse variance and loss; the defaults are the report's: ε, β̃_t, unweighted MSE.
+        optimizer: a function of the parameters that returns the optimizer, e.g.
+            ``functools.partial(torch.optim.Adam, lr=2e-4)`` (Hydra's ``_partial_: true``), or its spec.
         cond_drop_prob: probability of training a sample without its label (the "no label"
             token), so that one network also learns the unconditional model.
         guidance_scale: classifier-free guidance w used when sampling a conditional model
             unless the call says otherwise (1: the conditional model, 0: unconditional).
-        lr, adam_betas, weight_decay: Adam's settings.
         warmup_steps: linear learning-rate warm-up over this many optimizer steps (0: none).
         lr_schedule: after the warm-up, ``constant`` or ``cosine``: lr · (r + (1 − r)(1 + cos πp)/2)
             with r = ``min_lr_ratio`` and p the fraction of training done (``training_progress``:
@@ -62,16 +151,20 @@ class DDPMModule(L.LightningModule):
             ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
         channels_last: keep the network's conv weights (and so its activations) in NHWC order.
         compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
-        fused_adam: Adam's one-kernel implementation (None: PyTorch's default for the device).
+        **legacy: the settings that had their own key before the parts had a ``_target_``
+            (``lr``, ``adam_betas``, ``weight_decay``, ``fused_adam``, ``objective``, ``variance``,
+            ``loss_weighting``, ``min_snr_gamma``, ``vlb_weight``, ``num_classes``): read from old
+            checkpoints, and from a command line with a deprecation warning, for one release.
+
+    The hyperparameters saved in a checkpoint hold each part's spec, so
+    ``DDPMModule.load_from_checkpoint(path)`` alone rebuilds the model.
     """
 
     def __init__(
         self,
-        net: Mapping[str, Any],
-        diffusion: Mapping[str, Any],
-        lr: float = 2e-4,
-        adam_betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
+        net: UNet | Mapping[str, Any],
+        diffusion: GaussianDiffusion | Mapping[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer] | Mapping[str, Any] = DEFAULT_OPTIMIZER,
         warmup_steps: int = 0,
         lr_schedule: str = "constant",
         min_lr_ratio: float = 0.0,
@@ -83,53 +176,27 @@ class DDPMModule(L.LightningModule):
         nn_reference_size: int = 1000,
         val_fid: bool = True,
         fid_reference_size: int = 1000,
-        objective: str = "eps",
-        variance: str = "posterior",
-        loss_weighting: str = "simple",
-        min_snr_gamma: float = 5.0,
-        vlb_weight: float = 0.001,
-        num_classes: int | None = None,
         cond_drop_prob: float = 0.1,
         guidance_scale: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
-        fused_adam: bool | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__()
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
-        if guidance_scale < 0:
-            raise ValueError(f"model.guidance_scale must be ≥ 0, got {guidance_scale}")
-        if lr <= 0:
-            raise ValueError(f"model.lr must be > 0, got {lr}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-        if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
-        for name, value, low in (
-            ("warmup_steps", warmup_steps, 0),
-            ("sample_every_n_epochs", sample_every_n_epochs, 0),
-            ("num_val_samples", num_val_samples, 1),
-            ("nn_reference_size", nn_reference_size, 1),
-            ("fid_reference_size", fid_reference_size, 2),
-        ):
-            if value < low:
-                raise ValueError(f"model.{name} must be ≥ {low}, got {value}")
-        # Plain values only, so a checkpoint loads without Hydra; the loggers get the full config from train().
-        self.save_hyperparameters(logger=False)
-        self.diffusion = GaussianDiffusion(
-            **dict(diffusion),
-            objective=objective,
-            variance=variance,
-            loss_weighting=loss_weighting,
-            min_snr_gamma=min_snr_gamma,
-            vlb_weight=vlb_weight,
-        )
-        net = dict(net)
-        net["out_channels"] = net.get("in_channels", 1) * self.diffusion.output_channels_factor
-        self.net = UNet(**net, num_classes=num_classes)
-        if val_fid and num_val_samples < 2:
-            raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {num_val_samples}")
+        _check_settings(locals())
+        net, diffusion, optimizer = upgrade_parts(net, diffusion, optimizer, legacy)
+        # Each part's spec, so that a checkpoint loads without Hydra's config; the loggers get
+        # the full config from train().
+        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer", "legacy"], logger=False)
+        for key in LEGACY_KEYS:  # Lightning records **legacy's keys too
+            self.hparams.pop(key, None)
+        self.hparams.update(net=spec_of(net), diffusion=spec_of(diffusion), optimizer=spec_of(optimizer))
+        self.diffusion, self.net, self.make_optimizer = diffusion, net, optimizer
+        optimizer([torch.zeros(1, requires_grad=True)])  # a bad setting fails now, not when fitting starts
+        needed = self.net.in_channels * self.diffusion.output_channels_factor
+        if self.net.out_channels != needed:
+            raise ValueError(f"model.net.out_channels={self.net.out_channels}, but variance={self.diffusion.variance} "
+                             f"needs {needed} (in_channels × {self.diffusion.output_channels_factor})")
         if val_sample_steps is not None and not 1 <= val_sample_steps <= self.diffusion.num_timesteps:
             raise ValueError(
                 f"model.val_sample_steps must be in [1, timesteps={self.diffusion.num_timesteps}], "
@@ -350,13 +417,7 @@ class DDPMModule(L.LightningModule):
 
     # ---- optimisation ----------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(
-            self.parameters(),
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.adam_betas),
-            weight_decay=self.hparams.weight_decay,
-            fused=self.hparams.fused_adam,
-        )
+        opt = self.make_optimizer(self.parameters())
         warmup = self.hparams.warmup_steps
         if warmup == 0 and self.hparams.lr_schedule == "constant":
             return opt

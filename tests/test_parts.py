@@ -1,0 +1,104 @@
+"""The model's three parts (network, diffusion process, optimizer), each built by Hydra from its
+own node; checkpoints that rebuild them alone; and the earlier form of both still read."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import TINY, compose_train_cfg
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.nets.unet import UNet
+from ddpm_lit.runs import flatten
+from ddpm_lit.training.module import DDPMModule, upgraded_hparams
+
+NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
+
+
+def _model(tmp_path: Path, *overrides: str) -> DDPMModule:
+    cfg = compose_train_cfg([*TINY, *overrides], tmp_path, tmp_path)
+    return instantiate(cfg.model, _convert_="all")
+
+
+def _save(model: DDPMModule, path: Path, hparams: dict | None = None) -> Path:
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(hparams or model.hparams),
+                "pytorch-lightning_version": L.__version__}, path)  # fmt: skip
+    return path
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_each_part_comes_built_from_its_own_node(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    assert isinstance(model.net, UNet) and isinstance(model.diffusion, GaussianDiffusion)
+    assert isinstance(model.make_optimizer, functools.partial) and model.make_optimizer.func is torch.optim.Adam
+    assert model.hparams.net["_target_"] == "ddpm_lit.nets.unet.UNet" and model.hparams.net["base_channels"] == 8
+    assert model.hparams.diffusion["timesteps"] == 100 and model.hparams.optimizer["_partial_"] is True
+
+
+def test_a_config_swaps_the_optimizer_without_code(tmp_path: Path) -> None:
+    model = _model(tmp_path, "model.optimizer._target_=torch.optim.AdamW", "model.optimizer.weight_decay=0.05")
+    opt = model.configure_optimizers()
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.05
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta", "learned"])
+def test_the_networks_output_channels_follow_the_variance(tmp_path: Path, variance: str) -> None:
+    model = _model(tmp_path, f"model.diffusion.variance={variance}")
+    assert model.net.out_channels == GaussianDiffusion("linear", 100, variance=variance).output_channels_factor
+
+
+def test_a_network_that_cannot_give_the_variance_is_refused() -> None:
+    with pytest.raises(ValueError, match="out_channels=1, but variance=learned needs 2"):
+        DDPMModule(net=UNet(**NET), diffusion=GaussianDiffusion("linear", 50, variance="learned"))
+
+
+def test_a_bad_optimizer_setting_fails_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="Invalid learning rate"):
+        _model(tmp_path, "model.optimizer.lr=-1")
+
+
+def test_a_checkpoint_rebuilds_the_model_from_the_class_alone(tmp_path: Path) -> None:
+    model = _model(tmp_path, "model.diffusion.variance=learned", "model.diffusion.objective=v", "model.net.num_classes=10",
+                   "model.optimizer.lr=0.003")
+    loaded = DDPMModule.load_from_checkpoint(_save(model, tmp_path / "m.ckpt"), weights_only=False)
+    assert _same_weights(loaded, model) and dict(loaded.hparams) == dict(model.hparams)
+    assert loaded.diffusion.objective == "v" and loaded.num_classes == 10 and loaded.make_optimizer.keywords["lr"] == 0.003
+
+
+EARLIER = {  # hyperparameters as checkpoints saved them before each part had a _target_
+    "net": {**NET, "in_channels": 1, "norm": "batch", "image_size": 28}, "diffusion": {"schedule": "cosine", "timesteps": 50},
+    "lr": 0.001, "adam_betas": [0.9, 0.99], "weight_decay": 0.0, "warmup_steps": 0, "lr_schedule": "constant",
+    "min_lr_ratio": 0.0, "sample_every_n_epochs": 1, "num_val_samples": 8, "val_sample_steps": 5, "clip_denoised": True,
+    "val_seed": 0, "nn_reference_size": 16, "val_fid": False, "fid_reference_size": 1000, "objective": "v",
+    "variance": "learned", "loss_weighting": "simple", "min_snr_gamma": 5.0, "vlb_weight": 0.001, "num_classes": 10,
+    "cond_drop_prob": 0.1, "guidance_scale": 1.0, "channels_last": False, "compile": False, "fused_adam": None,
+}  # fmt: skip
+
+
+def test_a_checkpoint_of_the_earlier_form_still_loads(tmp_path: Path) -> None:
+    now = DDPMModule(
+        net=UNet(**EARLIER["net"], out_channels=2, num_classes=10),
+        diffusion=GaussianDiffusion("cosine", 50, objective="v", variance="learned"),
+        optimizer=functools.partial(torch.optim.Adam, lr=0.001, betas=[0.9, 0.99], weight_decay=0.0),
+        **{k: EARLIER[k] for k in ("num_val_samples", "val_sample_steps", "nn_reference_size", "val_fid")},
+    )
+    loaded = DDPMModule.load_from_checkpoint(_save(now, tmp_path / "old.ckpt", EARLIER), weights_only=False)
+    assert _same_weights(loaded, now)
+    assert flatten(dict(loaded.hparams)) == flatten(dict(now.hparams)) == flatten(upgraded_hparams(EARLIER))
+    assert loaded.make_optimizer.keywords["betas"] == [0.9, 0.99]
+
+
+def test_the_earlier_keys_on_a_command_line_warn_and_still_apply(tmp_path: Path) -> None:
+    with pytest.warns(FutureWarning, match=r"model\.lr -> model\.optimizer\.lr.*model\.variance -> model\.diffusion\.variance"):
+        model = _model(tmp_path, "model.lr=0.001", "model.variance=learned")
+    assert model.make_optimizer.keywords["lr"] == 0.001 and model.diffusion.variance == "learned"
+    assert model.net.out_channels == 2  # the network follows the variance, as the earlier form did
