@@ -102,3 +102,13 @@ def test_the_earlier_keys_on_a_command_line_warn_and_still_apply(tmp_path: Path)
         model = _model(tmp_path, "model.lr=0.001", "model.variance=learned")
     assert model.make_optimizer.keywords["lr"] == 0.001 and model.diffusion.variance == "learned"
     assert model.net.out_channels == 2  # the network follows the variance, as the earlier form did
+
+
+def test_a_checkpoint_written_by_the_earlier_version_draws_the_same_images() -> None:
+    """tests/data/earlier_checkpoint.ckpt: a tiny model's weights and hyperparameters as the
+    version before the parts had a _target_ saved them, with 4 images it drew (seed 0, 5 steps)."""
+    path = Path(__file__).parent / "data" / "earlier_checkpoint.ckpt"
+    loaded = DDPMModule.load_from_checkpoint(path, weights_only=False).eval()
+    assert loaded.hparams.net["_target_"] == "ddpm_lit.nets.unet.UNet" and loaded.hparams.optimizer["lr"] == 0.0002
+    drawn = loaded.sample(4, generator=torch.Generator().manual_seed(0), steps=5)
+    assert torch.equal(drawn, torch.load(path, weights_only=False)["samples_seed0_steps5"])
