@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.apps.evaluate import load_module
+from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.train import build, train
 from ddpm_lit.training.ema import EMA, ema_avg_fn, ema_multi_avg_fn
 
@@ -83,6 +83,7 @@ def test_training_saves_the_ema_as_state_dict_and_the_raw_weights_beside_it(synt
     assert not torch.equal(ema[key], raw[key])  # the average lags the last step
     module, is_ema = load_module(tmp_path / "checkpoints" / "last.ckpt", torch.device("cpu"))
     assert is_ema and torch.equal(module.state_dict()[key], ema[key])
+    assert ckpt["model_class"] == "ddpm_lit.training.module.DDPMModule"  # the class load_module builds
 
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "data.val_size=32",

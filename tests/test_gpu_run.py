@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from conftest import ROOT, TINY
-from ddpm_lit.apps.evaluate import load_module
+from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.shards import join
 
 

@@ -112,3 +112,17 @@ def test_a_checkpoint_written_by_the_earlier_version_draws_the_same_images() -> 
     assert loaded.hparams.net["_target_"] == "ddpm_lit.nets.unet.UNet" and loaded.hparams.optimizer["lr"] == 0.0002
     drawn = loaded.sample(4, generator=torch.Generator().manual_seed(0), steps=5)
     assert torch.equal(drawn, torch.load(path, weights_only=False)["samples_seed0_steps5"])
+
+
+@pytest.mark.parametrize("name", ["os.system", "torch.nn.Linear", "ddpm_lit.nets.unet.UNet"])
+def test_load_module_builds_only_a_lightning_module_of_ddpm_lit(tmp_path: Path, name: str) -> None:
+    from ddpm_lit.apps.loading import load_module
+    from ddpm_lit.errors import DataError
+
+    path = tmp_path / "m.ckpt"
+    checkpoint = torch.load(Path(__file__).parent / "data" / "earlier_checkpoint.ckpt", weights_only=False)
+    torch.save({**checkpoint, "model_class": name}, path)
+    with pytest.raises(DataError, match="not a LightningModule of ddpm_lit"):
+        load_module(path, torch.device("cpu"))
+    torch.save({**checkpoint, "model_class": "ddpm_lit.training.module.DDPMModule"}, path)
+    assert isinstance(load_module(path, torch.device("cpu"))[0], DDPMModule)

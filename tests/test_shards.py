@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.apps.evaluate import load_module
+from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.shards import join, main, split
 from ddpm_lit.apps.train import train
 

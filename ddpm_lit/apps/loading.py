@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.errors import ConfigError, DataError
-from ddpm_lit.training.module import DDPMModule
+from ddpm_lit.training.module import MODEL_CLASS_KEY, DDPMModule
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,7 +40,9 @@ def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
         return
     if cfg.get("guidance_scale") is not None and module.num_classes is None:
         raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
-    steps, T = cfg.sampler.steps, module.diffusion.num_timesteps
+    steps, T = cfg.sampler.steps, getattr(module, "num_timesteps", None)
+    if steps is not None and T is None:
+        raise ConfigError(f"sampler.steps is for models with a reverse chain; {cfg.ckpt_path} has none")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
 
@@ -57,7 +61,10 @@ def guidance_used(module: Any, guidance_scale: float | None) -> float | None:
 
 
 def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
-    """The checkpoint's DDPMModule on ``device``, and whether its weights are an EMA.
+    """The checkpoint's model on ``device``, and whether its weights are an EMA.
+
+    The class is the one the checkpoint names (``model_class``, written by the module when it
+    saves; ``DDPMModule`` for checkpoints without it), and must be one of ddpm_lit's.
 
     Lightning's weight-averaging callbacks save the averaged weights as ``state_dict`` (the
     raw ones under ``current_model_state``), so loading gives the EMA weights when present.
@@ -72,7 +79,11 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise DataError(f"{path} is not a checkpoint of train.py (no state_dict or hyper_parameters)")
     ema = "current_model_state" in ckpt
-    module = DDPMModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    name = ckpt.get(MODEL_CLASS_KEY, f"{DDPMModule.__module__}.{DDPMModule.__qualname__}")
+    cls = get_class(name) if str(name).startswith("ddpm_lit.") else None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise DataError(f"{path} names the model class {name!r}, which is not a LightningModule of ddpm_lit")
+    module = cls.load_from_checkpoint(path, map_location=device, weights_only=False)
     return module.to(device).eval(), ema
 
 

@@ -26,6 +26,8 @@ from ddpm_lit.generation.generate import check_labels, check_request, digit_labe
 from ddpm_lit.nets.unet import UNet
 
 LR_SCHEDULES = ("constant", "cosine")
+# Where a checkpoint names the class that loads it (apps.loading.load_module reads it).
+MODEL_CLASS_KEY = "model_class"
 
 
 # Settings of how the network runs, not of what it computes: a resumed run may change them.
@@ -277,6 +279,9 @@ class DDPMModule(L.LightningModule):
         if not self._net_compiled:
             self.net.compile(dynamic=False)
             self._net_compiled = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_fit_start(self) -> None:
         # Load (or train, once) the val/fid classifier now: validation runs without gradients,
