@@ -42,7 +42,6 @@ LEGACY_KEYS = {
     "loss_weighting": ("diffusion", "loss_weighting"), "min_snr_gamma": ("diffusion", "min_snr_gamma"),
     "vlb_weight": ("diffusion", "vlb_weight"), "num_classes": ("net", "num_classes"),
 }
-_OLD_DEFAULTS = {"lr": 2e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0}  # old checkpoints' Adam
 
 
 def spec_of(part: Any) -> dict[str, Any]:
@@ -63,10 +62,9 @@ def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str,
     if unknown:
         raise TypeError(f"DDPMModule got unexpected arguments {', '.join(unknown)}")
     old_checkpoint = isinstance(net, Mapping) and "_target_" not in net
+    # old checkpoints hold every setting (Adam's defaults are DEFAULT_OPTIMIZER's and torch's)
     given = {k: v for k, v in legacy.items() if v is not None}
-    if old_checkpoint:  # every old setting had a value, its default when not set
-        given = {**_OLD_DEFAULTS, **given}
-    elif given:
+    if given and not old_checkpoint:
         moved = ", ".join(f"model.{k} -> model.{LEGACY_KEYS[k][0]}.{LEGACY_KEYS[k][1]}" for k in given)
         warnings.warn(f"deprecated model settings, read for one more release: {moved}", FutureWarning, stacklevel=3)
     specs = {"net": net, "diffusion": diffusion, "optimizer": optimizer}
@@ -78,16 +76,18 @@ def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str,
         if not isinstance(specs[part], Mapping):
             specs[part] = spec_of(specs[part])
         specs[part] = {**specs[part], new_key: list(value) if isinstance(value, tuple) else value}
-    built = {name: instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
-             for name, spec in specs.items() if name != "net"}
-    factor = built["diffusion"].output_channels_factor
+
+    def build(spec: Any) -> Any:
+        return instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
+
+    diffusion, optimizer = build(specs["diffusion"]), build(specs["optimizer"])
+    factor = diffusion.output_channels_factor
     if old_checkpoint:  # the earlier form derived the network's output channels from the variance
         specs["net"] = {**specs["net"], "out_channels": specs["net"].get("in_channels", 1) * factor}
-    net = instantiate(specs["net"], _convert_="all") if isinstance(specs["net"], Mapping) else specs["net"]
+    net = build(specs["net"])
     if "variance" in given and net.out_channels != net.in_channels * factor:  # as the earlier form did
-        net = instantiate({**spec_of(net), "out_channels": net.in_channels * factor}, _convert_="all")
-    built["net"] = net
-    return built["net"], built["diffusion"], built["optimizer"]
+        net = build({**spec_of(net), "out_channels": net.in_channels * factor})
+    return net, diffusion, optimizer
 
 
 def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,10 +212,9 @@ class DDPMModule(L.LightningModule):
         example: tuple[torch.Tensor, ...] = (torch.zeros(1, *self.image_shape), torch.zeros(1, dtype=torch.long))
         self.example_input_array = example + ((torch.zeros(1, dtype=torch.long),) if self.conditional else ())
         self._reference: dict[str, torch.Tensor] = {}
-        # (classifier, reference statistics) for val/fid; a tuple, so the classifier is not
-        # registered as a submodule and stays out of checkpoints.
-        self._fid_state: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = None
-        self._classifier: tuple[torch.nn.Module] | None = None  # a tuple: not a submodule either
+        self._fid_reference: dict[str, torch.Tensor] | None = None  # val/fid's reference statistics
+        # val/fid's classifier; in a tuple, so that it is not a submodule and stays out of checkpoints
+        self._classifier: tuple[torch.nn.Module] | None = None
         self._net_compiled = False  # compile_network ran (copies made before it stay plain)
         self._planned_steps: float | None = None  # trainer.estimated_stepping_batches, read once
 
@@ -224,7 +223,7 @@ class DDPMModule(L.LightningModule):
 
     @property
     def conditional(self) -> bool:
-        return self.net.num_classes is not None
+        return self.num_classes is not None
 
     def _denoiser(self, labels: torch.Tensor | None) -> Any:
         """The network as the process calls it, ``(x_t, t) -> output``, with the labels bound."""
@@ -329,13 +328,13 @@ class DDPMModule(L.LightningModule):
 
     def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
         """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""
-        if self._fid_state is None:
-            classifier = self._feature_classifier(datamodule).to(self.device).eval()
+        classifier = self._feature_classifier(datamodule).to(self.device).eval()
+        if self._fid_reference is None:
             ref = datamodule.reference_images("val", self.hparams.fid_reference_size, seed=self.hparams.val_seed)
             ref_features = torch.cat([classifier_features(classifier, b, self.device) for b in ref.split(500)])
-            self._fid_state = (classifier, fid_statistics(ref_features))
-        classifier, ref_stats = self._fid_state
-        return fid_from_statistics(ref_stats, fid_statistics(classifier_features(classifier, samples, self.device)))
+            self._fid_reference = fid_statistics(ref_features)
+        features = classifier_features(classifier, samples, self.device)
+        return fid_from_statistics(self._fid_reference, fid_statistics(features))
 
     def _feature_classifier(self, datamodule: Any) -> torch.nn.Module:
         """The project's MNIST classifier, whose features give ``val/fid`` (cached under the
