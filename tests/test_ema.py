@@ -101,7 +101,8 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     from PIL import Image
 
     from ddpm_lit.core.pixels import to_unit_range
-    from ddpm_lit.training.module import DDPMModule, save_grid
+    from ddpm_lit.generation.files import save_grid
+    from ddpm_lit.training.module import DDPMModule
 
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",

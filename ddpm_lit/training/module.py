@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
-from ddpm_lit.core.pixels import to_unit_range
-from ddpm_lit.evaluation.classifier import classifier_features, load_or_train
-from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
-from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
-from ddpm_lit.generation.files import save_grid
 from ddpm_lit.generation.generate import check_labels, check_request, digit_labels, generate
 from ddpm_lit.nets.unet import UNet
+from ddpm_lit.training.base import MODEL_CLASS_KEY, GenerativeModule, check_hook_settings, spec_of
 
 LR_SCHEDULES = ("constant", "cosine")
-# Where a checkpoint names the class that loads it (apps.loading.load_module reads it).
-MODEL_CLASS_KEY = "model_class"
+__all__ = ["MODEL_CLASS_KEY", "DDPMModule", "spec_of"]
 
 
 # Settings of how the network runs, not of what it computes: a resumed run may change them.
@@ -42,15 +32,6 @@ LEGACY_KEYS = {
     "loss_weighting": ("diffusion", "loss_weighting"), "min_snr_gamma": ("diffusion", "min_snr_gamma"),
     "vlb_weight": ("diffusion", "vlb_weight"), "num_classes": ("net", "num_classes"),
 }
-
-
-def spec_of(part: Any) -> dict[str, Any]:
-    """The Hydra spec that builds ``part`` again: ``{"_target_": ..., **arguments}`` (a
-    ``functools.partial`` gets ``_partial_: true``); the form checkpoints keep."""
-    if isinstance(part, functools.partial):
-        return {"_target_": f"{part.func.__module__}.{part.func.__qualname__}", "_partial_": True,
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in part.keywords.items()}}
-    return {"_target_": f"{type(part).__module__}.{type(part).__qualname__}", **part.config()}
 
 
 def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str, Any]) -> tuple[Any, Any, Any]:
@@ -113,18 +94,15 @@ def _check_settings(args: Mapping[str, Any]) -> None:
         raise ValueError(f"model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {args['lr_schedule']!r}")
     if not 0.0 <= args["min_lr_ratio"] <= 1.0:
         raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {args['min_lr_ratio']}")
-    for name, low in (("warmup_steps", 0), ("sample_every_n_epochs", 0), ("num_val_samples", 1),
-                      ("nn_reference_size", 1), ("fid_reference_size", 2)):
-        if args[name] < low:
-            raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
-    if args["val_fid"] and args["num_val_samples"] < 2:
-        raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {args['num_val_samples']}")
+    if args["warmup_steps"] < 0:
+        raise ValueError(f"model.warmup_steps must be ≥ 0, got {args['warmup_steps']}")
+    check_hook_settings(args)
     lr = args["legacy"].get("lr")
     if lr is not None and lr <= 0:
         raise ValueError(f"model.lr must be > 0, got {lr}")
 
 
-class DDPMModule(L.LightningModule):
+class DDPMModule(GenerativeModule):
     """DDPM training (by default the report's ε-MSE loss), and validation by reverse sampling.
 
     Args:
@@ -161,6 +139,9 @@ class DDPMModule(L.LightningModule):
     The hyperparameters saved in a checkpoint hold each part's spec, so
     ``DDPMModule.load_from_checkpoint(path)`` alone rebuilds the model.
     """
+
+    family = "ddpm"
+    logged_metrics = ("val/loss", "train/loss", "train/loss_epoch")
 
     def __init__(
         self,
@@ -211,10 +192,6 @@ class DDPMModule(L.LightningModule):
         # the FLOPs and sizes it prints (without it, its table says "Total FLOPs: 0").
         example: tuple[torch.Tensor, ...] = (torch.zeros(1, *self.image_shape), torch.zeros(1, dtype=torch.long))
         self.example_input_array = example + ((torch.zeros(1, dtype=torch.long),) if self.conditional else ())
-        self._reference: dict[str, torch.Tensor] = {}
-        self._fid_reference: dict[str, torch.Tensor] | None = None  # val/fid's reference statistics
-        # val/fid's classifier; in a tuple, so that it is not a submodule and stays out of checkpoints
-        self._classifier: tuple[torch.nn.Module] | None = None
         self._net_compiled = False  # compile_network ran (copies made before it stay plain)
         self._planned_steps: float | None = None  # trainer.estimated_stepping_batches, read once
 
@@ -279,87 +256,14 @@ class DDPMModule(L.LightningModule):
             self.net.compile(dynamic=False)
             self._net_compiled = True
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[MODEL_CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
-
-    def on_fit_start(self) -> None:
-        # Load (or train, once) the val/fid classifier now: validation runs without gradients,
-        # and a missing classifier is better found before the first epoch than after it.
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "data_dir"):
-            if self.trainer.is_global_zero:
-                self._feature_classifier(datamodule)
-
-    def on_validation_epoch_end(self) -> None:
-        every = self.hparams.sample_every_n_epochs
-        if self.trainer.sanity_checking or every == 0:
-            return
-        last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
-        if (self.current_epoch + 1) % every and not last:
-            return
-        metrics: dict[str, float] = {}
-        if self.trainer.is_global_zero:  # every rank would draw the same images
-            metrics = self._sample_and_score()
-        # Every rank logs the same values, so any of them can be a checkpoint monitor under DDP.
-        metrics = self.trainer.strategy.broadcast(metrics, src=0)
-        for name, value in metrics.items():
-            self.log(name, value)
-
-    def _sample_and_score(self) -> dict[str, float]:
-        """Draw the validation samples, save their grid, and score them (rank 0 only)."""
+    def validation_samples(self, generator: torch.Generator) -> torch.Tensor:
         # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
         steps = 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps
-        gen = torch.Generator().manual_seed(self.hparams.val_seed)
-        samples = self.sample(self.hparams.num_val_samples, generator=gen, steps=steps)
-        unit = to_unit_range(samples.float())
-        metrics: dict[str, float] = {}
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "reference_images"):
-            test = self._reference_batch(datamodule, "test", len(unit))
-            ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
-            # (a) the report's measure: mean SSIM of sample i against test image i
-            metrics["val/ssim"] = float(ssim(unit, test[: len(unit)], data_range=1.0))
-            # (b) each sample against its most similar reference image
-            metrics["val/nn_ssim"] = float(nearest_neighbour_ssim(unit, ref).mean())
-            if self.hparams.val_fid and hasattr(datamodule, "data_dir"):
-                metrics["val/fid"] = self._val_fid(datamodule, samples)
-        self._log_grid(unit)
-        return metrics
+        return self.sample(self.hparams.num_val_samples, generator=generator, steps=steps)
 
-    def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
-        """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""
-        classifier = self._feature_classifier(datamodule).to(self.device).eval()
-        if self._fid_reference is None:
-            ref = datamodule.reference_images("val", self.hparams.fid_reference_size, seed=self.hparams.val_seed)
-            ref_features = torch.cat([classifier_features(classifier, b, self.device) for b in ref.split(500)])
-            self._fid_reference = fid_statistics(ref_features)
-        features = classifier_features(classifier, samples, self.device)
-        return fid_from_statistics(self._fid_reference, fid_statistics(features))
-
-    def _feature_classifier(self, datamodule: Any) -> torch.nn.Module:
-        """The project's MNIST classifier, whose features give ``val/fid`` (cached under the
-        datamodule's ``data_dir``; trained once, in about 2 minutes on 2 cores, when missing)."""
-        if self._classifier is None:
-            hp = getattr(datamodule, "hparams", {})
-            self._classifier = (load_or_train(datamodule.data_dir, download=hp.get("download", True),
-                                              check_md5=hp.get("check_md5", True)),)
-        return self._classifier[0]
-
-    def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:
-        if split not in self._reference:
-            images = datamodule.reference_images(split, n, seed=self.hparams.val_seed)
-            self._reference[split] = to_unit_range(images).to(self.device)
-        return self._reference[split]
-
-    def _log_grid(self, unit: torch.Tensor) -> None:
-        path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{self.current_epoch:03d}.png"
-        grid = save_grid(unit, path)
-        caption = f"epoch {self.current_epoch}, step {self.global_step}"
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/samples", images=[str(path)], caption=[caption])
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/samples", grid, self.global_step)
+    def describe(self) -> str:
+        return (f"DDPM, {self.diffusion.num_timesteps} steps, {self.diffusion.schedule} schedule, "
+                f"objective {self.diffusion.objective}")
 
     # ---- sampling --------------------------------------------------------------------
     @property

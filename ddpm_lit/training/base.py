@@ -1,0 +1,188 @@
+"""What every model family's LightningModule shares: the validation hook that samples and scores
+(SSIM, nearest-neighbour SSIM, MNIST-FID, the sample grid), the parts built from Hydra specs, and
+the checkpoint's record of the class that loads it.
+
+A family (``DDPMModule``, ``VAEModule``, ``GANModule``) subclasses ``GenerativeModule`` and gives
+``family``, ``image_shape``, ``num_classes``, ``sample(n, generator)`` (the
+``ddpm_lit.generation.GenerativeModel`` protocol), ``validation_samples`` and ``describe``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.evaluation.classifier import classifier_features, load_or_train
+from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
+from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
+from ddpm_lit.generation.files import save_grid
+
+# Where a checkpoint names the class that loads it (apps.loading.load_module reads it).
+MODEL_CLASS_KEY = "model_class"
+# The metrics of the validation hook (logged on sampling epochs only).
+SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
+# The hook's settings, shared by every family, with the smallest value each may take.
+HOOK_SETTINGS = {"sample_every_n_epochs": 0, "num_val_samples": 1, "nn_reference_size": 1, "fid_reference_size": 2}
+
+
+def spec_of(part: Any) -> dict[str, Any]:
+    """The Hydra spec that builds ``part`` again: ``{"_target_": ..., **arguments}`` (a
+    ``functools.partial`` gets ``_partial_: true``); the form checkpoints keep."""
+    if isinstance(part, functools.partial):
+        return {"_target_": f"{part.func.__module__}.{part.func.__qualname__}", "_partial_": True,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in part.keywords.items()}}
+    return {"_target_": f"{type(part).__module__}.{type(part).__qualname__}", **part.config()}
+
+
+def build_part(part: Any) -> Any:
+    """A part given built, or as its spec (a mapping with ``_target_``), built."""
+    return instantiate(part, _convert_="all") if isinstance(part, Mapping) else part
+
+
+def check_hook_settings(args: Mapping[str, Any]) -> None:
+    """A ValueError naming the first setting of the validation hook that is out of range."""
+    for name, low in HOOK_SETTINGS.items():
+        if args[name] < low:
+            raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
+    if args["val_fid"] and args["num_val_samples"] < 2:
+        raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {args['num_val_samples']}")
+
+
+def class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class GenerativeModule(L.LightningModule):
+    """A LightningModule of one model family, with the validation hook every family shares:
+    every ``sample_every_n_epochs`` epochs (and at the last), ``num_val_samples`` images drawn
+    with the seed ``val_seed`` are scored (``val/ssim``, the report's SSIM against test images;
+    ``val/nn_ssim`` against the most similar of ``nn_reference_size`` validation images;
+    ``val/fid``, the MNIST-FID against ``fid_reference_size`` of them, when ``val_fid``) and
+    saved as ``samples/epoch_NNN.png`` (and to W&B / TensorBoard)."""
+
+    family: ClassVar[str] = ""
+    # The metrics the family logs outside the hook, which a checkpoint or a sweep may monitor.
+    logged_metrics: ClassVar[tuple[str, ...]] = ()
+    image_shape: tuple[int, int, int]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reference: dict[str, torch.Tensor] = {}
+        self._fid_reference: dict[str, torch.Tensor] | None = None  # val/fid's reference statistics
+        # val/fid's classifier; in a tuple, so that it is not a submodule and stays out of checkpoints
+        self._classifier: tuple[torch.nn.Module] | None = None
+
+    # ---- what a family gives ------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        return None
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validation_samples(self, generator: torch.Generator) -> torch.Tensor:
+        """The hook's ``num_val_samples`` images (N, C, H, W) in [−1, 1]."""
+        return self.sample(self.hparams.num_val_samples, generator=generator)
+
+    def describe(self) -> str:
+        """The model in a few words, for the console at the start of training."""
+        return self.family
+
+    @classmethod
+    def monitorable_metrics(cls) -> tuple[str, ...]:
+        return cls.logged_metrics + SAMPLED_METRICS
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CLASS_KEY] = class_name(type(self))
+
+    # ---- the validation hook --------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Load (or train, once) the val/fid classifier now: validation runs without gradients,
+        # and a missing classifier is better found before the first epoch than after it.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "data_dir"):
+            if self.trainer.is_global_zero:
+                self._feature_classifier(datamodule)
+
+    def on_validation_epoch_end(self) -> None:
+        every = self.hparams.sample_every_n_epochs
+        if self.trainer.sanity_checking or every == 0:
+            return
+        last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
+        if (self.current_epoch + 1) % every and not last:
+            return
+        metrics: dict[str, float] = {}
+        if self.trainer.is_global_zero:  # every rank would draw the same images
+            metrics = self._sample_and_score()
+        # Every rank logs the same values, so any of them can be a checkpoint monitor under DDP.
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        for name, value in metrics.items():
+            self.log(name, value)
+
+    def _sample_and_score(self) -> dict[str, float]:
+        """Draw the validation samples, save their grid, and score them (rank 0 only)."""
+        was_training = self.training
+        self.eval()
+        try:
+            samples = self.validation_samples(torch.Generator().manual_seed(self.hparams.val_seed))
+        finally:
+            self.train(was_training)
+        unit = to_unit_range(samples.float())
+        metrics: dict[str, float] = {}
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "reference_images"):
+            test = self._reference_batch(datamodule, "test", len(unit))
+            ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
+            # (a) the report's measure: mean SSIM of sample i against test image i
+            metrics["val/ssim"] = float(ssim(unit, test[: len(unit)], data_range=1.0))
+            # (b) each sample against its most similar reference image
+            metrics["val/nn_ssim"] = float(nearest_neighbour_ssim(unit, ref).mean())
+            if self.hparams.val_fid and hasattr(datamodule, "data_dir"):
+                metrics["val/fid"] = self._val_fid(datamodule, samples)
+        self._log_grid(unit)
+        return metrics
+
+    def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
+        """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""
+        classifier = self._feature_classifier(datamodule).to(self.device).eval()
+        if self._fid_reference is None:
+            ref = datamodule.reference_images("val", self.hparams.fid_reference_size, seed=self.hparams.val_seed)
+            ref_features = torch.cat([classifier_features(classifier, b, self.device) for b in ref.split(500)])
+            self._fid_reference = fid_statistics(ref_features)
+        features = classifier_features(classifier, samples, self.device)
+        return fid_from_statistics(self._fid_reference, fid_statistics(features))
+
+    def _feature_classifier(self, datamodule: Any) -> torch.nn.Module:
+        """The project's MNIST classifier, whose features give ``val/fid`` (cached under the
+        datamodule's ``data_dir``; trained once, in about 2 minutes on 2 cores, when missing)."""
+        if self._classifier is None:
+            hp = getattr(datamodule, "hparams", {})
+            self._classifier = (load_or_train(datamodule.data_dir, download=hp.get("download", True),
+                                              check_md5=hp.get("check_md5", True)),)
+        return self._classifier[0]
+
+    def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:
+        if split not in self._reference:
+            images = datamodule.reference_images(split, n, seed=self.hparams.val_seed)
+            self._reference[split] = to_unit_range(images).to(self.device)
+        return self._reference[split]
+
+    def _log_grid(self, unit: torch.Tensor) -> None:
+        path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{self.current_epoch:03d}.png"
+        grid = save_grid(unit, path)
+        caption = f"epoch {self.current_epoch}, step {self.global_step}"
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/samples", images=[str(path)], caption=[caption])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/samples", grid, self.global_step)
