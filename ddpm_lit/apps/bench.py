@@ -343,6 +343,10 @@ class Setting:
 def _setting(args: argparse.Namespace) -> Setting:
     """Compose the config, choose the precision, measure the peak and count the FLOPs; print them."""
     cfg = compose_cfg(args.overrides)
+    if "diffusion" not in cfg.model:
+        print(f"error: the benchmark times a DDPM's training step and chain; {cfg.model._target_} has none "
+              "(python -m ddpm_lit.apps.families compares the families' speeds)", file=sys.stderr)
+        raise SystemExit(2)
     L.seed_everything(0, verbose=False)
     trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False,
                     **({"precision": "32-true"} if str(cfg.trainer.precision) == "auto" else {}))

@@ -85,8 +85,12 @@ class SpeedProbe:
             for _ in range(warmup):  # compilation, and a recompilation after the first optimizer step
                 self._step()
             with autocast(device, precision):
-                self.module.sample(sample_batch, steps=1)  # the sampling graph's warm-up
+                self.module.sample(sample_batch, **self._chain(1))  # the sampling graph's warm-up
         self.module.train()
+
+    def _chain(self, steps: int) -> dict[str, int]:
+        """``steps`` for a model with a reverse chain; nothing for a one-pass model (one evaluation per image)."""
+        return {"steps": steps} if getattr(self.module, "num_timesteps", None) is not None else {}
 
     def _step(self) -> None:
         with autocast(self.device, self.precision):
@@ -110,9 +114,10 @@ class SpeedProbe:
             train_rate = steps * self.x0.shape[0] / (time.perf_counter() - start)
             with autocast(self.device, self.precision):
                 start = time.perf_counter()
-                self.module.sample(self.sample_batch, steps=3)
+                self.module.sample(self.sample_batch, **self._chain(3))
                 sync(self.device)
-            sample_rate = 3 * self.sample_batch / (time.perf_counter() - start)
+            evaluations = self._chain(3).get("steps", 1)  # network evaluations per image
+            sample_rate = evaluations * self.sample_batch / (time.perf_counter() - start)
             self.module.train()
         return Speed(self.precision, train_rate, sample_rate)
 

@@ -176,6 +176,10 @@ def _open_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, bool]:
     """The checkpoint's model, with its raw weights instead of the EMA when ``raw``."""
     module, ema = load_module(ckpt, device)
+    if getattr(module, "num_timesteps", None) is None:
+        raise SystemExit(f"--model {name}: {ckpt} is a {getattr(module, 'family', 'model')} checkpoint, which has no "
+                         "sampler to compare; this command compares the samplers of DDPM checkpoints "
+                         "(python -m ddpm_lit.apps.families compares the families)")
     if raw:
         state = torch.load(ckpt, map_location=device, weights_only=False).get("current_model_state")
         if state is None:

@@ -18,7 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.apps.config import build_dict
 from ddpm_lit.apps.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
-from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sample_with
+from ddpm_lit.apps.loading import (
+    check_sampling,
+    guidance_used,
+    load_module,
+    resolve_device,
+    sample_with,
+    sampling_kwargs,
+)
 from ddpm_lit.apps.loggers import close_loggers, open_loggers
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
@@ -43,6 +50,10 @@ def _check_config(cfg: DictConfig) -> None:
     ref = cfg.get("reference_size")
     if ref is not None and (not isinstance(ref, int) or not 4 <= ref <= 60000):
         raise ConfigError(f"reference_size must be in [4, 60000] or null (all training images), got {ref!r}")
+    if cfg.nll.enabled not in (None, True, False):
+        raise ConfigError(f"nll.enabled must be null (where the model has a likelihood), true or false, got {cfg.nll.enabled!r}")
+    if not isinstance(cfg.nll.iwae_samples, int) or cfg.nll.iwae_samples < 1:
+        raise ConfigError(f"nll.iwae_samples must be an integer ≥ 1, got {cfg.nll.iwae_samples!r}")
     if cfg.nll.variance not in (None, "posterior", "beta", "learned"):
         raise ConfigError(f"nll.variance must be null (the model's), posterior, beta or learned, got {cfg.nll.variance!r}")
     check_sampling(cfg)
@@ -77,7 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             kid_subset_size=cfg.kid_subset_size, timings=timings,
         )  # fmt: skip
         results, per_image = _score(cfg, scorer, samples, test, labels)
-        if module is not None and cfg.nll.enabled:
+        if module is not None and nll_wanted(cfg, module):
             with timings("nll"):
                 results["nll"] = _bound(cfg, module, test, device, out_dir)
         ssim_histogram(per_image, out_dir / "ssim_histogram.png")
@@ -105,10 +116,36 @@ def _inputs(cfg: DictConfig, device: torch.device) -> tuple[Any, bool, torch.Ten
     if module is not None:
         if tuple(module.image_shape) != (1, 28, 28):
             raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
-        if cfg.nll.enabled and cfg.nll.variance == "learned" and module.diffusion.variance != "learned":
-            raise ConfigError(f"nll.variance=learned, but {cfg.ckpt_path} has a fixed variance ({module.diffusion.variance})")
+        check_likelihood(cfg, module)
         check_sampling(cfg, module)
     return module, ema, samples
+
+
+def likelihood_of(module: Any) -> str | None:
+    """The likelihood bound a model has: ``ddpm`` (the variational bound over the chain), ``vae``
+    (ELBO and IWAE), or None (a GAN)."""
+    if hasattr(module, "diffusion"):
+        return "ddpm"
+    return "vae" if hasattr(module, "likelihood_bounds") else None
+
+
+def nll_wanted(cfg: DictConfig, module: Any) -> bool:
+    return bool(cfg.nll.enabled or (cfg.nll.enabled is None and likelihood_of(module) is not None))
+
+
+def check_likelihood(cfg: DictConfig, module: Any) -> None:
+    """nll settings the checkpoint's model can honour: a likelihood when ``nll.enabled=true``, and
+    ``nll.variance`` only for a DDPM (``learned`` only when it learned one)."""
+    family, kind = getattr(module, "family", "model"), likelihood_of(module)
+    if cfg.nll.enabled and kind is None:
+        raise ConfigError(f"nll.enabled=true: a {family} has no likelihood to bound; {cfg.ckpt_path} is a {family} "
+                          "checkpoint (nll.enabled=false, or null to score where there is one)")
+    if not nll_wanted(cfg, module):
+        return
+    if cfg.nll.variance is not None and kind != "ddpm":
+        raise ConfigError(f"nll.variance={cfg.nll.variance}: the reverse variance is a DDPM's; {cfg.ckpt_path} is a {family}")
+    if cfg.nll.variance == "learned" and module.diffusion.variance != "learned":
+        raise ConfigError(f"nll.variance=learned, but {cfg.ckpt_path} has a fixed variance ({module.diffusion.variance})")
 
 
 def _draw(cfg: DictConfig, module: Any, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -142,6 +179,10 @@ def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.devic
     """The variational bound in bits/dim on ``nll.num_images`` test images; its terms as a figure and a file."""
     gen = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(test), generator=gen)[: cfg.nll.num_images]
+    if likelihood_of(module) == "vae":
+        bounds = module.likelihood_bounds(test[idx], k=cfg.nll.iwae_samples, batch_size=cfg.nll.batch_size,
+                                          generator=gen, progress=True)
+        return {"bound": "elbo", "bpd": bounds["elbo_bpd"], "bpd_stderr": bounds["elbo_bpd_stderr"], **bounds}
     bound = dataset_bits_per_dim(
         module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
         variance=cfg.nll.variance, device=device, progress=True,
@@ -149,7 +190,7 @@ def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.devic
     bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
     torch.save({"terms": bound["terms"], "totals": bound["totals"]}, out_dir / "bound_terms.pt")
     nll = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
-    return {**nll, "variance": cfg.nll.variance or module.diffusion.variance}
+    return {**nll, "bound": "ddpm", "variance": cfg.nll.variance or module.diffusion.variance}
 
 
 def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classifier_id: str, inception: Any,
@@ -159,7 +200,8 @@ def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classi
         "ckpt_path": str(cfg.ckpt_path) if cfg.ckpt_path else None,
         "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
         "ema_weights": ema,
-        "sampler": OmegaConf.to_container(cfg.sampler) if module is not None else None,
+        "family": getattr(module, "family", None) if module is not None else None,
+        "sampler": OmegaConf.to_container(cfg.sampler) if module is not None and sampling_kwargs(cfg, module) else None,
         "guidance_scale": guidance_used(module, cfg.get("guidance_scale")) if module is not None else None,
         "reference_size": cfg.reference_size or reference_size,
         "reference_seed": cfg.reference_seed,
@@ -192,6 +234,7 @@ ROWS = (
     ("class_accuracy", "classifier accuracy on the requested digits", "{:.3f}"),
     ("class_entropy", "class-histogram entropy (nats, uniform 2.303)", "{:.3f}"),
     ("min_class_share", "smallest class share (uniform 0.1)", "{:.3f}"),
+    ("classes_present", "digits present (≥ 2 % of the images)", "{:d}"),
     ("nn_train_distance_mean", "mean distance to nearest training image", "{:.3f}"),
     ("nn_train_distance_median", "median distance to nearest training image", "{:.3f}"),
     ("ssim", "SSIM vs random test image (report's protocol)", "{:.3f}"),
@@ -206,6 +249,8 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines = [f"# Evaluation of `{what}`", ""]
     if src["sampler"]:
         lines.append(f"Sampler: {src['sampler']}; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
+    elif src.get("family"):
+        lines.append(f"A {src['family']}: one network pass per image; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
     lines += [
         f"{int(samples['num_images'])} samples"
         + (f", {int(test['num_images'])} real test images" if test else "")
@@ -222,7 +267,15 @@ def markdown_report(results: dict[str, Any]) -> str:
             if test:
                 row += f" {fmt.format(test[key]) if key in test else '–'} |"
             lines.append(row)
-    if "nll" in results:
+    if "nll" in results and results["nll"].get("bound") == "elbo":
+        nll = results["nll"]
+        lines += [
+            "",
+            f"Negative ELBO: **{nll['elbo_bpd']:.3f} ± {nll['elbo_bpd_stderr']:.3f} bits/dim**; importance-weighted bound "
+            f"(k = {nll['iwae_samples']}): **{nll['iwae_bpd']:.3f} ± {nll['iwae_bpd_stderr']:.3f} bits/dim** "
+            f"(standard errors over {nll['num_images']} test images quantised to 8 bits).",
+        ]
+    elif "nll" in results:
         nll = results["nll"]
         lines += [
             "",
@@ -234,6 +287,6 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines += ["", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in results["timings"].items()]
     lines += ["", "![samples](grid.png)", "", "![SSIM](ssim_histogram.png)", "", "![nearest](nearest_training.png)"]
-    if "nll" in results:
+    if "nll" in results and results["nll"].get("bound") == "ddpm":
         lines += ["", "![bound](bound_terms.png)"]
     return "\n".join(lines) + "\n"

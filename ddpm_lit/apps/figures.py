@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from ddpm_lit.core.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm_lit.core.schedules import SCHEDULES  # noqa: E402
@@ -373,31 +374,49 @@ def metric_by_step(
     return steps, [last[s] for s in steps]
 
 
-def loss_curves_figure(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Training loss (faint, and smoothed by ``smooth`` with α = 20 / points, within [0.1, 1]) and
-    validation loss against the optimizer step, log y.
+def loss_curves_figure(
+    history: list[dict[str, float]], path: str | Path, title: str = "",
+    train_keys: tuple[str, ...] = ("train/loss",), val_keys: tuple[str, ...] = ("val/loss",),
+) -> Path:
+    """Training losses (faint, and smoothed by ``smooth`` with α = 20 / points, within [0.1, 1])
+    and validation losses against the optimizer step; log y when every value is positive.
 
-    history: rows as from ``read_history``; ``train/loss`` and ``val/loss`` are read with
-    ``metric_by_step``. ``ValueError`` when the history holds neither.
+    history: rows as from ``read_history``; ``train_keys`` (a GAN: ``train/d_loss``,
+    ``train/g_loss``) and ``val_keys`` are read with ``metric_by_step``. ``ValueError`` when the
+    history holds none of them.
     """
-    train_steps, train_loss = metric_by_step(history, "train/loss")
-    val_steps, val_loss = metric_by_step(history, "val/loss")
-    if not train_loss and not val_loss:
-        raise ValueError("no train/loss or val/loss in the history")
+    train = [(key, *metric_by_step(history, key)) for key in train_keys]
+    val = [(key, *metric_by_step(history, key)) for key in val_keys]
+    train, val = [c for c in train if c[2]], [c for c in val if c[2]]
+    if not train and not val:
+        raise ValueError(f"no {' or '.join(train_keys + val_keys)} in the history")
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    if train_loss:
+    for i, (key, steps, values) in enumerate(train):
         # a window of about a twentieth of the points, and never more than ~10 points, so that
         # the line follows the falling loss instead of trailing it by hundreds of steps
-        alpha = min(1.0, max(0.1, 20 / len(train_loss)))
-        ax.plot(train_steps, train_loss, color="C0", alpha=0.25, linewidth=0.8, label="train/loss")
-        ax.plot(train_steps, smooth(train_loss, alpha), color="C0", linewidth=1.6,
-                label=f"train/loss (moving average, α = {alpha:.2g})")
-    if val_loss:
-        ax.plot(val_steps, val_loss, "o-", color="C3", markersize=4, label="val/loss")
-    ax.set_yscale("log")
+        alpha = min(1.0, max(0.1, 20 / len(values)))
+        ax.plot(steps, values, color=f"C{i}", alpha=0.25, linewidth=0.8, label=key)
+        ax.plot(steps, smooth(values, alpha), color=f"C{i}", linewidth=1.6, label=f"{key} (moving average, α = {alpha:.2g})")
+    for i, (key, steps, values) in enumerate(val):
+        ax.plot(steps, values, "o-", color=f"C{3 + i}", markersize=4, label=key)
+    if all(v > 0 for _, _, values in train + val for v in values):
+        ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(title or "Training and validation loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    return save_figure(fig, path)
+
+
+def side_by_side_grids(grids: dict[str, torch.Tensor], path: str | Path, nrow: int = 8) -> Path:
+    """One panel per set of images, side by side under its title (e.g. real test digits, then a
+    DDPM's, a VAE's and a GAN's samples). grids: {title: images (N, 1, H, W) in [0, 1]}."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+    for ax, (title, images) in zip(axes[0], grids.items()):
+        grid = make_grid(images.cpu().float(), nrow=nrow, padding=2, pad_value=1.0)
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
     return save_figure(fig, path)

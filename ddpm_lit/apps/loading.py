@@ -7,12 +7,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.errors import ConfigError, DataError
-from ddpm_lit.training.module import MODEL_CLASS_KEY, DDPMModule
+from ddpm_lit.training.base import MODEL_CLASS_KEY
+from ddpm_lit.training.module import DDPMModule
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,13 +40,38 @@ def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
         raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
     if module is None:
         return
+    family = getattr(module, "family", "model")
     if cfg.get("guidance_scale") is not None and module.num_classes is None:
-        raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is unconditional")
+        raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is an unconditional {family}")
     steps, T = cfg.sampler.steps, getattr(module, "num_timesteps", None)
-    if steps is not None and T is None:
-        raise ConfigError(f"sampler.steps is for models with a reverse chain; {cfg.ckpt_path} has none")
+    if T is None:
+        given = sampler_settings_given(cfg)
+        if given:
+            raise ConfigError(f"{', '.join(given)}: a {family} has no sampler (it draws in one network pass); "
+                              f"{cfg.ckpt_path} is a {family} checkpoint")
+        return
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
+
+
+def sampler_settings_given(cfg: DictConfig) -> list[str]:
+    """The sampler settings a command line set: its ``sampler=``/``sampler.*`` overrides under
+    Hydra; otherwise every value that differs from the default ancestral sampler's."""
+    if HydraConfig.initialized():
+        given = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("sampler")]
+        if given:
+            return given
+    defaults = {"name": "ddpm", "steps": None, "clip_denoised": None}
+    return [f"sampler.{k}={v}" for k, v in cfg.sampler.items() if v != defaults.get(k)]
+
+
+def sampling_kwargs(cfg: DictConfig, module: Any) -> dict[str, Any]:
+    """The arguments of ``module.sample`` that the config's sampler gives: the steps, clipping,
+    sampler name and options for a model with a reverse chain; none for a one-pass model."""
+    if getattr(module, "num_timesteps", None) is None:
+        return {}
+    return dict(steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised, sampler=cfg.sampler.name,
+                **sampler_options(cfg.sampler))
 
 
 def sampler_options(sampler: DictConfig) -> dict[str, Any]:
@@ -92,8 +119,7 @@ def sample_with(
 ) -> torch.Tensor:
     """``model.sample`` with the config's sampler (``cfg.sampler``), batch size and guidance;
     ``labels`` for a conditional model. ``kwargs`` go to ``sample`` (``progress``, ``callback``)."""
-    options = sampler_options(cfg.sampler)
+    options = sampling_kwargs(cfg, model)
     if labels is not None:
         options.update(class_labels=labels, guidance_scale=cfg.get("guidance_scale"))
-    return model.sample(num, generator=generator, steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised,
-                        batch_size=cfg.batch_size, sampler=cfg.sampler.name, **options, **kwargs)
+    return model.sample(num, generator=generator, batch_size=cfg.batch_size, **options, **kwargs)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ddpm_lit.apps.config import build
@@ -94,16 +95,20 @@ def run_figures(
     written: dict[str, Path] = {}
     # schedule.name (schedule.schedule in run dirs of earlier versions)
     schedule, T = cfg.schedule.get("name", cfg.schedule.get("schedule")), int(cfg.schedule.timesteps)
+    family = family_of_config(cfg)
 
-    written.update(_process_figures(run, out, schedule, T))
+    written.update(_loss_figure(run, out, family))
+    if family == "ddpm":  # the figures of the diffusion process
+        written.update(_process_figures(out, schedule, T))
     if datamodule is None:
         datamodule = build(cfg.data)
         datamodule.prepare_data()
     test = datamodule.reference_images("test", 2 * num_samples, seed=seed)
-    written["forward_process"] = forward_process_figure(
-        test[0], out / "forward_process.png", timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)),
-        num_timesteps=T,
-    )
+    if family == "ddpm":
+        written["forward_process"] = forward_process_figure(
+            test[0], out / "forward_process.png", timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)),
+            num_timesteps=T,
+        )
 
     samples_dir = run / "samples"
     if redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
@@ -117,14 +122,34 @@ def run_figures(
     return written
 
 
-def _process_figures(run: Path, out: Path, schedule: str, T: int) -> dict[str, Path]:
-    """The loss curves of the run's CSV history, the schedules and the 1-D two-mode diffusion."""
-    written: dict[str, Path] = {}
+def family_of_config(cfg: DictConfig) -> str:
+    """The model family a run's config trains (``ddpm`` for configs of earlier versions)."""
+    target = str(cfg.get("model", {}).get("_target_", ""))
+    try:
+        return getattr(get_class(target), "family", "ddpm") if target.startswith("ddpm_lit.") else "ddpm"
+    except Exception:  # a class of an earlier version's layout
+        return "ddpm"
+
+
+# The losses each family's curves show: (training keys, validation keys).
+LOSS_KEYS = {"gan": (("train/d_loss", "train/g_loss"), ())}
+
+
+def _loss_figure(run: Path, out: Path, family: str) -> dict[str, Path]:
+    """The loss curves of the run's CSV history."""
+    train_keys, val_keys = LOSS_KEYS.get(family, (("train/loss",), ("val/loss",)))
     history = read_history(run)
-    if any("train/loss" in row or "val/loss" in row for row in history):
-        written["loss_curves"] = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}")
-    else:
-        log.warning("%s has no CSV history (csv/version_*/metrics.csv); no loss curves", run)
+    if any(key in row for row in history for key in train_keys + val_keys):
+        path = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}",
+                                  train_keys=train_keys, val_keys=val_keys)
+        return {"loss_curves": path}
+    log.warning("%s has no CSV history of %s (csv/version_*/metrics.csv); no loss curves", run, ", ".join(train_keys))
+    return {}
+
+
+def _process_figures(out: Path, schedule: str, T: int) -> dict[str, Path]:
+    """The schedules and the 1-D two-mode diffusion."""
+    written: dict[str, Path] = {}
     written["schedules"] = schedules_figure(out / "schedules.png", timesteps=T)
     written["two_mode_diffusion"] = two_mode_diffusion_figure(
         out / "two_mode_diffusion.png", schedule=schedule, num_timesteps=T,
@@ -140,7 +165,9 @@ def _sample_figures(samples_dir: Path, out: Path, datamodule: Any, test: torch.T
     written: dict[str, Path] = {}
     samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])
     trajectory = torch.load(samples_dir / "trajectory.pt", weights_only=True)
-    written["trajectory"] = trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"], out / "trajectory.png")
+    if len(trajectory["timesteps"]):  # a model without a reverse chain has none
+        written["trajectory"] = trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"],
+                                                  out / "trajectory.png")
 
     n = min(len(samples), num_samples, len(test) // 2)
     train_ref = datamodule.reference_images("val", nn_reference_size, seed=seed)  # held-out training images

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ddpm_lit.apps.figures import trajectory_figure
-from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampler_options
+from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampling_kwargs
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import save_grid, save_samples_npz
@@ -54,37 +54,37 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     module, ema = load_module(cfg.ckpt_path, device)
     if module.num_classes is None and (cfg.get("digits") is not None or cfg.get("guidance_scale") is not None):
-        raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is unconditional")
+        raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is an "
+                          f"unconditional {getattr(module, 'family', 'model')}")
     check_sampling(cfg, module)
     labels = None
-    options = sampler_options(cfg.sampler)
+    options = sampling_kwargs(cfg, module)
     if module.num_classes is not None:
         labels = parse_digits(cfg.get("digits"), cfg.n, module.num_classes)
         options["guidance_scale"] = cfg.get("guidance_scale")
 
     out = Path(cfg.paths.output_dir)
     start = time.perf_counter()
-    drawn = draw(
-        module, cfg.n, seed=cfg.seed, trajectory=min(cfg.trajectory, cfg.n), labels=labels,
-        steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised, batch_size=cfg.batch_size, progress=True,
-        sampler=cfg.sampler.name, **options,
-    )  # fmt: skip
+    drawn = draw(module, cfg.n, seed=cfg.seed, trajectory=min(cfg.trajectory, cfg.n), labels=labels,
+                 batch_size=cfg.batch_size, progress=True, **options)
     seconds = time.perf_counter() - start
     save_grid(to_unit_range(drawn.samples), out / "samples.png", nrow=cfg.nrow)
     save_samples_npz(drawn.samples, out / "samples.npz", labels=labels)
-    if cfg.trajectory:
+    has_trajectory = bool(cfg.trajectory and drawn.timesteps)  # a one-pass model has no chain to show
+    if has_trajectory:
         trajectory_figure(drawn.frames, drawn.timesteps, out / "trajectory.png")
     info = {
         "ckpt_path": str(cfg.ckpt_path),
         "ema_weights": ema,
         "n": cfg.n,
         "seed": cfg.seed,
-        "sampler": OmegaConf.to_container(cfg.sampler),
+        "family": getattr(module, "family", None),
+        "sampler": OmegaConf.to_container(cfg.sampler) if options else None,
         "digits": labels.tolist() if labels is not None else None,
         "guidance_scale": guidance_used(module, cfg.get("guidance_scale")),
         "device": str(device),
         "seconds": seconds,
-        "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if cfg.trajectory else []),
+        "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if has_trajectory else []),
     }
     (out / "sample.json").write_text(json.dumps(info, indent=2))
     log.info("%d samples in %.1f s written to %s", cfg.n, seconds, out)

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -33,7 +34,8 @@ from ddpm_lit.errors import ConfigError
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO
-from ddpm_lit.training.module import SPEED_HPARAMS, upgraded_hparams
+from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name
+from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,8 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
     else:
         speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
     if budget is not None:
-        steps = (final.steps or cfg.schedule.timesteps) if final and final.num > 0 else 0
+        chain = getattr(model, "num_timesteps", None)  # one network pass per image without a reverse chain
+        steps = ((final.steps or chain) if chain else 1) if final and final.num > 0 else 0
         after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
         start_up = elapsed + time.perf_counter() - t0  # the speed probe included
         seconds = budget * 60 - start_up - after
@@ -193,8 +196,7 @@ def describe_start(
     lines = [
         f"run dir:   {out}" + (f" (continuing {ckpt_path})" if ckpt_path else ""),
         f"data:      {data._target_.rsplit('.', 1)[-1]} from {data.data_dir}, batch {data.batch_size}{limit}",
-        f"model:     {params / 1e6:.2f} M parameters, {model.diffusion.num_timesteps} steps, "
-        f"objective {model.diffusion.objective}",
+        f"model:     {params / 1e6:.2f} M parameters, {model.describe()}",
         f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}",
         f"expected:  {expected}",
     ]
@@ -242,16 +244,25 @@ def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
 
 
 def _check_same_model(ckpt_path: str, model: Any) -> None:
-    """A resumed run must build the model it saved: list the settings that differ."""
+    """A resumed run must build the model it saved: the same family, and the settings that differ listed."""
     try:
-        saved = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)["hyper_parameters"]
+        ckpt = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)
+        saved = ckpt["hyper_parameters"]
     except Exception as e:
         raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint of train.py: {e}") from None
+    saved_class = ckpt.get(MODEL_CLASS_KEY, class_name(DDPMModule))
+    if saved_class != class_name(type(model)):
+        raise ConfigError(f"ckpt_path={ckpt_path} is a checkpoint of {family_of(saved_class)}, but the config builds "
+                          f"a {model.family} ({class_name(type(model))}); resume with the model= it was trained with")
+    if not isinstance(model, DDPMModule):
+        saved = dict(saved)
+    else:
+        saved = upgraded_hparams(saved)
 
     def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
         return json.loads(json.dumps(value, default=str))
 
-    saved, now = flatten(plain(upgraded_hparams(saved))), flatten(plain(dict(model.hparams)))
+    saved, now = flatten(plain(saved)), flatten(plain(dict(model.hparams)))
     differ = [k for k in sorted(set(saved) | set(now)) if k not in SPEED_HPARAMS and saved.get(k) != now.get(k)]
     if differ:
         details = "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ)
@@ -282,10 +293,13 @@ def _check_launcher(trainer: L.Trainer) -> None:
         )
 
 
-SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
-
-
-OPTIMIZABLE_METRICS = ("val/loss", "train/loss", "train/loss_epoch", *SAMPLED_METRICS)
+def family_of(model_class: str) -> str:
+    """``ddpm_lit.training.vae.VAEModule`` -> ``a vae (ddpm_lit.training.vae.VAEModule)``."""
+    try:
+        family = getattr(get_class(model_class), "family", "") if model_class.startswith("ddpm_lit.") else ""
+    except Exception:
+        family = ""
+    return f"a {family} ({model_class})" if family else model_class
 
 
 def optimized_metric(cfg: DictConfig) -> str | None:
@@ -303,10 +317,20 @@ def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = No
     """The sweep's optimized metric must be a metric the run logs; a metric of the sampling hook
     needs the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
     every = model.hparams.get("sample_every_n_epochs", 1)
-    if optimized is not None and optimized not in OPTIMIZABLE_METRICS:
-        raise ConfigError(f"optimized_metric must be one of {', '.join(OPTIMIZABLE_METRICS)}, got {optimized!r}")
-    watched = [("optimized_metric", optimized)]
-    watched += [("callbacks.model_checkpoint.monitor", cb.monitor) for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+    logged = type(model).monitorable_metrics()
+    watched = [("optimized_metric", optimized)] if optimized is not None else []
+    watched += [("callbacks.model_checkpoint.monitor", cb.monitor) for cb in callbacks
+                if isinstance(cb, ModelCheckpoint) and cb.monitor is not None]
+    # a checkpoint may also monitor what Lightning logs itself (epoch, step, lr-Adam, ...)
+    unlogged = [f"{key}={metric}" for key, metric in watched
+                if metric not in logged and (key == "optimized_metric" or metric.startswith(("val/", "train/")))]
+    if unlogged:
+        raise ConfigError(
+            f"{' and '.join(unlogged)}: a {model.family} does not log {'it' if len(unlogged) == 1 else 'them'} "
+            f"(it logs {', '.join(logged)}); choose one of those"
+            + (", or null" if "optimized_metric" in unlogged[0] else "")
+            + (" (callbacks.model_checkpoint=null keeps last.ckpt only)" if "callbacks" in unlogged[-1] else "")
+        )
     for key, metric in watched:
         if metric == "val/fid" and not model.hparams.get("val_fid", False):
             raise ConfigError(f"{key}=val/fid needs model.val_fid=true")

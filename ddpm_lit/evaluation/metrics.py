@@ -107,12 +107,18 @@ def fid_kid_from_features(
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
 
+# A class counts as present in a set of samples when it gets at least this share (a fifth of a
+# uniform share over 10 classes): a collapsed generator leaves classes below it.
+PRESENT_SHARE = 0.02
+
+
 def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
     """Classifier Inception Score and mode coverage from logits (N, classes).
 
     Returns the Inception Score exp(E_x KL(p(y|x) ‖ p(y))) (1 to the number of classes),
     the share of samples given to each class (``class_share_0`` ...), the entropy of that
-    histogram in nats (log 10 ≈ 2.303 when uniform) and the smallest class share.
+    histogram in nats (log 10 ≈ 2.303 when uniform), the smallest class share, and
+    ``classes_present``: the classes given at least ``PRESENT_SHARE`` (2 %) of the samples.
     """
     # The logits are fed to torchmetrics as its "features"; it applies the softmax.
     # torchmetrics shuffles the images with the global RNG before splitting them, which changes
@@ -130,6 +136,7 @@ def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
         "inception_score": inception_score,
         "class_entropy": float(-(nonzero * nonzero.log()).sum()),
         "min_class_share": float(share.min()),
+        "classes_present": int((share >= PRESENT_SHARE).sum()),
     }
     out.update({f"class_share_{c}": float(s) for c, s in enumerate(share)})
     return out
