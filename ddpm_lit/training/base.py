@@ -19,12 +19,14 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+from tqdm.auto import tqdm
 
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.evaluation.classifier import classifier_features, load_or_train
 from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.generation.files import save_grid
+from ddpm_lit.generation.generate import check_request
 
 # Where a checkpoint names the class that loads it (apps.loading.load_module reads it).
 MODEL_CLASS_KEY = "model_class"
@@ -55,6 +57,14 @@ def check_hook_settings(args: Mapping[str, Any]) -> None:
             raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
     if args["val_fid"] and args["num_val_samples"] < 2:
         raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {args['num_val_samples']}")
+
+
+def refuse_options(family: str, options: Mapping[str, Any]) -> None:
+    """A ValueError naming the sampling options a one-pass model does not take (a sampler,
+    steps, guidance, …); None values and ``clip_denoised=True`` pass."""
+    given = sorted(k for k, v in options.items() if v is not None and not (k == "clip_denoised" and v is True))
+    if given:
+        raise ValueError(f"{', '.join(given)}: not an option of a {family} (it draws in one network pass)")
 
 
 def class_name(cls: type) -> str:
@@ -186,3 +196,40 @@ class GenerativeModule(L.LightningModule):
                 logger.log_image(key="val/samples", images=[str(path)], caption=[caption])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/samples", grid, self.global_step)
+
+
+class OnePassModule(GenerativeModule):
+    """A family that draws an image with one network pass from noise (a VAE's decoder, a GAN's
+    generator): it gives ``draw_noise`` and ``generate``; ``sample`` batches them."""
+
+    def draw_noise(self, num_samples: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Every random input of ``num_samples`` images, each (N, ...), drawn with ``generator``."""
+        raise NotImplementedError
+
+    def generate(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Images (B, C, H, W) from a batch of ``draw_noise``'s inputs."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(
+        self, num_samples: int, generator: torch.Generator | None = None, batch_size: int | None = None,
+        progress: bool = False, class_labels: torch.Tensor | None = None, callback: Any = None, **options: Any,
+    ) -> torch.Tensor:
+        """``num_samples`` images (N, C, H, W) in [−1, 1]. ``generator`` may live on any device (a
+        CPU one gives the same images on a GPU); the noise is drawn up front, so the batch size
+        does not change which noise each image gets. Chain options (a sampler, steps, guidance)
+        are refused; ``callback`` is accepted and never called (there is no chain to follow)."""
+        check_request(num_samples, "ddpm")
+        refuse_options(self.family, {**options, "class_labels": class_labels})
+        batch_size = batch_size or num_samples
+        noise = self.draw_noise(num_samples, generator)
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            for start in tqdm(range(0, num_samples, batch_size), desc="sampling", unit="batch", disable=not progress):
+                batch = {k: v[start : start + batch_size] for k, v in noise.items()}
+                out.append(self.generate(batch).clamp(-1, 1).float())
+        finally:
+            self.train(was_training)
+        return torch.cat(out)

@@ -8,21 +8,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ddpm_lit.core.adversarial import check_loss, discriminator_loss, generator_loss, r1_penalty
 from ddpm_lit.core.diffusion import randn
-from ddpm_lit.generation.generate import check_request
 from ddpm_lit.nets.gan import Discriminator, Generator
-from ddpm_lit.training.base import GenerativeModule, build_part, check_hook_settings, spec_of
-from ddpm_lit.training.vae import refuse_options
+from ddpm_lit.training.base import OnePassModule, build_part, check_hook_settings, spec_of
 
 # Adam with β1 = 0.5, as DCGAN (Radford et al. 2016) trains both players.
 DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4,
                                         "betas": [0.5, 0.999]}
 
 
-class GANModule(GenerativeModule):
+class GANModule(OnePassModule):
     """A GAN: one discriminator step, then one generator step, per batch.
 
     Args:
@@ -138,24 +135,8 @@ class GANModule(GenerativeModule):
         return [self.make_g_optimizer(self.generator.parameters()), self.make_d_optimizer(self.discriminator.parameters())]
 
     # ---- sampling ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self, num_samples: int, generator: torch.Generator | None = None, batch_size: int | None = None,
-        progress: bool = False, class_labels: torch.Tensor | None = None, callback: Any = None, **options: Any,
-    ) -> torch.Tensor:
-        """G(z) for ``num_samples`` draws of z ~ N(0, I): (N, C, H, W) in [−1, 1]. ``generator``
-        may live on any device (a CPU one gives the same images on a GPU); the batch size does
-        not change which z each image gets."""
-        check_request(num_samples, "ddpm")
-        refuse_options(self.family, {**options, "class_labels": class_labels})
-        batch_size = batch_size or num_samples
-        z = self.latents(num_samples, generator)  # up front, so the images do not depend on the batch size
-        was_training = self.training
-        self.eval()
-        out = []
-        try:
-            for start in tqdm(range(0, num_samples, batch_size), desc="sampling", unit="batch", disable=not progress):
-                out.append(self.generator(z[start : start + batch_size]).float())
-        finally:
-            self.train(was_training)
-        return torch.cat(out)
+    def draw_noise(self, num_samples: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        return {"z": self.latents(num_samples, generator)}
+
+    def generate(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.generator(noise["z"])

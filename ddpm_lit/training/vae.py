@@ -12,25 +12,15 @@ from tqdm.auto import tqdm
 from ddpm_lit.core.diffusion import randn
 from ddpm_lit.core.pixels import quantize
 from ddpm_lit.core.variational import importance_weighted_bound, negative_elbo, to_bits_per_dim
-from ddpm_lit.generation.generate import check_request
 from ddpm_lit.nets.vae import ConvVAE
-from ddpm_lit.training.base import GenerativeModule, build_part, check_hook_settings, spec_of
+from ddpm_lit.training.base import OnePassModule, build_part, check_hook_settings, spec_of
 
 SampleMode = Literal["mean", "sample"]
 SAMPLE_MODES: tuple[str, ...] = get_args(SampleMode)
 DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 
 
-def refuse_options(family: str, options: Mapping[str, Any]) -> None:
-    """A ValueError naming the sampling options a one-pass model does not take (a sampler,
-    steps, guidance, …); None values and the front end's own (``callback``, ``class_labels``
-    None) pass."""
-    given = sorted(k for k, v in options.items() if v is not None and not (k == "clip_denoised" and v is True))
-    if given:
-        raise ValueError(f"{', '.join(given)}: not an option of a {family} (it draws in one network pass)")
-
-
-class VAEModule(GenerativeModule):
+class VAEModule(OnePassModule):
     """A VAE trained on the β-weighted negative ELBO (β = 1: the bound itself).
 
     Args:
@@ -135,33 +125,16 @@ class VAEModule(GenerativeModule):
         return out
 
     # ---- sampling --------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self, num_samples: int, generator: torch.Generator | None = None, batch_size: int | None = None,
-        progress: bool = False, class_labels: torch.Tensor | None = None, callback: Any = None, **options: Any,
-    ) -> torch.Tensor:
-        """Decode ``num_samples`` draws of z ~ N(0, I): (N, C, H, W) in [−1, 1]. ``generator``
-        may live on any device (a CPU one gives the same images on a GPU); the batch size does
-        not change which z each image gets."""
-        check_request(num_samples, "ddpm")
-        refuse_options(self.family, {**options, "class_labels": class_labels})
-        batch_size = batch_size or num_samples
-        # every draw up front, so the images do not depend on the batch size
-        z = randn((num_samples, self.net.latent_dim), generator, self.device)
-        pixel_noise = randn((num_samples, *self.image_shape), generator, self.device) if self.hparams.sample_mode == "sample" else None
-        was_training = self.training
-        self.eval()
-        out = []
-        try:
-            for start in tqdm(range(0, num_samples, batch_size), desc="sampling", unit="batch", disable=not progress):
-                mean, log_scale = self.net.decode(z[start : start + batch_size])
-                x = mean
-                if pixel_noise is not None:
-                    x = mean + log_scale.exp() * pixel_noise[start : start + batch_size]
-                out.append(x.clamp(-1, 1).float())
-        finally:
-            self.train(was_training)
-        return torch.cat(out)
+    def draw_noise(self, num_samples: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        noise = {"z": randn((num_samples, self.net.latent_dim), generator, self.device)}
+        if self.hparams.sample_mode == "sample":
+            noise["pixels"] = randn((num_samples, *self.image_shape), generator, self.device)
+        return noise
+
+    def generate(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The decoder's mean at z (``sample_mode=mean``), or a draw of its pixel distribution."""
+        mean, log_scale = self.net.decode(noise["z"])
+        return mean + log_scale.exp() * noise["pixels"] if "pixels" in noise else mean
 
     def configure_optimizers(self) -> Any:
         return self.make_optimizer(self.parameters())
