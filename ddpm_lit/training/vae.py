@@ -78,15 +78,17 @@ class VAEModule(OnePassModule):
         terms = negative_elbo(self.net.decode, x0, mu, logvar, randn(mu.shape, generator, mu.device, mu.dtype))
         return {k: to_bits_per_dim(v, x0) for k, v in terms.items()}
 
-    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The β-weighted negative ELBO in bits/dim, averaged over the batch."""
-        terms = self.elbo(x0)
+    def weighted_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The β-weighted negative ELBO in bits/dim of ``elbo``'s terms, averaged over the batch."""
         return (terms["reconstruction"] + self.hparams.beta * terms["kl"]).mean()
 
+    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of x0 (B, C, H, W): ``weighted_loss`` of its ``elbo``."""
+        return self.weighted_loss(self.elbo(x0))
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        x0 = batch[0]
-        terms = self.elbo(x0)
-        loss = (terms["reconstruction"] + self.hparams.beta * terms["kl"]).mean()
+        terms = self.elbo(batch[0])
+        loss = self.weighted_loss(terms)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/bpd", terms["total"].mean())
         self.log("train/kl", terms["kl"].mean())
