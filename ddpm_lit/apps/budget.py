@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.generation.protocol import has_chain
 
 # Precisions ``trainer.precision=auto`` chooses from; the first is kept unless another is faster
 # by more than ``MIN_SPEEDUP`` (timings of a few steps vary by a few per cent).
@@ -90,7 +91,7 @@ class SpeedProbe:
 
     def _chain(self, steps: int) -> dict[str, int]:
         """``steps`` for a model with a reverse chain; nothing for a one-pass model (one evaluation per image)."""
-        return {"steps": steps} if getattr(self.module, "num_timesteps", None) is not None else {}
+        return {"steps": steps} if has_chain(self.module) else {}
 
     def _step(self) -> None:
         with autocast(self.device, self.precision):

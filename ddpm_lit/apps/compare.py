@@ -29,6 +29,7 @@ from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, mnist_references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def _open_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, bool]:
     """The checkpoint's model, with its raw weights instead of the EMA when ``raw``."""
     module, ema = load_module(ckpt, device)
-    if getattr(module, "num_timesteps", None) is None:
+    if not has_chain(module):
         raise SystemExit(f"--model {name}: {ckpt} is a {getattr(module, 'family', 'model')} checkpoint, which has no "
                          "sampler to compare; this command compares the samplers of DDPM checkpoints "
                          "(python -m ddpm_lit.apps.families compares the families)")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.training.base import MODEL_CLASS_KEY
 from ddpm_lit.training.module import DDPMModule
 
@@ -43,13 +44,13 @@ def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
     family = getattr(module, "family", "model")
     if cfg.get("guidance_scale") is not None and module.num_classes is None:
         raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is an unconditional {family}")
-    steps, T = cfg.sampler.steps, getattr(module, "num_timesteps", None)
-    if T is None:
+    if not has_chain(module):
         given = sampler_settings_given(cfg)
         if given:
             raise ConfigError(f"{', '.join(given)}: a {family} has no sampler (it draws in one network pass); "
                               f"{cfg.ckpt_path} is a {family} checkpoint")
         return
+    steps, T = cfg.sampler.steps, module.num_timesteps
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
 
@@ -68,7 +69,7 @@ def sampler_settings_given(cfg: DictConfig) -> list[str]:
 def sampling_kwargs(cfg: DictConfig, module: Any) -> dict[str, Any]:
     """The arguments of ``module.sample`` that the config's sampler gives: the steps, clipping,
     sampler name and options for a model with a reverse chain; none for a one-pass model."""
-    if getattr(module, "num_timesteps", None) is None:
+    if not has_chain(module):
         return {}
     return dict(steps=cfg.sampler.steps, clip_denoised=cfg.sampler.clip_denoised, sampler=cfg.sampler.name,
                 **sampler_options(cfg.sampler))

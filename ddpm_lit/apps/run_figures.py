@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ddpm_lit.apps.config import build
@@ -43,6 +42,7 @@ from ddpm_lit.evaluation.scorer import paired_ssim
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw, labels_for
 from ddpm_lit.runs import load_run_config, newest_checkpoint
+from ddpm_lit.training.base import family_of_class
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,7 @@ def run_figures(
 
 def family_of_config(cfg: DictConfig) -> str:
     """The model family a run's config trains (``ddpm`` for configs of earlier versions)."""
-    target = str(cfg.get("model", {}).get("_target_", ""))
-    try:
-        return getattr(get_class(target), "family", "ddpm") if target.startswith("ddpm_lit.") else "ddpm"
-    except Exception:  # a class of an earlier version's layout
-        return "ddpm"
+    return family_of_class(str(cfg.get("model", {}).get("_target_", ""))) or "ddpm"
 
 
 # The losses each family's curves show: (training keys, validation keys).

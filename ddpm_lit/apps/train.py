@@ -13,7 +13,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -31,10 +30,11 @@ from ddpm_lit.apps.loggers import (
 )
 from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO
-from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name
+from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
     else:
         speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
     if budget is not None:
-        chain = getattr(model, "num_timesteps", None)  # one network pass per image without a reverse chain
-        steps = ((final.steps or chain) if chain else 1) if final and final.num > 0 else 0
+        per_image = (final.steps or model.num_timesteps) if has_chain(model) else 1  # one pass without a chain
+        steps = per_image if final and final.num > 0 else 0
         after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
         start_up = elapsed + time.perf_counter() - t0  # the speed probe included
         seconds = budget * 60 - start_up - after
@@ -295,10 +295,7 @@ def _check_launcher(trainer: L.Trainer) -> None:
 
 def family_of(model_class: str) -> str:
     """``ddpm_lit.training.vae.VAEModule`` -> ``a vae (ddpm_lit.training.vae.VAEModule)``."""
-    try:
-        family = getattr(get_class(model_class), "family", "") if model_class.startswith("ddpm_lit.") else ""
-    except Exception:
-        family = ""
+    family = family_of_class(model_class)
     return f"a {family} ({model_class})" if family else model_class
 
 

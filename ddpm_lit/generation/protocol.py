@@ -25,3 +25,9 @@ class GenerativeModel(Protocol):
     def num_classes(self) -> int | None: ...
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor: ...
+
+
+def has_chain(model: Any) -> bool:
+    """Whether ``model`` draws along a reverse chain (``num_timesteps``, a DDPM) rather than in one
+    network pass (a VAE's decoder, a GAN's generator), so takes sampler, steps and trajectory options."""
+    return getattr(model, "num_timesteps", None) is not None

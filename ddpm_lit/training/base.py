@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 from tqdm.auto import tqdm
@@ -69,6 +69,17 @@ def refuse_options(family: str, options: Mapping[str, Any]) -> None:
 
 def class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def family_of_class(name: str) -> str | None:
+    """The ``family`` of the ddpm_lit module class named ``name`` (``ddpm_lit.training.vae.VAEModule``
+    -> ``vae``); None for a name that is not one (another package's, or a class of an earlier layout)."""
+    if not name.startswith("ddpm_lit."):
+        return None
+    try:
+        return getattr(get_class(name), "family", None) or None
+    except Exception:  # moved or removed since the run was written
+        return None
 
 
 class GenerativeModule(L.LightningModule):
