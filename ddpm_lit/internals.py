@@ -6,6 +6,7 @@ checks each against the installed version and fails, naming the function, when o
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
@@ -36,6 +37,24 @@ def fid_from_sufficient_statistics(real: dict[str, torch.Tensor], fake: dict[str
     fid.orig_dtype = torch.float32  # update() records the input's dtype; compute() returns it
     fid._update_count = 1  # compute() warns and returns 0-size results before any update()
     return float(fid.compute())
+
+
+def training_batches_done(trainer: L.Trainer) -> int:
+    """The training batches the trainer has finished in its current epoch (its fit loop's batch
+    progress; Lightning has no public count within an epoch)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+
+
+def set_logging_step(trainer: L.Trainer, step: int) -> None:
+    """Set the step the trainer's loggers write next: the count of training batches that stepped
+    (its epoch loop's ``_batches_that_stepped``, which a resumed run restores one short when
+    the checkpoint was saved at a validation in the middle of an epoch)."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = int(step)
+
+
+def logging_step(trainer: L.Trainer) -> int:
+    """The step the trainer's loggers write next (see ``set_logging_step``)."""
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
 def weight_average(callback: WeightAveraging) -> AveragedModel | None:

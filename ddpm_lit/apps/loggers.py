@@ -73,6 +73,8 @@ LIGHTNING_NOISE = (
     # bf16-mixed keeps fp32 weights, which is what the summary then counts
     (r"Precision bf16-mixed is not supported by the model summary", UserWarning,
      r"lightning\.pytorch\.utilities\.model_summary"),
+    # the training order resumes mid-epoch through the datamodule's state (EpochShuffle), not the loader's
+    (r"You're resuming from a checkpoint that ended before the epoch ended", Warning, r"lightning\.pytorch\.loops"),
 )
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset, random_split
+from torch.utils.data import DataLoader, Sampler, TensorDataset, random_split
 
 from ddpm_lit.core.pixels import to_model_range
 from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
 from ddpm_lit.errors import DataError
+from ddpm_lit.internals import training_batches_done
 
 
 class TensorImages(TensorDataset):
@@ -30,6 +34,35 @@ def keep_batch(batch: list[torch.Tensor]) -> list[torch.Tensor]:
     return batch
 
 
+class EpochShuffle(Sampler[int]):
+    """The training order: epoch e is ``randperm(n)`` drawn from ``seed`` and e alone, so an
+    epoch's order does not depend on what drew random numbers before it, and a resumed run
+    starts at the batch where the interrupted one stopped.
+
+    Each ``iter()`` serves the next epoch. ``position`` is where the next ``iter()`` starts,
+    ``(epoch, batches already done)``; a resumed run sets it from its checkpoint and the first
+    epoch it serves skips the batches done (Lightning's loaders restart an interrupted epoch
+    from a fresh shuffle of their own otherwise).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.position = (0, 0)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The permutation of epoch ``epoch``: (n,) indices."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, done = self.position
+        self.position = (epoch + 1, 0)
+        yield from self.order(epoch)[done * self.batch_size:].tolist()
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class MNISTDataModule(L.LightningDataModule):
     """MNIST in [−1, 1]: a train/val split of the 60k training images and the 10k test set.
 
@@ -46,6 +79,8 @@ class MNISTDataModule(L.LightningDataModule):
         download: fetch missing files.
         check_md5: check the files against the genuine MNIST md5s.
         limit_train: use only the first N training images (None: all), for tests.
+        shuffle_seed: seed of the training order (None: drawn at random once, then kept in
+            the checkpoints, so a resumed run goes on with the same order).
     """
 
     def __init__(
@@ -60,6 +95,7 @@ class MNISTDataModule(L.LightningDataModule):
         check_md5: bool = True,
         pin_memory: bool = False,
         limit_train: int | None = None,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -72,6 +108,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_train: TensorDataset | None = None
         self.data_val = None
         self.data_test: TensorImages | None = None
+        self.shuffle_seed = shuffle_seed if shuffle_seed is not None else secrets.randbelow(2**31)
+        self.train_sampler: EpochShuffle | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -107,16 +146,37 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_test = TensorImages(to_model_range(test_images, size), test_labels)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        sampler = None
+        if shuffle:
+            sampler = self.train_sampler = EpochShuffle(len(dataset), self.hparams.batch_size, self.shuffle_seed)
+            if self._resume_at is not None:
+                sampler.position, self._resume_at = self._resume_at, None
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,
             drop_last=shuffle,
             collate_fn=keep_batch,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training order's seed and where the next batch comes from: ``(epoch, batch)``."""
+        state: dict[str, Any] = {"shuffle_seed": self.shuffle_seed}
+        trainer = self.trainer
+        if trainer is not None and self.train_sampler is not None:
+            epoch, done = trainer.current_epoch, training_batches_done(trainer)
+            if done >= trainer.num_training_batches:  # saved at the epoch's end: the next one starts afresh
+                epoch, done = epoch + 1, 0
+            state["position"] = (epoch, done)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.shuffle_seed = int(state_dict.get("shuffle_seed", self.shuffle_seed))
+        if "position" in state_dict:
+            self._resume_at = tuple(int(v) for v in state_dict["position"])  # type: ignore[assignment]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, shuffle=True)

@@ -27,11 +27,16 @@ from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.generation.files import save_grid
 from ddpm_lit.generation.generate import check_request
+from ddpm_lit.internals import logging_step, set_logging_step
 
 # Where a checkpoint names the class that loads it (apps.loading.load_module reads it).
 MODEL_CLASS_KEY = "model_class"
 # The metrics of the validation hook (logged on sampling epochs only).
 SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
+# Where a checkpoint keeps the seed of the training noise (GenerativeModule.on_train_batch_start).
+NOISE_SEED_KEY = "noise_seed"
+# Where it keeps the count of training batches done, the step of the loggers' history.
+BATCHES_KEY = "training_batches"
 # The hook's settings, shared by every family, with the smallest value each may take.
 HOOK_SETTINGS = {"sample_every_n_epochs": 0, "num_val_samples": 1, "nn_reference_size": 1, "fid_reference_size": 2}
 
@@ -125,6 +130,38 @@ class GenerativeModule(L.LightningModule):
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[MODEL_CLASS_KEY] = class_name(type(self))
+        if self.noise_seed is not None:
+            checkpoint[NOISE_SEED_KEY] = self.noise_seed
+        checkpoint[BATCHES_KEY] = self._batches_done
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if NOISE_SEED_KEY in checkpoint:
+            self.noise_seed = int(checkpoint[NOISE_SEED_KEY])
+        self._batches_done = checkpoint.get(BATCHES_KEY)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._batches_done = (self._batches_done or 0) + 1
+
+    # ---- the training noise ---------------------------------------------------------------
+    noise_seed: int | None = None
+    _batches_done: int | None = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed torch's generators from the run's noise seed and the step: every random draw of
+        a training step (timesteps, noise, dropped labels, a VAE's or a GAN's z) is then a
+        function of the seed and ``global_step`` alone, so a run resumed from a checkpoint
+        draws what the uninterrupted run drew, whatever validation or start-up drew in between.
+        The noise seed is torch's seed at the first step (``seed`` of the config), then the
+        checkpoint's."""
+        if self.noise_seed is None:
+            self.noise_seed = torch.initial_seed() % 2**31
+        torch.manual_seed(self.noise_seed * 1_000_003 + self.global_step)
+        # The loggers' step goes on from the batches done, so a resumed history neither repeats
+        # nor skips a step (Lightning restores its own count one short after some mid-epoch saves).
+        if self._batches_done is None:
+            self._batches_done = logging_step(self.trainer)
+        elif logging_step(self.trainer) != self._batches_done:
+            set_logging_step(self.trainer, self._batches_done)
 
     # ---- the validation hook --------------------------------------------------------------
     def on_fit_start(self) -> None:

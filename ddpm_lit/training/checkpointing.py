@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
@@ -26,3 +27,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_write(path, fsync=True) as f:
             torch.save(checkpoint, f)
+
+
+class StopAtMaxSteps(L.Callback):
+    """Training that reaches ``max_steps`` stops as a wall-clock or early stop does, through
+    ``trainer.should_stop``: Lightning then validates once more before leaving the epoch, so the
+    final metrics, samples and the checkpoints saved at validation (``last.ckpt``) hold the
+    final weights. Without it, a run that ends on ``max_steps`` mid-epoch keeps the weights
+    of its last validation in ``last.ckpt``."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True

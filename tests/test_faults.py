@@ -1,0 +1,154 @@
+"""Faults injected into real runs: SIGKILL at random instants, resumes mid-epoch, and the bit-exact
+weights and data order they must leave (README, "What happens when")."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, compose_train_cfg
+from ddpm_lit.apps.train import train
+from ddpm_lit.data.datamodule import EpochShuffle
+from ddpm_lit.runs import wandb_run_id
+
+TESTS = Path(__file__).resolve().parent
+
+
+def weights(ckpt: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """A checkpoint's EMA and raw weights, loaded as any app loads one (``weights_only=True``)."""
+    loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {key: loaded[key] for key in ("state_dict", "current_model_state")}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    for key in wa:
+        differ = [name for name in wa[key] if not torch.equal(wa[key][name], wb[key][name])]
+        assert not differ, f"{key}: {len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+EXACT = [*TINY, "trainer.limit_val_batches=1", "data.check_md5=false", "final_samples.num=0", "seed=3",
+         "trainer.deterministic=true", "trainer.max_epochs=-1", "trainer.log_every_n_steps=1"]
+
+
+def test_a_run_resumed_mid_epoch_ends_with_the_weights_of_one_never_stopped(synthetic_mnist_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    # 8 batches an epoch; the stops at steps 7 and 13 are mid-epoch 0 and mid-epoch 1.
+    base = [*EXACT, "logger=csv"]
+    train(compose_train_cfg([*base, "trainer.max_steps=20"], tmp_path / "once", synthetic_mnist_dir))
+    for steps, resume in ((7, []), (13, ["ckpt_path=last"]), (20, ["ckpt_path=last"])):
+        metrics = train(compose_train_cfg([*base, f"trainer.max_steps={steps}", *resume], tmp_path / "stopped",
+                                          synthetic_mnist_dir))
+        assert metrics["global_step"] == steps
+    assert_same_weights(tmp_path / "once" / "checkpoints" / "last.ckpt", tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    # and the loss of every step, as logged
+    once, stopped = ({int(r["step"]): r["train/loss"] for r in rows(path) if r.get("train/loss")}
+                     for path in (tmp_path / "once" / "csv", tmp_path / "stopped" / "csv"))
+    assert once == stopped and len(once) == 20
+
+
+def rows(csv_dir: Path) -> list[dict[str, str]]:
+    """Every row of every version's metrics.csv under ``csv_dir``, in version order."""
+    out: list[dict[str, str]] = []
+    for path in sorted(csv_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with open(path, newline="") as f:
+            out += list(csv.DictReader(f))
+    return out
+
+
+def test_the_training_order_depends_on_the_seed_and_epoch_alone_and_resumes_at_a_batch() -> None:
+    a, b = EpochShuffle(100, 10, seed=1), EpochShuffle(100, 10, seed=1)
+    torch.manual_seed(0)
+    first = [list(a), list(a)]  # two epochs
+    torch.manual_seed(123)  # the global generator plays no part
+    assert [list(b), list(b)] == first and first[0] != first[1] and sorted(first[0]) == list(range(100))
+    c = EpochShuffle(100, 10, seed=1)
+    c.position = (1, 3)  # resumed in epoch 1 after 3 batches
+    assert list(c) == first[1][30:] and list(c) == EpochShuffle(100, 10, seed=1).order(2).tolist()
+    assert list(EpochShuffle(100, 10, seed=2)) != first[0]
+
+
+# ---- SIGKILL at random instants ------------------------------------------------------------
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    for key in ("WANDB_MODE", "HYDRA_FULL_ERROR"):
+        env.pop(key, None)
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_and_resume(args: list[str], cwd: Path, kills: int, span: float, seed: int) -> tuple[int, subprocess.CompletedProcess]:
+    """Start ``train.py args`` and SIGKILL it ``kills`` times at instants drawn uniformly over
+    ``span`` seconds of its life, resuming with ``ckpt_path=last`` after each; then let the last
+    start finish. Returns the kills that hit a live process and the finished run."""
+    rng = random.Random(seed)
+    hit = 0
+    for attempt in range(kills + 1):
+        process = start_train(args + (["ckpt_path=last"] if attempt else []), cwd)
+        if attempt == kills:
+            _, err = process.communicate(timeout=600)
+            return hit, subprocess.CompletedProcess(process.args, process.returncode, "", err)
+        time.sleep(rng.uniform(0.5, span))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            hit += 1
+        process.communicate(timeout=60)
+        # every checkpoint on disk loads, as an app loads it
+        for ckpt in cwd.glob("logs/train/runs/*/checkpoints/*.ckpt"):
+            torch.load(ckpt, map_location="cpu", weights_only=True)
+    raise AssertionError("unreachable")
+
+
+def check_killed_run(tmp_path: Path, args: list[str], kills: int, seed: int) -> int:
+    """The run killed ``kills`` times finishes at the planned step with the weights of the run
+    never killed, its CSV history whole and one W&B run id."""
+    once = tmp_path / "once"
+    once.mkdir()
+    started = time.perf_counter()
+    reference = start_train(args, once)
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-3000:]
+    span = time.perf_counter() - started
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    hit, final = kill_and_resume(args, killed, kills, span, seed)
+    assert final.returncode == 0, final.stderr[-3000:]
+    (run,) = (killed / "logs" / "train" / "runs").iterdir()
+    (ref,) = (once / "logs" / "train" / "runs").iterdir()
+    assert weights(run / "checkpoints" / "last.ckpt")["state_dict"]  # non-empty
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 24
+    assert_same_weights(ref / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    assert not list(run.rglob(".*.part"))  # no staging file of a killed save is left
+    history = rows(run / "csv")
+    logged = {int(r["step"]) for r in history if r.get("train/loss")}
+    assert logged == {int(r["step"]) for r in rows(ref / "csv") if r.get("train/loss")}, sorted(logged)  # none lost
+    ids = {p.name.rsplit("-", 1)[1] for p in run.glob("wandb/offline-run-*")}
+    assert ids == {wandb_run_id(run)}, ids  # one W&B run, resumed each time
+    print(f"\nSIGKILL at random instants: {hit} of {kills} hit a live run; finished at step 24, bit-exact")
+    return hit
+
+
+KILL_ARGS = [*EXACT, "trainer.max_steps=24", "logger=[wandb,csv]"]
+
+
+def test_sigkill_at_random_instants_then_resume_ends_as_an_uninterrupted_run(synthetic_mnist_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    args = [*KILL_ARGS, f"paths.data_dir={synthetic_mnist_dir}", f"paths.log_dir={tmp_path / 'x' / 'logs'}"]
+    args = [a.replace(str(tmp_path / "x"), ".") for a in args]  # each run under its own cwd
+    assert check_killed_run(tmp_path, args, kills=3, seed=0) >= 1
+
+
+@pytest.mark.slow
+def test_sigkill_many_times_with_final_samples(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    args = [*KILL_ARGS, "final_samples.num=8", f"paths.data_dir={synthetic_mnist_dir}", "paths.log_dir=./logs"]
+    assert check_killed_run(tmp_path, args, kills=12, seed=1) >= 8
