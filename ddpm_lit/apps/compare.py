@@ -31,6 +31,7 @@ from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write
+from ddpm_lit.training.checkpointing import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, 
                          "sampler to compare; this command compares the samplers of DDPM checkpoints "
                          "(python -m ddpm_lit.apps.families compares the families)")
     if raw:
-        state = torch.load(ckpt, map_location=device, weights_only=False).get("current_model_state")
+        state = read_checkpoint(ckpt).get("current_model_state")
         if state is None:
             raise SystemExit(f"--model-raw {name}: {ckpt} holds no EMA, so its weights are the raw ones; use --model")
         module.load_state_dict(state)

@@ -15,6 +15,7 @@ from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.training.base import MODEL_CLASS_KEY
+from ddpm_lit.training.checkpointing import read_checkpoint
 from ddpm_lit.training.module import DDPMModule
 
 
@@ -98,20 +99,17 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     raw ones under ``current_model_state``), so loading gives the EMA weights when present.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as e:  # a truncated or foreign file: say which, without a traceback
-        raise DataError(f"{path} is not a readable checkpoint: {e}") from None
-    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise DataError(f"{path} is not a checkpoint of train.py (no state_dict or hyper_parameters)")
+    ckpt = read_checkpoint(path)
     ema = "current_model_state" in ckpt
     name = ckpt.get(MODEL_CLASS_KEY, f"{DDPMModule.__module__}.{DDPMModule.__qualname__}")
     cls = get_class(name) if str(name).startswith("ddpm_lit.") else None
     if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
         raise DataError(f"{path} names the model class {name!r}, which is not a LightningModule of ddpm_lit")
-    module = cls.load_from_checkpoint(path, map_location=device, weights_only=False)
+    try:
+        module = cls.load_from_checkpoint(path, map_location=device, weights_only=True)
+    except Exception as e:  # weights of another shape, missing keys: the file does not fit its class
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path} does not load as the {name} it names: {reason}") from None
     return module.to(device).eval(), ema
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import lightning
 import torch
 
+from ddpm_lit.training.checkpointing import read_checkpoint
 from ddpm_lit.training.module import DDPMModule
 
 PREFIX = "weights_fp16"
@@ -32,7 +33,7 @@ COMPUTED = ("diffusion.",)  # rebuilt from the hyperparameters, never shipped
 def split(ckpt_path: str | Path, out_dir: str | Path, max_mib: float = 15.0) -> list[Path]:
     """Write the checkpoint's learned weights as float16 shards of at most ``max_mib`` MiB each
     (``weights_fp16.<i>.pt``; the first also holds the hyperparameters). Returns their paths."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(ckpt_path, mmap=False)
     hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
     ema = "current_model_state" in ckpt
     budget = int(max_mib * 2**20) - 2**16  # room for the pickle's own bytes
@@ -66,7 +67,7 @@ def split(ckpt_path: str | Path, out_dir: str | Path, max_mib: float = 15.0) -> 
 
 def join(paths: list[str | Path]) -> dict[str, Any]:
     """The checkpoint (``state_dict``, ``hyper_parameters``) that ``split``'s shards hold."""
-    loaded = sorted((torch.load(p, map_location="cpu", weights_only=False) for p in paths), key=lambda s: s["part"])
+    loaded = sorted((torch.load(p, map_location="cpu", weights_only=True) for p in paths), key=lambda s: s["part"])
     parts = loaded[0]["parts"] if loaded else 0
     if [s["part"] for s in loaded] != list(range(parts)):
         raise ValueError(f"expected shards 0…{parts - 1} of {PREFIX}, got parts {[s['part'] for s in loaded]}")

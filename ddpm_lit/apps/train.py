@@ -29,11 +29,11 @@ from ddpm_lit.apps.loggers import (
     quiet_lightning_warnings,
 )
 from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
-from ddpm_lit.errors import ConfigError
+from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.runs import flatten, newest_checkpoint
-from ddpm_lit.training.checkpointing import AtomicCheckpointIO
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
 from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
 
@@ -80,7 +80,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         start = time.perf_counter()
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException:
             # Lightning stops after the batch in progress and the on_exception ModelCheckpoint has saved
             # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
@@ -246,10 +246,10 @@ def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
 def _check_same_model(ckpt_path: str, model: Any) -> None:
     """A resumed run must build the model it saved: the same family, and the settings that differ listed."""
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)
-        saved = ckpt["hyper_parameters"]
-    except Exception as e:
-        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint of train.py: {e}") from None
+        ckpt = read_checkpoint(ckpt_path)
+    except DataError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path}: {e}") from None
+    saved = ckpt["hyper_parameters"]
     saved_class = ckpt.get(MODEL_CLASS_KEY, class_name(DDPMModule))
     if saved_class != class_name(type(model)):
         raise ConfigError(f"ckpt_path={ckpt_path} is a checkpoint of {family_of(saved_class)}, but the config builds "

@@ -41,7 +41,7 @@ def load_samples_npz(path: str | Path, image_size: int = 28) -> torch.Tensor:
     if not path.is_file():
         raise DataError(f"samples file {path} does not exist")
     try:
-        f = np.load(path)
+        f = np.load(path, allow_pickle=False)  # an object array (a pickle) is refused, never run
     except Exception as e:  # not numpy's format at all
         raise DataError(f"{path} is not a readable .npz file: {e}") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
@@ -49,7 +49,11 @@ def load_samples_npz(path: str | Path, image_size: int = 28) -> torch.Tensor:
     with f:
         if "arr_0" not in f:
             raise DataError(f"{path} has no array `arr_0` (it has {sorted(f.files)})")
-        arr = f["arr_0"]
+        try:
+            arr = f["arr_0"]
+        except Exception as e:  # truncated member, object array, foreign zip entry
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{path}: arr_0 is not a readable array: {reason}") from None
     if arr.dtype != np.uint8:
         raise DataError(f"{path}: arr_0 must be uint8 pixel levels 0-255, got {arr.dtype}")
     if arr.ndim == 3:

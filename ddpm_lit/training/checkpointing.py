@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from ddpm_lit.errors import DataError
 from ddpm_lit.io import atomic_write
+
+
+def read_checkpoint(path: str | Path, mmap: bool = True) -> dict[str, Any]:
+    """A checkpoint of train.py, loaded with ``torch.load(weights_only=True)``: tensors, numbers,
+    strings and containers, never code (ddpm_lit's checkpoints need no other global; a pickle
+    that names one is refused unread). ``mmap``: map the tensors instead of reading them.
+
+    A missing, truncated or foreign file, one that would run code, or a torch file that is not a
+    checkpoint of train.py raises a ``DataError`` naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
+        except Exception:
+            names = "objects it cannot vouch for"
+        raise DataError(f"{path} was refused unread: its pickle calls {names}, which a checkpoint of ddpm_lit "
+                        "never holds and which could run code; load only checkpoints you trust") from None
+    except Exception as e:  # truncated, not a zip, not a torch file at all
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path} is not a readable checkpoint (truncated, or not written by torch.save): {reason}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise DataError(f"{path} is a torch file but not a checkpoint of train.py (no state_dict or hyper_parameters)")
+    return ckpt
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,0 +1,159 @@
+"""Hostile and broken files: a pickle that would run code, truncated and foreign checkpoints, bad
+samples files. Each ends with one ``error:`` line naming the file, exit code 2, nothing run and
+nothing already written destroyed."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from conftest import ROOT, TINY, compose_train_cfg
+from ddpm_lit.apps.loading import load_module
+from ddpm_lit.apps.train import train
+from ddpm_lit.errors import DataError
+from ddpm_lit.generation.files import load_samples_npz
+from ddpm_lit.training.checkpointing import read_checkpoint
+
+
+class RunsACommand:
+    """Pickles to a call of ``os.system``: loading it with ``weights_only=False`` runs the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("good")
+    data = make_synthetic_mnist(root / "data")
+    cfg = compose_train_cfg([*TINY, "logger=csv", "trainer.max_steps=2", "trainer.limit_val_batches=1",
+                             "data.check_md5=false", "final_samples.num=0"], root / "run", data)
+    train(cfg)
+    return root / "run" / "checkpoints" / "last.ckpt"
+
+
+def hostile_checkpoint(good: Path, path: Path, marker: Path) -> Path:
+    """The good checkpoint's contents with one more entry whose unpickling touches ``marker``."""
+    ckpt = torch.load(good, map_location="cpu", weights_only=True)
+    ckpt["payload"] = RunsACommand(f"touch {marker}")
+    torch.save(ckpt, path)
+    return path
+
+
+def test_every_checkpoint_train_py_writes_loads_with_weights_only(good_checkpoint: Path) -> None:
+    for ckpt in good_checkpoint.parent.glob("*.ckpt"):
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(ckpt) == []
+        assert "state_dict" in read_checkpoint(ckpt)
+
+
+def test_broken_checkpoints_are_named_with_what_is_wrong(good_checkpoint: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hostile = hostile_checkpoint(good_checkpoint, tmp_path / "hostile.ckpt", marker)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good_checkpoint.read_bytes()[: good_checkpoint.stat().st_size // 2])
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"model": torch.zeros(3)}, foreign)
+    cases = {hostile: r"refused unread: its pickle calls posix.system", truncated: "not a readable checkpoint",
+             text: "not a readable checkpoint", foreign: "not a checkpoint of train.py",
+             tmp_path / "missing.ckpt": "does not exist"}
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=message) as error:
+            load_module(path, torch.device("cpu"))
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_another_network_says_so(good_checkpoint: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(good_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["base_channels"] = 16  # the weights are of 8 channels
+    torch.save(ckpt, tmp_path / "other.ckpt")
+    with pytest.raises(DataError, match=r"other.ckpt does not load as the ddpm_lit.training.module.DDPMModule"):
+        load_module(tmp_path / "other.ckpt", torch.device("cpu"))
+
+
+def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_a_pickle_that_runs_code_is_refused_by_sample_evaluate_and_a_resume(good_checkpoint: Path,
+                                                                             tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    run_dir = good_checkpoint.parent.parent
+    hostile = hostile_checkpoint(good_checkpoint, run_dir / "checkpoints" / "hostile.ckpt", marker)
+    before = {p.name: p.read_bytes() for p in run_dir.glob("checkpoints/*.ckpt")}
+    for script, args in (("sample.py", [f"ckpt_path={hostile}", "n=4"]),
+                         ("evaluate.py", [f"ckpt_path={hostile}", "num_samples=4", "~logger"]),
+                         ("train.py", [*TINY, "logger=csv", f"ckpt_path={hostile}", f"paths.data_dir={tmp_path / 'none'}"])):
+        done = run(script, [*args, f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, (script, done.stderr[-2000:])
+        assert lines[-1].startswith("error: ") and "refused unread" in lines[-1] and str(hostile) in lines[-1]
+        assert "Traceback" not in done.stderr, (script, done.stderr[-2000:])
+        assert not marker.exists(), f"{script} ran the pickle's command"
+    assert {p.name: p.read_bytes() for p in run_dir.glob("checkpoints/*.ckpt")} == before
+
+
+# ---- samples files: whatever the bytes, a tensor in [-1, 1] or one DataError ------------------
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+arrays = hnp.arrays(
+    dtype=st.sampled_from([np.uint8, np.int16, np.float32, np.float64, np.bool_]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=30),
+    elements=None,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(arr=arrays, key=st.sampled_from(["arr_0", "arr_1", "images"]),
+       cut=st.one_of(st.none(), st.integers(min_value=0, max_value=4000)))
+def test_the_samples_loader_returns_images_or_one_data_error(tmp_path_factory, arr, key, cut) -> None:
+    path = tmp_path_factory.mktemp("npz") / "samples.npz"
+    data = _npz({key: arr})
+    path.write_bytes(data if cut is None else data[:cut])
+    try:
+        images = load_samples_npz(path)
+    except DataError as e:
+        assert str(path) in str(e)
+        return
+    assert cut is None or cut >= len(data)
+    assert key == "arr_0" and arr.dtype == np.uint8
+    assert images.shape[1:] == (1, 28, 28) and len(images) == len(arr) >= 1
+    assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+
+
+def test_an_npz_holding_a_pickle_is_refused_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "samples.npz"
+    np.savez(path, arr_0=np.array([RunsACommand(f"touch {marker}")], dtype=object))
+    with pytest.raises(DataError, match="arr_0 is not a readable array"):
+        load_samples_npz(path)
+    with zipfile.ZipFile(path, "a") as z:  # and a stray member beside it changes nothing
+        z.writestr("arr_9.npy", b"junk")
+    with pytest.raises(DataError):
+        load_samples_npz(path)
+    assert not marker.exists()
