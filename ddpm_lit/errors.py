@@ -19,6 +19,10 @@ class ConfigError(UserError):
     """A config value that cannot work; raised before any heavy work starts."""
 
 
+class TrainingDiverged(UserError):
+    """A loss or gradient became NaN or infinite; the message names the step and the checkpoint to go back to."""
+
+
 def exit_on_user_error(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)``; a ``UserError`` prints one ``error:`` line and exits with code 2."""
     try:

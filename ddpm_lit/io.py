@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock, Timeout
 
 
 @contextmanager
@@ -33,3 +35,24 @@ def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = False) -> Ite
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def only_one_at_a_time(path: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the lock of ``path`` (the file ``.<name>.lock`` beside it, ``filelock``'s ``fcntl``
+    lock, released when the process dies) for the ``with`` block: two processes that would both
+    create ``path`` (train the classifier, compute a cache entry) take turns, and the second finds
+    the first's file. ``waiting`` is called once when another process holds the lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.parent / f".{path.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if waiting is not None:
+            waiting()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -35,10 +35,34 @@ def _sweep_job_name(mode: Any, override_dirname: str) -> str | None:
     return (override_dirname or None) if _is_multirun(mode) else None
 
 
+_CLAIMED: dict[tuple[str, str], str] = {}
+
+
+def _new_dir(parent: str, name: str) -> str:
+    """``<parent>/<name>``, created here and now so that no other process can have it: when a run
+    started in the same second (Hydra's ``${now:}`` has one-second resolution) holds it already,
+    ``<name>_2``, ``<name>_3``, …. The same process asking again gets the same dir."""
+    key = (str(parent), str(name))
+    if key not in _CLAIMED:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = Path(parent) / (name if n == 1 else f"{name}_{n}")
+            try:
+                candidate.mkdir()  # atomic: exactly one process creates it
+            except FileExistsError:
+                continue
+            _CLAIMED[key] = str(candidate)
+            break
+        else:
+            raise RuntimeError(f"{parent} holds 10,000 run dirs named {name}; use another hydra.run.dir")
+    return _CLAIMED[key]
+
+
 def _run_dir(ckpt_path: str | None, runs_dir: str, timestamp: str) -> str:
-    """``hydra.run.dir`` of train.py: the dir of the run that ``ckpt_path`` continues, else a new one."""
+    """``hydra.run.dir`` of train.py: the dir of the run that ``ckpt_path`` continues, else a new
+    one of its own (``_new_dir``)."""
     resumed = run_dir_to_resume(ckpt_path, runs_dir)
-    return str(resumed) if resumed is not None else str(Path(runs_dir) / timestamp)
+    return str(resumed) if resumed is not None else _new_dir(runs_dir, timestamp)
 
 
 def _output_channels(variance: str, in_channels: int) -> int:
@@ -54,6 +78,7 @@ def register() -> None:
         ("sweep_group", _sweep_group),
         ("sweep_job_name", _sweep_job_name),
         ("run_dir", _run_dir),
+        ("new_dir", _new_dir),
         ("output_channels", _output_channels),
     ):
         if not OmegaConf.has_resolver(name):

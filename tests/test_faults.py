@@ -4,6 +4,7 @@ weights and data order they must leave (README, "What happens when")."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 import signal
@@ -12,13 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from conftest import ROOT, TINY, compose_train_cfg
 from ddpm_lit.apps.train import train
 from ddpm_lit.data.datamodule import EpochShuffle
+from ddpm_lit.errors import TrainingDiverged
 from ddpm_lit.runs import wandb_run_id
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO, nonfinite_weights
 
 TESTS = Path(__file__).resolve().parent
 
@@ -152,3 +156,110 @@ def test_sigkill_at_random_instants_then_resume_ends_as_an_uninterrupted_run(syn
 def test_sigkill_many_times_with_final_samples(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     args = [*KILL_ARGS, "final_samples.num=8", f"paths.data_dir={synthetic_mnist_dir}", "paths.log_dir=./logs"]
     assert check_killed_run(tmp_path, args, kills=12, seed=1) >= 8
+
+
+# ---- racing runs ---------------------------------------------------------------------------
+def test_two_runs_started_in_the_same_second_get_a_run_dir_each(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    args = [*TINY, "logger=csv", "trainer.max_steps=2", "trainer.limit_val_batches=1", "data.check_md5=false",
+            "final_samples.num=0", f"paths.data_dir={synthetic_mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}"]
+    # train.yaml's run dir with the timestamp both would read in one second (${now:} has one-second
+    # resolution): the collision made certain rather than likely.
+    runs_dir = tmp_path / "logs" / "train" / "runs"
+    same_second = "hydra.run.dir='${run_dir:${ckpt_path}," + str(runs_dir) + ",2026-12-03_10-00-00}'"
+    processes = [start_train([*args, same_second], tmp_path) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert all(p.returncode == 0 for p in processes), errors
+    runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert [r.name for r in runs] == ["2026-12-03_10-00-00", "2026-12-03_10-00-00_2"]
+    assert all(len(list(r.glob("checkpoints/last.ckpt"))) == 1 and (r / ".hydra" / "config.yaml").is_file() for r in runs)
+
+
+RACE = """
+import sys, time, torch
+import ddpm_lit.evaluation.classifier as classifier
+from ddpm_lit.evaluation.features import cached
+
+def note(what):
+    with open(sys.argv[3], "a") as f:
+        f.write(what + "\\n")
+
+def compute():
+    note("computed")
+    time.sleep(1.5)  # long enough for the other process to arrive
+    return {"x": torch.arange(5)}
+
+train = classifier.train_classifier
+def counted(*args, **kwargs):
+    note("trained")
+    return train(*args, **kwargs)
+classifier.train_classifier = counted
+
+value = cached(sys.argv[1], "stats", "key", compute)["x"].sum().item()
+model = classifier.load_or_train(sys.argv[2], epochs=1, download=False, check_md5=False)
+print(value, sum(float(p.sum()) for p in model.state_dict().values()))
+"""
+
+
+def test_two_processes_needing_the_classifier_and_a_cache_entry_make_each_once(synthetic_mnist_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    processes = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path / "cache"), str(synthetic_mnist_dir),
+                                   str(notes)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
+    assert sorted(notes.read_text().split()) == ["computed", "trained"]  # each made once, by one of them
+    assert outputs[0][0] == outputs[1][0]  # and both got the same value and weights
+    assert not [p for p in tmp_path.rglob("*.part")]
+
+
+# ---- NaN and inf -------------------------------------------------------------------------------
+class PoisonBatch(L.Callback):
+    """Fill the images of the batch at optimizer step ``step`` with ``value`` (NaN, inf)."""
+
+    def __init__(self, step: int, value: float = float("nan")) -> None:
+        self.step, self.value = step, value
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            batch[0].fill_(self.value)
+
+
+NAN_BASE = [*TINY, "logger=csv", "trainer.limit_val_batches=1", "data.check_md5=false", "final_samples.num=0",
+            "trainer.max_epochs=-1", "trainer.log_every_n_steps=1"]
+
+
+def all_finite(ckpt: Path) -> bool:
+    return not nonfinite_weights(torch.load(ckpt, map_location="cpu", weights_only=True))
+
+
+def test_a_nan_loss_stops_the_run_at_its_step_and_keeps_every_checkpoint_finite(synthetic_mnist_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    cfg = compose_train_cfg([*NAN_BASE, "trainer.max_steps=14"], tmp_path, synthetic_mnist_dir)
+    with pytest.raises(TrainingDiverged) as error:
+        train(cfg, extra_callbacks=[PoisonBatch(step=10)])
+    message = str(error.value)
+    assert message.startswith("non-finite loss nan at step 10 (epoch 1), timesteps in the batch [")
+    assert f"the last good checkpoint is {tmp_path / 'checkpoints' / 'last.ckpt'}" in message
+    ckpts = {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in (tmp_path / "checkpoints").glob("*.ckpt")}
+    assert ckpts["last.ckpt"]["global_step"] == 8 and ckpts["on_exception.ckpt"]["global_step"] == 10
+    assert all(not nonfinite_weights(c) for c in ckpts.values())  # the EMA (state_dict) and the raw weights
+    assert not list((tmp_path / "checkpoints").glob(".*"))
+
+
+def test_skip_drops_the_poisoned_step_and_goes_on(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg([*NAN_BASE, "trainer.max_steps=14", "callbacks.nonfinite.action=skip"], tmp_path,
+                            synthetic_mnist_dir)
+    metrics = train(cfg, extra_callbacks=[PoisonBatch(step=10, value=float("inf"))])
+    assert metrics["global_step"] == 14 and metrics["train/skipped_steps"] == 1
+    assert all(all_finite(p) for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+
+
+def test_the_checkpoint_writer_refuses_nan_weights_and_keeps_the_good_file(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    with pytest.raises(TrainingDiverged, match=r"not writing .*last.ckpt: its weights hold NaN or inf \(state_dict.w\)"):
+        io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan"), 0.0])}, "global_step": 2}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

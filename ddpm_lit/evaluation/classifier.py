@@ -18,7 +18,7 @@ from torch import nn
 
 from ddpm_lit.core.pixels import to_model_range
 from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
-from ddpm_lit.io import atomic_write
+from ddpm_lit.io import atomic_write, only_one_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,16 @@ def load_or_train(data_dir: str | Path, epochs: int = 3, download: bool = True, 
     """
     path = Path(data_dir) / WEIGHTS
     model = MNISTClassifier()
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
-    images, labels = load_mnist_split(raw, train=True)
-    model = train_classifier(to_model_range(images, 28), labels, epochs=epochs)
-    with atomic_write(path) as f:
-        torch.save(model.state_dict(), f)
+    # Two jobs that need it (a sweep's first two) take turns: one trains, the other loads its weights.
+    with only_one_at_a_time(path, lambda: log.info("another process is training the classifier %s; waiting", path)):
+        if path.is_file():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
+        images, labels = load_mnist_split(raw, train=True)
+        model = train_classifier(to_model_range(images, 28), labels, epochs=epochs)
+        with atomic_write(path) as f:
+            torch.save(model.state_dict(), f)
     return model
 
 

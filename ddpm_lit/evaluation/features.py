@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ddpm_lit.core.pixels import to_pixel_levels
 from ddpm_lit.internals import fid_from_sufficient_statistics
-from ddpm_lit.io import atomic_write
+from ddpm_lit.io import atomic_write, only_one_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,18 @@ def cached(cache_dir: str | Path | None, name: str, key: str, compute: Callable[
     if cache_dir is None:
         return compute()
     path = Path(cache_dir) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-    if path.is_file():
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-            log.info("using cached %s (%s)", name, path)
-            return value
-        except Exception as e:  # unreadable (e.g. a disk filled up): compute it again
-            log.warning("cache entry %s is unreadable (%s); recomputing it", path, e)
-    value = compute()
-    with atomic_write(path) as f:
-        torch.save(value, f)
+    # Two processes after the same entry take turns: one computes it, the other reads it.
+    with only_one_at_a_time(path, lambda: log.info("another process is computing %s; waiting", path)):
+        if path.is_file():
+            try:
+                value = torch.load(path, map_location="cpu", weights_only=True)
+                log.info("using cached %s (%s)", name, path)
+                return value
+            except Exception as e:  # unreadable (e.g. a disk filled up): compute it again
+                log.warning("cache entry %s is unreadable (%s); recomputing it", path, e)
+        value = compute()
+        with atomic_write(path) as f:
+            torch.save(value, f)
     return value
 
 

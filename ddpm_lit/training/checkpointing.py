@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from ddpm_lit.errors import DataError
+from ddpm_lit.errors import DataError, TrainingDiverged
 from ddpm_lit.io import atomic_write
 
 
@@ -42,6 +42,14 @@ def read_checkpoint(path: str | Path, mmap: bool = True) -> dict[str, Any]:
     return ckpt
 
 
+def nonfinite_weights(checkpoint: dict[str, Any]) -> list[str]:
+    """The names of the floating-point weights of a checkpoint (its ``state_dict`` and, with an
+    EMA, ``current_model_state``) that hold a NaN or an infinity."""
+    return [f"{key}.{name}" for key in ("state_dict", "current_model_state")
+            for name, value in (checkpoint.get(key) or {}).items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with a save that is atomic on the checkpoint's own file system.
 
@@ -50,10 +58,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     disk), the move is a copy, and a job killed during it leaves a truncated file under the
     checkpoint's name. Here the bytes go to a hidden file beside the target, are flushed to
     disk, and ``os.replace`` swaps it in: a reader finds the old checkpoint or the new one,
-    never part of one. Remote paths (``s3://`` …) keep Lightning's own save.
+    never part of one. Remote paths (``s3://`` …) keep Lightning's own save. Weights with a NaN
+    or an infinity are never written (``TrainingDiverged``), so they cannot replace a good file.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        nonfinite = nonfinite_weights(checkpoint)
+        if nonfinite:
+            raise TrainingDiverged(f"not writing {path}: its weights hold NaN or inf ({', '.join(nonfinite[:3])}"
+                                   f"{' …' if len(nonfinite) > 3 else ''}); the checkpoints already there are kept")
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_write(path, fsync=True) as f:

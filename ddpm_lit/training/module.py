@@ -227,7 +227,11 @@ class DDPMModule(GenerativeModule):
     def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss of x0: (B, C, H, W) in [−1, 1], with a conditional model's labels (B,)
         dropped by ``drop_labels``."""
-        return self.diffusion.loss(self._denoiser(None if labels is None else self.drop_labels(labels)), x0)
+        denoiser = self._denoiser(None if labels is None else self.drop_labels(labels))
+        # t drawn here as the process would draw it, and kept: a non-finite loss names its timesteps
+        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+        self.last_timesteps = t
+        return self.diffusion.loss(denoiser, x0, t=t)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x0 = batch[0]
