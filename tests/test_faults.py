@@ -4,6 +4,7 @@ weights and data order they must leave (README, "What happens when")."""
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 import random
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +23,7 @@ from conftest import ROOT, TINY, compose_train_cfg
 from ddpm_lit.apps.train import train
 from ddpm_lit.data.datamodule import EpochShuffle
 from ddpm_lit.errors import TrainingDiverged
+from ddpm_lit.io import OutputError
 from ddpm_lit.runs import wandb_run_id
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, nonfinite_weights
 
@@ -263,3 +266,94 @@ def test_the_checkpoint_writer_refuses_nan_weights_and_keeps_the_good_file(tmp_p
     with pytest.raises(TrainingDiverged, match=r"not writing .*last.ckpt: its weights hold NaN or inf \(state_dict.w\)"):
         io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan"), 0.0])}, "global_step": 2}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+# ---- full disk, read-only outputs --------------------------------------------------------------
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (skipped where mounting needs rights the tests lack)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> None:
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def every_writer(where: Path, size: int) -> dict[str, Callable[[], object]]:
+    """Each kind of file a run writes, with ``size`` setting how big."""
+    import matplotlib.pyplot as plt
+
+    from ddpm_lit.apps.figures import save_figure
+    from ddpm_lit.evaluation.features import cached
+    from ddpm_lit.generation.files import save_grid
+    from ddpm_lit.io import write_text
+
+    def figure() -> object:
+        fig, ax = plt.subplots()
+        ax.imshow(torch.rand(size, size).numpy())
+        return save_figure(fig, where / "figures" / "loss_curves.png")
+
+    return {
+        "last.ckpt": lambda: AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.rand(size * 100)}},
+                                                                   where / "checkpoints" / "last.ckpt"),
+        "final.png": lambda: save_grid(torch.rand(size, 1, 28, 28), where / "samples" / "final.png"),
+        "loss_curves.png": figure,
+        "metrics.json": lambda: write_text(where / "metrics.json", '{"val/loss": 0.1}' + " " * size),
+        "features": lambda: cached(where / "cache", "features", f"key{size}", lambda: torch.rand(size * 100)),
+    }
+
+
+def test_a_full_disk_fails_each_write_in_one_line_keeping_the_previous_files(small_disk: Path) -> None:
+    for write in every_writer(small_disk, 8).values():
+        write()
+    before = {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    fill(small_disk)
+    for name, write in every_writer(small_disk, 64).items():
+        with pytest.raises(OutputError) as error:
+            write()
+        message = str(error.value)
+        assert "the disk is full" in message and "\n" not in message, (name, message)
+    after = {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert {p: after[p] for p in before} == before  # every previous file whole
+    assert not list(small_disk.rglob("*.part"))  # and no staging file left
+
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(OutputError, match="metrics.json: the file system is read-only"):
+        every_writer(small_disk, 8)["metrics.json"]()
+
+
+def test_an_injected_enospc_fails_in_one_line_and_keeps_the_file(tmp_path: Path, monkeypatch) -> None:
+    writers = every_writer(tmp_path, 8)
+    writers["last.ckpt"]()
+    before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OutputError, match=r"last.ckpt: the disk is full \(No space left on device\); the previous"):
+        writers["last.ckpt"]()
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_training_on_a_full_disk_ends_in_one_line_with_loadable_checkpoints(synthetic_mnist_dir: Path,
+                                                                             small_disk: Path) -> None:
+    cfg = compose_train_cfg([*NAN_BASE, "trainer.max_steps=40"], small_disk / "run", synthetic_mnist_dir)
+    with pytest.raises(OutputError, match="the disk is full"):
+        train(cfg)
+    for ckpt in (small_disk / "run" / "checkpoints").glob("*.ckpt"):
+        torch.load(ckpt, weights_only=True)
+    assert not list(small_disk.rglob("*.part"))

@@ -30,7 +30,7 @@ from ddpm_lit.evaluation.scorer import Scorer, mnist_references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
-from ddpm_lit.io import atomic_write
+from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.training.checkpointing import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def save() -> None:
         with atomic_write(results_path, "w") as f:
             f.write(json.dumps(results, indent=2))
-        (out / "table.md").write_text(markdown_table(results, fid=inception is not None))
+        write_text(out / "table.md", markdown_table(results, fid=inception is not None))
 
     for name, ckpt in [*models.items(), *raw_models.items()]:
         module, ema = _load(name, ckpt, name in raw_models, device)

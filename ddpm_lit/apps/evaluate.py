@@ -34,6 +34,7 @@ from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, Timings, mnist_references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.runs import flatten
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         results["timings"] = dict(timings.seconds)
         results["source"] = _source(cfg, module, ema, len(train), scorer.classifier_id, inception, device)
-        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-        (out_dir / "report.md").write_text(markdown_report(results))
+        write_text(out_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
+        write_text(out_dir / "report.md", markdown_report(results))
         log.info("metrics and report written to %s", out_dir)
         _log(loggers, results, out_dir)
         return results
@@ -188,7 +189,8 @@ def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.devic
         variance=cfg.nll.variance, device=device, progress=True,
     )  # fmt: skip
     bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
-    torch.save({"terms": bound["terms"], "totals": bound["totals"]}, out_dir / "bound_terms.pt")
+    with atomic_write(out_dir / "bound_terms.pt") as f:
+        torch.save({"terms": bound["terms"], "totals": bound["totals"]}, f)
     nll = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
     return {**nll, "bound": "ddpm", "variance": cfg.nll.variance or module.diffusion.variance}
 

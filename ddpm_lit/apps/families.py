@@ -38,7 +38,7 @@ from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
 from ddpm_lit.errors import ConfigError, exit_on_user_error
 from ddpm_lit.generation.files import load_samples_npz
-from ddpm_lit.io import atomic_write
+from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.runs import load_run_config
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def compare_families(args: argparse.Namespace) -> dict[str, Any]:
     }
     with atomic_write(args.out / "results.json", "w") as f:
         f.write(json.dumps(results, indent=2))
-    (args.out / "table.md").write_text(markdown(results))
+    write_text(args.out / "table.md", markdown(results))
     samples_figure(args, list(args.families), args.seeds[0], args.out / "samples.png")
     log.info("table: %s; figure: %s", args.out / "table.md", args.out / "samples.png")
     return results

@@ -18,13 +18,15 @@ from torchvision.utils import make_grid  # noqa: E402
 
 from ddpm_lit.core.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm_lit.core.schedules import SCHEDULES  # noqa: E402
+from ddpm_lit.io import atomic_write  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
     return path
 

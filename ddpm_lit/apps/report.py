@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
 from ddpm_lit.apps.figures import metric_by_step, plt, read_history, save_figure
+from ddpm_lit.io import write_text
 from ddpm_lit.runs import flatten, load_run_config
 
 COLUMNS = [
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args.dirs) == 1 and args.dirs[0].is_dir():
         out_dir = args.dirs[0]
         plots = comparison_plots(runs, out_dir)
-        (out_dir / "report.md").write_text(markdown(runs, plots, out_dir))
+        write_text(out_dir / "report.md", markdown(runs, plots, out_dir))
         print(markdown(runs, plots, out_dir), end="")
         print(f"written: {out_dir / 'report.md'}, " + ", ".join(str(p) for p in plots))
     else:

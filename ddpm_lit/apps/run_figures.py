@@ -41,6 +41,7 @@ from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.evaluation.scorer import paired_ssim
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw, labels_for
+from ddpm_lit.io import atomic_write
 from ddpm_lit.runs import load_run_config, newest_checkpoint
 from ddpm_lit.training.base import family_of_class
 
@@ -57,7 +58,8 @@ def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | No
     drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
     save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
     save_samples_npz(drawn.samples, samples_dir / "final.npz", labels=drawn.labels)
-    torch.save({"frames": drawn.frames.half(), "timesteps": drawn.timesteps}, samples_dir / "trajectory.pt")
+    with atomic_write(samples_dir / "trajectory.pt") as f:
+        torch.save({"frames": drawn.frames.half(), "timesteps": drawn.timesteps}, f)
 
 
 def ssim_per_image(samples: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict[str, torch.Tensor]:

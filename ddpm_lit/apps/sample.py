@@ -22,6 +22,7 @@ from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw
+from ddpm_lit.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,6 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         "seconds": seconds,
         "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if has_trajectory else []),
     }
-    (out / "sample.json").write_text(json.dumps(info, indent=2))
+    write_text(out / "sample.json", json.dumps(info, indent=2))
     log.info("%d samples in %.1f s written to %s", cfg.n, seconds, out)
     return info

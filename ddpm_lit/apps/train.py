@@ -32,6 +32,7 @@ from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
+from ddpm_lit.io import write_text
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
 from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
@@ -117,7 +118,7 @@ def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer,
     log.debug("fit took %.1f s; metrics: %s", fit_seconds, metrics)  # said at the end by describe_end
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     if draw_final:
         figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
                               config=cfg)

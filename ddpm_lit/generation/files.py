@@ -16,8 +16,8 @@ from ddpm_lit.io import atomic_write
 def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
     """Save images (N, C, H, W) in [0, 1] as a PNG grid ``nrow`` images wide at ``path``; return the grid."""
     grid = make_grid(unit.cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
+    with atomic_write(path) as f:
+        save_image(grid, f, format=Path(path).suffix.lstrip(".") or "png")
     return grid
 
 
