@@ -57,6 +57,16 @@ def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = False) -> Ite
             os.unlink(tmp)
 
 
+def remove_partial_files(folder: str | Path) -> list[Path]:
+    """Delete the staging files (``.<name>.<random>.part``) that ``atomic_write`` left in
+    ``folder`` when its process was killed mid-write; returns them. Only for a folder no live
+    process is writing into (a run dir when its run starts or resumes)."""
+    stale = [p for p in Path(folder).glob(".*.part") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """``path.write_text(text)`` in one step (``atomic_write``): the old file or the new, never half."""
     with atomic_write(path, "w") as f:

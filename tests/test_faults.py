@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -357,3 +358,34 @@ def test_training_on_a_full_disk_ends_in_one_line_with_loadable_checkpoints(synt
     for ckpt in (small_disk / "run" / "checkpoints").glob("*.ckpt"):
         torch.load(ckpt, weights_only=True)
     assert not list(small_disk.rglob("*.part"))
+
+
+# ---- determinism ------------------------------------------------------------------------------
+def test_the_same_seed_and_config_give_the_same_losses_weights_and_samples(synthetic_mnist_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    base = [*EXACT, "logger=csv", "trainer.max_steps=12", "final_samples.num=6"]
+    for name in ("a", "b"):
+        train(compose_train_cfg(base, tmp_path / name, synthetic_mnist_dir))
+    losses = [[(r["step"], r["train/loss"]) for r in rows(tmp_path / n / "csv") if r.get("train/loss")] for n in "ab"]
+    assert losses[0] == losses[1] and len(losses[0]) == 12
+    assert_same_weights(tmp_path / "a" / "checkpoints" / "last.ckpt", tmp_path / "b" / "checkpoints" / "last.ckpt")
+    samples = [np.load(tmp_path / n / "samples" / "final.npz")["arr_0"] for n in "ab"]
+    assert np.array_equal(samples[0], samples[1])
+    other = compose_train_cfg([*base, "seed=4"], tmp_path / "c", synthetic_mnist_dir)
+    train(other)
+    assert not np.array_equal(samples[0], np.load(tmp_path / "c" / "samples" / "final.npz")["arr_0"])
+
+
+def test_ddpm_samples_depend_on_the_batch_size_one_pass_models_do_not() -> None:
+    # What the README says of sample.py: the same seed and batch size give the same images; the
+    # reverse chain draws each step's noise per batch, so another batch size gives other images.
+    from ddpm_lit.training.module import DDPMModule
+
+    model = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
+                       diffusion={"schedule": "cosine", "timesteps": 20}).eval()
+
+    def draw(batch_size: int) -> torch.Tensor:
+        return model.sample(6, generator=torch.Generator().manual_seed(0), steps=5, batch_size=batch_size)
+
+    assert torch.equal(draw(3), draw(3))
+    assert not torch.equal(draw(3), draw(6))

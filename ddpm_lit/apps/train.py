@@ -32,7 +32,7 @@ from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
-from ddpm_lit.io import write_text
+from ddpm_lit.io import remove_partial_files, write_text
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
 from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
@@ -61,6 +61,9 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     _check_monitors(callbacks, model, optimized_metric(cfg))
     check_time_budget(cfg)
     out = Path(cfg.paths.output_dir)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
+        for stale in remove_partial_files(out / "checkpoints"):  # a save the last run was killed in
+            log.info("removed %s, a checkpoint half-written when the run was killed", stale)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
     if ckpt_path is not None:
         _check_same_model(ckpt_path, model)
