@@ -116,10 +116,10 @@ def test_datamodule_splits_and_scales_real_mnist(mnist_dir: Path) -> None:
 def test_batches_are_gathered_at_once_and_equal_the_per_item_loaders(synthetic_mnist_dir: Path) -> None:
     """The data module's loaders fetch each batch with one index per tensor (no per-item
     ``__getitem__``), and give the same batches, in the same order, as a DataLoader over a plain
-    TensorDataset with the same split and seed."""
+    TensorDataset with the same split, taken in the order of the epoch (``EpochShuffle``)."""
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
-    from ddpm_lit.data.datamodule import TensorImages
+    from ddpm_lit.data.datamodule import EpochShuffle, TensorImages
 
     dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, check_md5=False)
     dm.prepare_data()
@@ -135,8 +135,8 @@ def test_batches_are_gathered_at_once_and_equal_the_per_item_loaders(synthetic_m
         ours = list(dm.train_dataloader())
     finally:
         TensorImages.__getitem__ = item  # type: ignore[method-assign]
-    torch.manual_seed(5)
-    theirs = list(DataLoader(plain, batch_size=8, shuffle=True, drop_last=True))
+    order = EpochShuffle(len(plain), 8, dm.shuffle_seed).order(0).tolist()
+    theirs = list(DataLoader(Subset(plain, order), batch_size=8, shuffle=False, drop_last=True))
     assert calls == []
     assert len(ours) == len(theirs) > 1
     for (x, y), (px, py) in zip(ours, theirs):

@@ -16,8 +16,11 @@ from ddpm_lit.internals import (
     PrecomputedFeatures,
     drop_anonymous_wandb_init,
     fid_from_sufficient_statistics,
+    logging_step,
     reruns_command_line,
+    set_logging_step,
     syncs_batchnorm,
+    training_batches_done,
     wandb_offline,
     weight_average,
 )
@@ -74,3 +77,31 @@ def test_wandb_offline_and_the_anonymous_argument(tmp_path: Path) -> None:
     anonymous = WandbLogger(save_dir=str(tmp_path), offline=True, anonymous=True)
     drop_anonymous_wandb_init(anonymous)
     assert anonymous._wandb_init["anonymous"] == "allow"  # a value the user chose stays
+
+
+class _Counting(L.LightningModule):
+    """Records, at each training batch, the internals' counts next to the batch index and step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.seen: list[tuple[int, int, int, int]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((batch_idx, training_batches_done(self.trainer), self.global_step, logging_step(self.trainer)))
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_batches_done_and_the_logging_step_are_lightnings_counts() -> None:
+    module = _Counting()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=4)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, data)
+    # within an epoch, the batches before this one; the loggers' step, the steps taken so far
+    assert module.seen == [(b, b, e * 3 + b, e * 3 + b) for e in range(2) for b in range(3)]
+    set_logging_step(trainer, 41)
+    assert logging_step(trainer) == 41
