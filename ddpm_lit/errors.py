@@ -19,6 +19,10 @@ class ConfigError(UserError):
     """A config value that cannot work; raised before any heavy work starts."""
 
 
+class OutputError(UserError):
+    """A file could not be written (full disk, quota, read-only file system, permissions)."""
+
+
 class TrainingDiverged(UserError):
     """A loss or gradient became NaN or infinite; the message names the step and the checkpoint to go back to."""
 

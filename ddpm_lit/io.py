@@ -12,15 +12,11 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
-from ddpm_lit.errors import UserError
+from ddpm_lit.errors import OutputError
 
 # Errors of the disk rather than of the program: said in one line, the previous file kept.
 DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
-
-
-class OutputError(UserError):
-    """A file could not be written (full disk, quota, read-only file system, permissions)."""
 
 
 @contextmanager

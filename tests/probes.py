@@ -87,7 +87,7 @@ class DDPProbe(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loader = trainer.train_dataloader
-        sampler = loader.sampler  # Lightning's DistributedSampler under DDP
+        sampler = loader.sampler  # under DDP, Lightning's DistributedSamplerWrapper of EpochShuffle (iterating it draws an epoch)
         positions = [int(i) for i in sampler]  # the fit loop set this epoch on the sampler before this hook
         split = getattr(loader.dataset, "indices", None)  # random_split's Subset: positions -> dataset indices
         self.record.update(world_size=trainer.world_size, global_rank=trainer.global_rank,

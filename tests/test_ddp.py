@@ -73,7 +73,7 @@ def weighted_mean(pairs: list[tuple[float, int]]) -> float:
 def test_two_ranks_split_the_training_data(ddp_run: dict[str, Any]) -> None:
     r0, r1 = ddp_run["ranks"]
     assert [(r["global_rank"], r["world_size"]) for r in (r0, r1)] == [(0, 2), (1, 2)]
-    assert r0["pid"] != r1["pid"] and {r0["sampler"], r1["sampler"]} == {"DistributedSampler"}
+    assert r0["pid"] != r1["pid"] and {r0["sampler"], r1["sampler"]} == {"DistributedSamplerWrapper"}  # of the datamodule's EpochShuffle
     assert r0["train_split"] == r1["train_split"] and len(r0["train_split"]) == N_TRAIN  # one split on both ranks
     for e0, e1 in zip(r0["epochs"], r1["epochs"], strict=True):
         a, b = e0["train_indices"], e1["train_indices"]

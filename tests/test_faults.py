@@ -23,8 +23,7 @@ import torch
 from conftest import ROOT, TINY, compose_train_cfg
 from ddpm_lit.apps.train import train
 from ddpm_lit.data.datamodule import EpochShuffle
-from ddpm_lit.errors import TrainingDiverged
-from ddpm_lit.io import OutputError
+from ddpm_lit.errors import OutputError, TrainingDiverged
 from ddpm_lit.runs import wandb_run_id
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, nonfinite_weights
 

@@ -138,7 +138,7 @@ def test_a_resumed_run_may_change_how_the_network_runs_but_not_what_it_is(tmp_pa
     from ddpm_lit.errors import ConfigError
 
     path = tmp_path / "saved.ckpt"
-    torch.save({"hyper_parameters": dict(_tiny().hparams)}, path)
+    torch.save({"state_dict": {}, "hyper_parameters": dict(_tiny().hparams)}, path)
     _check_same_model(str(path), _tiny(channels_last=True, compile=True, fused_adam=True))
     with pytest.raises(ConfigError, match="model.optimizer.lr"):
         _check_same_model(str(path), _tiny(lr=1e-3))

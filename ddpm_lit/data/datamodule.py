@@ -42,11 +42,12 @@ class EpochShuffle(Sampler[int]):
     Each ``iter()`` serves the next epoch. ``position`` is where the next ``iter()`` starts,
     ``(epoch, batches already done)``; a resumed run sets it from its checkpoint and the first
     epoch it serves skips the batches done (Lightning's loaders restart an interrupted epoch
-    from a fresh shuffle of their own otherwise).
+    from a fresh shuffle of their own otherwise). ``replicas``: the processes of a DDP run, which
+    share the order.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, replicas: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.replicas = n, batch_size, seed, replicas
         self.position = (0, 0)
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -57,7 +58,9 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         epoch, done = self.position
         self.position = (epoch + 1, 0)
-        yield from self.order(epoch)[done * self.batch_size:].tolist()
+        # Under DDP, Lightning deals this order out to the ranks in turn (DistributedSamplerWrapper):
+        # each rank did `done` batches, so done × batch × ranks of the order are behind them.
+        yield from self.order(epoch)[done * self.batch_size * self.replicas:].tolist()
 
     def __len__(self) -> int:
         return self.n
@@ -148,7 +151,8 @@ class MNISTDataModule(L.LightningDataModule):
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = None
         if shuffle:
-            sampler = self.train_sampler = EpochShuffle(len(dataset), self.hparams.batch_size, self.shuffle_seed)
+            replicas = self.trainer.world_size if self.trainer is not None else 1
+            sampler = self.train_sampler = EpochShuffle(len(dataset), self.hparams.batch_size, self.shuffle_seed, replicas)
             if self._resume_at is not None:
                 sampler.position, self._resume_at = self._resume_at, None
         return DataLoader(

@@ -149,13 +149,14 @@ class GenerativeModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Seed torch's generators from the run's noise seed and the step: every random draw of
         a training step (timesteps, noise, dropped labels, a VAE's or a GAN's z) is then a
-        function of the seed and ``global_step`` alone, so a run resumed from a checkpoint
+        function of the seed and ``global_step`` (and the rank) alone, so a run resumed from a checkpoint
         draws what the uninterrupted run drew, whatever validation or start-up drew in between.
         The noise seed is torch's seed at the first step (``seed`` of the config), then the
         checkpoint's."""
         if self.noise_seed is None:
             self.noise_seed = torch.initial_seed() % 2**31
-        torch.manual_seed(self.noise_seed * 1_000_003 + self.global_step)
+        # (each DDP rank its own stream: the ranks' batches get independent noise)
+        torch.manual_seed((self.noise_seed * 1_000_003 + self.global_step) * 1024 + self.global_rank)
         # The loggers' step goes on from the batches done, so a resumed history neither repeats
         # nor skips a step (Lightning restores its own count one short after some mid-epoch saves).
         if self._batches_done is None:
