@@ -388,3 +388,11 @@ def test_ddpm_samples_depend_on_the_batch_size_one_pass_models_do_not() -> None:
 
     assert torch.equal(draw(3), draw(3))
     assert not torch.equal(draw(3), draw(6))
+
+
+def test_a_run_without_validation_still_writes_its_checkpoint(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_train_cfg([*TINY, "logger=csv", "trainer.max_epochs=1", "trainer.limit_val_batches=0",
+                             "data.check_md5=false", "final_samples.num=0", "callbacks.model_checkpoint=null"],
+                            tmp_path, synthetic_mnist_dir)
+    metrics = train(cfg)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == metrics["global_step"] > 0

@@ -5,6 +5,7 @@ nothing already written destroyed."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import subprocess
 import sys
@@ -157,3 +158,61 @@ def test_an_npz_holding_a_pickle_is_refused_unread(tmp_path: Path) -> None:
     with pytest.raises(DataError):
         load_samples_npz(path)
     assert not marker.exists()
+
+
+# ---- the config checks: whatever the values, pass exactly when valid, else one ConfigError ------
+class _Chain:
+    """What check_sampling reads of a DDPM checkpoint's module."""
+
+    family, num_timesteps = "ddpm", 50
+
+    def __init__(self, num_classes: int | None) -> None:
+        self.num_classes = num_classes
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-5, 80), st.floats(allow_nan=True, allow_infinity=True),
+                   st.text(max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.one_of(st.sampled_from(["ddpm", "ddim", "dpmpp_2m"]), st.text(max_size=8)), steps=values,
+       guidance=values, conditional=st.booleans())
+def test_the_sampling_checks_pass_exactly_the_valid_settings(name, steps, guidance, conditional) -> None:
+    from omegaconf import OmegaConf
+
+    from ddpm_lit.apps.loading import check_sampling
+    from ddpm_lit.core.samplers import SAMPLERS
+    from ddpm_lit.errors import ConfigError
+
+    cfg = OmegaConf.create({"sampler": {"name": name, "steps": steps, "clip_denoised": None},
+                            "guidance_scale": guidance, "ckpt_path": "model.ckpt"})
+    number = isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and math.isfinite(guidance)
+    valid = (name in SAMPLERS
+             and (guidance is None or (number and guidance >= 0 and conditional))
+             and (steps is None or (type(steps) is int and 1 <= steps <= 50)))
+    try:
+        check_sampling(cfg, _Chain(10 if conditional else None))
+    except ConfigError as e:
+        assert not valid, f"refused a valid setting: {e}"
+        assert "\n" not in str(e)
+        return
+    assert valid, (name, steps, guidance, conditional)
+
+
+@settings(max_examples=200, deadline=None)
+@given(budget=values, max_time=st.one_of(st.none(), st.just("00:00:10:00")))
+def test_the_time_budget_check_passes_exactly_the_valid_budgets(budget, max_time) -> None:
+    from omegaconf import OmegaConf
+
+    from ddpm_lit.apps.train import check_time_budget
+    from ddpm_lit.errors import ConfigError
+
+    cfg = OmegaConf.create({"time_budget_minutes": budget, "trainer": {"max_time": max_time}})
+    positive = isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0
+    valid = budget is None or (positive and max_time is None)
+    try:
+        check_time_budget(cfg)
+    except ConfigError:
+        assert not valid
+        return
+    assert valid, (budget, max_time)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 # ---- what evaluate.py and sample.py share: the sampler and guidance of the config -------------
 def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
     """``cfg.sampler.name`` a known sampler and ``cfg.guidance_scale`` null or ≥ 0; with the
     checkpoint's ``module``, also ``sampler.steps`` in [1, T] or null, and guidance only for a
     class-conditional model."""
-    if cfg.get("guidance_scale") is not None and not cfg.guidance_scale >= 0:
-        raise ConfigError(f"guidance_scale must be ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
+    if cfg.get("guidance_scale") is not None and not (is_number(cfg.guidance_scale) and cfg.guidance_scale >= 0):
+        raise ConfigError(f"guidance_scale must be a finite number ≥ 0 or null (the model's), got {cfg.guidance_scale!r}")
     if cfg.sampler.name not in SAMPLERS:
         raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
     if module is None:
@@ -52,7 +58,7 @@ def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
                               f"{cfg.ckpt_path} is a {family} checkpoint")
         return
     steps, T = cfg.sampler.steps, module.num_timesteps
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= T):
         raise ConfigError(f"sampler.steps must be in [1, {T}] (the checkpoint's T) or null, got {steps!r}")
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
 from ddpm_lit.apps.config import build, build_dict
+from ddpm_lit.apps.loading import is_number
 from ddpm_lit.apps.loggers import (
     build_loggers,
     close_loggers,
@@ -57,7 +58,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
     model = build(cfg.model)
     datamodule = build(cfg.data)
-    callbacks = build_dict(cfg.get("callbacks")) + list(extra_callbacks)
+    callbacks = build_dict(checkpoints_without_validation(cfg)) + list(extra_callbacks)
     _check_monitors(callbacks, model, optimized_metric(cfg))
     check_time_budget(cfg)
     out = Path(cfg.paths.output_dir)
@@ -129,10 +130,25 @@ def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer,
     return metrics
 
 
+def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
+    """``cfg.callbacks``, with the checkpoints that save when validation ends saving when the
+    training epoch ends instead if the run never validates (``trainer.limit_val_batches=0``):
+    they would write nothing otherwise. (Resuming such a checkpoint counts its epoch twice in
+    Lightning; a run that validates avoids it.)"""
+    callbacks = cfg.get("callbacks")
+    if not callbacks or cfg.trainer.get("limit_val_batches") not in (0, 0.0):
+        return callbacks
+    callbacks = callbacks.copy()
+    for node in callbacks.values():
+        if isinstance(node, DictConfig) and node.get("save_on_train_epoch_end") is False:
+            node.save_on_train_epoch_end = True
+    return callbacks
+
+
 def check_time_budget(cfg: DictConfig) -> None:
     """Refuse a bad ``time_budget_minutes`` before any data is fetched or logger run opened."""
     budget = cfg.get("time_budget_minutes")
-    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+    if budget is not None and (not is_number(budget) or budget <= 0):
         raise ConfigError(f"time_budget_minutes must be a positive number or null, got {budget!r}")
     if budget is not None and cfg.trainer.get("max_time") is not None:
         raise ConfigError("give either time_budget_minutes or trainer.max_time, not both")
