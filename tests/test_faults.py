@@ -396,3 +396,31 @@ def test_a_run_without_validation_still_writes_its_checkpoint(synthetic_mnist_di
                             tmp_path, synthetic_mnist_dir)
     metrics = train(cfg)
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == metrics["global_step"] > 0
+
+
+class _NanGradient(L.LightningModule):
+    """A finite loss (0) whose gradient is NaN at step ``at``: d/dw sqrt(0·w) = 0/0."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.w, self.at = torch.nn.Parameter(torch.ones(3)), at
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.at:
+            return (self.w * 0).sqrt().sum()
+        return (self.w ** 2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_nan_gradient_under_a_finite_loss_is_caught_too() -> None:
+    from ddpm_lit.training.guards import NonFiniteGuard
+
+    module = _NanGradient(at=2)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 1)), batch_size=1)
+    trainer = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[NonFiniteGuard()])
+    with pytest.raises(TrainingDiverged, match=r"non-finite gradient in 1 tensor\(s\) \(loss 0.0\) at step 2"):
+        trainer.fit(module, data)
+    assert torch.isfinite(module.w).all() and torch.allclose(module.w, torch.full((3,), 0.8 ** 2))

@@ -48,9 +48,12 @@ class NonFiniteGuard(L.Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         loss_bad = self._loss is not None and not math.isfinite(self._loss)
-        if not loss_bad and (not params or bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all())):
-            return  # one device sync for all the gradients
+        # One fused norm of all the gradients, one device sync: a NaN or inf anywhere makes it non-finite.
+        if not loss_bad and (not params or bool(torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params])))):
+            return
         bad = sum(not bool(torch.isfinite(p.grad).all()) for p in params)
+        if not loss_bad and not bad:
+            return  # finite gradients whose norm overflowed: not this guard's business
         what = f"loss {self._loss}" if loss_bad else f"gradient in {bad} tensor(s) (loss {self._loss})"
         for buffer, before in self._statistics:
             buffer.copy_(before)
