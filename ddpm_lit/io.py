@@ -55,9 +55,9 @@ def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = False) -> Ite
 
 def remove_partial_files(folder: str | Path) -> list[Path]:
     """Delete the staging files (``.<name>.<random>.part``) that ``atomic_write`` left in
-    ``folder`` when its process was killed mid-write; returns them. Only for a folder no live
-    process is writing into (a run dir when its run starts or resumes)."""
-    stale = [p for p in Path(folder).glob(".*.part") if p.is_file()]
+    ``folder`` and below it when its process was killed mid-write; returns them. Only for a
+    folder no live process is writing into (a run dir when its run starts or resumes)."""
+    stale = [p for p in Path(folder).rglob(".*.part") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -23,19 +23,28 @@ def newest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
 def run_dir_to_resume(ckpt_path: str | None, runs_dir: str | Path) -> Path | None:
     """The run dir that ``ckpt_path`` continues, so that a resumed run writes where it began.
 
-    ``last``: the run under ``runs_dir`` whose newest checkpoint is the most recent.
-    A path ``<run>/checkpoints/<name>.ckpt`` of a Hydra run: ``<run>``. Otherwise None
-    (a checkpoint from elsewhere starts a new run dir).
+    ``last``: the run under ``runs_dir`` started (or resumed) most recently, by its
+    ``.hydra`` files; it continues from its newest checkpoint, or starts afresh in its own dir
+    when it was stopped before writing one (so a run killed during start-up is not mistaken for
+    an older run that has checkpoints). A path ``<run>/checkpoints/<name>.ckpt`` of a Hydra run:
+    ``<run>``. Otherwise None (a checkpoint from elsewhere starts a new run dir).
     """
     if ckpt_path is None:
         return None
     if str(ckpt_path) == "last":
-        runs = [(ckpt, run) for run in Path(runs_dir).glob("*") if (ckpt := newest_checkpoint(run / "checkpoints"))]
-        return max(runs, key=lambda pair: pair[0].stat().st_mtime)[1] if runs else None
+        runs = [run for run in Path(runs_dir).glob("*") if (run / ".hydra").is_dir()]
+        return max(runs, key=last_started) if runs else None
     path = Path(ckpt_path).absolute()
     if path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():
         return path.parent.parent
     return None
+
+
+def last_started(run: str | Path) -> float:
+    """When the run in ``run`` was last started or resumed: the newest of its ``.hydra`` files,
+    which Hydra writes as each start begins."""
+    hydra = Path(run) / ".hydra"
+    return max([p.stat().st_mtime for p in hydra.iterdir()] or [hydra.stat().st_mtime])
 
 
 def wandb_run_id(save_dir: str | Path) -> str | None:

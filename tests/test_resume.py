@@ -106,13 +106,15 @@ def test_run_dir_to_resume(tmp_path: Path) -> None:
     runs = tmp_path / "train" / "runs"
     for name, ckpt in (("a", "last.ckpt"), ("b", "on_exception.ckpt"), ("c", None)):
         (runs / name / ".hydra").mkdir(parents=True)
+        (runs / name / ".hydra" / "config.yaml").write_text("{}")
         if ckpt:
             (runs / name / "checkpoints").mkdir()
             (runs / name / "checkpoints" / ckpt).write_bytes(b"x")
-            time.sleep(0.05)
+        time.sleep(0.05)
     assert run_dir_to_resume(None, runs) is None
-    assert run_dir_to_resume("last", runs) == runs / "b"  # the newest checkpoint wins
-    os.utime(runs / "a" / "checkpoints" / "last.ckpt")
+    # the run started last, even one killed before its first checkpoint: not an older run that has one
+    assert run_dir_to_resume("last", runs) == runs / "c"
+    os.utime(runs / "a" / ".hydra" / "config.yaml")  # a resumed: Hydra rewrites its config
     assert run_dir_to_resume("last", runs) == runs / "a"
     assert run_dir_to_resume(str(runs / "b" / "checkpoints" / "on_exception.ckpt"), runs) == runs / "b"
     assert run_dir_to_resume(str(tmp_path / "elsewhere.ckpt"), runs) is None

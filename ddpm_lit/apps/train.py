@@ -63,15 +63,17 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     check_time_budget(cfg)
     out = Path(cfg.paths.output_dir)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
-        for stale in remove_partial_files(out / "checkpoints"):  # a save the last run was killed in
-            log.info("removed %s, a checkpoint half-written when the run was killed", stale)
+        for stale in remove_partial_files(out):  # a write (checkpoint, figure, ...) the last run was killed in
+            log.info("removed %s, half-written when the run was killed", stale)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
     if ckpt_path is not None:
         _check_same_model(ckpt_path, model)
     # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
     datamodule.prepare_data()
     wandb_mode = os.environ.get("WANDB_MODE")
-    loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=ckpt_path is not None))
+    # ckpt_path set: the run dir's W&B run goes on, even when the run died before its first checkpoint
+    resuming = ckpt_path is not None or cfg.get("ckpt_path") is not None
+    loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=resuming))
     trainer_overrides, expected = plan_time(cfg, model, time.perf_counter() - started)
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
                                **trainer_overrides)
