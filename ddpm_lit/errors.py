@@ -27,6 +27,13 @@ class TrainingDiverged(UserError):
     """A loss or gradient became NaN or infinite; the message names the step and the checkpoint to go back to."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): the part of
+    another library's error that fits in a one-line message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def exit_on_user_error(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)``; a ``UserError`` prints one ``error:`` line and exits with code 2."""
     try:

@@ -78,7 +78,6 @@ def register() -> None:
         ("sweep_group", _sweep_group),
         ("sweep_job_name", _sweep_job_name),
         ("run_dir", _run_dir),
-        ("new_dir", _new_dir),
         ("output_channels", _output_channels),
     ):
         if not OmegaConf.has_resolver(name):

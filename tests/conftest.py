@@ -111,3 +111,12 @@ def wandb_run_info(run_folder: Path) -> dict[str, str]:
     runs = [r.run for r in wandb_run_records(path) if r.HasField("run")]
     assert runs, f"no run record in {path}"
     return {"id": runs[0].run_id, "group": runs[0].run_group, "name": runs[0].display_name}
+
+
+def train_tiny(root: Path, overrides: list[str]) -> Path:
+    """Train the TINY model on synthetic MNIST under ``root`` (CSV logger) with ``overrides``; its last.ckpt."""
+    from ddpm_lit.apps.train import train
+
+    data = make_synthetic_mnist(root / "data")
+    train(compose_train_cfg([*TINY, "logger=csv", "data.check_md5=false", *overrides], root / "run", data))
+    return root / "run" / "checkpoints" / "last.ckpt"

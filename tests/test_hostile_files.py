@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import ROOT, TINY, compose_train_cfg
+from conftest import ROOT, TINY, train_tiny
 from ddpm_lit.apps.loading import load_module
-from ddpm_lit.apps.train import train
 from ddpm_lit.errors import DataError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.training.checkpointing import read_checkpoint
@@ -39,14 +38,8 @@ class RunsACommand:
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import make_synthetic_mnist
-
-    root = tmp_path_factory.mktemp("good")
-    data = make_synthetic_mnist(root / "data")
-    cfg = compose_train_cfg([*TINY, "logger=csv", "trainer.max_steps=2", "trainer.limit_val_batches=1",
-                             "data.check_md5=false", "final_samples.num=0"], root / "run", data)
-    train(cfg)
-    return root / "run" / "checkpoints" / "last.ckpt"
+    return train_tiny(tmp_path_factory.mktemp("good"),
+                      ["trainer.max_steps=2", "trainer.limit_val_batches=1", "final_samples.num=0"])
 
 
 def hostile_checkpoint(good: Path, path: Path, marker: Path) -> Path:

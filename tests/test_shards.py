@@ -5,22 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, compose_train_cfg
+from conftest import train_tiny
 from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.shards import join, main, split
-from ddpm_lit.apps.train import train
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from conftest import make_synthetic_mnist
-
-    root = tmp_path_factory.mktemp("shards")
-    data = make_synthetic_mnist(root / "data")
-    cfg = compose_train_cfg([*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false",
-                             "model.sample_every_n_epochs=0", "callbacks.ema.decay=0.5"], root / "run", data)
-    train(cfg)
-    return root / "run" / "checkpoints" / "last.ckpt"
+    return train_tiny(tmp_path_factory.mktemp("shards"),
+                      ["trainer.max_epochs=1", "model.sample_every_n_epochs=0", "callbacks.ema.decay=0.5"])
 
 
 def test_split_and_join_give_back_the_ema_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:

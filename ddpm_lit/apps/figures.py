@@ -23,10 +23,9 @@ from ddpm_lit.io import atomic_write  # noqa: E402
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    with atomic_write(path) as f:  # makes the folder too
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
     return path
 

@@ -13,7 +13,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ddpm_lit.core.samplers import SAMPLERS
-from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.errors import ConfigError, DataError, first_line
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.training.base import MODEL_CLASS_KEY
 from ddpm_lit.training.checkpointing import read_checkpoint
@@ -114,8 +114,7 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     try:
         module = cls.load_from_checkpoint(path, map_location=device, weights_only=True)
     except Exception as e:  # weights of another shape, missing keys: the file does not fit its class
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path} does not load as the {name} it names: {reason}") from None
+        raise DataError(f"{path} does not load as the {name} it names: {first_line(e)}") from None
     return module.to(device).eval(), ema
 
 

@@ -9,7 +9,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from ddpm_lit.core.pixels import to_pixel_levels
-from ddpm_lit.errors import DataError
+from ddpm_lit.errors import DataError, first_line
 from ddpm_lit.io import atomic_write
 
 
@@ -17,7 +17,7 @@ def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
     """Save images (N, C, H, W) in [0, 1] as a PNG grid ``nrow`` images wide at ``path``; return the grid."""
     grid = make_grid(unit.cpu(), nrow=nrow, padding=2, pad_value=1.0)
     with atomic_write(path) as f:
-        save_image(grid, f, format=Path(path).suffix.lstrip(".") or "png")
+        save_image(grid, f, format=path.suffix.lstrip(".") or "png")
     return grid
 
 
@@ -52,8 +52,7 @@ def load_samples_npz(path: str | Path, image_size: int = 28) -> torch.Tensor:
         try:
             arr = f["arr_0"]
         except Exception as e:  # truncated member, object array, foreign zip entry
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{path}: arr_0 is not a readable array: {reason}") from None
+            raise DataError(f"{path}: arr_0 is not a readable array: {first_line(e)}") from None
     if arr.dtype != np.uint8:
         raise DataError(f"{path}: arr_0 must be uint8 pixel levels 0-255, got {arr.dtype}")
     if arr.ndim == 3:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from ddpm_lit.errors import DataError, TrainingDiverged
+from ddpm_lit.errors import DataError, TrainingDiverged, first_line
 from ddpm_lit.io import atomic_write
 
 
@@ -35,8 +35,8 @@ def read_checkpoint(path: str | Path, mmap: bool = True) -> dict[str, Any]:
         raise DataError(f"{path} was refused unread: its pickle calls {names}, which a checkpoint of ddpm_lit "
                         "never holds and which could run code; load only checkpoints you trust") from None
     except Exception as e:  # truncated, not a zip, not a torch file at all
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path} is not a readable checkpoint (truncated, or not written by torch.save): {reason}") from None
+        raise DataError(f"{path} is not a readable checkpoint (truncated, or not written by torch.save): "
+                        f"{first_line(e)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise DataError(f"{path} is a torch file but not a checkpoint of train.py (no state_dict or hyper_parameters)")
     return ckpt
