@@ -14,8 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ddpm_lit"
-# Imported inside the one function that needs it: an optional extra (pip install '.[bench]').
-LAZY_IMPORTS = {"diffusers"}
+# Imported inside the one function that needs them: optional extras (pip install '.[bench]': diffusers;
+# '.[dev]': selenium, which drives Chromium for the pages' screenshots and browser tests).
+LAZY_IMPORTS = {"diffusers", "selenium"}
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

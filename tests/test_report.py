@@ -62,5 +62,7 @@ def test_main_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:
     assert "![report_loss](report_loss.png)" in text and "![report_val_fid](report_val_fid.png)" in text
     assert (sweep / "report_loss.png").stat().st_size > 10_000 and (sweep / "report_val_fid.png").is_file()
     assert "| 1 | 0.002 |" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no run with metrics.json"):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "empty")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no run with metrics.json under ")

@@ -221,3 +221,6 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     text = (sweep_dir / "report.md").read_text()
     assert "| model.optimizer.lr |" in text and "Optuna's best: " in text and f"{best_fid:.2f}" in text
     assert (sweep_dir / "report_val_fid.png").is_file() and (sweep_dir / "report_loss.png").is_file()
+    # The sweep's page, written by the SweepPage callback when the multirun ended: Optuna's best on it.
+    page = (sweep_dir / "report.html").read_text()
+    assert re.search(rf'id="optuna-best"[^>]*>Optuna\'s best: {best_fid:.4g} with', page.replace("&#39;", "'")), page[:500]

@@ -4,6 +4,7 @@ and of the report: the schedules, the forward process, the reverse trajectory an
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from torchvision.utils import make_grid  # noqa: E402
 from ddpm_lit.core.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm_lit.core.schedules import SCHEDULES  # noqa: E402
 from ddpm_lit.io import atomic_write  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -328,21 +331,37 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
     A resumed run writes ``version_1`` after ``version_0``; the versions are read in numeric order
     and concatenated. Each row keeps only its non-empty cells, as floats (a row holds e.g.
     ``step`` and ``train/loss``, or ``epoch``, ``step`` and ``val/loss``). [] without a csv folder.
+    A row that does not parse (a write cut short by a kill) is left out; see ``read_history_rows``.
     """
+    return read_history_rows(run_dir)[0]
+
+
+def read_history_rows(run_dir: str | Path) -> tuple[list[dict[str, float]], int]:
+    """``read_history``'s rows and how many rows were left out because they did not parse."""
     csv_dir = Path(run_dir) / "csv"
     if not csv_dir.is_dir():
-        return []
+        return [], 0
     versions = []
     for version_dir in csv_dir.iterdir():
         match = re.fullmatch(r"version_(\d+)", version_dir.name)
         if match and (version_dir / "metrics.csv").is_file():
             versions.append((int(match.group(1)), version_dir / "metrics.csv"))
     history: list[dict[str, float]] = []
+    skipped = 0
     for _, metrics in sorted(versions):
-        with metrics.open(newline="") as f:
-            for row in csv.DictReader(f):
-                history.append({key: float(value) for key, value in row.items() if key and value not in (None, "")})
-    return history
+        with metrics.open(newline="", errors="replace") as f:
+            try:
+                for row in csv.DictReader(f):
+                    try:
+                        history.append({key: float(value) for key, value in row.items()
+                                        if key and isinstance(value, str) and value != ""})
+                    except ValueError:
+                        skipped += 1
+            except csv.Error:  # e.g. a NUL byte where the kill left the file: the rest is unreadable
+                skipped += 1
+    if skipped:
+        log.warning("%s: %d row(s) of the CSV history do not parse and are left out", run_dir, skipped)
+    return history, skipped
 
 
 def smooth(values: Sequence[float], alpha: float = 0.05) -> list[float]:

@@ -1,5 +1,6 @@
 """Collect finished runs into a markdown table and comparison plots:
-``python -m ddpm_lit.apps.report DIR [DIR ...]``.
+``python -m ddpm_lit.report DIR [DIR ...]``; with ``--html``, a self-contained page of a run or a
+sweep (dashboard.py).
 
 Each DIR is a run dir or any folder above run dirs (a sweep, ``outputs/``); every run below
 it that wrote ``metrics.json`` becomes a row. The table shows the settings in which the runs
@@ -12,62 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from matplotlib.ticker import MaxNLocator
-from omegaconf import OmegaConf
 
-from ddpm_lit.apps.figures import metric_by_step, plt, read_history, save_figure
+from ddpm_lit.apps.dashboard import write_page
+from ddpm_lit.apps.figures import plt, read_history, save_figure
+from ddpm_lit.apps.sweeps import COLUMNS, by_epoch, config_differences, find_runs, optuna_best
+from ddpm_lit.errors import exit_on_user_error
 from ddpm_lit.io import write_text
-from ddpm_lit.runs import flatten, load_run_config
 
-COLUMNS = [
-    ("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
-    ("epochs", "epochs", lambda v: f"{int(v)}"),
-    ("global_step", "steps", lambda v: f"{int(v)}"),
-    ("fit_seconds", "fit (min)", lambda v: f"{v / 60:.1f}"),
-    ("final_samples_seconds", "final samples (s)", lambda v: f"{v:.0f}"),
-    ("train/loss_epoch", "train/loss", lambda v: f"{v:.4f}"),
-    ("val/loss", "val/loss", lambda v: f"{v:.4f}"),
-    ("val/fid", "val/fid", lambda v: f"{v:.2f}"),
-    ("val/ssim", "val/ssim", lambda v: f"{v:.3f}"),
-    ("val/nn_ssim", "val/nn_ssim", lambda v: f"{v:.3f}"),
-]
-
-# Settings that name where a run wrote things or how it was started, not what it trained.
-IGNORED = ("paths.", "hydra.", "logger.", "ckpt_path", "tags", "task_name")
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    runs = set()
-    for path in paths:
-        if (path / "metrics.json").is_file():
-            runs.add(path)
-        runs.update(p.parent for p in path.rglob("metrics.json") if (p.parent / ".hydra").is_dir())
-    return sorted(runs, key=_run_order)
-
-
-def _run_order(run: Path) -> tuple[str, int, str]:
-    """Sweep jobs (folders 0, 1, …, 10) in numeric order."""
-    return (str(run.parent), int(run.name) if run.name.isdigit() else -1, run.name)
-
-
-def run_config(run: Path) -> dict[str, Any]:
-    """The run's composed config as dotted keys (interpolations unresolved); {} without one."""
-    if not (run / ".hydra" / "config.yaml").is_file():
-        return {}
-    flat = flatten(OmegaConf.to_container(load_run_config(run), resolve=False))
-    return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
-
-
-def config_differences(runs: list[Path]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The keys whose values differ between ``runs`` (sorted) and every run's config."""
-    configs = [run_config(run) for run in runs]
-    keys = sorted({k for c in configs for k in c})
-    missing = object()
-    differ = [k for k in keys if len({json.dumps(c.get(k, missing), default=str) for c in configs}) > 1]
-    return differ, configs
+__all__ = ["by_epoch", "comparison_plots", "config_differences", "find_runs", "main", "markdown", "table"]
 
 
 def _cell(value: Any) -> str:
@@ -84,12 +42,6 @@ def table(runs: list[Path]) -> str:
         cells += [fmt(metrics[key]) if key in metrics else "–" for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def by_epoch(history: list[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
-    """(epochs, values) of ``key``, the last row of each epoch (a resumed run repeats some)."""
-    epochs, values = metric_by_step(history, key, index="epoch")
-    return [int(e) for e in epochs], values
 
 
 def _label(run: Path, config: dict[str, Any], differ: list[str]) -> str:
@@ -137,9 +89,8 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
 
 def markdown(runs: list[Path], plots: list[Path], out_dir: Path) -> str:
     lines = [f"# Runs under `{out_dir}`", "", table(runs), ""]
-    best = out_dir / "optimization_results.yaml"
-    if best.is_file():  # an Optuna sweep
-        result = OmegaConf.to_container(OmegaConf.load(best))
+    result = optuna_best(out_dir)
+    if result is not None:
         lines += [f"Optuna's best: {result.get('best_value')} with `{result.get('best_params')}`", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -148,10 +99,19 @@ def markdown(runs: list[Path], plots: list[Path], out_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="+", type=Path)
+    parser.add_argument("--html", action="store_true",
+                        help="write DIR/report.html instead: the run page of a run dir (also of a run that crashed or "
+                             "is still going), the sweep page of a folder holding runs (and the page of each job that "
+                             "has none); self-contained, opens offline")
     args = parser.parse_args(argv)
+    if args.html:
+        for path in args.dirs:
+            print(f"written: {exit_on_user_error(write_page, path)}")
+        return
     runs = find_runs(args.dirs)
     if not runs:
-        raise SystemExit(f"no run with metrics.json under {', '.join(map(str, args.dirs))}")
+        print(f"error: no run with metrics.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        raise SystemExit(2)
     if len(args.dirs) == 1 and args.dirs[0].is_dir():
         out_dir = args.dirs[0]
         plots = comparison_plots(runs, out_dir)

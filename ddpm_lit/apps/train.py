@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
 from ddpm_lit.apps.config import build, build_dict
+from ddpm_lit.apps.dashboard import write_page_quietly
 from ddpm_lit.apps.loading import is_number
 from ddpm_lit.apps.loggers import (
     build_loggers,
@@ -100,6 +101,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
         return metrics
     finally:
         close_loggers(loggers, wandb_mode)
+        if trainer.is_global_zero and cfg.get("report_html", True):  # also for a run that failed or was stopped
+            write_page_quietly(out, cfg)
 
 
 def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer, loggers: list[Logger], out: Path,
