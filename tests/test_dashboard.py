@@ -431,3 +431,19 @@ def test_series_are_drawn_per_epoch_when_logged_once_an_epoch() -> None:
     assert series["val/loss"] == ("epoch", [0, 1], [0.7, 0.44])
     assert series["train/loss"] == ("step", [4, 9, 14, 19], [0.9, 0.8, 0.61, 0.51])
     assert series["lr-Adam"] == ("step", [19], [1e-3])
+
+
+def test_a_sweep_with_a_diverged_and_an_unfinished_job_still_gets_its_page(sweep: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(sweep, tmp_path / "sweep")
+    metrics = json.loads((copy / "1" / "metrics.json").read_text())
+    (copy / "1" / "metrics.json").write_text(json.dumps({**metrics, "val/loss": float("nan")}))  # NaN, as json writes it
+    (copy / "0" / "metrics.json").unlink()  # still going
+    shutil.rmtree(copy / "0" / "csv")
+    (copy / "report.html").unlink()
+    proc = report_cli(str(copy), "--html")
+    assert proc.returncode == 0, proc.stderr
+    data = page_data(copy / "report.html")
+    assert [c["series"][0]["name"] for c in data["charts"] if c["title"] == "train/loss"] == ["1"]
+    assert data["scatter"][0]["points"] == []  # no job has a finite objective to plot
+    text = (copy / "report.html").read_text()
+    assert re.search(r'<td class="warn">not finished</td>', text) and ">nan</td>" in text

@@ -364,7 +364,7 @@ def objective_of(configs: list[dict[str, Any]]) -> str:
 
 def _axis_value(value: Any) -> float | str:
     """A setting as a chart's x: numbers as numbers, strings as they are, anything else as JSON."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value) is not None:
         return value
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
@@ -390,7 +390,7 @@ def sweep_page_data(sweep: Path) -> dict[str, Any]:
             "setting_values": {k: config.get(k) for k in differ},
             "metrics": [fmt(metrics[key]) if isinstance(metrics.get(key), (int, float)) else "–"
                         for key, _, fmt in COLUMNS],
-            "objective": metrics.get(objective) if isinstance(metrics.get(objective), (int, float)) else None,
+            "objective": _finite(metrics[objective]) if isinstance(metrics.get(objective), (int, float)) else None,
         })
         history, _ = read_history_rows(run)
         for key, (index, xs, ys) in history_series(history).items():

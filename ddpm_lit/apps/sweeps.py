@@ -38,15 +38,16 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_runs(paths: list[Path], finished_only: bool = True) -> list[Path]:
-    """The run dirs at or below ``paths`` (with ``metrics.json`` unless not ``finished_only``),
-    sweep jobs in numeric order."""
-    marker = "metrics.json" if finished_only else ".hydra/config.yaml"
+    """The run dirs at or below ``paths``, sweep jobs in numeric order: a folder below with
+    ``.hydra/config.yaml`` (and ``metrics.json`` when ``finished_only``); a given path itself
+    counts with ``metrics.json`` alone (a run of ``train(cfg)`` called from Python has no ``.hydra``)."""
     runs = set()
     for path in paths:
-        if (path / marker).is_file():
+        if (path / "metrics.json").is_file():
             runs.add(path)
-        runs.update(p.parent if finished_only else p.parent.parent for p in path.rglob(marker))
-    return sorted((r for r in runs if is_run_dir(r)), key=_run_order)
+        runs.update(p.parent.parent for p in path.rglob(".hydra/config.yaml")
+                    if not finished_only or (p.parent.parent / "metrics.json").is_file())
+    return sorted(runs, key=_run_order)
 
 
 def _run_order(run: Path) -> tuple[str, int, str]:
