@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PAGE = "report.html"
 MAX_POINTS = 1500  # per series; longer ones are averaged in buckets
+MAX_SCATTER = 12  # settings drawn against the objective on a sweep page
 GRID_BYTES = 2_500_000  # the epoch grids of one page; more epochs are thinned evenly to fit
 # Tableau 10, the jobs' colours on the sweep page (legend swatches and chart lines alike).
 PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
@@ -404,11 +405,12 @@ def sweep_page_data(sweep: Path) -> dict[str, Any]:
     scatter = [{"id": f"scatter-{n}", "setting": key,
                 "points": [{"job": j["name"], "value": _axis_value(j["setting_values"].get(key)),
                             "objective": j["objective"]} for j in jobs if j["objective"] is not None]}
-               for n, key in enumerate(differ)]
+               for n, key in enumerate(differ[:MAX_SCATTER])]
     return {
         "title": str(sweep.name), "path": str(sweep.resolve()),
         "jobs": jobs, "differ": differ, "columns": [title for _, title, _ in COLUMNS],
         "objective": objective, "objective_column": objective not in {key for key, _, _ in COLUMNS}, "charts": charts, "scatter": scatter,
+        "settings_left_out": max(0, len(differ) - MAX_SCATTER),
         "optuna": optuna_best(sweep),
         "missing": [] if runs else ["no runs yet"],
     }
