@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, make_synthetic_mnist
@@ -447,3 +449,58 @@ def test_a_sweep_with_a_diverged_and_an_unfinished_job_still_gets_its_page(sweep
     assert data["scatter"][0]["points"] == []  # no job has a finite objective to plot
     text = (copy / "report.html").read_text()
     assert re.search(r'<td class="warn">not finished</td>', text) and ">nan</td>" in text
+
+
+# Each file a run dir holds, and what a kill or a stray write could have left in it instead.
+RUN_FILES = ["metrics.json", ".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml",
+             "csv/version_0/metrics.csv", "samples/epoch_001.png", "samples/final.png", "figures/trajectory.png",
+             "checkpoints/last.ckpt"]
+
+
+@pytest.fixture(scope="module")
+def run_files(sweep: Path) -> dict[str, bytes]:
+    return {name: (sweep / "0" / name).read_bytes() for name in RUN_FILES}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.dictionaries(
+    st.sampled_from(RUN_FILES),
+    st.one_of(st.just("missing"), st.just("empty"), st.integers(min_value=1, max_value=400), st.binary(max_size=64),
+              st.sampled_from(["{", "[1, 2", "- a\n  b: [", "NaN", "\x00\x00", "epoch,step\n1,\n\x00"])),
+    min_size=1, max_size=5))
+def test_any_damaged_run_dir_gets_a_page_or_one_line(run_files: dict[str, bytes], tmp_path_factory, damage) -> None:
+    """Files missing, empty, cut short (an integer: the first bytes kept) or replaced: the page is
+    written and names the damage, or, without a readable .hydra/config.yaml, the command says
+    in one line that the folder is no run dir."""
+    from ddpm_lit.apps.dashboard import NotARunError, run_page_data
+
+    run = tmp_path_factory.mktemp("damaged")
+    for name, content in run_files.items():
+        harm = damage.get(name)
+        if harm == "missing":
+            continue
+        if harm == "empty":
+            content = b""
+        elif isinstance(harm, int):
+            content = content[:harm]
+        elif isinstance(harm, (bytes, str)):
+            content = harm if isinstance(harm, bytes) else harm.encode()
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(content)
+    try:
+        page = write_run_page(run)
+    except NotARunError as err:
+        assert damage.get(".hydra/config.yaml") == "missing" and "is not a run dir" in str(err)
+        return
+    text = page.read_text()
+    data = run_page_data(run)
+    assert "<title>" in text and text.rstrip().endswith("</html>")
+    if "metrics.json" in damage:
+        assert data["finished"] == bool(data["metrics"])
+    if "samples/final.png" in damage:  # any of these leaves no PNG that decodes
+        assert data["final"] is None and "no final samples" in text
+    if damage.get(".hydra/config.yaml") == "empty":
+        assert data["config"] == [] and "no readable config" in text
+    if damage.get("checkpoints/last.ckpt") is not None:
+        assert re.search(r"<td>last\.ckpt</td>.*?is not a readable checkpoint", text, re.S) or \
+            damage["checkpoints/last.ckpt"] == "missing"

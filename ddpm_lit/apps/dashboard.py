@@ -35,7 +35,15 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from ddpm_lit.apps.figures import read_history_rows
-from ddpm_lit.apps.sweeps import COLUMNS, config_differences, find_runs, is_run_dir, optuna_best, read_metrics
+from ddpm_lit.apps.sweeps import (
+    COLUMNS,
+    config_differences,
+    find_runs,
+    is_run_dir,
+    optuna_best,
+    read_metrics,
+    read_yaml,
+)
 from ddpm_lit.errors import DataError, UserError
 from ddpm_lit.io import write_text
 from ddpm_lit.runs import flatten
@@ -162,10 +170,7 @@ def overridden_keys(run: Path, flat_config: dict[str, Any]) -> dict[str, str]:
     """Config key → the command-line override that set it: ``a.b=v`` sets ``a.b``; a group choice
     ``g=o`` sets the keys of ``<conf>/g/o.yaml`` (at the root for ``@package _global_``, as
     experiments are; the ``override /x: y`` of its defaults in turn), or, without the file, every key under ``g.``."""
-    try:
-        overrides = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-    except (OSError, ValueError):
-        return {}
+    overrides = read_yaml(run / ".hydra" / "overrides.yaml")
     conf_dir = _conf_dir(run)
     marked: dict[str, str] = {}
 
@@ -180,7 +185,8 @@ def overridden_keys(run: Path, flat_config: dict[str, Any]) -> dict[str, str]:
             mark(name.replace("/", "."), reason)
             return
         text = path.read_text()
-        content = OmegaConf.to_container(OmegaConf.create(text)) or {}
+        content = read_yaml(path)
+        content = content if isinstance(content, dict) else {}
         root = "" if re.search(r"^#\s*@package\s+_global_", text, re.M) else name.replace("/", ".") + "."
         for entry in content.pop("defaults", []) or []:
             if isinstance(entry, dict):
@@ -202,30 +208,32 @@ def overridden_keys(run: Path, flat_config: dict[str, Any]) -> dict[str, str]:
 
 def _conf_dir(run: Path) -> Path | None:
     """The config folder the run was composed from (hydra.yaml's config source of the app)."""
-    try:
-        hydra = OmegaConf.load(run / ".hydra" / "hydra.yaml")
-        for source in hydra.hydra.runtime.config_sources:
-            if source.schema == "file" and source.provider == "main" and Path(source.path).is_dir():
-                return Path(source.path)
-    except Exception:  # noqa: BLE001 - no hydra.yaml, or one of another Hydra version: no group files
-        return None
+    hydra = read_yaml(run / ".hydra" / "hydra.yaml")
+    sources = _get(hydra, "hydra", "runtime", "config_sources")
+    for source in sources if isinstance(sources, list) else []:
+        if isinstance(source, dict) and source.get("schema") == "file" and source.get("provider") == "main":
+            if Path(str(source.get("path"))).is_dir():
+                return Path(str(source["path"]))
     return None
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    """``tree[k1][k2]...``, None where a level is missing or not a dict."""
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
 
 
 def config_rows(run: Path, config: DictConfig | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """The composed config (``.hydra/config.yaml``, else ``config``) as rows (key, value, set by
     which override) and the overrides."""
-    try:
-        flat = flatten(OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "config.yaml"), resolve=False))
-    except (OSError, ValueError):
-        if config is None:
-            return [], []
-        flat = flatten(OmegaConf.to_container(config, resolve=False))
+    saved = read_yaml(run / ".hydra" / "config.yaml")
+    if not isinstance(saved, dict) and config is None:
+        return [], []
+    flat = flatten(saved if isinstance(saved, dict) else OmegaConf.to_container(config, resolve=False))
     marked = overridden_keys(run, flat)
-    try:
-        overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))]
-    except (OSError, ValueError, TypeError):
-        overrides = []
+    overrides = read_yaml(run / ".hydra" / "overrides.yaml")
+    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     rows = [{"key": k, "value": json.dumps(v, default=str), "set_by": marked.get(k, "")} for k, v in flat.items()]
     return rows, overrides
 
@@ -269,15 +277,14 @@ def evaluations(run: Path) -> list[dict[str, Any]]:
 
 
 def _scored(eval_dir: Path, run: Path) -> bool:
-    try:
-        config = OmegaConf.load(eval_dir / ".hydra" / "config.yaml")
-        cwd = Path(str(OmegaConf.load(eval_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd))
-    except Exception:  # noqa: BLE001 - a folder that is not evaluate.py's, or half-written
+    config = read_yaml(eval_dir / ".hydra" / "config.yaml")
+    cwd = _get(read_yaml(eval_dir / ".hydra" / "hydra.yaml"), "hydra", "runtime", "cwd")
+    if not isinstance(config, dict) or not isinstance(cwd, str):  # not evaluate.py's, or half-written
         return False
     for key in ("ckpt_path", "samples_path"):
         value = config.get(key)
         if isinstance(value, str) and value:
-            path = Path(value) if Path(value).is_absolute() else cwd / value
+            path = Path(value) if Path(value).is_absolute() else Path(cwd) / value
             if path.resolve().is_relative_to(run):
                 return True
     return False
@@ -334,6 +341,8 @@ def run_page_data(run: Path, config: DictConfig | None = None) -> dict[str, Any]
     if not ckpts:
         missing.append("no checkpoint (checkpoints/*.ckpt)")
     rows, overrides = config_rows(run, config)
+    if not rows:
+        missing.append("no readable config (.hydra/config.yaml)")
     finished = bool(metrics)
     return {
         "title": f"{run.parent.name}/{run.name}",

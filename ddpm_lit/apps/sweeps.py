@@ -7,13 +7,17 @@ folder with ``.hydra/config.yaml``; a finished run also has ``metrics.json``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from ddpm_lit.apps.figures import metric_by_step
-from ddpm_lit.runs import flatten, load_run_config
+from ddpm_lit.errors import first_line
+from ddpm_lit.runs import flatten
+
+log = logging.getLogger(__name__)
 
 # (metrics.json key, column title, format)
 COLUMNS = [
@@ -55,12 +59,23 @@ def _run_order(run: Path) -> tuple[str, int, str]:
     return (str(run.parent), int(run.name) if run.name.isdigit() else -1, run.name)
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML file at ``path`` as plain lists and dicts (interpolations as written); None when it
+    is missing or does not parse (cut short by a kill, not YAML, not text)."""
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as err:  # noqa: BLE001 - OSError, UnicodeDecodeError, yaml's and OmegaConf's errors
+        if path.exists():
+            log.warning("%s does not parse: %s", path, first_line(err))
+        return None
+
+
 def run_config(run: Path) -> dict[str, Any]:
     """The run's composed config as dotted keys (interpolations unresolved); {} without one."""
-    if not is_run_dir(run):
+    config = read_yaml(run / ".hydra" / "config.yaml")
+    if not isinstance(config, dict):
         return {}
-    flat = flatten(OmegaConf.to_container(load_run_config(run), resolve=False))
-    return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
+    return {k: v for k, v in flatten(config).items() if not k.startswith(IGNORED)}
 
 
 def config_differences(runs: list[Path]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -89,8 +104,5 @@ def by_epoch(history: list[dict[str, float]], key: str) -> tuple[list[int], list
 
 def optuna_best(sweep: Path) -> dict[str, Any] | None:
     """Optuna's ``optimization_results.yaml`` of a sweep dir (best_params, best_value), None without one."""
-    best = sweep / "optimization_results.yaml"
-    if not best.is_file():
-        return None
-    result = OmegaConf.to_container(OmegaConf.load(best))
+    result = read_yaml(sweep / "optimization_results.yaml")
     return result if isinstance(result, dict) else None
