@@ -523,6 +523,15 @@ class SweepPage(Callback):
             log.warning("no %s written for %s: %s (python -m ddpm_lit.report %s --html)", PAGE, sweep, err, sweep)
 
 
+def run_of(path: str | Path) -> Path | None:
+    """The run dir a checkpoint or samples file lies in (``<run>/checkpoints/last.ckpt``,
+    ``<run>/samples/final.npz``), None for a file elsewhere."""
+    for above in list(Path(path).resolve().parents)[:2]:
+        if is_run_dir(above):
+            return above
+    return None
+
+
 def write_page(path: str | Path) -> Path:
     """The run page of a run dir, the sweep page of a folder holding runs."""
     path = Path(path)

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.apps.config import build_dict
+from ddpm_lit.apps.dashboard import run_of, write_page_quietly
 from ddpm_lit.apps.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
 from ddpm_lit.apps.loading import (
     check_sampling,
@@ -103,6 +104,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_text(out_dir / "report.md", markdown_report(results))
         log.info("metrics and report written to %s", out_dir)
         _log(loggers, results, out_dir)
+        run = run_of(cfg.ckpt_path or cfg.samples_path)
+        if run is not None:  # the training run's page shows its evaluations: this one too, from now
+            write_page_quietly(run)
         return results
     finally:
         close_loggers(loggers, wandb_mode)
