@@ -469,9 +469,9 @@ def run_files(sweep: Path) -> dict[str, bytes]:
     min_size=1, max_size=5))
 def test_any_damaged_run_dir_gets_a_page_or_one_line(run_files: dict[str, bytes], tmp_path_factory, damage) -> None:
     """Files missing, empty, cut short (an integer: the first bytes kept) or replaced: the page is
-    written and names the damage, or, without a readable .hydra/config.yaml, the command says
-    in one line that the folder is no run dir."""
-    from ddpm_lit.apps.dashboard import NotARunError, run_page_data
+    written and says what is unusable; a folder left with nothing of a run is refused (NotARunError,
+    which the command prints as one line: test_a_path_that_is_no_run_stops_with_one_line)."""
+    from ddpm_lit.apps.dashboard import NotARunError
 
     run = tmp_path_factory.mktemp("damaged")
     for name, content in run_files.items():
@@ -486,20 +486,85 @@ def test_any_damaged_run_dir_gets_a_page_or_one_line(run_files: dict[str, bytes]
             content = harm if isinstance(harm, bytes) else harm.encode()
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_bytes(content)
+    marks = [".hydra/config.yaml", "metrics.json", "csv/version_0/metrics.csv", "checkpoints/last.ckpt"]
     try:
         page = write_run_page(run)
     except NotARunError as err:
-        assert damage.get(".hydra/config.yaml") == "missing" and "is not a run dir" in str(err)
+        assert all(damage.get(name) == "missing" for name in marks) and "is not a run dir" in str(err)
         return
     text = page.read_text()
-    data = run_page_data(run)
     assert "<title>" in text and text.rstrip().endswith("</html>")
-    if "metrics.json" in damage:
-        assert data["finished"] == bool(data["metrics"])
+    metrics = json.loads(run_files["metrics.json"])
+    if "metrics.json" not in damage:
+        assert "<p class=\"status ok\">finished</p>" in text and f"{metrics['val/loss']:.4g}</td>" in text
+    elif damage["metrics.json"] in ("missing", "empty"):
+        assert "not finished: no metrics.json" in text
     if "samples/final.png" in damage:  # any of these leaves no PNG that decodes
-        assert data["final"] is None and "no final samples" in text
-    if damage.get(".hydra/config.yaml") == "empty":
-        assert data["config"] == [] and "no readable config" in text
-    if damage.get("checkpoints/last.ckpt") is not None:
-        assert re.search(r"<td>last\.ckpt</td>.*?is not a readable checkpoint", text, re.S) or \
-            damage["checkpoints/last.ckpt"] == "missing"
+        assert 'id="final-grid"' not in text and "no final samples" in text
+    if "samples/epoch_001.png" in damage:
+        assert 'id="epoch-slider"' not in text
+    if damage.get(".hydra/config.yaml") in ("missing", "empty"):
+        assert "no readable config" in text and page_data(page)["kind"] == "run"
+    if damage.get("checkpoints/last.ckpt") not in (None, "missing"):
+        assert re.search(r"<td>last\.ckpt</td>.*?is not a readable checkpoint", text, re.S)
+    if damage.get("csv/version_0/metrics.csv") in ("missing", "empty"):
+        assert page_data(page)["charts"] == []
+
+
+def _hostile_sweep(sweep: Path, tmp_path: Path) -> Path:
+    """A copy of the sweep whose job 1 has a setting that would end a <script> element early."""
+    copy = shutil.copytree(sweep, tmp_path / "hostile")
+    config = (copy / "1" / ".hydra" / "config.yaml").read_text()
+    (copy / "1" / ".hydra" / "config.yaml").write_text(config.replace("seed: 42", 'seed: "<!--<script></script>"', 1))
+    (copy / "report.html").unlink()
+    return copy
+
+
+def test_settings_that_look_like_html_stay_text(sweep: Path, tmp_path: Path) -> None:
+    copy = _hostile_sweep(sweep, tmp_path)
+    assert report_cli(str(copy), "--html").returncode == 0
+    text = (copy / "report.html").read_text()
+    assert "<!--<script>" not in text  # escaped in the table, \u003c in the page's JSON
+    seed = next(item for item in page_data(copy / "report.html")["scatter"] if item["setting"] == "seed")
+    assert seed["points"][1]["value"] == "<!--<script></script>"
+
+
+def test_a_multi_objective_optuna_study_has_no_single_best(sweep: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(sweep, tmp_path / "multi")
+    (copy / "optimization_results.yaml").write_text("name: optuna\nsolutions:\n- params: {a: 1}\n  values: [0.1, 0.2]\n")
+    assert report_cli(str(copy), "--html").returncode == 0
+    assert 'id="optuna-best"' not in (copy / "report.html").read_text()
+    (copy / "optimization_results.yaml").write_text("name: optuna\nbest_params: {a: 1}\nbest_value: 0.25\n")
+    assert report_cli(str(copy), "--html").returncode == 0
+    assert "Optuna's best: 0.25 with" in (copy / "report.html").read_text()
+
+
+@needs_browser
+def test_hostile_settings_and_smoothing_in_a_browser(browser, sweep: Path, tmp_path: Path) -> None:
+    """A setting with <script> in it leaves the page working; a long per-step series is drawn raw
+    and smoothed (two lines), and raw only once the smoothing slider is at 0."""
+    from selenium.webdriver.common.by import By
+
+    from ddpm_lit.apps.screenshot import wait_until
+
+    copy = _hostile_sweep(sweep, tmp_path)
+    assert report_cli(str(copy), "--html").returncode == 0
+    _opened(browser, copy / "report.html")
+    assert all(_lines(browser, chart["id"]) == 2 for chart in page_data(copy / "report.html")["charts"])
+
+    run = shutil.copytree(sweep / "0", tmp_path / "long")
+    with (run / "csv" / "version_0" / "metrics.csv").open("a") as f:
+        header = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+        for step in range(12, 112):
+            row = {"epoch": "3", "step": str(step), "train/loss": f"{0.5 + 0.1 * ((step * 7) % 5):.3f}"}
+            f.write(",".join(row.get(column, "") for column in header) + "\n")
+    page = write_run_page(run)
+    _opened(browser, page)
+    loss = next(c for c in page_data(page)["charts"] if c["title"] == "train/loss")
+    assert loss["smooth"] and _lines(browser, loss["id"]) == 2
+    drawn = int(browser.execute_script("return document.body.dataset.drawn"))
+    browser.execute_script("const s = document.getElementById('smoothing'); s.value = 0;"
+                           "s.dispatchEvent(new Event('change'))")
+    wait_until(browser, f"return Number(document.body.dataset.drawn) > {drawn}")
+    assert _lines(browser, loss["id"]) == 1
+    assert browser.find_element(By.ID, "smoothing").get_attribute("value") == "0"

@@ -34,7 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from ddpm_lit.apps.figures import read_history_rows
+from ddpm_lit.apps.figures import metric_by_step, read_history_rows
 from ddpm_lit.apps.sweeps import (
     COLUMNS,
     config_differences,
@@ -44,7 +44,7 @@ from ddpm_lit.apps.sweeps import (
     read_metrics,
     read_yaml,
 )
-from ddpm_lit.errors import DataError, UserError
+from ddpm_lit.errors import DataError, UserError, first_line
 from ddpm_lit.io import write_text
 from ddpm_lit.runs import flatten
 from ddpm_lit.training.checkpointing import read_checkpoint
@@ -105,8 +105,8 @@ def image_uri(path: Path) -> str | None:
                     image = r
             buffer = io.BytesIO()
             image.save(buffer, format="PNG", optimize=True)
-    except (OSError, ValueError) as err:  # truncated, not an image, or gone
-        log.warning("%s left out of the page: %s", path, err)
+    except Exception as err:  # noqa: BLE001 - truncated, not an image, gone, a decompression bomb
+        log.warning("%s left out of the page: %s", path, first_line(err))
         return None
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -118,9 +118,9 @@ def thin(xs: Sequence[float], ys: Sequence[float], limit: int = MAX_POINTS) -> t
         return list(xs), list(ys), 1
     out_x, out_y = [], []
     for start in range(0, len(xs), k):
-        bucket = ys[start:start + k]
+        bucket = [y for y in ys[start:start + k] if _finite(y) is not None]  # a NaN blanks no bucket
         out_x.append(xs[start:start + k][-1])
-        out_y.append(sum(bucket) / len(bucket))
+        out_y.append(sum(bucket) / len(bucket) if bucket else float("nan"))
     return out_x, out_y, k
 
 
@@ -132,22 +132,30 @@ def history_series(history: list[dict[str, float]]) -> dict[str, tuple[str, list
     """key → (x column, xs, ys) for every logged series: by epoch when the key is logged once an
     epoch, otherwise by step; the last row of a step or epoch that a resumed run logged twice."""
     keys = sorted({k for row in history for k in row} - {"epoch", "step"})
-    out = {}
-    for key in keys:
-        rows = [row for row in history if key in row]
-        steps_of_epoch: dict[float, set[float | None]] = {}
-        for row in rows:
-            steps_of_epoch.setdefault(row.get("epoch", float("nan")), set()).add(row.get("step"))
-        # once an epoch: every row has an epoch, and all rows of an epoch one step (a resumed run repeats it)
-        per_epoch = all("epoch" in row for row in rows) and all(len(s) == 1 for s in steps_of_epoch.values())
-        index = "epoch" if per_epoch else "step"
-        last: dict[float, float] = {}
-        for row in rows:
-            if index in row:
-                last[row[index]] = row[key]
-        xs = sorted(last)
-        out[key] = (index, xs, [last[x] for x in xs])
-    return out
+    return {key: (index, *series_of(history, key, index)) for key in keys
+            for index in [index_of(history, key)]}
+
+
+def index_of(history: list[dict[str, float]], key: str) -> str:
+    """``epoch`` when every row of ``key`` has an epoch and all rows of an epoch one step (a resumed
+    run repeats it), else ``step``."""
+    rows = [row for row in history if key in row]
+    steps_of_epoch: dict[float, set[float | None]] = {}
+    for row in rows:
+        steps_of_epoch.setdefault(row.get("epoch", float("nan")), set()).add(row.get("step"))
+    per_epoch = all("epoch" in row for row in rows) and all(len(s) == 1 for s in steps_of_epoch.values())
+    return "epoch" if per_epoch else "step"
+
+
+def series_of(history: list[dict[str, float]], key: str, index: str) -> tuple[list[float], list[float]]:
+    """(xs, ys) of ``key`` by ``index``, the last value of an x logged twice."""
+    return metric_by_step(history, key, index=index)
+
+
+def chart_series(name: str, xs: list[float], ys: list[float]) -> tuple[dict[str, Any], int]:
+    """A chart's series (at most MAX_POINTS, JSON-safe) and how many logged values a point averages."""
+    xs, ys, k = thin(xs, ys)
+    return {"name": name, "x": xs, "y": [_finite(y) for y in ys]}, k
 
 
 def _chart_order(key: str) -> tuple[int, str]:
@@ -157,12 +165,9 @@ def _chart_order(key: str) -> tuple[int, str]:
 def run_charts(history: list[dict[str, float]]) -> list[Chart]:
     charts = []
     for n, (key, (index, xs, ys)) in enumerate(sorted(history_series(history).items(), key=lambda kv: _chart_order(kv[0]))):
-        xs, ys, k = thin(xs, ys)
-        charts.append(Chart(
-            id=f"chart-{n}", title=key, x=index, smooth=smoothed(key, index) and len(xs) > 20,
-            series=[{"name": key, "x": xs, "y": [_finite(y) for y in ys]}],
-            note=f"means of {k} logged values a point" if k > 1 else "",
-        ))
+        series, k = chart_series(key, xs, ys)
+        charts.append(Chart(id=f"chart-{n}", title=key, x=index, series=[series], smooth=smoothed(key, index, [series]),
+                            note=f"means of {k} logged values a point" if k > 1 else ""))
     return charts
 
 
@@ -242,8 +247,12 @@ def checkpoints(run: Path) -> list[dict[str, Any]]:
     """Every checkpoint of the run with its size, epoch and step (or why it does not load)."""
     rows = []
     for path in sorted((run / "checkpoints").glob("*.ckpt")):
-        row: dict[str, Any] = {"name": path.name, "size": f"{path.stat().st_size / 1e6:.1f} MB",
-                               "saved": datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # replaced by the live run since it was listed
+            continue
+        row: dict[str, Any] = {"name": path.name, "size": f"{stat.st_size / 1e6:.1f} MB",
+                               "saved": datetime.fromtimestamp(stat.st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
                                "epoch": None, "step": None, "problem": ""}
         try:
             checkpoint = read_checkpoint(path)
@@ -268,8 +277,7 @@ def evaluations(run: Path) -> list[dict[str, Any]]:
             if not _scored(eval_dir, run):
                 continue
             metrics = read_metrics(eval_dir)
-            pictures = [Picture(FIGURES.get(p.stem, p.stem), uri, p.name) for p in sorted(eval_dir.glob("*.png"))
-                        if (uri := image_uri(p)) is not None]
+            pictures = pictures_of(sorted(eval_dir.glob("*.png")))
             found.append({"name": eval_dir.name, "path": str(eval_dir),
                           "metrics": {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float, str))},
                           "pictures": pictures})
@@ -290,30 +298,44 @@ def _scored(eval_dir: Path, run: Path) -> bool:
     return False
 
 
+def _figure_order(path: Path) -> tuple[int, str]:
+    """The figures a reader wants first (FIGURES' order), then the others by name."""
+    order = list(FIGURES)
+    return (order.index(path.stem) if path.stem in order else len(order), path.stem)
+
+
+def pictures_of(paths: list[Path]) -> list[Picture]:
+    """The PNGs that decode, captioned (FIGURES' captions, else the file's stem)."""
+    return [Picture(FIGURES.get(p.stem, p.stem), uri, p.name) for p in paths if (uri := image_uri(p)) is not None]
+
+
 def epoch_grids(run: Path, budget: int = GRID_BYTES) -> tuple[list[dict[str, Any]], int]:
     """The validation grids ``samples/epoch_NNN.png`` as [{epoch, uri}], thinned evenly (first and
-    last kept) to about ``budget`` bytes of data URIs, and how many there were. The first grid,
-    drawn by an untrained network, is the noisiest and largest: its size sets how many fit."""
+    last kept) to about ``budget`` bytes of data URIs, and how many there were. The first grid that
+    decodes, drawn by the least trained network, is the noisiest and largest: its size sets how many fit."""
     paths = sorted(p for p in (run / "samples").glob("epoch_*.png") if re.fullmatch(r"epoch_\d+", p.stem))
     total = len(paths)
-    encoded = [uri for uri in (image_uri(p) for p in paths[:1]) if uri is not None]
-    keep = max(2, budget // max(1, len(encoded[0]))) if encoded else total
+    first = next((uri for p in paths if (uri := image_uri(p)) is not None), None)  # the first that decodes
+    keep = max(2, budget // len(first)) if first is not None else 0
     if keep < total:
-        step = (total - 1) / (keep - 1)
-        paths = [paths[round(i * step)] for i in range(keep)]
+        step = (total - 1) / max(1, keep - 1)
+        paths = [paths[round(i * step)] for i in range(keep)] if keep else []
     grids = []
-    for n, path in enumerate(paths):
-        uri = encoded[0] if n == 0 and encoded else image_uri(path)
+    for path in paths:
+        uri = image_uri(path)
         if uri is not None:
             grids.append({"epoch": int(path.stem.removeprefix("epoch_")), "uri": uri})
     return grids, total
 
 
 def _log_tail(run: Path, lines: int = 25) -> str:
-    logs = sorted(run.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    logs = sorted(run.glob("*.log"))
     if not logs:
         return ""
-    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+    try:
+        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def run_page_data(run: Path, config: DictConfig | None = None) -> dict[str, Any]:
@@ -331,10 +353,7 @@ def run_page_data(run: Path, config: DictConfig | None = None) -> dict[str, Any]
     final = image_uri(run / "samples" / "final.png") if (run / "samples" / "final.png").is_file() else None
     if final is None:
         missing.append("no final samples (samples/final.png)")
-    figure_files = {p.stem: p for p in (run / "figures").glob("*.png")}
-    order = list(FIGURES) + sorted(set(figure_files) - set(FIGURES))
-    figures = [Picture(FIGURES.get(stem, stem), uri, figure_files[stem].name) for stem in order
-               if stem in figure_files and (uri := image_uri(figure_files[stem])) is not None]
+    figures = pictures_of(sorted((run / "figures").glob("*.png"), key=_figure_order))
     if not figures:
         missing.append("no figures (figures/*.png)")
     ckpts = checkpoints(run)
@@ -379,16 +398,17 @@ def _axis_value(value: Any) -> float | str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def smoothed(key: str, index: str) -> bool:
-    """Smoothing is for noisy per-step series; a learning rate (LearningRateMonitor's lr-*) is a schedule."""
-    return index == "step" and not key.startswith("lr-")
+def smoothed(key: str, index: str, series: list[dict[str, Any]]) -> bool:
+    """Smoothing is for noisy per-step series of more than 20 points; a learning rate
+    (LearningRateMonitor's lr-*) is a schedule."""
+    return index == "step" and not key.startswith("lr-") and max(len(s["x"]) for s in series) > 20
 
 
 def sweep_page_data(sweep: Path) -> dict[str, Any]:
-    runs = [r for r in find_runs([sweep], finished_only=False) if r != sweep]
+    runs = sweep_jobs(sweep)
     differ, configs = config_differences(runs)
     objective = objective_of(configs)
-    jobs, charts_by_key = [], {}
+    jobs, histories = [], []
     for n, (run, config) in enumerate(zip(runs, configs)):
         metrics = read_metrics(run)
         name = str(run.relative_to(sweep))
@@ -402,15 +422,16 @@ def sweep_page_data(sweep: Path) -> dict[str, Any]:
                         for key, _, fmt in COLUMNS],
             "objective": _finite(metrics[objective]) if isinstance(metrics.get(objective), (int, float)) else None,
         })
-        history, _ = read_history_rows(run)
-        for key, (index, xs, ys) in history_series(history).items():
-            xs, ys, _ = thin(xs, ys)
-            chart = charts_by_key.setdefault(key, Chart(id="", title=key, x=index, smooth=smoothed(key, index)))
-            chart.series.append({"name": name, "x": xs, "y": [_finite(y) for y in ys]})
-    charts = [charts_by_key[k] for k in sorted(charts_by_key, key=_chart_order)]
-    for n, chart in enumerate(charts):
-        chart.id = f"chart-{n}"
-        chart.smooth = chart.smooth and max(len(s["x"]) for s in chart.series) > 20
+        histories.append((name, read_history_rows(run)[0]))
+    keys = sorted({k for _, h in histories for row in h for k in row} - {"epoch", "step"}, key=_chart_order)
+    charts = []
+    for key in keys:
+        logging_jobs = [(name, h) for name, h in histories if any(key in row for row in h)]
+        # per epoch only when every job logged it once an epoch: one x axis for all jobs' lines
+        index = "epoch" if all(index_of(h, key) == "epoch" for _, h in logging_jobs) else "step"
+        series = [chart_series(name, *series_of(h, key, index))[0] for name, h in logging_jobs]
+        charts.append(Chart(id=f"chart-{len(charts)}", title=key, x=index, series=series,
+                            smooth=smoothed(key, index, series)))
     scatter = [{"id": f"scatter-{n}", "setting": key,
                 "points": [{"job": j["name"], "value": _axis_value(j["setting_values"].get(key)),
                             "objective": j["objective"]} for j in jobs if j["objective"] is not None]}
@@ -453,7 +474,8 @@ def _number(value: Any) -> str:
 
 def _script_json(data: Any) -> str:
     """JSON safe inside <script type="application/json">."""
-    return json.dumps(data, default=_plain, allow_nan=False).replace("</", "<\\/")
+    text = json.dumps(data, default=_plain, allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def _plain(value: Any) -> Any:
@@ -480,24 +502,37 @@ def render(kind: str, data: dict[str, Any]) -> str:
     )
 
 
+def looks_like_run(path: Path) -> bool:
+    """A run dir: ``.hydra/config.yaml``, or (``train(cfg)`` called from Python writes no ``.hydra``)
+    ``metrics.json``, a CSV history or checkpoints."""
+    return is_run_dir(path) or (path / "metrics.json").is_file() or (path / "csv").is_dir() or \
+        (path / "checkpoints").is_dir()
+
+
 def write_run_page(run: str | Path, config: DictConfig | None = None) -> Path:
     """``<run>/report.html``. ``config``: the run's, for a run dir without ``.hydra`` (``train(cfg)``
-    called from Python); without either, NotARunError."""
+    called from Python); NotARunError for a folder that holds nothing of a run."""
     run = Path(run)
-    if not is_run_dir(run) and config is None:
-        raise NotARunError(f"{run} is not a run dir (no .hydra/config.yaml)")
+    if not looks_like_run(run) and config is None:
+        raise NotARunError(f"{run} is not a run dir (no .hydra/config.yaml, metrics.json, csv/ or checkpoints/)")
     return write_text(run / PAGE, render("run", run_page_data(run, config)))
 
 
+def sweep_jobs(sweep: Path) -> list[Path]:
+    """The run dirs below ``sweep`` (finished or not), sweep jobs in numeric order."""
+    return [r for r in find_runs([sweep], finished_only=False) if r != sweep]
+
+
 def write_sweep_page(sweep: str | Path) -> Path:
-    """``<sweep>/report.html`` and the page of every job that has none yet."""
+    """``<sweep>/report.html`` and the page of every job that has none yet (a job whose page
+    fails is logged and left without one; the sweep's page is still written)."""
     sweep = Path(sweep)
-    jobs = [r for r in find_runs([sweep], finished_only=False) if r != sweep]
+    jobs = sweep_jobs(sweep)
     if not jobs:
         raise NotARunError(f"{sweep} holds no run dirs (folders with .hydra/config.yaml)")
     for job in jobs:
         if not (job / PAGE).is_file():
-            write_run_page(job)
+            write_page_quietly(job)
     return write_text(sweep / PAGE, render("sweep", sweep_page_data(sweep)))
 
 
@@ -537,4 +572,4 @@ def write_page(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise NotARunError(f"{path} is not a folder")
-    return write_run_page(path) if is_run_dir(path) else write_sweep_page(path)
+    return write_run_page(path) if looks_like_run(path) else write_sweep_page(path)

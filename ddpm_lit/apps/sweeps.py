@@ -105,4 +105,5 @@ def by_epoch(history: list[dict[str, float]], key: str) -> tuple[list[int], list
 def optuna_best(sweep: Path) -> dict[str, Any] | None:
     """Optuna's ``optimization_results.yaml`` of a sweep dir (best_params, best_value), None without one."""
     result = read_yaml(sweep / "optimization_results.yaml")
-    return result if isinstance(result, dict) else None
+    # a multi-objective study writes `solutions` instead: no single best to show
+    return result if isinstance(result, dict) and "best_value" in result else None

@@ -98,7 +98,7 @@ function scatterSpec(item) {
   return {
     title: { text: item.setting, subtitle: `final ${page.objective} of each job`, anchor: "start" },
     width: 500, height: 230,
-    data: { values: item.points.filter((p) => !state.hidden.has(p.job)) },
+    data: { values: item.points.filter((p) => !state.hidden.has(p.job) && (!state.log || p.objective > 0)) },
     mark: { type: "point", filled: true, size: 90 },
     // zoom binds continuous scales only: the objective's, and the setting's when it is a number
     params: [{ name: "zoom", select: { type: "interval", encodings: numeric ? ["x", "y"] : ["y"] }, bind: "scales" }],
@@ -126,13 +126,17 @@ async function draw(id, spec) {
   }
 }
 
-async function drawAll() {
-  const jobs = [
-    ...page.charts.map((chart) => draw(chart.id, lineSpec(chart))),
-    ...(page.scatter || []).map((item) => draw(item.id, scatterSpec(item))),
-  ];
-  await Promise.all(jobs);
-  document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
+// Redraws run one after another: a second click while charts are drawing waits for the first.
+let drawing = Promise.resolve();
+function drawAll() {
+  drawing = drawing.then(async () => {
+    await Promise.all([
+      ...page.charts.map((chart) => draw(chart.id, lineSpec(chart))),
+      ...(page.scatter || []).map((item) => draw(item.id, scatterSpec(item))),
+    ]);
+    document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
+  });
+  return drawing;
 }
 
 document.getElementById("log-scale").addEventListener("change", (event) => {
@@ -184,7 +188,8 @@ for (const table of document.querySelectorAll("table.sortable")) {
       const key = (row) => {
         const text = row.children[column].textContent.trim().replace(/,/g, "");
         const number = Number(text);
-        return text === "" || text === "–" ? null : Number.isNaN(number) ? text : number;
+        if (text === "" || text === "–" || /^[-+]?(nan|inf)/i.test(text)) return null;  // missing: sorted last
+        return Number.isNaN(number) ? text : number;
       };
       const body = table.tBodies[0];
       const rows = [...body.rows].sort((a, b) => {
