@@ -21,6 +21,7 @@ import functools
 import io
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,14 +126,14 @@ def thin(xs: Sequence[float], ys: Sequence[float], limit: int = MAX_POINTS) -> t
 
 
 def _finite(value: float) -> float | None:
-    return value if value == value and abs(value) != float("inf") else None  # JSON has no NaN
+    return value if math.isfinite(value) else None  # JSON has no NaN
 
 
 def history_series(history: list[dict[str, float]]) -> dict[str, tuple[str, list[float], list[float]]]:
     """key → (x column, xs, ys) for every logged series: by epoch when the key is logged once an
     epoch, otherwise by step; the last row of a step or epoch that a resumed run logged twice."""
     keys = sorted({k for row in history for k in row} - {"epoch", "step"})
-    return {key: (index, *series_of(history, key, index)) for key in keys
+    return {key: (index, *metric_by_step(history, key, index=index)) for key in keys
             for index in [index_of(history, key)]}
 
 
@@ -145,11 +146,6 @@ def index_of(history: list[dict[str, float]], key: str) -> str:
         steps_of_epoch.setdefault(row.get("epoch", float("nan")), set()).add(row.get("step"))
     per_epoch = all("epoch" in row for row in rows) and all(len(s) == 1 for s in steps_of_epoch.values())
     return "epoch" if per_epoch else "step"
-
-
-def series_of(history: list[dict[str, float]], key: str, index: str) -> tuple[list[float], list[float]]:
-    """(xs, ys) of ``key`` by ``index``, the last value of an x logged twice."""
-    return metric_by_step(history, key, index=index)
 
 
 def chart_series(name: str, xs: list[float], ys: list[float]) -> tuple[dict[str, Any], int]:
@@ -315,14 +311,19 @@ def epoch_grids(run: Path, budget: int = GRID_BYTES) -> tuple[list[dict[str, Any
     decodes, drawn by the least trained network, is the noisiest and largest: its size sets how many fit."""
     paths = sorted(p for p in (run / "samples").glob("epoch_*.png") if re.fullmatch(r"epoch_\d+", p.stem))
     total = len(paths)
-    first = next((uri for p in paths if (uri := image_uri(p)) is not None), None)  # the first that decodes
+    encoded: dict[Path, str | None] = {}  # each grid encoded once
+    for path in paths:  # up to the first that decodes
+        encoded[path] = image_uri(path)
+        if encoded[path] is not None:
+            break
+    first = next((uri for uri in encoded.values() if uri is not None), None)
     keep = max(2, budget // len(first)) if first is not None else 0
     if keep < total:
         step = (total - 1) / max(1, keep - 1)
         paths = [paths[round(i * step)] for i in range(keep)] if keep else []
     grids = []
     for path in paths:
-        uri = image_uri(path)
+        uri = encoded[path] if path in encoded else image_uri(path)
         if uri is not None:
             grids.append({"epoch": int(path.stem.removeprefix("epoch_")), "uri": uri})
     return grids, total
@@ -429,7 +430,7 @@ def sweep_page_data(sweep: Path) -> dict[str, Any]:
         logging_jobs = [(name, h) for name, h in histories if any(key in row for row in h)]
         # per epoch only when every job logged it once an epoch: one x axis for all jobs' lines
         index = "epoch" if all(index_of(h, key) == "epoch" for _, h in logging_jobs) else "step"
-        series = [chart_series(name, *series_of(h, key, index))[0] for name, h in logging_jobs]
+        series = [chart_series(name, *metric_by_step(h, key, index=index))[0] for name, h in logging_jobs]
         charts.append(Chart(id=f"chart-{len(charts)}", title=key, x=index, series=series,
                             smooth=smoothed(key, index, series)))
     scatter = [{"id": f"scatter-{n}", "setting": key,
