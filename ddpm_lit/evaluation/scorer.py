@@ -1,4 +1,5 @@
-"""Scoring a set of images against MNIST: every metric of ``evaluate.py`` for one image set.
+"""Scoring a set of images against a data set (MNIST, Fashion-MNIST, one's own): every metric of
+``evaluate.py`` for one image set.
 
 ``Scorer`` holds the references (the training set, a fixed subset of it for the
 distribution metrics, and the test set) and the two feature networks; ``score(images)``
@@ -21,8 +22,8 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from ddpm_lit.core.pixels import quantize, to_model_range, to_unit_range
-from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
-from ddpm_lit.evaluation.classifier import MNISTClassifier, load_or_train
+from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource
+from ddpm_lit.evaluation.classifier import FeatureClassifier, load_or_train_for
 from ddpm_lit.evaluation.features import batched_features, cached, fid_from_statistics, fid_statistics, images_key
 from ddpm_lit.evaluation.metrics import (
     class_statistics_from_logits,
@@ -48,16 +49,25 @@ class Timings:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def mnist_references(
-    data_dir: str | Path, download: bool = True, check_md5: bool = True, classifier_epochs: int = 3
-) -> tuple[torch.Tensor, torch.Tensor, MNISTClassifier]:
-    """What a ``Scorer`` compares with: MNIST's training and test images (N, 1, 28, 28) in
-    [−1, 1] and the project's classifier (cached under ``data_dir``; trained when missing)."""
-    raw = ensure_mnist(data_dir, download=download, check_md5=check_md5)
-    train = to_model_range(load_mnist_split(raw, train=True)[0], 28)
-    test = to_model_range(load_mnist_split(raw, train=False)[0], 28)
-    classifier = load_or_train(data_dir, epochs=classifier_epochs, download=False, check_md5=False)  # checked above
+def references(
+    source: DataSource, classifier_epochs: int = 3
+) -> tuple[torch.Tensor, torch.Tensor, FeatureClassifier]:
+    """What a ``Scorer`` compares with: the set's training and test images (N, 1, 28, 28) in
+    [−1, 1] and its evaluation classifier (cached under ``source.data_dir``; trained when missing)."""
+    image_set = source.load()
+    train = to_model_range(image_set.train_images, 28)
+    test = to_model_range(image_set.test_images, 28)
+    checked = DataSource(**{**source.record(), "data_dir": source.data_dir, "download": False, "check_md5": False})
+    classifier = load_or_train_for(checked, epochs=classifier_epochs)  # the files were checked above
     return train, test, classifier
+
+
+def mnist_references(
+    data_dir: str | Path, download: bool = True, check_md5: bool = True, classifier_epochs: int = 3,
+    dataset: str = DEFAULT_DATASET,
+) -> tuple[torch.Tensor, torch.Tensor, FeatureClassifier]:
+    """``references`` of a built-in set (MNIST unless ``dataset`` says otherwise) under ``data_dir``."""
+    return references(DataSource(dataset, str(data_dir), download=download, check_md5=check_md5), classifier_epochs)
 
 
 def _module_key(module: torch.nn.Module) -> str:
@@ -76,12 +86,12 @@ def paired_ssim(a: torch.Tensor, b: torch.Tensor, batch: int = 2000) -> torch.Te
 
 
 class Scorer:
-    """Every sample-quality metric of one image set against MNIST.
+    """Every sample-quality metric of one image set against a data set.
 
     Args:
-        train, test: MNIST's training (60k) and test images, (N, 1, 28, 28) in [−1, 1].
-        classifier: the project's MNIST classifier (features for MNIST-FID, KID, precision,
-            recall; logits for the Inception Score and the class histogram).
+        train, test: the set's training (MNIST: 60k) and test images, (N, 1, 28, 28) in [−1, 1].
+        classifier: the set's evaluation classifier (features for the classifier FID, KID,
+            precision, recall; logits for the Inception Score and the class histogram).
         inception: ``InceptionFeatures`` for the standard FID, or None to skip it.
         reference_size: training images (a fixed random subset, drawn with ``reference_seed``)
             that the distribution metrics compare with; None: all of them. Precision and recall
@@ -128,7 +138,10 @@ class Scorer:
         else:
             self.reference = train[torch.randperm(len(train), generator=gen)[:reference_size].sort().values]
         self._classifier_key = _module_key(self.classifier)
-        self.classifier_id = f"mnist-cnn-{self._classifier_key[:12]}"
+        record = getattr(self.classifier, "record", None) or {}
+        self.dataset = record.get("dataset", DEFAULT_DATASET)
+        self.class_names: list[str] | None = record.get("class_names") or None
+        self.classifier_id = f"{self.dataset.replace('_', '-')}-cnn-{self._classifier_key[:12]}"
         self._ref_features: torch.Tensor | None = None
         self._ref_inception: dict[str, torch.Tensor] | None = None
 
@@ -184,8 +197,8 @@ class Scorer:
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """Metrics of ``images`` (N, 1, 28, 28) in [−1, 1], and per-image values for figures.
 
-        ``labels`` (N,): the digits the images should show (a class-conditional model's, or the
-        test labels); adds the classifier's accuracy on them, overall and per digit.
+        ``labels`` (N,): the classes the images should show (a class-conditional model's, or the
+        test labels); adds the classifier's accuracy on them, overall and per class.
         ``cache``: keep this set's features on disk too (for fixed sets such as the test images).
         ``test_indices``: when the images are test images, their indices in ``test``, so that
         the report's SSIM never pairs an image with itself.
