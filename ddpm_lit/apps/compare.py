@@ -25,12 +25,14 @@ import torch
 from ddpm_lit.apps.loading import load_module, resolve_device
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
+from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource
 from ddpm_lit.evaluation.inception import InceptionFeatures
-from ddpm_lit.evaluation.scorer import Scorer, mnist_references
+from ddpm_lit.evaluation.scorer import Scorer, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write, write_text
+from ddpm_lit.training.base import DATASET_KEY
 from ddpm_lit.training.checkpointing import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def markdown_table(results: dict[str, Any], fid: bool) -> str:
         lines += ["| model | checkpoint | training |", "|---|---|---|"]
         lines += [f"| {name} | `{m['ckpt']}` | {m['describe']} |" for name, m in models.items()]
         lines.append("")
-    header = ["model", "sampler", "steps", "guidance", "MNIST-FID"] + (["FID"] if fid else []) + ["accuracy", "sampling (s)"]
+    header = ["model", "sampler", "steps", "guidance", f"{results.get('dataset_title', 'MNIST')}-FID"] + (["FID"] if fid else []) + ["accuracy", "sampling (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in results.get("cells", {}).values():
         row = [cell["model"], cell["sampler"], str(cell["steps"])]
@@ -162,6 +164,16 @@ def _check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Path], 
     except ValueError:
         raise SystemExit(f"--guidance takes comma-separated numbers, got {args.guidance!r}") from None
     return models, raw_models, scales
+
+
+def _data_source(checkpoints: list[Path], data_dir: Path) -> DataSource:
+    """The set every checkpoint was trained on (their record; none: MNIST), or SystemExit when they differ:
+    one table scores every model against one set."""
+    records = {str(c): read_checkpoint(c).get(DATASET_KEY) or {"dataset": DEFAULT_DATASET} for c in checkpoints}
+    if len({r["dataset"] for r in records.values()}) > 1:
+        raise SystemExit("the models were trained on different data sets, and a table scores them against one: "
+                         + ", ".join(f"{c}: {r['dataset']}" for c, r in records.items()))
+    return DataSource.from_record(next(iter(records.values())), data_dir)
 
 
 def _open_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +244,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results_path = out / "results.json"
     results = _open_results(results_path, {"num_samples": args.num_samples, "seed": args.seed,
                                            "reference_size": args.reference_size})
-    train, test, classifier = mnist_references(Path(args.data_dir))
+    source = _data_source([*models.values(), *raw_models.values()], Path(args.data_dir))
+    results.setdefault("dataset_title", source.title)
+    train, test, classifier = references(source)
     inception = None if args.no_fid else InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
     scorer = Scorer(
         train, test, classifier, inception, reference_size=args.reference_size,

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.apps.config import build_dict
 from ddpm_lit.apps.dashboard import run_of, write_page_quietly
-from ddpm_lit.apps.figures import bound_terms_figure, nearest_neighbour_figure, ssim_histogram
+from ddpm_lit.apps.figures import bound_terms_figure, class_histogram, nearest_neighbour_figure, ssim_histogram
 from ddpm_lit.apps.loading import (
     check_sampling,
     guidance_used,
@@ -30,9 +30,10 @@ from ddpm_lit.apps.loading import (
 from ddpm_lit.apps.loggers import close_loggers, open_loggers
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.data.sets import DataSource
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.evaluation.inception import InceptionFeatures
-from ddpm_lit.evaluation.scorer import Scorer, Timings, mnist_references
+from ddpm_lit.evaluation.scorer import Scorer, Timings, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.io import atomic_write, write_text
@@ -70,8 +71,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     timings = Timings()
     module, ema, samples = _inputs(cfg, device)  # what can be wrong is checked before anything long runs
     inception = InceptionFeatures(batch_size=cfg.fid.batch_size) if cfg.fid.enabled else None
-    train, test, classifier = mnist_references(Path(cfg.data.data_dir), cfg.data.download, cfg.data.check_md5,
-                                               cfg.classifier.epochs)
+    source = data_source(cfg, module)
+    train, test, classifier = references(source, cfg.classifier.epochs)
     wandb_mode = os.environ.get("WANDB_MODE")
     loggers = open_loggers(build_dict(cfg.get("logger")))
     try:
@@ -94,12 +95,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             with timings("nll"):
                 results["nll"] = _bound(cfg, module, test, device, out_dir)
         ssim_histogram(per_image, out_dir / "ssim_histogram.png")
+        class_histogram(results, scorer.class_names, source.title, out_dir / "class_histogram.png")
         nearest_neighbour_figure(
             samples, train, per_image["samples"]["nn_train_index"], per_image["samples"]["nn_train_distance"],
             out_dir / "nearest_training.png",
         )
         results["timings"] = dict(timings.seconds)
         results["source"] = _source(cfg, module, ema, len(train), scorer.classifier_id, inception, device)
+        results["source"].update(dataset=source.dataset, dataset_title=source.title, class_names=scorer.class_names,
+                                 classifier_test_accuracy=classifier.record.get("test_accuracy"))
         write_text(out_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
         write_text(out_dir / "report.md", markdown_report(results))
         log.info("metrics and report written to %s", out_dir)
@@ -120,10 +124,43 @@ def _inputs(cfg: DictConfig, device: torch.device) -> tuple[Any, bool, torch.Ten
         raise DataError(f"{cfg.samples_path}: scoring needs at least 4 images, the file has {len(samples)}")
     if module is not None:
         if tuple(module.image_shape) != (1, 28, 28):
-            raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 MNIST, the model draws {module.image_shape}")
+            raise DataError(f"{cfg.ckpt_path}: evaluation compares with 28×28 grayscale images, the model draws "
+                            f"{module.image_shape}")
         check_likelihood(cfg, module)
         check_sampling(cfg, module)
     return module, ema, samples
+
+
+def data_source(cfg: DictConfig, module: Any) -> DataSource:
+    """The set the images are scored against: ``data=`` when given, else the checkpoint's, or for
+    a samples file the one its ``sample.json`` (sample.py) names (MNIST for a file without one or a
+    checkpoint that predates the record). Images scored against another set than their model's
+    are refused unless ``allow_other_dataset=true``."""
+    trained_on = getattr(module, "trained_on", None) if module is not None else _samples_dataset(cfg.samples_path)
+    data = cfg.get("data")
+    if data is None:
+        return DataSource.from_record(trained_on, cfg.paths.data_dir)
+    keys = ("dataset", "data_dir", "images", "labels", "test_images", "test_labels", "download", "check_md5")
+    given = {k: data.get(k) for k in keys if data.get(k) is not None}
+    names = data.get("class_names")
+    source = DataSource(**given, class_names=tuple(names) if names is not None else None)
+    if trained_on is not None and trained_on.get("dataset") != source.dataset and not cfg.get("allow_other_dataset"):
+        raise ConfigError(f"{cfg.ckpt_path or cfg.samples_path} was trained on {trained_on.get('dataset')}; data={source.dataset} would "
+                          f"score it against another set: drop data= (it scores against {trained_on.get('dataset')}), "
+                          "or allow_other_dataset=true")
+    return source
+
+
+def _samples_dataset(samples_path: str | None) -> dict[str, Any] | None:
+    """The data set recorded in the ``sample.json`` beside a samples file, or None."""
+    info = Path(samples_path).parent / "sample.json" if samples_path else None
+    if info is None or not info.is_file():
+        return None
+    try:
+        record = json.loads(info.read_text()).get("dataset")
+    except (ValueError, AttributeError):  # not the JSON sample.py writes: no record
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("dataset"), str) else None
 
 
 def likelihood_of(module: Any) -> str | None:
@@ -232,20 +269,42 @@ def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
 # ---- the markdown report ------------------------------------------------------------------
 ROWS = (
     ("fid", "FID (TF-Inception-v3)", "{:.2f}"),
-    ("mnist_fid", "MNIST-FID (classifier features)", "{:.3f}"),
+    ("mnist_fid", "{title}-FID (classifier features)", "{:.3f}"),
     ("kid", "KID (classifier features)", "{:.4f}"),
     ("precision", "precision (k = 3)", "{:.3f}"),
     ("recall", "recall (k = 3)", "{:.3f}"),
     ("inception_score", "classifier Inception Score (max 10)", "{:.3f}"),
-    ("class_accuracy", "classifier accuracy on the requested digits", "{:.3f}"),
+    ("class_accuracy", "classifier accuracy on the requested classes", "{:.3f}"),
     ("class_entropy", "class-histogram entropy (nats, uniform 2.303)", "{:.3f}"),
     ("min_class_share", "smallest class share (uniform 0.1)", "{:.3f}"),
-    ("classes_present", "digits present (≥ 2 % of the images)", "{:d}"),
+    ("classes_present", "classes present (≥ 2 % of the images)", "{:d}"),
     ("nn_train_distance_mean", "mean distance to nearest training image", "{:.3f}"),
     ("nn_train_distance_median", "median distance to nearest training image", "{:.3f}"),
     ("ssim", "SSIM vs random test image (report's protocol)", "{:.3f}"),
     ("nn_train_ssim", "SSIM vs closest training image", "{:.3f}"),
 )
+
+
+def class_table(samples: dict[str, Any], test: dict[str, Any] | None, class_names: list[str] | None) -> list[str]:
+    """The share of each class among the samples (and test images) and, for a conditional model,
+    the classifier's accuracy on each requested class, by name."""
+    shares = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in samples.items() if k.startswith("class_share_"))
+    if not shares:
+        return []
+    per_class = samples.get("class_accuracy_per_digit") or {}
+    header = "| class | share of samples |" + (" share of test images |" if test else "") + (" accuracy |" if per_class else "")
+    lines = ["", "Classes as the data set's classifier sees them:", "", header,
+             "|---|---:|" + ("---:|" if test else "") + ("---:|" if per_class else "")]
+    for c, share in shares:
+        name = class_names[c] if class_names and c < len(class_names) else str(c)
+        row = f"| {c}: {name} | {share:.3f} |"
+        if test:
+            row += f" {test.get(f'class_share_{c}', float('nan')):.3f} |"
+        if per_class:
+            acc = per_class.get(str(c))
+            row += f" {acc:.3f} |" if acc is not None else " – |"
+        lines.append(row)
+    return lines
 
 
 def markdown_report(results: dict[str, Any]) -> str:
@@ -267,9 +326,10 @@ def markdown_report(results: dict[str, Any]) -> str:
         "| metric | samples | real test images |" if test else "| metric | samples |",
         "|---|---|---|" if test else "|---|---|",
     ]
+    title = src.get("dataset_title") or "MNIST"
     for key, label, fmt in ROWS:
         if key in samples:
-            row = f"| {label} | {fmt.format(samples[key])} |"
+            row = f"| {label.format(title=title)} | {fmt.format(samples[key])} |"
             if test:
                 row += f" {fmt.format(test[key]) if key in test else '–'} |"
             lines.append(row)
@@ -290,9 +350,11 @@ def markdown_report(results: dict[str, Any]) -> str:
             f"L_T = {nll['prior_bpd']:.2e}, L_0 = {nll['l0_bpd']:.3f}, the KL term at t = T "
             f"{nll['last_step_bpd']:.3f}).",
         ]
+    lines += class_table(samples, test, src.get("class_names"))
     lines += ["", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in results["timings"].items()]
-    lines += ["", "![samples](grid.png)", "", "![SSIM](ssim_histogram.png)", "", "![nearest](nearest_training.png)"]
+    lines += ["", "![samples](grid.png)", "", "![classes](class_histogram.png)", "", "![SSIM](ssim_histogram.png)", "",
+              "![nearest](nearest_training.png)"]
     if "nll" in results and results["nll"].get("bound") == "ddpm":
         lines += ["", "![bound](bound_terms.png)"]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -51,6 +52,41 @@ def ssim_histogram(values: dict[str, dict[str, torch.Tensor]], path: str | Path)
         ax.set_xlabel("SSIM")
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def class_histogram(results: dict[str, Any], class_names: list[str] | None, dataset: str, path: str | Path) -> Path:
+    """Bars of each class's share of the samples (and of the real test images, when scored) as
+    the data set's classifier assigns them, labelled with the class names; the per-class
+    accuracy of a conditional model's samples above its bars.
+
+    results: evaluate.py's metrics, ``{"samples": {"class_share_0": ..., ...}, "test": {...}}``.
+    """
+    sets = {name: results[name] for name in ("samples", "test") if isinstance(results.get(name), dict)}
+    k = sum(1 for key in sets["samples"] if key.startswith("class_share_"))
+    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in range(k)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * k + 2), 3.8))
+    width = 0.8 / len(sets)
+    for j, (name, metrics) in enumerate(sets.items()):
+        shares = [metrics.get(f"class_share_{c}", float("nan")) for c in range(k)]
+        bars = ax.bar([c + (j - (len(sets) - 1) / 2) * width for c in range(k)], shares, width,
+                      label="samples" if name == "samples" else "real test images")
+        per_class = metrics.get("class_accuracy_per_digit") if name == "samples" else None
+        if per_class:
+            for c, bar in enumerate(bars):
+                if str(c) in per_class:
+                    ax.annotate(f"{per_class[str(c)]:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                ha="center", va="bottom", fontsize=7)
+    ax.axhline(1 / k, color="grey", linestyle=":", linewidth=1, label=f"uniform (1/{k})")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels(names, rotation=30 if max(map(len, names)) > 3 else 0, ha="right" if max(map(len, names)) > 3 else "center")
+    ax.set_ylabel("share of images")
+    title = f"Classes as the {dataset} classifier sees them"
+    if any(m.get("class_accuracy_per_digit") for m in sets.values()):
+        title += " (% above a bar: accuracy on the class asked for)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 

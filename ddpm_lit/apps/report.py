@@ -75,7 +75,7 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
             epochs, values = by_epoch(history, "val/fid")
             if values:
                 ax.plot(epochs, values, "o-", markersize=3, label=_label(run, config, differ))
-        ax.set_title("val/fid per epoch (MNIST-FID of the validation samples)")
+        ax.set_title("val/fid per epoch (classifier FID of the validation samples)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("val/fid")

@@ -80,6 +80,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         "n": cfg.n,
         "seed": cfg.seed,
         "family": getattr(module, "family", None),
+        "dataset": getattr(module, "trained_on", None),  # evaluate.py samples_path= scores against this set
         "sampler": OmegaConf.to_container(cfg.sampler) if options else None,
         "digits": labels.tolist() if labels is not None else None,
         "guidance_scale": guidance_used(module, cfg.get("guidance_scale")),

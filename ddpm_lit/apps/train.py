@@ -31,13 +31,14 @@ from ddpm_lit.apps.loggers import (
     quiet_lightning_warnings,
 )
 from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
+from ddpm_lit.data.sets import DEFAULT_DATASET
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
-from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
+from ddpm_lit.training.base import DATASET_KEY, MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
         for stale in remove_partial_files(out):  # a write (checkpoint, figure, ...) the last run was killed in
             log.info("removed %s, half-written when the run was killed", stale)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
+    model.allow_other_dataset = bool(cfg.get("allow_other_dataset", False))
     if ckpt_path is not None:
         _check_same_model(ckpt_path, model)
+        _check_same_dataset(ckpt_path, datamodule, model.allow_other_dataset)
     # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
     datamodule.prepare_data()
     wandb_mode = os.environ.get("WANDB_MODE")
@@ -220,7 +223,9 @@ def describe_start(
         expected = f"{length}; the progress bar shows the rate (time_budget_minutes sets a wall-clock limit)"
     lines = [
         f"run dir:   {out}" + (f" (continuing {ckpt_path})" if ckpt_path else ""),
-        f"data:      {data._target_.rsplit('.', 1)[-1]} from {data.data_dir}, batch {data.batch_size}{limit}",
+        f"data:      {data.get('dataset') or data._target_.rsplit('.', 1)[-1]}"
+        + (f" from {data.images}" if data.get("images") else f" from {data.data_dir}")
+        + f", batch {data.batch_size}{limit}",
         f"model:     {params / 1e6:.2f} M parameters, {model.describe()}",
         f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}",
         f"expected:  {expected}",
@@ -293,6 +298,19 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
         details = "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ)
         raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({details}); "
                           "resume with the overrides the run was started with")
+
+
+def _check_same_dataset(ckpt_path: str, datamodule: Any, allowed: bool) -> None:
+    """A run continues on the data set it was trained on (the module checks again at fit start,
+    for fits that do not come through here); said before any data is fetched."""
+    source = getattr(datamodule, "source", None)
+    if source is None or allowed:
+        return
+    trained_on = read_checkpoint(ckpt_path).get(DATASET_KEY, {"dataset": DEFAULT_DATASET})
+    if trained_on.get("dataset") != source.dataset:
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained on {trained_on.get('dataset')}, the config's data is "
+                          f"{source.dataset}: data={trained_on.get('dataset')}, or allow_other_dataset=true to go on "
+                          "with another set")
 
 
 def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:

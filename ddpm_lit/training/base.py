@@ -1,5 +1,5 @@
 """What every model family's LightningModule shares: the validation hook that samples and scores
-(SSIM, nearest-neighbour SSIM, MNIST-FID, the sample grid), the parts built from Hydra specs, and
+(SSIM, nearest-neighbour SSIM, the classifier FID of the data set, the sample grid), the parts built from Hydra specs, and
 the checkpoint's record of the class that loads it.
 
 A family (``DDPMModule``, ``VAEModule``, ``GANModule``) subclasses ``GenerativeModule`` and gives
@@ -22,7 +22,9 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from tqdm.auto import tqdm
 
 from ddpm_lit.core.pixels import to_unit_range
-from ddpm_lit.evaluation.classifier import classifier_features, load_or_train
+from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource
+from ddpm_lit.errors import DataError
+from ddpm_lit.evaluation.classifier import classifier_features, load_or_train_for
 from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.generation.files import save_grid
@@ -37,6 +39,8 @@ SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
 NOISE_SEED_KEY = "noise_seed"
 # Where it keeps the count of training batches done, the step of the loggers' history.
 BATCHES_KEY = "training_batches"
+# Where it records the data set it was trained on (``DataSource.record()``; absent: MNIST).
+DATASET_KEY = "dataset"
 # The hook's settings, shared by every family, with the smallest value each may take.
 HOOK_SETTINGS = {"sample_every_n_epochs": 0, "num_val_samples": 1, "nn_reference_size": 1, "fid_reference_size": 2}
 
@@ -92,7 +96,7 @@ class GenerativeModule(L.LightningModule):
     every ``sample_every_n_epochs`` epochs (and at the last), ``num_val_samples`` images drawn
     with the seed ``val_seed`` are scored (``val/ssim``, the report's SSIM against test images;
     ``val/nn_ssim`` against the most similar of ``nn_reference_size`` validation images;
-    ``val/fid``, the MNIST-FID against ``fid_reference_size`` of them, when ``val_fid``) and
+    ``val/fid``, the classifier FID (MNIST-FID on MNIST) against ``fid_reference_size`` of them, when ``val_fid``) and
     saved as ``samples/epoch_NNN.png`` (and to W&B / TensorBoard)."""
 
     family: ClassVar[str] = ""
@@ -133,11 +137,44 @@ class GenerativeModule(L.LightningModule):
         if self.noise_seed is not None:
             checkpoint[NOISE_SEED_KEY] = self.noise_seed
         checkpoint[BATCHES_KEY] = self._batches_done
+        if self.trained_on is not None:
+            checkpoint[DATASET_KEY] = self.trained_on
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if NOISE_SEED_KEY in checkpoint:
             self.noise_seed = int(checkpoint[NOISE_SEED_KEY])
         self._batches_done = checkpoint.get(BATCHES_KEY)
+        self.trained_on = checkpoint.get(DATASET_KEY, {"dataset": DEFAULT_DATASET})
+
+    # ---- the data set ---------------------------------------------------------------------
+    # The data set the weights were trained on (``DataSource.record()``): from the checkpoint,
+    # then the datamodule's at fit start. A fit on another set than the checkpoint's is refused
+    # unless ``allow_other_dataset`` (train.py's ``allow_other_dataset=true``).
+    trained_on: dict[str, Any] | None = None
+    allow_other_dataset: bool = False
+
+    def _check_dataset(self, datamodule: Any) -> None:
+        """Refuse a datamodule whose set is not the checkpoint's (unless allowed), a conditional
+        model on a set without labels or with another number of classes, and ``val_fid`` without
+        labels (its classifier needs them); then record the set."""
+        source = getattr(datamodule, "source", None)
+        if source is None:  # a datamodule of another kind: nothing to check against
+            return
+        record = source.record()
+        if self.trained_on is not None and self.trained_on.get("dataset") != record["dataset"] and not self.allow_other_dataset:
+            raise DataError(
+                f"the checkpoint was trained on {self.trained_on.get('dataset')}, the data now is {record['dataset']}: "
+                f"use data={self.trained_on.get('dataset')} (or the data settings it was trained with), "
+                "or allow_other_dataset=true to go on with another set")
+        image_set = getattr(datamodule, "image_set", None)
+        if image_set is not None:
+            if self.num_classes is not None and image_set.num_classes != self.num_classes:
+                have = "has no labels" if image_set.num_classes is None else f"has {image_set.num_classes} classes"
+                raise DataError(f"the model is conditional on {self.num_classes} classes, but {source.title} {have}")
+            if self.hparams.get("val_fid") and self.hparams.get("sample_every_n_epochs") and not image_set.labelled:
+                raise DataError(f"model.val_fid=true needs a labelled set (its feature classifier); {source.title} "
+                                "has no labels: model.val_fid=false")
+        self.trained_on = record
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._batches_done = (self._batches_done or 0) + 1
@@ -169,6 +206,7 @@ class GenerativeModule(L.LightningModule):
         # Load (or train, once) the val/fid classifier now: validation runs without gradients,
         # and a missing classifier is better found before the first epoch than after it.
         datamodule = getattr(self.trainer, "datamodule", None)
+        self._check_dataset(datamodule)
         if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "data_dir"):
             if self.trainer.is_global_zero:
                 self._feature_classifier(datamodule)
@@ -212,7 +250,8 @@ class GenerativeModule(L.LightningModule):
         return metrics
 
     def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
-        """MNIST-FID of ``samples`` (in [−1, 1]) against the validation reference, in classifier features."""
+        """The classifier FID (MNIST-FID on MNIST) of ``samples`` (in [−1, 1]) against the validation
+        reference, in the features of the data set's classifier."""
         classifier = self._feature_classifier(datamodule).to(self.device).eval()
         if self._fid_reference is None:
             ref = datamodule.reference_images("val", self.hparams.fid_reference_size, seed=self.hparams.val_seed)
@@ -222,12 +261,15 @@ class GenerativeModule(L.LightningModule):
         return fid_from_statistics(self._fid_reference, fid_statistics(features))
 
     def _feature_classifier(self, datamodule: Any) -> torch.nn.Module:
-        """The project's MNIST classifier, whose features give ``val/fid`` (cached under the
+        """The data set's evaluation classifier, whose features give ``val/fid`` (cached under the
         datamodule's ``data_dir``; trained once, in about 2 minutes on 2 cores, when missing)."""
         if self._classifier is None:
-            hp = getattr(datamodule, "hparams", {})
-            self._classifier = (load_or_train(datamodule.data_dir, download=hp.get("download", True),
-                                              check_md5=hp.get("check_md5", True)),)
+            source = getattr(datamodule, "source", None)
+            if source is None:  # a datamodule of another kind, with MNIST's data_dir
+                hp = getattr(datamodule, "hparams", {})
+                source = DataSource(DEFAULT_DATASET, str(datamodule.data_dir), download=hp.get("download", True),
+                                    check_md5=hp.get("check_md5", True))
+            self._classifier = (load_or_train_for(source),)
         return self._classifier[0]
 
     def _reference_batch(self, datamodule: Any, split: str, n: int) -> torch.Tensor:

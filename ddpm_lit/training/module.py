@@ -126,7 +126,7 @@ class DDPMModule(GenerativeModule):
         clip_denoised: clip the predicted x0 to [−1, 1] while sampling.
         val_seed: seed of the validation noise, timesteps and samples, so epochs compare.
         nn_reference_size: validation images searched for each sample's nearest neighbour.
-        val_fid: also log ``val/fid``, the MNIST-FID (classifier features) of the K samples
+        val_fid: also log ``val/fid``, the classifier FID (MNIST-FID on MNIST) of the K samples
             against ``fid_reference_size`` validation images; needs a datamodule with
             ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
         channels_last: keep the network's conv weights (and so its activations) in NHWC order.
