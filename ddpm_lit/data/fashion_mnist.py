@@ -8,15 +8,13 @@ copy of the genuine files that Debian's ``dataset-fashion-mnist`` package instal
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import shutil
 from pathlib import Path
 
 from torchvision.datasets import FashionMNIST
 
-from ddpm_lit.data.files import IdxFiles, check_files, ensure_files
+from ddpm_lit.data.files import IdxFiles, check_files, ensure_files, fetch_with_torchvision
 from ddpm_lit.errors import DataError
 from ddpm_lit.io import atomic_write
 
@@ -39,9 +37,7 @@ def check_fashion_mnist_files(raw_dir: Path, check_md5: bool = True) -> dict[str
 
 
 def _fetch_torchvision(root: Path) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        for train in (True, False):
-            FashionMNIST(str(root), train=train, download=True)
+    fetch_with_torchvision(FashionMNIST, root)
 
 
 def _fetch_debian(raw_dir: Path, source_dir: Path | None = None) -> None:

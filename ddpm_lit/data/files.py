@@ -8,7 +8,9 @@ instead of an error from deep inside a reader.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +39,14 @@ def file_digest(path: str | Path, algorithm: str = "md5") -> str:
 
 def md5sum(path: Path) -> str:
     return file_digest(path, "md5")
+
+
+def fetch_with_torchvision(dataset_class: Callable[..., object], root: Path) -> None:
+    """Both splits of a torchvision data set (``MNIST``, ``FashionMNIST``) downloaded into
+    ``root/<its folder>/raw``, its progress output silenced."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for train in (True, False):
+            dataset_class(str(root), train=train, download=True)
 
 
 def idx_problem(path: Path, magic: int | None = None) -> str | None:

