@@ -111,7 +111,9 @@ def test_a_checkpoint_written_by_the_earlier_version_draws_the_same_images() -> 
     loaded = DDPMModule.load_from_checkpoint(path, weights_only=False).eval()
     assert loaded.hparams.net["_target_"] == "ddpm_lit.nets.unet.UNet" and loaded.hparams.optimizer["lr"] == 0.0002
     drawn = loaded.sample(4, generator=torch.Generator().manual_seed(0), steps=5)
-    assert torch.equal(drawn, torch.load(path, weights_only=False)["samples_seed0_steps5"])
+    # equal up to float rounding: CPUs differ in the last bits of their convolution kernels (an AMD EPYC
+    # differs from the machine that drew them by < 1e-6); wrong weights or maths differ by O(1)
+    torch.testing.assert_close(drawn, torch.load(path, weights_only=False)["samples_seed0_steps5"], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["os.system", "torch.nn.Linear", "ddpm_lit.nets.unet.UNet"])
