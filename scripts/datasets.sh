@@ -6,7 +6,7 @@
 # as many real test images scored the same way (the floor at this N). The conditional model is
 # scored with guidance w = 1 (none) and w = GUIDANCE, with the classifier's accuracy per class.
 #   bash scripts/datasets.sh [N]        # N defaults to 1000
-# Runs go to outputs/datasets/<name>/{train,eval*}; finished ones (a metrics.json) are reused; the
+# Runs go to outputs/datasets/<name>/{train,eval*,sample_w*}; finished ones (a metrics.json) are reused; the
 # table is printed at the end and written to outputs/datasets/table.md.
 set -euo pipefail
 N=${1:-1000}
@@ -39,6 +39,11 @@ score mnist eval
 score fashion_mnist eval
 score fashion_mnist_cond eval_w1 guidance_scale=1
 score fashion_mnist_cond eval guidance_scale="$GUIDANCE"
+# the conditional model's grid: one class per column (T-shirt/top ... Ankle boot), 8 draws of each
+if [[ ! -f $ROOT/fashion_mnist_cond/sample_w$GUIDANCE/samples.png ]]; then
+  python sample.py ckpt_path="$ROOT/fashion_mnist_cond/train/checkpoints/last.ckpt" n=80 nrow=10 \
+    guidance_scale="$GUIDANCE" sampler.steps=100 trajectory=0 hydra.run.dir="$ROOT/fashion_mnist_cond/sample_w$GUIDANCE"
+fi
 python - "$ROOT" <<'PY'
 import json, sys
 from pathlib import Path
