@@ -25,14 +25,14 @@ import torch
 from ddpm_lit.apps.loading import load_module, resolve_device
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
-from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource
+from ddpm_lit.data.sets import DataSource
 from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write, write_text
-from ddpm_lit.training.base import DATASET_KEY
+from ddpm_lit.training.base import recorded_dataset
 from ddpm_lit.training.checkpointing import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def _check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Path], 
 def _data_source(checkpoints: list[Path], data_dir: Path) -> DataSource:
     """The set every checkpoint was trained on (their record; none: MNIST), or SystemExit when they differ:
     one table scores every model against one set."""
-    records = {str(c): read_checkpoint(c).get(DATASET_KEY) or {"dataset": DEFAULT_DATASET} for c in checkpoints}
+    records = {str(c): recorded_dataset(read_checkpoint(c)) for c in checkpoints}
     if len({r["dataset"] for r in records.values()}) > 1:
         raise SystemExit("the models were trained on different data sets, and a table scores them against one: "
                          + ", ".join(f"{c}: {r['dataset']}" for c, r in records.items()))

@@ -31,14 +31,13 @@ from ddpm_lit.apps.loggers import (
     quiet_lightning_warnings,
 )
 from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
-from ddpm_lit.data.sets import DEFAULT_DATASET
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
-from ddpm_lit.training.base import DATASET_KEY, MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class
+from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class, recorded_dataset
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
 
 log = logging.getLogger(__name__)
@@ -306,7 +305,7 @@ def _check_same_dataset(ckpt_path: str, datamodule: Any, allowed: bool) -> None:
     source = getattr(datamodule, "source", None)
     if source is None or allowed:
         return
-    trained_on = read_checkpoint(ckpt_path).get(DATASET_KEY, {"dataset": DEFAULT_DATASET})
+    trained_on = recorded_dataset(read_checkpoint(ckpt_path))
     if trained_on.get("dataset") != source.dataset:
         raise ConfigError(f"ckpt_path={ckpt_path} was trained on {trained_on.get('dataset')}, the config's data is "
                           f"{source.dataset}: data={trained_on.get('dataset')}, or allow_other_dataset=true to go on "

@@ -41,6 +41,12 @@ NOISE_SEED_KEY = "noise_seed"
 BATCHES_KEY = "training_batches"
 # Where it records the data set it was trained on (``DataSource.record()``; absent: MNIST).
 DATASET_KEY = "dataset"
+
+
+def recorded_dataset(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The data set a checkpoint records (``DataSource.record()``); MNIST for one written before
+    checkpoints recorded it."""
+    return checkpoint.get(DATASET_KEY) or {"dataset": DEFAULT_DATASET}
 # The hook's settings, shared by every family, with the smallest value each may take.
 HOOK_SETTINGS = {"sample_every_n_epochs": 0, "num_val_samples": 1, "nn_reference_size": 1, "fid_reference_size": 2}
 
@@ -144,7 +150,7 @@ class GenerativeModule(L.LightningModule):
         if NOISE_SEED_KEY in checkpoint:
             self.noise_seed = int(checkpoint[NOISE_SEED_KEY])
         self._batches_done = checkpoint.get(BATCHES_KEY)
-        self.trained_on = checkpoint.get(DATASET_KEY, {"dataset": DEFAULT_DATASET})
+        self.trained_on = recorded_dataset(checkpoint)
 
     # ---- the data set ---------------------------------------------------------------------
     # The data set the weights were trained on (``DataSource.record()``): from the checkpoint,
