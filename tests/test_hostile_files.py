@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -192,6 +192,12 @@ def test_the_sampling_checks_pass_exactly_the_valid_settings(name, steps, guidan
     assert valid, (name, steps, guidance, conditional)
 
 
+def _literal(value):
+    """``value`` as a config must hold it to mean that very string: ``${`` escaped (``\\${``), as a
+    user writes a literal ``${`` in a YAML file or an override."""
+    return value.replace("${", "\\${") if isinstance(value, str) else value
+
+
 @settings(max_examples=200, deadline=None)
 @given(budget=values, max_time=st.one_of(st.none(), st.just("00:00:10:00")))
 def test_the_time_budget_check_passes_exactly_the_valid_budgets(budget, max_time) -> None:
@@ -200,12 +206,34 @@ def test_the_time_budget_check_passes_exactly_the_valid_budgets(budget, max_time
     from ddpm_lit.apps.train import check_time_budget
     from ddpm_lit.errors import ConfigError
 
-    cfg = OmegaConf.create({"time_budget_minutes": budget, "trainer": {"max_time": max_time}})
+    cfg = OmegaConf.create({"time_budget_minutes": _literal(budget), "trainer": {"max_time": max_time}})
+    assume(not isinstance(budget, str) or cfg.time_budget_minutes == budget)  # the escape keeps every drawn string
     positive = isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0
     valid = budget is None or (positive and max_time is None)
     try:
         check_time_budget(cfg)
-    except ConfigError:
-        assert not valid
+    except ConfigError as e:
+        assert not valid and "\n" not in str(e)
         return
     assert valid, (budget, max_time)
+
+
+@pytest.mark.parametrize("budget", ["${0", "${", "${oc.env:DDPM_LIT_UNSET_VARIABLE}", "${no.such.key}",
+                                    "${oc.decode:${no.such.key}}"])
+def test_a_budget_that_does_not_parse_or_resolve_is_one_config_error(budget, monkeypatch) -> None:
+    """The strings that drew a grammar error from OmegaConf, and interpolations that cannot be
+    resolved (``python train.py 'time_budget_minutes=${oc.env:UNSET}'``): one line naming the value."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import GrammarParseError
+
+    from ddpm_lit.apps.train import check_time_budget
+    from ddpm_lit.errors import ConfigError
+
+    monkeypatch.delenv("DDPM_LIT_UNSET_VARIABLE", raising=False)
+    try:
+        cfg = OmegaConf.create({"time_budget_minutes": budget, "trainer": {"max_time": None}})
+    except GrammarParseError:  # OmegaConf refuses it on assignment: the config holds it escaped, as a literal
+        cfg = OmegaConf.create({"time_budget_minutes": _literal(budget), "trainer": {"max_time": None}})
+    with pytest.raises(ConfigError, match=r"time_budget_minutes must be a positive number or null, got '\$\{") as e:
+        check_time_budget(cfg)
+    assert "\n" not in str(e.value)

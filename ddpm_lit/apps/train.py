@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
 from ddpm_lit.apps.config import build, build_dict
@@ -31,7 +32,7 @@ from ddpm_lit.apps.loggers import (
     quiet_lightning_warnings,
 )
 from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
-from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.errors import ConfigError, DataError, first_line
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
@@ -154,7 +155,12 @@ def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
 
 def check_time_budget(cfg: DictConfig) -> None:
     """Refuse a bad ``time_budget_minutes`` before any data is fetched or logger run opened."""
-    budget = cfg.get("time_budget_minutes")
+    try:
+        budget = cfg.get("time_budget_minutes")
+    except OmegaConfBaseException as e:  # an interpolation that does not parse or resolve (${0, ${oc.env:UNSET})
+        raw = OmegaConf.to_container(cfg, resolve=False).get("time_budget_minutes")
+        raise ConfigError(f"time_budget_minutes must be a positive number or null, got {raw!r} "
+                          f"({first_line(e)})") from None
     if budget is not None and (not is_number(budget) or budget <= 0):
         raise ConfigError(f"time_budget_minutes must be a positive number or null, got {budget!r}")
     if budget is not None and cfg.trainer.get("max_time") is not None:
