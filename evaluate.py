@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from ddpm_lit.apps.evaluate import evaluate
 from ddpm_lit.errors import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
+    from ddpm_lit.apps.evaluate import evaluate  # here, so that --help and a bad override need only Hydra
+
     metrics = exit_on_user_error(evaluate, cfg)
     samples = metrics["samples"]
     return samples.get("fid", samples["mnist_fid"])

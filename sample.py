@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from ddpm_lit.apps.sample import sample
 from ddpm_lit.errors import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_name="sample", config_path="conf")
 def main(cfg: DictConfig) -> None:
+    from ddpm_lit.apps.sample import sample  # here, so that --help and a bad override need only Hydra
+
     exit_on_user_error(sample, cfg)
 
 

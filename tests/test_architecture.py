@@ -15,8 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ddpm_lit"
 # Imported inside the one function that needs them: optional extras (pip install '.[bench]': diffusers;
-# '.[dev]': selenium, which drives Chromium for the pages' screenshots and browser tests).
-LAZY_IMPORTS = {"diffusers", "selenium"}
+# '.[dev]': selenium, which drives Chromium for the pages' screenshots and browser tests), and what takes
+# seconds to import and a command needs on some of its paths only, so that commands start fast
+# (tests/test_imports.py): Lightning and the training modules, torchvision, the figures (matplotlib),
+# the pages, the loggers (W&B) and the scorer (torchmetrics).
+LAZY_IMPORTS = {"diffusers", "selenium", "lightning", "torchvision", "ddpm_lit.apps.dashboard", "ddpm_lit.apps.figures",
+                "ddpm_lit.apps.loggers", "ddpm_lit.data.datamodule", "ddpm_lit.evaluation.scorer", "ddpm_lit.training"}
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
@@ -55,6 +59,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _lazy(module: str) -> bool:
+    return any(module == lazy or module.startswith(lazy + ".") for lazy in LAZY_IMPORTS)
+
+
 def _imports(path: Path) -> tuple[set[str], list[str]]:
     """The ddpm_lit modules that ``path`` imports at module level, and every import statement
     inside a function (as ``function: module``)."""
@@ -73,7 +81,11 @@ def _imports(path: Path) -> tuple[set[str], list[str]]:
             for node in ast.walk(fn):
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-                    if name.split(".")[0] not in LAZY_IMPORTS:
+                    if isinstance(node, ast.ImportFrom):  # `from ddpm_lit.data import datamodule` imports a module
+                        names = [name] if _lazy(name) else [f"{name}.{a.name}" for a in node.names]
+                    else:
+                        names = [a.name for a in node.names]
+                    if not all(_lazy(n) for n in names):
                         inside.append(f"{path.relative_to(ROOT)}:{node.lineno} {fn.name}: {name}")
     return top, inside
 

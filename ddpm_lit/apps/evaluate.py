@@ -10,15 +10,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.apps.config import build_dict
-from ddpm_lit.apps.dashboard import run_of, write_page_quietly
-from ddpm_lit.apps.figures import bound_terms_figure, class_histogram, nearest_neighbour_figure, ssim_histogram
 from ddpm_lit.apps.loading import (
     check_sampling,
     guidance_used,
@@ -27,17 +24,18 @@ from ddpm_lit.apps.loading import (
     sample_with,
     sampling_kwargs,
 )
-from ddpm_lit.apps.loggers import close_loggers, open_loggers
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.sets import DataSource
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.evaluation.inception import InceptionFeatures
-from ddpm_lit.evaluation.scorer import Scorer, Timings, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.runs import flatten
+
+if TYPE_CHECKING:
+    from ddpm_lit.evaluation.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +63,13 @@ def _check_config(cfg: DictConfig) -> None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model or samples file of ``cfg``; return the nested metrics written to metrics.json."""
     _check_config(cfg)
+    # Lightning, W&B, torchmetrics, matplotlib and the pages take seconds to import: a config
+    # error above is told without waiting for them
+    from ddpm_lit.apps.dashboard import run_of, write_page_quietly
+    from ddpm_lit.apps.figures import class_histogram, nearest_neighbour_figure, ssim_histogram
+    from ddpm_lit.apps.loggers import close_loggers, open_loggers
+    from ddpm_lit.evaluation.scorer import Scorer, Timings, references
+
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +234,8 @@ def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.devic
         module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
         variance=cfg.nll.variance, device=device, progress=True,
     )  # fmt: skip
+    from ddpm_lit.apps.figures import bound_terms_figure  # matplotlib, as evaluate() imports it
+
     bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
     with atomic_write(out_dir / "bound_terms.pt") as f:
         torch.save({"terms": bound["terms"], "totals": bound["totals"]}, f)
@@ -255,6 +262,8 @@ def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classi
 
 
 def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger  # loaded already by the loggers evaluate() imports
+
     flat = {f"eval/{k}": float(v) for k, v in flatten({k: v for k, v in results.items() if k != "source"}, "/").items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers:

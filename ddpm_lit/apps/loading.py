@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
@@ -15,9 +14,6 @@ from omegaconf import DictConfig
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.errors import ConfigError, DataError, first_line
 from ddpm_lit.generation.protocol import has_chain
-from ddpm_lit.training.base import MODEL_CLASS_KEY
-from ddpm_lit.training.checkpointing import read_checkpoint
-from ddpm_lit.training.module import DDPMModule
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,6 +100,13 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     Lightning's weight-averaging callbacks save the averaged weights as ``state_dict`` (the
     raw ones under ``current_model_state``), so loading gives the EMA weights when present.
     """
+    # Lightning and the training modules take seconds to import: here, so that a command checks its config first
+    import lightning as L
+
+    from ddpm_lit.training.base import MODEL_CLASS_KEY
+    from ddpm_lit.training.checkpointing import read_checkpoint
+    from ddpm_lit.training.module import DDPMModule
+
     path = Path(path)
     ckpt = read_checkpoint(path)
     ema = "current_model_state" in ckpt

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm_lit.apps.figures import trajectory_figure
 from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampling_kwargs
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import ConfigError
@@ -73,6 +72,8 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     save_samples_npz(drawn.samples, out / "samples.npz", labels=labels)
     has_trajectory = bool(cfg.trajectory and drawn.timesteps)  # a one-pass model has no chain to show
     if has_trajectory:
+        from ddpm_lit.apps.figures import trajectory_figure  # matplotlib, only when there is a figure to draw
+
         trajectory_figure(drawn.frames, drawn.timesteps, out / "trajectory.png")
     info = {
         "ckpt_path": str(cfg.ckpt_path),

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ddpm_lit.data import fashion_mnist, mnist
 from ddpm_lit.data.files import read_idx
@@ -216,6 +215,8 @@ def read_images(path: Path, labels: str | None, key: str) -> tuple[torch.Tensor,
 
 
 def _read_folder(path: Path, key: str) -> tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...] | None]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # only a folder of images needs it
+
     subfolders = [p for p in path.iterdir() if p.is_dir()]
     if subfolders:
         classes, class_to_idx = find_classes(str(path))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
 
 from ddpm_lit.core.pixels import to_pixel_levels
 from ddpm_lit.errors import DataError, first_line
@@ -15,6 +14,8 @@ from ddpm_lit.io import atomic_write
 
 def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
     """Save images (N, C, H, W) in [0, 1] as a PNG grid ``nrow`` images wide at ``path``; return the grid."""
+    from torchvision.utils import make_grid, save_image  # torchvision's import takes seconds; only grids need it
+
     grid = make_grid(unit.cpu(), nrow=nrow, padding=2, pad_value=1.0)
     with atomic_write(path) as f:
         save_image(grid, f, format=path.suffix.lstrip(".") or "png")

@@ -1,0 +1,46 @@
+"""Commands start fast: a command imports only what it uses. ``--help`` needs Hydra alone, and
+importing the sample and evaluate apps loads neither figures (matplotlib, torchvision), pages
+(the dashboard, jinja2, vl_convert), nor the training stack (Lightning, torchmetrics, W&B)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+# Imported by the functions that use them, never when a command starts.
+HEAVY = ("matplotlib", "torchvision", "torchmetrics", "lightning", "wandb", "jinja2", "vl_convert",
+         "ddpm_lit.apps.figures", "ddpm_lit.apps.dashboard", "ddpm_lit.apps.loggers", "ddpm_lit.training",
+         "ddpm_lit.evaluation.scorer", "ddpm_lit.data.datamodule")  # fmt: skip
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` that ``modules`` holds, as themselves or through a submodule."""
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+@pytest.mark.parametrize("app", ["ddpm_lit.apps.sample", "ddpm_lit.apps.evaluate"])
+def test_an_app_imports_no_figures_pages_or_training(app: str) -> None:
+    proc = run_python("-c", f"import json, sys; import {app}; print(json.dumps(sorted(sys.modules)))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = json.loads(proc.stdout)
+    assert app in modules and "torch" in modules  # the import did happen
+    assert loaded(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "train.py"])
+def test_help_needs_hydra_alone(script: str) -> None:
+    proc = run_python("-X", "importtime", script, "--help")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Powered by Hydra" in proc.stdout
+    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "hydra" in imported  # -X importtime did list the imports
+    assert loaded(imported, ("torch", *HEAVY)) == []
