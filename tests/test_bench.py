@@ -63,6 +63,7 @@ def test_flop_count_of_a_convolution_is_its_closed_form() -> None:
     assert counted_flops(lambda: conv(x)) == 2 * (2 * 5 * 10 * 10) * (3 * 9)
 
 
+@pytest.mark.slow
 def test_diffusers_unet_is_sized_to_the_parameter_count() -> None:
     pytest.importorskip("diffusers")
     from ddpm_lit.nets.unet import UNet

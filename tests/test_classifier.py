@@ -26,13 +26,20 @@ def test_training_is_deterministic_and_learns(mnist_dir: Path) -> None:
     assert accuracy(trained, held_out_x[1024:], held_out_y[1024:]) > 0.8  # 64 steps: far above chance
 
 
-def test_cached_weights_are_loaded_not_retrained(tmp_path: Path) -> None:
+def test_cached_weights_are_loaded_not_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from ddpm_lit.evaluation import classifier as cls
+
     model = MNISTClassifier()
     (tmp_path / WEIGHTS).parent.mkdir(parents=True)
     torch.save(model.state_dict(), tmp_path / WEIGHTS)
-    loaded = load_or_train(tmp_path)  # no MNIST under tmp_path: it would fail if it trained
+    record = {"dataset": "mnist", "test_accuracy": 0.5}
+    (tmp_path / WEIGHTS).with_suffix(".json").write_text(json.dumps(record))
+    monkeypatch.setattr(cls, "train_classifier", lambda *a, **k: pytest.fail("retrained although cached"))
+    loaded = load_or_train(tmp_path, download=False)  # no MNIST under tmp_path: it would fail if it read the set
     assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), loaded.state_dict().values()))
-    assert not loaded.training
+    assert not loaded.training and loaded.record == record
 
 
 @pytest.mark.slow

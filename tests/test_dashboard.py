@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, make_synthetic_mnist
+from conftest import CONF_DIR, ROOT, TINY, Command, compose_train_cfg, make_synthetic_mnist, run_command
 from ddpm_lit.apps.dashboard import javascript_bundle, overridden_keys, write_run_page
 from ddpm_lit.apps.screenshot import find_browser
 from ddpm_lit.data.mnist import load_mnist_split
@@ -31,9 +31,8 @@ from ddpm_lit.runs import flatten
 MB = 1_000_000
 
 
-def report_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddpm_lit.report", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def report_cli(*args: str) -> Command:
+    return run_command("ddpm_lit.report", list(args))  # `python -m ddpm_lit.report ...`, in this process
 
 
 def page_data(page: Path) -> dict:
@@ -198,9 +197,9 @@ def test_the_run_page_shows_what_evaluate_scored(sweep: Path, mnist_dir: Path, t
     common = [f"paths.data_dir={mnist_dir}", "reference_size=100", "fid.enabled=false", "score_test=false",
               "num_samples=16", "nll.enabled=false", "logger=csv", "grid_size=16"]
     for name, ckpt in [("mine", "job/checkpoints/last.ckpt"), ("not_mine", "other/checkpoints/last.ckpt")]:
-        proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path=outputs/train/runs/{ckpt}",
-                               f"hydra.run.dir={tmp_path / 'outputs' / 'evaluate' / 'runs' / name}", *common],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=600)  # a path relative to cwd
+        proc = run_command("evaluate.py", [f"ckpt_path=outputs/train/runs/{ckpt}",
+                                           f"hydra.run.dir={tmp_path / 'outputs' / 'evaluate' / 'runs' / name}",
+                                           *common], cwd=tmp_path)  # a path relative to cwd
         assert proc.returncode == 0, proc.stderr[-2000:]
     text = (run / "report.html").read_text()  # rewritten by evaluate.py at its end
     scores = json.loads((tmp_path / "outputs" / "evaluate" / "runs" / "mine" / "metrics.json").read_text())
@@ -329,6 +328,7 @@ def _lines(browser, chart_id: str) -> int:
     return browser.execute_script(f"return document.querySelectorAll('#{chart_id} g.mark-line path').length")
 
 
+@pytest.mark.slow
 @needs_browser
 def test_run_page_in_a_browser(browser, sweep: Path) -> None:
     from PIL import Image
@@ -383,6 +383,7 @@ def test_run_page_in_a_browser(browser, sweep: Path) -> None:
     assert shown_rows and all("max_epochs" in key for key in shown_rows)
 
 
+@pytest.mark.slow
 @needs_browser
 def test_sweep_page_in_a_browser(browser, sweep: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -541,6 +542,7 @@ def test_a_multi_objective_optuna_study_has_no_single_best(sweep: Path, tmp_path
     assert "Optuna's best: 0.25 with" in (copy / "report.html").read_text()
 
 
+@pytest.mark.slow
 @needs_browser
 def test_hostile_settings_and_smoothing_in_a_browser(browser, sweep: Path, tmp_path: Path) -> None:
     """A setting with <script> in it leaves the page working; a long per-step series is drawn raw

@@ -70,6 +70,7 @@ def weighted_mean(pairs: list[tuple[float, int]]) -> float:
     return sum(v * n for v, n in pairs) / sum(n for _, n in pairs)
 
 
+@pytest.mark.slow
 def test_two_ranks_split_the_training_data(ddp_run: dict[str, Any]) -> None:
     r0, r1 = ddp_run["ranks"]
     assert [(r["global_rank"], r["world_size"]) for r in (r0, r1)] == [(0, 2), (1, 2)]
@@ -83,6 +84,7 @@ def test_two_ranks_split_the_training_data(ddp_run: dict[str, Any]) -> None:
     assert r0["epochs"][0]["train_indices"] != r0["epochs"][1]["train_indices"]  # reshuffled each epoch
 
 
+@pytest.mark.slow
 def test_logged_losses_are_reduced_over_the_ranks(ddp_run: dict[str, Any]) -> None:
     r0, r1 = ddp_run["ranks"]
     (run,) = ddp_run["runs"]
@@ -108,6 +110,7 @@ def test_logged_losses_are_reduced_over_the_ranks(ddp_run: dict[str, Any]) -> No
     assert metrics["train/loss_epoch"] == pytest.approx(r0["epochs"][-1]["logged_train_loss_epoch"], abs=TOL)
 
 
+@pytest.mark.slow
 def test_weights_and_their_ema_are_the_same_on_both_ranks(ddp_run: dict[str, Any]) -> None:
     r0, r1 = ddp_run["ranks"]
     for e0, e1 in zip(r0["epochs"], r1["epochs"], strict=True):
@@ -119,6 +122,7 @@ def test_weights_and_their_ema_are_the_same_on_both_ranks(ddp_run: dict[str, Any
     assert r0["end_weights"] == r1["end_weights"] == r0["epochs"][-1]["ema_weights"]
 
 
+@pytest.mark.slow
 def test_rank_zero_alone_writes_the_run_dir(ddp_run: dict[str, Any]) -> None:
     tmp = ddp_run["tmp"]
     assert sorted(p.name for p in tmp.iterdir()) == ["data", "logs", "probe"]  # no outputs/ from rank 1

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -16,14 +14,12 @@ import pytest
 import torch
 import torchvision
 
+from conftest import Command, run_command
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation.features import cached, fid_from_statistics, fid_statistics, images_key
 from ddpm_lit.evaluation.inception import tf1_bilinear_resize
 from ddpm_lit.evaluation.scorer import Scorer
 from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _has_inception() -> bool:
     from ddpm_lit.evaluation.inception import inception_weights_path
@@ -186,10 +182,18 @@ def mnist_sets(mnist_dir: Path) -> dict[str, torch.Tensor]:
 def classifier(mnist_dir: Path) -> torch.nn.Module:
     from ddpm_lit.evaluation.classifier import load_or_train
 
-    return load_or_train(mnist_dir)
+    return load_or_train(mnist_dir)  # the session's, at test size
 
 
-def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier) -> None:
+# The test-size classifier (98 % accurate, but less sure of itself after 2 short epochs) gives real
+# digits a classifier Inception Score of ~7.7 of 10; the real one (99 %, 3 epochs on 60,000) over 8.5.
+@pytest.mark.parametrize("which, real_inception_score", [
+    ("test_size", 7.0), pytest.param("real", 8.5, marks=pytest.mark.slow)])  # fmt: skip
+def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier, real_mnist_dir: Path, which: str,
+                                                         real_inception_score: float) -> None:
+    from ddpm_lit.evaluation.classifier import load_or_train
+
+    classifier = classifier if which == "test_size" else load_or_train(real_mnist_dir)
     train, test = mnist_sets["train"], mnist_sets["test"]
     scorer = Scorer(train, test, classifier, inception=None, reference_size=1000, ssim_candidates=3)
     g = torch.Generator().manual_seed(1)
@@ -207,7 +211,7 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier)
     assert real["mnist_fid"] < 10 and noise["mnist_fid"] > 100 * real["mnist_fid"]
     assert real["mnist_fid"] < blurred["mnist_fid"] < noise["mnist_fid"]
     assert blurred["recall"] < 0.5 * real["recall"] and blurred["inception_score"] < real["inception_score"]
-    assert real["inception_score"] > 8.5 and real["min_class_share"] > 0.05
+    assert real["inception_score"] > real_inception_score and real["min_class_share"] > 0.05
     # the report's SSIM: a test image is never paired with itself, so its SSIM is far from 1
     assert 0.05 < real["ssim"] < 0.5 and real_px["ssim"].max() < 0.999
     assert noise["ssim"] < real["ssim"]
@@ -250,12 +254,8 @@ def test_dataset_bound_averages_images_with_their_standard_error() -> None:
 
 
 # ---- evaluate.py -------------------------------------------------------------------------------
-def run_evaluate(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=timeout, env=env,
-    )
+def run_evaluate(args: list[str], timeout: int = 600) -> Command:
+    return run_command("evaluate.py", args)  # in this process; tests/test_imports.py runs the real command line
 
 
 @pytest.fixture(scope="module")
@@ -278,9 +278,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_inception
-def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, mnist_dir: Path, classifier, tmp_path: Path) -> None:
+@pytest.mark.parametrize("inception", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["classifier", "inception"])
+def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, mnist_dir: Path, classifier, tmp_path: Path,
+                                                        inception: bool) -> None:
+    """Every metric of evaluate.py; the standard FID's TF-Inception-v3 (~10 images/s on 2 cores) in the slow tier."""
     common = [f"paths.data_dir={mnist_dir}", f"cache_dir={tmp_path / 'cache'}", "reference_size=200",
-              "score_test=false", "nll.num_images=4", "nll.batch_size=2", "grid_size=16", "seed=3"]
+              "score_test=false", "nll.num_images=4", "nll.batch_size=2", "grid_size=16", "seed=3",
+              f"fid.enabled={str(inception).lower()}"]
     proc = run_evaluate([f"ckpt_path={tiny_checkpoint}", "num_samples=24", "batch_size=10", "sampler.steps=4",
                          f"hydra.run.dir={tmp_path / 'a'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -290,25 +294,30 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     samples = metrics["samples"]
-    assert samples["num_images"] == 24 and samples["fid"] > 0 and 0 <= samples["precision"] <= 1
+    assert samples["num_images"] == 24 and samples["mnist_fid"] > 0 and 0 <= samples["precision"] <= 1
+    assert (samples["fid"] > 0) if inception else ("fid" not in samples)
     assert metrics["nll"]["num_images"] == 4 and metrics["nll"]["bpd"] > metrics["nll"]["l0_bpd"] > 0
     assert metrics["source"]["sampler"]["steps"] == 4 and metrics["source"]["ema_weights"] is False
-    assert {"sampling", "fid", "fid_reference", "nll", "memorisation", "ssim"} <= set(metrics["timings"])
+    inception_timings = {"fid", "fid_reference"} if inception else set()
+    assert {"sampling", "nll", "memorisation", "ssim", *inception_timings} <= set(metrics["timings"])
+    assert not inception_timings and not {"fid", "fid_reference"} & set(metrics["timings"]) or inception
     with np.load(run / "samples.npz") as f:
         assert f["arr_0"].shape == (24, 28, 28, 1) and f["arr_0"].dtype == np.uint8
     report = (run / "report.md").read_text()
     assert f"{samples['mnist_fid']:.3f}" in report and "bits/dim" in report
     (wandb_run,) = run.glob("wandb/offline-run-*")  # logged to W&B, offline
-    assert b"eval/samples/fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
+    assert b"eval/samples/mnist_fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
 
     # the same images from the file: the same numbers, no bound (no model), reference from the cache
     proc = run_evaluate([f"samples_path={run / 'samples.npz'}", f"hydra.run.dir={tmp_path / 'b'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "metrics.json").read_text())
     for key in ("fid", "mnist_fid", "kid", "precision", "recall", "ssim", "nn_train_ssim", "nn_train_distance_mean"):
-        assert again["samples"][key] == pytest.approx(samples[key], rel=1e-6, abs=1e-9), key
+        if key in samples or key in again["samples"]:
+            assert again["samples"][key] == pytest.approx(samples[key], rel=1e-6, abs=1e-9), key
     assert "nll" not in again and "sampling" not in again["timings"]
-    assert again["timings"]["fid_reference"] < metrics["timings"]["fid_reference"]
+    if inception:  # the reference's Inception features came from the cache
+        assert again["timings"]["fid_reference"] < metrics["timings"]["fid_reference"]
 
     # another sampler from config
     proc = run_evaluate([f"ckpt_path={tiny_checkpoint}", "num_samples=8", "sampler=ddim", "sampler.steps=3",

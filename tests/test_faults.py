@@ -206,6 +206,7 @@ def check_killed_run(tmp_path: Path, args: list[str], steps: int, kills: int, se
 KILL_ARGS = [*EXACT, "logger=[wandb,csv]"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_instants_then_resume_ends_as_an_uninterrupted_run(synthetic_mnist_dir: Path,
                                                                              tmp_path: Path) -> None:
     args = [*KILL_ARGS, f"paths.data_dir={synthetic_mnist_dir}", f"paths.log_dir={tmp_path / 'x' / 'logs'}"]

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, TINY
@@ -17,6 +18,7 @@ from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.shards import join
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_every_step_and_returns_few_small_files(mnist_dir: Path, tmp_path: Path) -> None:
     from ddpm_lit.evaluation.classifier import load_or_train
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import ROOT, TINY, train_tiny
+from conftest import TINY, Command, run_command, train_tiny
 from ddpm_lit.apps.loading import load_module
 from ddpm_lit.errors import DataError
 from ddpm_lit.generation.files import load_samples_npz
@@ -83,10 +81,8 @@ def test_a_checkpoint_of_another_network_says_so(good_checkpoint: Path, tmp_path
         load_module(tmp_path / "other.ckpt", torch.device("cpu"))
 
 
-def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+def run(script: str, args: list[str], cwd: Path) -> Command:
+    return run_command(script, args, cwd)  # in this process: the pickle would run here, and write the marker
 
 
 def test_a_pickle_that_runs_code_is_refused_by_sample_evaluate_and_a_resume(good_checkpoint: Path,

@@ -44,3 +44,16 @@ def test_help_needs_hydra_alone(script: str) -> None:
     imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
     assert "hydra" in imported  # -X importtime did list the imports
     assert loaded(imported, ("torch", *HEAVY)) == []
+
+
+@pytest.mark.parametrize("script, words", [("sample.py", "give the checkpoint"),
+                                           ("evaluate.py", "exactly one of ckpt_path")])  # fmt: skip
+def test_a_real_command_line_stops_on_a_bad_config_with_one_line(script: str, words: str, tmp_path) -> None:
+    """The other tests of these commands run them in-process (conftest.run_command); this one is
+    the process a user starts: exit code 2, one `error:` line, no traceback, before any heavy import."""
+    proc = run_python("-X", "importtime", script, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0] and "Traceback" not in proc.stderr
+    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "torch" in imported and loaded(imported, HEAVY) == []  # told before Lightning & co. were loaded

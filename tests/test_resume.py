@@ -34,6 +34,7 @@ def csv_rows(run: Path, version: int) -> list[dict[str, str]]:
     return list(csv.DictReader(open(run / "csv" / f"version_{version}" / "metrics.csv")))
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_then_ckpt_path_last_continues_the_same_run(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     # 6 batches per epoch, 2 epochs; SIGTERM arrives in epoch 1 after step 9.
     common = [*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=1",

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, Command, run_command
 from ddpm_lit.apps.run_figures import FIGURES
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+def run(args: list[str], cwd: Path) -> Command:
+    """``python <args>`` (a script, or ``-m`` and a module) in this process (conftest.run_command)."""
+    script, rest = (args[1], args[2:]) if args[0] == "-m" else (Path(args[0]).name, args[1:])
+    return run_command(script, rest, cwd)
 
 
 def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synthetic_mnist_dir: Path, tmp_path: Path) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from conftest import Command, run_command
 from ddpm_lit.apps.sample import draw, parse_digits
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz
@@ -42,10 +39,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def run_sample(args: list[str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+def run_sample(args: list[str]) -> Command:
+    return run_command("sample.py", args)  # in this process; tests/test_imports.py runs the real command line
 
 
 def test_sample_writes_a_grid_an_npz_and_a_trajectory(checkpoints, tmp_path: Path) -> None:

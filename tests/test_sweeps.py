@@ -7,8 +7,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationValidationError
 
-from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg
+from conftest import CONF_DIR, TINY, compose_train_cfg, run_command
 from ddpm_lit.apps.train import build
 
 SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
@@ -34,15 +32,6 @@ def compose_with_hydra(overrides: list[str]) -> DictConfig:
     """``train.yaml`` with its ``hydra`` node, as the launcher and sweeper see it."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": ""}
-    env.pop("WANDB_MODE", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
-    )
 
 
 def fake_slurm_commands(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,11 +176,11 @@ def test_val_fid_search_space() -> None:
 
 
 def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
-    proc = run_cli([SEARCH, *TINY, "logger=csv", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
+    proc = run_command("train.py", [SEARCH, *TINY, "logger=csv", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
                     f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                     "trainer.limit_val_batches=1", "final_samples.num=0", "data.val_size=32",
                     "model.fid_reference_size=32", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"],
-                   cwd=tmp_path)
+                       cwd=tmp_path)  # the Optuna sweeper runs its trials in the command's process, here this one
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())

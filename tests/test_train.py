@@ -13,7 +13,7 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, wandb_run_info
+from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, run_command, wandb_run_info
 from ddpm_lit.apps.report import find_runs, table
 from ddpm_lit.apps.train import build, train
 from ddpm_lit.errors import ConfigError
@@ -139,7 +139,7 @@ def test_cli_corrupted_mnist_names_the_file_without_traceback(mnist_dir: Path, t
     shutil.copytree(mnist_dir / "MNIST", data_dir / "MNIST")
     bad = data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:-10])
-    proc = run_cli([*TINY, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'out'}"])
+    proc = run_command("train.py", [*TINY, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'out'}"])
     assert proc.returncode == 2
     assert f"{bad}: truncated" in proc.stderr and "Fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -147,7 +147,7 @@ def test_cli_corrupted_mnist_names_the_file_without_traceback(mnist_dir: Path, t
 
 
 def test_cli_unknown_schedule_lists_choices(tmp_path: Path) -> None:
-    proc = run_cli(["schedule=foo", f"paths.log_dir={tmp_path}"])
+    proc = run_command("train.py", ["schedule=foo", f"paths.log_dir={tmp_path}"])
     assert proc.returncode != 0
     assert "cosine" in proc.stderr and "linear" in proc.stderr
 
@@ -312,12 +312,16 @@ def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFi
         target.filters = kept
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+@pytest.mark.parametrize("launcher", [[], pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                                        marks=pytest.mark.slow)], ids=["basic", "joblib"])
 def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    """Hydra's basic launcher runs the jobs one after another in the command's process (here, this
+    one); joblib's starts worker processes from a real command line (slow tier)."""
+    args = ["--multirun", "schedule=linear,cosine", *launcher, *TINY, "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "model.val_fid=false",
+            "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}", "final_samples.num=0"]
     # Run from tmp_path with the default paths, as a user would from the repo.
-    proc = run_cli(["--multirun", "schedule=linear,cosine", *launcher, *TINY, "trainer.max_epochs=1",
-                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "model.val_fid=false",
-                    "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}", "final_samples.num=0"], cwd=tmp_path)
+    proc = run_cli(args, cwd=tmp_path) if launcher else run_command("train.py", args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("outputs/train/multiruns/*")
     jobs = sorted(sweep.glob("[0-9]"))
@@ -333,8 +337,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
     assert runs[0]["id"] != runs[1]["id"]
 
     # The sweep report: the setting that differs, the final metrics, and a plot per metric.
-    proc = subprocess.run([sys.executable, "-m", "ddpm_lit.apps.report", str(sweep)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    proc = run_command("ddpm_lit.apps.report", [str(sweep)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (sweep / "report.md").read_text()
     header, _, row0, row1 = report.split("\n")[2:6]
