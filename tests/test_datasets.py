@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, classifier_at_test_size, compose_train_cfg, make_synthetic_mnist, write_idx
+from conftest import TINY, kept_classifier, compose_train_cfg, make_synthetic_mnist, write_idx
 from ddpm_lit.apps.config import build
 from ddpm_lit.data import DataSource, ImageDataModule
 from ddpm_lit.data import fashion_mnist as fm
@@ -246,7 +246,7 @@ def fashion_classifier_dir(fashion_mnist_dir: Path, tmp_path_factory: pytest.Tem
     trains on all 60,000 images: the slow tier's test below; <repo>/data's cache stays the real one)."""
     data_dir = tmp_path_factory.mktemp("fashion")
     shutil.copytree(fashion_mnist_dir / "FashionMNIST", data_dir / "FashionMNIST")
-    classifier_at_test_size(data_dir, "fashion_mnist")
+    kept_classifier(data_dir, "fashion_mnist")
     return data_dir
 
 

@@ -189,11 +189,11 @@ def classifier(mnist_dir: Path) -> torch.nn.Module:
 # digits a classifier Inception Score of ~7.7 of 10; the real one (99 %, 3 epochs on 60,000) over 8.5.
 @pytest.mark.parametrize("which, real_inception_score", [
     ("test_size", 7.0), pytest.param("real", 8.5, marks=pytest.mark.slow)])  # fmt: skip
-def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier, real_mnist_dir: Path, which: str,
-                                                         real_inception_score: float) -> None:
+def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier, request: pytest.FixtureRequest,
+                                                         which: str, real_inception_score: float) -> None:
     from ddpm_lit.evaluation.classifier import load_or_train
 
-    classifier = classifier if which == "test_size" else load_or_train(real_mnist_dir)
+    classifier = classifier if which == "test_size" else load_or_train(request.getfixturevalue("real_classifier_dir"))
     train, test = mnist_sets["train"], mnist_sets["test"]
     scorer = Scorer(train, test, classifier, inception=None, reference_size=1000, ssim_candidates=3)
     g = torch.Generator().manual_seed(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 import os
 import zipfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import TINY, Command, run_command, train_tiny
+from conftest import TINY, Command, run_command
 from ddpm_lit.apps.loading import load_module
 from ddpm_lit.errors import DataError
 from ddpm_lit.generation.files import load_samples_npz
@@ -35,9 +36,9 @@ class RunsACommand:
 
 
 @pytest.fixture(scope="module")
-def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("good"),
-                      ["trainer.max_steps=2", "trainer.limit_val_batches=1", "final_samples.num=0"])
+def good_checkpoint(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = shutil.copytree(tiny_run, tmp_path_factory.mktemp("good") / "run")  # a hostile file is put beside its checkpoints
+    return run / "checkpoints" / "last.ckpt"
 
 
 def hostile_checkpoint(good: Path, path: Path, marker: Path) -> Path:

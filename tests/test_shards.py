@@ -5,15 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import train_tiny
 from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.shards import join, main, split
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("shards"),
-                      ["trainer.max_epochs=1", "model.sample_every_n_epochs=0", "callbacks.ema.decay=0.5"])
+def tiny_checkpoint(tiny_run: Path) -> Path:
+    return tiny_run / "checkpoints" / "last.ckpt"  # with EMA weights (decay 0.5) and the raw ones beside them
 
 
 def test_split_and_join_give_back_the_ema_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
