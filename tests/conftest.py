@@ -227,11 +227,12 @@ class Command:
 
 def run_command(script: str, args: list[str], cwd: Path | None = None) -> Command:
     """``python <script> <args>`` (train.py, sample.py, evaluate.py; or ``python -m <module>`` when
-    ``script`` names a module) run in this process, in ``cwd``: as ``__main__``, so an entry script
+    ``script`` names a module: its ``main()``) run in this process, in ``cwd``: as ``__main__``, so an entry script
     goes through its real ``@hydra.main`` (Hydra parses the arguments, composes the config, makes
     the run dir and sets up logging as on the command line) without the seconds of a new
     interpreter's imports. Subprocess tests remain where the process is the point (signals, kills,
     ranks, launchers, imports, and one real command line per entry script: tests/test_imports.py)."""
+    import importlib
     import io
     import logging
     import runpy
@@ -253,8 +254,8 @@ def run_command(script: str, args: list[str], cwd: Path | None = None) -> Comman
         with redirect_stdout(out), redirect_stderr(err):
             if script.endswith(".py"):
                 runpy.run_path(str(ROOT / script), run_name="__main__")  # as `python script`: its main() runs
-            else:
-                runpy.run_module(script, run_name="__main__", alter_sys=True)
+            else:  # `python -m <module>`: each command module's main() reads sys.argv
+                importlib.import_module(script).main()
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
