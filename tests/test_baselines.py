@@ -163,7 +163,7 @@ def test_a_gan_step_updates_each_player_with_its_own_loss() -> None:
 
 
 # ---- through train, sample and evaluate -------------------------------------------------------
-def _cli(script: str, args: list[str], timeout: int = 600) -> Command:
+def _cli(script: str, args: list[str]) -> Command:
     return run_command(script, args)  # in this process; tests/test_imports.py runs the real command lines
 
 
@@ -226,7 +226,7 @@ def test_sample_and_evaluate_take_a_vae_and_a_gan(trained: dict[str, Path], mnis
 ])  # fmt: skip
 def test_options_a_family_does_not_have_stop_with_one_line(trained, script, family, args, words, tmp_path) -> None:
     proc = _cli(script, [f"ckpt_path={trained[family] / 'checkpoints' / 'last.ckpt'}", *args,
-                         f"hydra.run.dir={tmp_path}"], timeout=120)
+                         f"hydra.run.dir={tmp_path}"])
     assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "samples.npz").exists()
 

@@ -380,6 +380,6 @@ def test_evaluate_scores_a_fashion_mnist_checkpoint_against_fashion_mnist(fashio
     assert "MNIST-FID (classifier" not in report.replace("Fashion-MNIST-FID", "")
     assert (tmp_path / "eval" / "class_histogram.png").stat().st_size > 10_000
 
-    proc = run_evaluate([*common, "data=mnist", f"hydra.run.dir={tmp_path / 'refused'}"], timeout=120)
+    proc = run_evaluate([*common, "data=mnist", f"hydra.run.dir={tmp_path / 'refused'}"])
     assert proc.returncode == 2 and "was trained on fashion_mnist; data=mnist would score it against another set" in proc.stderr
     assert "Traceback" not in proc.stderr

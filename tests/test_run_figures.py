@@ -7,20 +7,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from conftest import ROOT, TINY, Command, run_command
+from conftest import TINY, run_command
 from ddpm_lit.apps.run_figures import FIGURES
 
 
-def run(args: list[str], cwd: Path) -> Command:
-    """``python <args>`` (a script, or ``-m`` and a module) in this process (conftest.run_command)."""
-    script, rest = (args[1], args[2:]) if args[0] == "-m" else (Path(args[0]).name, args[1:])
-    return run_command(script, rest, cwd)
-
-
 def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
-    proc = run([str(ROOT / "train.py"), *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "final_samples.steps=null",
-                "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    proc = run_command("train.py", [*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+                                    "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "final_samples.steps=null",
+                                    "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
+                                    f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
     figures = run_dir / "figures"
@@ -43,8 +38,8 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
     # One command regenerates them from the run dir; --redraw draws new samples from the checkpoint.
     before = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
     npz_before = (run_dir / "samples" / "final.npz").read_bytes()
-    proc = run(["-m", "ddpm_lit.apps.run_figures", str(run_dir), "--redraw", "--num-samples", "6", "--seed", "1",
-                "--device", "cpu"], cwd=tmp_path)
+    proc = run_command("ddpm_lit.apps.run_figures", [str(run_dir), "--redraw", "--num-samples", "6", "--seed", "1",
+                                                     "--device", "cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sampling" in proc.stderr  # the progress bar of the redraw
     after = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
@@ -53,5 +48,5 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
 
 
 def test_the_command_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
-    proc = run(["-m", "ddpm_lit.apps.run_figures", str(tmp_path)], cwd=tmp_path)
+    proc = run_command("ddpm_lit.apps.run_figures", [str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 2 and "not a run dir of train.py" in proc.stderr and "Traceback" not in proc.stderr
