@@ -1,19 +1,6 @@
-"""Score a model: `python evaluate.py ckpt_path=<.ckpt>` or `python evaluate.py samples_path=<.npz>`."""
+"""`python evaluate.py ...` from a checkout: the same command as `python -m ddpm_lit.evaluate ...` (ddpm_lit/evaluate.py)."""
 
-import hydra
-from omegaconf import DictConfig
-
-from ddpm_lit.errors import exit_on_user_error
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> float | None:
-    from ddpm_lit.apps.evaluate import evaluate  # here, so that --help and a bad override need only Hydra
-
-    metrics = exit_on_user_error(evaluate, cfg)
-    samples = metrics["samples"]
-    return samples.get("fid", samples["mnist_fid"])
-
+from ddpm_lit.evaluate import main
 
 if __name__ == "__main__":
     main()

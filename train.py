@@ -1,18 +1,6 @@
-"""Train a DDPM: `python train.py [experiment=quick] [schedule=cosine] [trainer.max_epochs=50]`."""
+"""`python train.py ...` from a checkout: the same command as `python -m ddpm_lit.train ...` (ddpm_lit/train.py)."""
 
-import hydra
-from omegaconf import DictConfig
-
-from ddpm_lit.errors import exit_on_user_error
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from ddpm_lit.apps.train import optimized_metric, train  # here, so that --help and a bad override need only Hydra
-
-    metrics = exit_on_user_error(train, cfg)
-    return metrics.get(optimized_metric(cfg))  # what a sweeper minimises
-
+from ddpm_lit.train import main
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,9 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import Strategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.strategies.launchers.subprocess_script import (
+    _SubprocessScriptLauncher,
+)
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics.image.fid import FrechetInceptionDistance
 

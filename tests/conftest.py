@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 import torch
 from filelock import FileLock
-from hypothesis import settings
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hypothesis import settings
 from omegaconf import DictConfig, open_dict
 
+import ddpm_lit.config  # noqa: F401  (registers the resolvers the configs use)
 from ddpm_lit.data.fashion_mnist import ensure_fashion_mnist
 from ddpm_lit.data.mnist import ensure_mnist
 from ddpm_lit.errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "ddpm_lit" / "conf"
 
 
 # Each pytest-xdist worker (`-n auto`: one per core) computes on one thread, it and the commands it
@@ -63,7 +64,11 @@ def kept_classifier(data_dir: Path, dataset: str, real: bool = False) -> Path:
     from ddpm_lit.core.pixels import to_model_range
     from ddpm_lit.data.sets import DataSource
     from ddpm_lit.evaluation import classifier
-    from ddpm_lit.evaluation.classifier import load_or_train_for, train_classifier, weights_path
+    from ddpm_lit.evaluation.classifier import (
+        load_or_train_for,
+        train_classifier,
+        weights_path,
+    )
 
     recipe = "real" if real else f"{TEST_CLASSIFIER_IMAGES}x{TEST_CLASSIFIER_EPOCHS}"
     code = hashlib.sha256(Path(classifier.__file__).read_bytes() + recipe.encode()).hexdigest()[:12]

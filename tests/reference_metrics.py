@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from ddpm_lit.evaluation.metrics import class_statistics_from_logits, fid_kid_from_features, nearest_neighbours
+from ddpm_lit.evaluation.metrics import (
+    class_statistics_from_logits,
+    fid_kid_from_features,
+    nearest_neighbours,
+)
 
 
 def nearest_distances(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, Command, compose_train_cfg, run_command
 from torch.distributions import Normal, kl_divergence
 
-from conftest import ROOT, Command, compose_train_cfg, run_command
-from ddpm_lit.apps.families import collapse_reason, markdown, network_evaluations, summarise
+from ddpm_lit.apps.families import (
+    collapse_reason,
+    markdown,
+    network_evaluations,
+    summarise,
+)
 from ddpm_lit.apps.train import train
 from ddpm_lit.core.adversarial import discriminator_loss, generator_loss, r1_penalty
-from ddpm_lit.core.variational import importance_weighted_bound, kl_to_standard_normal, negative_elbo
+from ddpm_lit.core.variational import (
+    importance_weighted_bound,
+    kl_to_standard_normal,
+    negative_elbo,
+)
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.protocol import GenerativeModel
 from ddpm_lit.nets.vae import ConvVAE

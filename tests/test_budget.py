@@ -10,13 +10,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
 from conftest import TINY, compose_train_cfg
-from ddpm_lit.apps import budget
-from ddpm_lit.apps.budget import Speed, choose_precision, measure_speed
+
 from ddpm_lit.apps.train import train
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.training import planning as budget
 from ddpm_lit.training.module import DDPMModule
+from ddpm_lit.training.planning import Speed, choose_precision, measure_speed
 
 NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
 

@@ -5,7 +5,13 @@ import torch
 
 from ddpm_lit.core.pixels import to_model_range
 from ddpm_lit.data.mnist import load_mnist_split
-from ddpm_lit.evaluation.classifier import WEIGHTS, MNISTClassifier, accuracy, load_or_train, train_classifier
+from ddpm_lit.evaluation.classifier import (
+    WEIGHTS,
+    MNISTClassifier,
+    accuracy,
+    load_or_train,
+    train_classifier,
+)
 
 
 def _subset(mnist_dir: Path, n: int):

@@ -17,15 +17,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import (
+    CONF_DIR,
+    ROOT,
+    TINY,
+    Command,
+    compose_train_cfg,
+    make_synthetic_mnist,
+    run_command,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, TINY, Command, compose_train_cfg, make_synthetic_mnist, run_command
-from ddpm_lit.apps.dashboard import javascript_bundle, overridden_keys, write_run_page
-from ddpm_lit.apps.screenshot import find_browser
 from ddpm_lit.data.mnist import load_mnist_split
 from ddpm_lit.generation.files import save_grid
+from ddpm_lit.reporting.pages import javascript_bundle, overridden_keys, write_run_page
+from ddpm_lit.reporting.screenshot import find_browser
 from ddpm_lit.runs import flatten
 
 MB = 1_000_000
@@ -303,7 +311,7 @@ needs_browser = pytest.mark.skipif(find_browser() is None, reason="no chromium a
 @pytest.fixture(scope="module")
 def browser():
     pytest.importorskip("selenium")
-    from ddpm_lit.apps.screenshot import open_browser
+    from ddpm_lit.reporting.screenshot import open_browser
 
     driver = open_browser()
     yield driver
@@ -311,7 +319,7 @@ def browser():
 
 
 def _opened(browser, page: Path) -> None:
-    from ddpm_lit.apps.screenshot import load, requests
+    from ddpm_lit.reporting.screenshot import load, requests
 
     requests(browser)  # forget the previous page's
     browser.get_log("browser")
@@ -336,7 +344,7 @@ def test_run_page_in_a_browser(browser, sweep: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from ddpm_lit.apps.screenshot import wait_until
+    from ddpm_lit.reporting.screenshot import wait_until
 
     page = sweep / "0" / "report.html"
     _opened(browser, page)
@@ -388,7 +396,7 @@ def test_run_page_in_a_browser(browser, sweep: Path) -> None:
 def test_sweep_page_in_a_browser(browser, sweep: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    from ddpm_lit.apps.screenshot import wait_until
+    from ddpm_lit.reporting.screenshot import wait_until
 
     page = sweep / "report.html"
     _opened(browser, page)
@@ -420,7 +428,7 @@ def test_sweep_page_in_a_browser(browser, sweep: Path) -> None:
 def test_series_are_drawn_per_epoch_when_logged_once_an_epoch() -> None:
     """val/loss (once an epoch, twice for the epoch a resumed run repeated) by epoch; train/loss
     (several steps an epoch) by step, the last value of a repeated step kept."""
-    from ddpm_lit.apps.dashboard import history_series
+    from ddpm_lit.reporting.pages import history_series
 
     history = [
         {"epoch": 0, "step": 4, "train/loss": 0.9}, {"epoch": 0, "step": 9, "train/loss": 0.8},
@@ -474,7 +482,7 @@ def test_any_damaged_run_dir_gets_a_page_or_one_line(run_files: dict[str, bytes]
     """Files missing, empty, cut short (an integer: the first bytes kept) or replaced: the page is
     written and says what is unusable; a folder left with nothing of a run is refused (NotARunError,
     which the command prints as one line: test_a_path_that_is_no_run_stops_with_one_line)."""
-    from ddpm_lit.apps.dashboard import NotARunError
+    from ddpm_lit.reporting.pages import NotARunError
 
     run = tmp_path_factory.mktemp("damaged")
     for name, content in run_files.items():
@@ -549,7 +557,7 @@ def test_hostile_settings_and_smoothing_in_a_browser(browser, sweep: Path, tmp_p
     and smoothed (two lines), and raw only once the smoothing slider is at 0."""
     from selenium.webdriver.common.by import By
 
-    from ddpm_lit.apps.screenshot import wait_until
+    from ddpm_lit.reporting.screenshot import wait_until
 
     copy = _hostile_sweep(sweep, tmp_path)
     assert report_cli(str(copy), "--html").returncode == 0

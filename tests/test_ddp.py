@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, TINY, make_synthetic_mnist
 
 TESTS = Path(__file__).resolve().parent

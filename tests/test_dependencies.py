@@ -6,11 +6,10 @@ from __future__ import annotations
 import tomllib
 from importlib.metadata import version
 
+from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-from conftest import ROOT
 
 
 def pinned() -> dict[str, str]:

@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, compose_train_cfg
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from conftest import TINY, compose_train_cfg
-from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.train import build, train
 from ddpm_lit.training.ema import EMA, ema_avg_fn, ema_multi_avg_fn
+from ddpm_lit.training.loading import load_module
 
 
 def test_ema_update_follows_the_warmup_rule_and_leaves_constants_alone() -> None:
@@ -130,7 +130,9 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     assert not torch.equal(ema_grid, raw_grid)  # the two weights do draw different images
     assert torch.equal(grid, ema_grid)
     # val/ssim scores the same images: the report's pairing with the first test images
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+    from torchmetrics.functional.image import (
+        structural_similarity_index_measure as ssim,
+    )
 
     dm = build(cfg.data)
     test = to_unit_range(dm.reference_images("test", len(ema_unit), seed=cfg.model.val_seed))

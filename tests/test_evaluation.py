@@ -13,13 +13,19 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-
 from conftest import Command, run_command
+
 from ddpm_lit.errors import DataError
-from ddpm_lit.evaluation.features import cached, fid_from_statistics, fid_statistics, images_key
+from ddpm_lit.evaluation.features import (
+    cached,
+    fid_from_statistics,
+    fid_statistics,
+    images_key,
+)
 from ddpm_lit.evaluation.inception import tf1_bilinear_resize
 from ddpm_lit.evaluation.scorer import Scorer
 from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
+
 
 def _has_inception() -> bool:
     from ddpm_lit.evaluation.inception import inception_weights_path

@@ -21,8 +21,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, TINY, compose_train_cfg
+
 from ddpm_lit.apps.train import train
 from ddpm_lit.data.datamodule import EpochShuffle
 from ddpm_lit.errors import OutputError, TrainingDiverged
@@ -353,10 +353,10 @@ def every_writer(where: Path, size: int) -> dict[str, Callable[[], object]]:
     """Each kind of file a run writes, with ``size`` setting how big."""
     import matplotlib.pyplot as plt
 
-    from ddpm_lit.apps.figures import save_figure
     from ddpm_lit.evaluation.features import cached
     from ddpm_lit.generation.files import save_grid
     from ddpm_lit.io import write_text
+    from ddpm_lit.reporting.figures import save_figure
 
     def figure() -> object:
         fig, ax = plt.subplots()

@@ -7,8 +7,9 @@ import matplotlib.image
 import pytest
 import torch
 
-from ddpm_lit.apps import figures
-from ddpm_lit.apps.figures import (
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.reporting import figures
+from ddpm_lit.reporting.figures import (
     forward_process_figure,
     loss_curves_figure,
     metric_by_step,
@@ -20,7 +21,6 @@ from ddpm_lit.apps.figures import (
     two_mode_diffusion_figure,
     two_mode_sample,
 )
-from ddpm_lit.core.diffusion import GaussianDiffusion
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY, compose_train_cfg
+
 from ddpm_lit.apps.train import train
 from ddpm_lit.training.module import DDPMModule
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, TINY
-from ddpm_lit.apps.loading import load_module
+
 from ddpm_lit.apps.shards import join
+from ddpm_lit.training.loading import load_module
 
 
 @pytest.mark.slow

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, Command, run_command
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import TINY, Command, run_command
-from ddpm_lit.apps.loading import load_module
 from ddpm_lit.errors import DataError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.training.checkpointing import read_checkpoint
+from ddpm_lit.training.loading import load_module
 
 
 class RunsACommand:
@@ -170,7 +170,7 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-5, 80), st.floats(allo
 def test_the_sampling_checks_pass_exactly_the_valid_settings(name, steps, guidance, conditional) -> None:
     from omegaconf import OmegaConf
 
-    from ddpm_lit.apps.loading import check_sampling
+    from ddpm_lit.config.sampling import check_sampling
     from ddpm_lit.core.samplers import SAMPLERS
     from ddpm_lit.errors import ConfigError
 

@@ -9,12 +9,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 # Imported by the functions that use them, never when a command starts.
 HEAVY = ("matplotlib", "torchvision", "torchmetrics", "lightning", "wandb", "jinja2", "vl_convert",
-         "ddpm_lit.apps.figures", "ddpm_lit.apps.dashboard", "ddpm_lit.apps.loggers", "ddpm_lit.training",
+         "ddpm_lit.reporting", "ddpm_lit.training.base", "ddpm_lit.training.module", "ddpm_lit.training.loggers",
          "ddpm_lit.evaluation.scorer", "ddpm_lit.data.datamodule")  # fmt: skip
 
 
@@ -57,3 +56,16 @@ def test_a_real_command_line_stops_on_a_bad_config_with_one_line(script: str, wo
     assert len(errors) == 1 and words in errors[0] and "Traceback" not in proc.stderr
     imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
     assert "torch" in imported and loaded(imported, HEAVY) == []  # told before Lightning & co. were loaded
+
+
+def test_the_maths_and_the_front_end_load_no_config_or_training_library() -> None:
+    """The core, the networks and the generation front end run in a plain script: importing them
+    loads neither OmegaConf, Hydra, Lightning nor W&B (the import-linter contract checks the
+    source; this checks what a fresh process really loads, ``ddpm_lit/__init__`` included)."""
+    mods = "ddpm_lit.core.diffusion, ddpm_lit.core.samplers, ddpm_lit.core.likelihood, ddpm_lit.nets.unet, " \
+           "ddpm_lit.generation.generate, ddpm_lit.data.sets"
+    proc = run_python("-c", f"import json, sys; import {mods}; print(json.dumps(sorted(sys.modules)))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = json.loads(proc.stdout)
+    assert "ddpm_lit.core.likelihood" in modules and "torch" in modules
+    assert loaded(modules, ("omegaconf", "hydra", "lightning", "wandb", "ddpm_lit.resolvers")) == []

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
-from ddpm_lit.core.likelihood import bits_per_dim, discretized_gaussian_log_likelihood, normal_kl, prior_bpd
+from ddpm_lit.core.likelihood import (
+    bits_per_dim,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+    prior_bpd,
+)
 
 
 def gaussian_pdf(x: torch.Tensor, mean: float, var: float) -> torch.Tensor:

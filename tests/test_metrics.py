@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from reference_metrics import nearest_distances
 
 from ddpm_lit.evaluation.metrics import knn_radii, precision_recall
-from reference_metrics import nearest_distances
 
 
 def brute_force_precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
@@ -63,10 +63,10 @@ def test_nearest_distances_find_copies() -> None:
 
 
 def test_fid_and_kid_match_a_direct_computation() -> None:
+    from reference_metrics import ClassifierFeatures, feature_fid_kid
     from scipy import linalg
 
     from ddpm_lit.evaluation.classifier import MNISTClassifier
-    from reference_metrics import ClassifierFeatures, feature_fid_kid
 
     torch.manual_seed(0)
     extractor = ClassifierFeatures(MNISTClassifier())

@@ -9,9 +9,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import TINY, compose_train_cfg
 from hydra.utils import instantiate
 
-from conftest import TINY, compose_train_cfg
 from ddpm_lit.core.diffusion import GaussianDiffusion
 from ddpm_lit.nets.unet import UNet
 from ddpm_lit.runs import flatten
@@ -118,8 +118,8 @@ def test_a_checkpoint_written_by_the_earlier_version_draws_the_same_images() -> 
 
 @pytest.mark.parametrize("name", ["os.system", "torch.nn.Linear", "ddpm_lit.nets.unet.UNet"])
 def test_load_module_builds_only_a_lightning_module_of_ddpm_lit(tmp_path: Path, name: str) -> None:
-    from ddpm_lit.apps.loading import load_module
     from ddpm_lit.errors import DataError
+    from ddpm_lit.training.loading import load_module
 
     path = tmp_path / "m.ckpt"
     checkpoint = torch.load(Path(__file__).parent / "data" / "earlier_checkpoint.ckpt", weights_only=False)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddpm_lit.apps.report import by_epoch, config_differences, find_runs, main, table
+from ddpm_lit.apps.report import main
+from ddpm_lit.reporting.summary import table
+from ddpm_lit.reporting.sweeps import by_epoch, config_differences, find_runs
 
 
 def fake_run(path: Path, config: dict, metrics: dict, history: list[str]) -> Path:
@@ -46,7 +48,7 @@ def test_table_shows_only_what_differs_and_the_final_metrics(tmp_path: Path) -> 
 
 
 def test_curves_keep_the_last_row_of_each_epoch_across_versions(tmp_path: Path) -> None:
-    from ddpm_lit.apps.figures import read_history
+    from ddpm_lit.reporting.figures import read_history
 
     run = fake_run(tmp_path / "run", config(1e-3, "x"), {"val/loss": 0.3}, RESUMED)
     assert by_epoch(read_history(run), "val/loss") == ([0, 1], [0.5, 0.3])

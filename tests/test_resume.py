@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, compose_train_cfg
+
 from ddpm_lit.apps.train import train
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.runs import newest_checkpoint, run_dir_to_resume, wandb_run_id

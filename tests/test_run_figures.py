@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from conftest import TINY, run_command
 from PIL import Image
 
-from conftest import TINY, run_command
-from ddpm_lit.apps.run_figures import FIGURES
+from ddpm_lit.reporting.run_figures import FIGURES
 
 
 def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synthetic_mnist_dir: Path, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import Command, run_command
 from PIL import Image
 
-from conftest import Command, run_command
 from ddpm_lit.apps.sample import draw, parse_digits
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm_lit.apps.loading import load_module
 from ddpm_lit.apps.shards import join, main, split
+from ddpm_lit.training.loading import load_module
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY, compose_train_cfg
+
 from ddpm_lit.apps.train import build, train
 
 
@@ -55,11 +55,12 @@ def test_every_experiment_runs_one_batch(experiment: str, mnist_dir: Path, tmp_p
 @pytest.mark.slow
 def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path, real_classifier_dir: Path) -> None:
     """Real test digits score near the floor; blurred digits worse; noise far worse."""
+    from reference_metrics import ClassifierFeatures, class_statistics, feature_fid_kid
+
     from ddpm_lit.core.pixels import to_model_range
     from ddpm_lit.data.mnist import load_mnist_split
     from ddpm_lit.evaluation.classifier import load_or_train
     from ddpm_lit.evaluation.metrics import precision_recall
-    from reference_metrics import ClassifierFeatures, class_statistics, feature_fid_kid
 
     classifier = load_or_train(real_classifier_dir)  # the real one (3 epochs on 60,000 images)
     extractor = ClassifierFeatures(classifier)
@@ -89,7 +90,11 @@ def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> 
     """The standard FID (TF-Inception-v3) of 200 images against 500 training images."""
     from ddpm_lit.core.pixels import to_model_range
     from ddpm_lit.data.mnist import load_mnist_split
-    from ddpm_lit.evaluation.features import batched_features, fid_from_statistics, fid_statistics
+    from ddpm_lit.evaluation.features import (
+        batched_features,
+        fid_from_statistics,
+        fid_statistics,
+    )
     from ddpm_lit.evaluation.inception import InceptionFeatures
 
     inception = InceptionFeatures(batch_size=16)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import submitit
+from conftest import CONF_DIR, TINY, compose_train_cfg, run_command
 from hydra import compose, initialize_config_dir
 from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
@@ -21,7 +22,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationValidationError
 
-from conftest import CONF_DIR, TINY, compose_train_cfg, run_command
 from ddpm_lit.apps.train import build
 
 SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
@@ -154,7 +154,9 @@ def test_lightning_accepts_the_slurm_tasks_it_is_given(tmp_path: Path, monkeypat
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")  # Optuna 2's SQLAlchemy 1.x imports
 def test_val_fid_search_space() -> None:
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+    from hydra_plugins.hydra_optuna_sweeper._impl import (
+        create_optuna_distribution_from_override,
+    )
 
     cfg = compose_with_hydra([SEARCH, "experiment=quick"])
     sweeper = cfg.hydra.sweeper

@@ -10,13 +10,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import (
+    ROOT,
+    TINY,
+    compose_train_cfg,
+    run_command,
+    wandb_run_info,
+)
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, TINY, compose_train_cfg, run_command, wandb_run_info
-from ddpm_lit.apps.report import find_runs, table
 from ddpm_lit.apps.train import build, train
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.reporting.summary import table
+from ddpm_lit.reporting.sweeps import find_runs
 from ddpm_lit.training.module import DDPMModule
 
 
@@ -289,8 +296,8 @@ def test_lightning_tips_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFi
 
     from lightning.pytorch.loggers import CSVLogger
 
-    from ddpm_lit.apps.loggers import LightningTipFilter
     from ddpm_lit.apps.train import quiet_lightning_tips
+    from ddpm_lit.training.loggers import LightningTipFilter
 
     target = logging.getLogger(LightningTipFilter.LOGGER)
     kept = list(target.filters)

@@ -42,10 +42,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddpm_lit.apps.budget import autocast, choose_precision, sync
 from ddpm_lit.apps.train import build, quiet_lightning_tips, train
+from ddpm_lit.training.planning import autocast, choose_precision, sync
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # ddpm_lit/conf, shipped with the package
 
 
 def peak_memory_mib(device: torch.device) -> float:

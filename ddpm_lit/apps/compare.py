@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from ddpm_lit.apps.loading import load_module, resolve_device
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.data.sets import DataSource
@@ -34,6 +33,7 @@ from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.training.base import recorded_dataset
 from ddpm_lit.training.checkpointing import read_checkpoint
+from ddpm_lit.training.loading import load_module, resolve_device
 
 log = logging.getLogger(__name__)
 

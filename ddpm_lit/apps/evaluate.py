@@ -15,15 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm_lit.apps.config import build_dict
-from ddpm_lit.apps.loading import (
-    check_sampling,
-    guidance_used,
-    load_module,
-    resolve_device,
-    sample_with,
-    sampling_kwargs,
-)
+from ddpm_lit.config.build import build_dict
+from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwargs
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.sets import DataSource
@@ -33,6 +26,7 @@ from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.runs import flatten
+from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
 
 if TYPE_CHECKING:
     from ddpm_lit.evaluation.scorer import Scorer
@@ -65,10 +59,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _check_config(cfg)
     # Lightning, W&B, torchmetrics, matplotlib and the pages take seconds to import: a config
     # error above is told without waiting for them
-    from ddpm_lit.apps.dashboard import run_of, write_page_quietly
-    from ddpm_lit.apps.figures import class_histogram, nearest_neighbour_figure, ssim_histogram
-    from ddpm_lit.apps.loggers import close_loggers, open_loggers
     from ddpm_lit.evaluation.scorer import Scorer, Timings, references
+    from ddpm_lit.reporting.figures import (
+        class_histogram,
+        nearest_neighbour_figure,
+        ssim_histogram,
+    )
+    from ddpm_lit.reporting.pages import run_of, write_page_quietly
+    from ddpm_lit.training.loggers import close_loggers, open_loggers
 
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.paths.output_dir)
@@ -234,7 +232,9 @@ def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.devic
         module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
         variance=cfg.nll.variance, device=device, progress=True,
     )  # fmt: skip
-    from ddpm_lit.apps.figures import bound_terms_figure  # matplotlib, as evaluate() imports it
+    from ddpm_lit.reporting.figures import (
+        bound_terms_figure,  # matplotlib, as evaluate() imports it
+    )
 
     bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
     with atomic_write(out_dir / "bound_terms.pt") as f:
@@ -262,7 +262,9 @@ def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classi
 
 
 def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
-    from lightning.pytorch.loggers import WandbLogger  # loaded already by the loggers evaluate() imports
+    from lightning.pytorch.loggers import (
+        WandbLogger,  # loaded already by the loggers evaluate() imports
+    )
 
     flat = {f"eval/{k}": float(v) for k, v in flatten({k: v for k, v in results.items() if k != "source"}, "/").items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}

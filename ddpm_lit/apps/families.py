@@ -32,13 +32,12 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-import ddpm_lit
-from ddpm_lit.apps.figures import side_by_side_grids
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
 from ddpm_lit.errors import ConfigError, exit_on_user_error
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.io import atomic_write, write_text
+from ddpm_lit.reporting.figures import side_by_side_grids
 from ddpm_lit.runs import load_run_config
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def train_run(args: argparse.Namespace, family: str, seed: int, run_dir: Path) -
     if (run_dir / "metrics.json").is_file():
         log.info("  %s: trained before, kept", run_dir)
         return
-    cmd = [sys.executable, str(args.root / "train.py"), f"experiment={args.presets[family]}", f"seed={seed}",
+    cmd = [sys.executable, "-m", "ddpm_lit.train", f"experiment={args.presets[family]}", f"seed={seed}",
            f"hydra.run.dir={run_dir}", "logger=csv", f"paths.data_dir={args.data_dir}"]
     if args.minutes:
         cmd.append(f"time_budget_minutes={args.minutes:g}")
@@ -122,7 +121,7 @@ def evaluate_run(args: argparse.Namespace, family: str, run_dir: Path, eval_dir:
     if (eval_dir / "metrics.json").is_file():
         log.info("  %s: scored before, kept", eval_dir)
         return
-    cmd = [sys.executable, str(args.root / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+    cmd = [sys.executable, "-m", "ddpm_lit.evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
            f"num_samples={args.num_samples}", f"reference_size={args.reference_size}", f"fid.enabled={not args.no_fid}",
            f"score_test={score_test}", f"nll.num_images={args.nll_images}", f"nll.iwae_samples={args.iwae}",
            f"nll.enabled={family != 'gan' and args.nll_images > 0}", f"hydra.run.dir={eval_dir}", "logger=csv",
@@ -310,9 +309,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, low in (("num_samples", 4), ("reference_size", 4), ("nll_images", 0), ("iwae", 1), ("ddpm_steps", 1)):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be ≥ {low}, got {getattr(args, name)}")
-    args.root = Path(ddpm_lit.__file__).resolve().parents[1]
-    if not (args.root / "train.py").is_file():
-        parser.error(f"train.py not found in {args.root}: run from a checkout of the repository (pip install -e .)")
     args.out, args.data_dir = args.out.resolve(), args.data_dir.resolve()
     return args
 

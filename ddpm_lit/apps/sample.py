@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm_lit.apps.loading import check_sampling, guidance_used, load_module, resolve_device, sampling_kwargs
+from ddpm_lit.config.sampling import check_sampling, sampling_kwargs
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw
 from ddpm_lit.io import write_text
+from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     save_samples_npz(drawn.samples, out / "samples.npz", labels=labels)
     has_trajectory = bool(cfg.trajectory and drawn.timesteps)  # a one-pass model has no chain to show
     if has_trajectory:
-        from ddpm_lit.apps.figures import trajectory_figure  # matplotlib, only when there is a figure to draw
+        from ddpm_lit.reporting.figures import (
+            trajectory_figure,  # matplotlib, only when there is a figure to draw
+        )
 
         trajectory_figure(drawn.frames, drawn.timesteps, out / "trajectory.png")
     info = {

@@ -19,27 +19,37 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ddpm_lit.apps.budget import choose_precision, format_seconds, measure_speed, sampling_seconds
-from ddpm_lit.apps.config import build, build_dict
-from ddpm_lit.apps.dashboard import write_page_quietly
-from ddpm_lit.apps.loading import is_number
-from ddpm_lit.apps.loggers import (
-    build_loggers,
+from ddpm_lit.config.build import build, build_dict, build_loggers
+from ddpm_lit.errors import ConfigError, DataError, first_line
+from ddpm_lit.generation.protocol import has_chain
+from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
+from ddpm_lit.io import remove_partial_files, write_text
+from ddpm_lit.reporting.pages import write_page_quietly
+from ddpm_lit.reporting.run_figures import draw_final_samples, run_figures
+from ddpm_lit.runs import flatten, newest_checkpoint
+from ddpm_lit.training.base import (
+    MODEL_CLASS_KEY,
+    SAMPLED_METRICS,
+    class_name,
+    family_of_class,
+    recorded_dataset,
+)
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
+from ddpm_lit.training.loading import is_number
+from ddpm_lit.training.loggers import (
     close_loggers,
     log_figures,
     open_loggers,
     quiet_lightning_tips,
     quiet_lightning_warnings,
 )
-from ddpm_lit.apps.run_figures import draw_final_samples, run_figures
-from ddpm_lit.errors import ConfigError, DataError, first_line
-from ddpm_lit.generation.protocol import has_chain
-from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
-from ddpm_lit.io import remove_partial_files, write_text
-from ddpm_lit.runs import flatten, newest_checkpoint
-from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
-from ddpm_lit.training.base import MODEL_CLASS_KEY, SAMPLED_METRICS, class_name, family_of_class, recorded_dataset
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
+from ddpm_lit.training.planning import (
+    choose_precision,
+    format_seconds,
+    measure_speed,
+    sampling_seconds,
+)
 
 log = logging.getLogger(__name__)
 

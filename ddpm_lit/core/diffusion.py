@@ -19,7 +19,11 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from ddpm_lit.core.gaussians import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from ddpm_lit.core.gaussians import (
+    discretized_gaussian_log_likelihood,
+    mean_flat,
+    normal_kl,
+)
 from ddpm_lit.core.schedules import get_beta_schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -4,8 +4,8 @@ images held as one tensor, batches gathered by index."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +230,3 @@ class ImageDataModule(L.LightningDataModule):
         n = min(n, len(dataset))
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
         return torch.stack([dataset[int(i)][0] for i in idx])
-
-
-# The name of earlier versions, whose run configs still name it.
-MNISTDataModule = ImageDataModule

@@ -12,7 +12,12 @@ import gzip
 import shutil
 from pathlib import Path
 
-from ddpm_lit.data.files import IdxFiles, check_files, ensure_files, fetch_with_torchvision
+from ddpm_lit.data.files import (
+    IdxFiles,
+    check_files,
+    ensure_files,
+    fetch_with_torchvision,
+)
 from ddpm_lit.errors import DataError
 from ddpm_lit.io import atomic_write
 
@@ -35,7 +40,9 @@ def check_fashion_mnist_files(raw_dir: Path, check_md5: bool = True) -> dict[str
 
 
 def _fetch_torchvision(root: Path) -> None:
-    from torchvision.datasets import FashionMNIST  # torchvision's import takes seconds; only a download needs it
+    from torchvision.datasets import (
+        FashionMNIST,  # torchvision's import takes seconds; only a download needs it
+    )
 
     fetch_with_torchvision(FashionMNIST, root)
 

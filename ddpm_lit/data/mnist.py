@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 
-from ddpm_lit.data.files import IdxFiles, check_files, ensure_files, fetch_with_torchvision, read_idx
+from ddpm_lit.data.files import (
+    IdxFiles,
+    check_files,
+    ensure_files,
+    fetch_with_torchvision,
+    read_idx,
+)
 from ddpm_lit.errors import DataError
 from ddpm_lit.io import atomic_write
 
@@ -35,7 +41,9 @@ def check_mnist_files(raw_dir: Path, check_md5: bool = True) -> dict[str, str]:
 
 
 def _fetch_torchvision(root: Path) -> None:
-    from torchvision.datasets import MNIST  # torchvision's import takes seconds; only a download needs it
+    from torchvision.datasets import (
+        MNIST,  # torchvision's import takes seconds; only a download needs it
+    )
 
     fetch_with_torchvision(MNIST, root)
 

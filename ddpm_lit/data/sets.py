@@ -215,7 +215,11 @@ def read_images(path: Path, labels: str | None, key: str) -> tuple[torch.Tensor,
 
 
 def _read_folder(path: Path, key: str) -> tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...] | None]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # only a folder of images needs it
+    from torchvision.datasets.folder import (  # only a folder of images needs it
+        IMG_EXTENSIONS,
+        find_classes,
+        make_dataset,
+    )
 
     subfolders = [p for p in path.iterdir() if p.is_dir()]
     if subfolders:

@@ -24,7 +24,13 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from ddpm_lit.core.pixels import quantize, to_model_range, to_unit_range
 from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource
 from ddpm_lit.evaluation.classifier import FeatureClassifier, load_or_train_for
-from ddpm_lit.evaluation.features import batched_features, cached, fid_from_statistics, fid_statistics, images_key
+from ddpm_lit.evaluation.features import (
+    batched_features,
+    cached,
+    fid_from_statistics,
+    fid_statistics,
+    images_key,
+)
 from ddpm_lit.evaluation.metrics import (
     class_statistics_from_logits,
     fid_kid_from_features,

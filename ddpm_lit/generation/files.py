@@ -14,7 +14,10 @@ from ddpm_lit.io import atomic_write
 
 def save_grid(unit: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
     """Save images (N, C, H, W) in [0, 1] as a PNG grid ``nrow`` images wide at ``path``; return the grid."""
-    from torchvision.utils import make_grid, save_image  # torchvision's import takes seconds; only grids need it
+    from torchvision.utils import (  # torchvision's import takes seconds; only grids need it
+        make_grid,
+        save_image,
+    )
 
     grid = make_grid(unit.cpu(), nrow=nrow, padding=2, pad_value=1.0)
     with atomic_write(path) as f:

@@ -31,7 +31,7 @@ from ddpm_lit.generation.files import save_grid
 from ddpm_lit.generation.generate import check_request
 from ddpm_lit.internals import logging_step, set_logging_step
 
-# Where a checkpoint names the class that loads it (apps.loading.load_module reads it).
+# Where a checkpoint names the class that loads it (training.loading.load_module reads it).
 MODEL_CLASS_KEY = "model_class"
 # The metrics of the validation hook (logged on sampling epochs only).
 SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")

@@ -9,10 +9,20 @@ from typing import Any
 
 import torch
 
-from ddpm_lit.core.adversarial import check_loss, discriminator_loss, generator_loss, r1_penalty
+from ddpm_lit.core.adversarial import (
+    check_loss,
+    discriminator_loss,
+    generator_loss,
+    r1_penalty,
+)
 from ddpm_lit.core.diffusion import randn
 from ddpm_lit.nets.gan import Discriminator, Generator
-from ddpm_lit.training.base import OnePassModule, build_part, check_hook_settings, spec_of
+from ddpm_lit.training.base import (
+    OnePassModule,
+    build_part,
+    check_hook_settings,
+    spec_of,
+)
 
 # Adam with β1 = 0.5, as DCGAN (Radford et al. 2016) trains both players.
 DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4,

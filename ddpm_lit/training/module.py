@@ -12,9 +12,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
-from ddpm_lit.generation.generate import check_labels, check_request, digit_labels, generate
+from ddpm_lit.generation.generate import (
+    check_labels,
+    check_request,
+    digit_labels,
+    generate,
+)
 from ddpm_lit.nets.unet import UNet
-from ddpm_lit.training.base import MODEL_CLASS_KEY, GenerativeModule, check_hook_settings, spec_of
+from ddpm_lit.training.base import (
+    MODEL_CLASS_KEY,
+    GenerativeModule,
+    check_hook_settings,
+    spec_of,
+)
 
 LR_SCHEDULES = ("constant", "cosine")
 __all__ = ["MODEL_CLASS_KEY", "DDPMModule", "spec_of"]

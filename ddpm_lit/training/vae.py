@@ -11,9 +11,18 @@ from tqdm.auto import tqdm
 
 from ddpm_lit.core.diffusion import randn
 from ddpm_lit.core.pixels import quantize
-from ddpm_lit.core.variational import importance_weighted_bound, negative_elbo, to_bits_per_dim
+from ddpm_lit.core.variational import (
+    importance_weighted_bound,
+    negative_elbo,
+    to_bits_per_dim,
+)
 from ddpm_lit.nets.vae import ConvVAE
-from ddpm_lit.training.base import OnePassModule, build_part, check_hook_settings, spec_of
+from ddpm_lit.training.base import (
+    OnePassModule,
+    build_part,
+    check_hook_settings,
+    spec_of,
+)
 
 SampleMode = Literal["mean", "sample"]
 SAMPLE_MODES: tuple[str, ...] = get_args(SampleMode)

@@ -35,8 +35,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from ddpm_lit.apps.figures import metric_by_step, read_history_rows
-from ddpm_lit.apps.sweeps import (
+from ddpm_lit.errors import DataError, UserError, first_line
+from ddpm_lit.io import write_text
+from ddpm_lit.reporting.figures import metric_by_step, read_history_rows
+from ddpm_lit.reporting.sweeps import (
     COLUMNS,
     config_differences,
     find_runs,
@@ -45,8 +47,6 @@ from ddpm_lit.apps.sweeps import (
     read_metrics,
     read_yaml,
 )
-from ddpm_lit.errors import DataError, UserError, first_line
-from ddpm_lit.io import write_text
 from ddpm_lit.runs import flatten
 from ddpm_lit.training.checkpointing import read_checkpoint
 
@@ -459,7 +459,7 @@ def javascript_bundle() -> str:
 
 @functools.cache
 def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("ddpm_lit.apps", "pages"), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("ddpm_lit.reporting", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["number"] = _number
     return env

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ddpm_lit.errors import ConfigError, UserError
+from ddpm_lit.runs import wandb_run_id
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -28,3 +29,19 @@ def build_dict(node: DictConfig | None) -> list[Any]:
     if not node:
         return []
     return [build(conf) for conf in node.values() if isinstance(conf, DictConfig) and "_target_" in conf]
+
+
+def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Any]:
+    """The ``logger`` group's loggers; when ``resuming``, a W&B logger without an ``id``
+    continues the newest W&B run in its ``save_dir`` (the run dir), so the run keeps one id."""
+    loggers = []
+    for conf in (node or {}).values():
+        if not (isinstance(conf, DictConfig) and "_target_" in conf):
+            continue
+        kwargs: dict[str, Any] = {}
+        if resuming and conf._target_.endswith("WandbLogger") and conf.get("id") is None:
+            run_id = wandb_run_id(conf.save_dir)
+            if run_id is not None:
+                kwargs = {"id": run_id, "resume": "allow"}
+        loggers.append(build(conf, **kwargs))
+    return loggers

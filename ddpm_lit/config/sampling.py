@@ -1,39 +1,20 @@
-"""What the apps that read a checkpoint share: the device, the model, and the sampler settings."""
+"""The sampler settings of a command's config: checked against the sampler table and the
+checkpoint's model, and turned into ``module.sample``'s arguments."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ddpm_lit.core.samplers import SAMPLERS
-from ddpm_lit.errors import ConfigError, DataError, first_line
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.protocol import has_chain
+from ddpm_lit.training.loading import is_number
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
-    return device
-
-
-def is_number(value: Any) -> bool:
-    """A finite int or float, not a bool (which Python counts as an int)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# ---- what evaluate.py and sample.py share: the sampler and guidance of the config -------------
 def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
     """``cfg.sampler.name`` a known sampler and ``cfg.guidance_scale`` null or ≥ 0; with the
     checkpoint's ``module``, also ``sampler.steps`` in [1, T] or null, and guidance only for a
@@ -82,43 +63,6 @@ def sampler_options(sampler: DictConfig) -> dict[str, Any]:
     """The sampler's own options (``eta``, ``spacing``, ...): all of ``cfg.sampler`` but name,
     steps and clip_denoised, which ``DDPMModule.sample`` takes as arguments."""
     return {k: v for k, v in sampler.items() if k not in ("name", "steps", "clip_denoised")}
-
-
-def guidance_used(module: Any, guidance_scale: float | None) -> float | None:
-    """The guidance a conditional model samples with (the config's, else the model's); None when unconditional."""
-    if module.num_classes is None:
-        return None
-    return module.hparams.guidance_scale if guidance_scale is None else guidance_scale
-
-
-def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
-    """The checkpoint's model on ``device``, and whether its weights are an EMA.
-
-    The class is the one the checkpoint names (``model_class``, written by the module when it
-    saves; ``DDPMModule`` for checkpoints without it), and must be one of ddpm_lit's.
-
-    Lightning's weight-averaging callbacks save the averaged weights as ``state_dict`` (the
-    raw ones under ``current_model_state``), so loading gives the EMA weights when present.
-    """
-    # Lightning and the training modules take seconds to import: here, so that a command checks its config first
-    import lightning as L
-
-    from ddpm_lit.training.base import MODEL_CLASS_KEY
-    from ddpm_lit.training.checkpointing import read_checkpoint
-    from ddpm_lit.training.module import DDPMModule
-
-    path = Path(path)
-    ckpt = read_checkpoint(path)
-    ema = "current_model_state" in ckpt
-    name = ckpt.get(MODEL_CLASS_KEY, f"{DDPMModule.__module__}.{DDPMModule.__qualname__}")
-    cls = get_class(name) if str(name).startswith("ddpm_lit.") else None
-    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
-        raise DataError(f"{path} names the model class {name!r}, which is not a LightningModule of ddpm_lit")
-    try:
-        module = cls.load_from_checkpoint(path, map_location=device, weights_only=True)
-    except Exception as e:  # weights of another shape, missing keys: the file does not fit its class
-        raise DataError(f"{path} does not load as the {name} it names: {first_line(e)}") from None
-    return module.to(device).eval(), ema
 
 
 def sample_with(

@@ -1,4 +1,4 @@
-"""The run's loggers (W&B, CSV, TensorBoard): built, opened without prompts, closed; and
+"""The run's loggers (W&B, CSV, TensorBoard): opened without prompts, closed; and
 Lightning's noise that tells a user nothing, filtered by exact message."""
 
 from __future__ import annotations
@@ -8,32 +8,12 @@ import netrc
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import wandb
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig
 
-from ddpm_lit.apps.config import build
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.internals import drop_anonymous_wandb_init, wandb_offline
-from ddpm_lit.runs import wandb_run_id
-
-
-def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Logger]:
-    """The ``logger`` group's loggers; when ``resuming``, a W&B logger without an ``id``
-    continues the newest W&B run in its ``save_dir`` (the run dir), so the run keeps one id."""
-    loggers = []
-    for conf in (node or {}).values():
-        if not (isinstance(conf, DictConfig) and "_target_" in conf):
-            continue
-        kwargs: dict[str, Any] = {}
-        if resuming and conf._target_.endswith("WandbLogger") and conf.get("id") is None:
-            run_id = wandb_run_id(conf.save_dir)
-            if run_id is not None:
-                kwargs = {"id": run_id, "resume": "allow"}
-        loggers.append(build(conf, **kwargs))
-    return loggers
 
 
 def open_loggers(loggers: list[Logger]) -> list[Logger]:

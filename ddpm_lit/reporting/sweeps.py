@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ddpm_lit.apps.figures import metric_by_step
 from ddpm_lit.errors import first_line
+from ddpm_lit.reporting.figures import metric_by_step
 from ddpm_lit.runs import flatten
 
 log = logging.getLogger(__name__)
