@@ -127,19 +127,20 @@ def test_a_time_budget_becomes_max_time_less_start_up_final_samples_and_reserve(
     """The plan's arithmetic (the slow tier runs it against the wall clock): 2 min less 5 s of
     start-up, 8 final images × 5 steps at 1 evaluation/s (40 s) and a 7 s reserve leave 68 s."""
     from ddpm_lit.apps.train import plan_time
+    from ddpm_lit.config.schema import TrainSettings
 
     fake_probe.rates = {"32-true": [100.0] * 8, "bf16-mixed": [100.0] * 8}  # bf16 no faster: fp32 stays
     overrides = [*TINY, "trainer.precision=32-true", "post_fit_reserve_seconds=7"]
     cfg = compose_train_cfg([*overrides, "time_budget_minutes=2"], tmp_path, tmp_path)
-    out, expected = plan_time(cfg, small_module(), elapsed=5.0)
+    out, expected = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
     assert out["max_time"]["seconds"] == pytest.approx(68.0, abs=0.5) and "precision" not in out
     assert expected.startswith("2 min 00 s in all (time_budget_minutes): training 1 min 08 s (~6,8")
     assert expected.endswith("images at 100 images/s), then ~47 s for the final samples and figures")
     cfg = compose_train_cfg([*overrides, "time_budget_minutes=1"], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match=r"time_budget_minutes=1 leaves 8 s for training after start-up \(5 s\)"):
-        plan_time(cfg, small_module(), elapsed=5.0)
+        plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
     cfg = compose_train_cfg([*TINY, "trainer.precision=auto", "time_budget_minutes=null"], tmp_path, tmp_path)
-    out, expected = plan_time(cfg, small_module(), elapsed=5.0)  # auto alone: a precision, no time limit
+    out, expected = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)  # auto alone: a precision, no time limit
     assert out == {"precision": "32-true"} and expected is None
 
 

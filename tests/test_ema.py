@@ -141,3 +141,33 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     # saved after the validation epoch holds the average as state_dict, the raw ones beside it
     key = "net.out.weight"
     assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
+
+
+def test_the_final_samples_come_from_the_ema_weights(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    """The after-fit callbacks run in on_fit_end, after the EMA callback's on_train_end has copied
+    the average into the module: the final samples are the average's, not the raw weights'
+    (decay 1 without warm-up keeps the average at the first step's weights, far from the raw
+    ones after steps at a large learning rate)."""
+    from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
+    from ddpm_lit.generation.generate import draw
+    from ddpm_lit.training.module import DDPMModule
+
+    cfg = compose_train_cfg(
+        [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",
+         "model.optimizer.lr=0.02", "callbacks.ema.decay=1.0", "callbacks.ema.warmup=false", "final_samples.num=4",
+         "final_samples.steps=5", "final_samples.seed=3"],
+        tmp_path, synthetic_mnist_dir,
+    )  # fmt: skip
+    train(cfg)
+    final = load_samples_npz(tmp_path / "samples" / "final.npz")
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+
+    def drawn_with(state: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        module = DDPMModule(**ckpt["hyper_parameters"]).eval()
+        module.load_state_dict(state)
+        samples = draw(module, 4, seed=3, steps=5).samples
+        return load_samples_npz(save_samples_npz(samples, tmp_path / f"{name}.npz"))  # the file's 8 bits, as final.npz
+
+    ema, raw = drawn_with(ckpt["state_dict"], "ema"), drawn_with(ckpt["current_model_state"], "raw")
+    assert not torch.equal(ema, raw)
+    assert torch.equal(final, ema)

@@ -171,6 +171,7 @@ def test_the_sampling_checks_pass_exactly_the_valid_settings(name, steps, guidan
     from omegaconf import OmegaConf
 
     from ddpm_lit.config.sampling import check_sampling
+    from ddpm_lit.config.schema import SamplerSettings, guidance_scale
     from ddpm_lit.core.samplers import SAMPLERS
     from ddpm_lit.errors import ConfigError
 
@@ -181,7 +182,9 @@ def test_the_sampling_checks_pass_exactly_the_valid_settings(name, steps, guidan
              and (guidance is None or (number and guidance >= 0 and conditional))
              and (steps is None or (type(steps) is int and 1 <= steps <= 50)))
     try:
-        check_sampling(cfg, _Chain(10 if conditional else None))
+        # at the door (the values alone), then against the checkpoint's model
+        sampler, scale = SamplerSettings.parse(cfg.sampler), guidance_scale(cfg)
+        check_sampling(sampler, scale, _Chain(10 if conditional else None), "model.ckpt")
     except ConfigError as e:
         assert not valid, f"refused a valid setting: {e}"
         assert "\n" not in str(e)
@@ -200,7 +203,7 @@ def _literal(value):
 def test_the_time_budget_check_passes_exactly_the_valid_budgets(budget, max_time) -> None:
     from omegaconf import OmegaConf
 
-    from ddpm_lit.apps.train import check_time_budget
+    from ddpm_lit.config.schema import time_budget as check_time_budget
     from ddpm_lit.errors import ConfigError
 
     cfg = OmegaConf.create({"time_budget_minutes": _literal(budget), "trainer": {"max_time": max_time}})
@@ -223,7 +226,7 @@ def test_a_budget_that_does_not_parse_or_resolve_is_one_config_error(budget, mon
     from omegaconf import OmegaConf
     from omegaconf.errors import GrammarParseError
 
-    from ddpm_lit.apps.train import check_time_budget
+    from ddpm_lit.config.schema import time_budget as check_time_budget
     from ddpm_lit.errors import ConfigError
 
     monkeypatch.delenv("DDPM_LIT_UNSET_VARIABLE", raising=False)

@@ -12,7 +12,7 @@ import torch
 from conftest import Command, run_command
 from PIL import Image
 
-from ddpm_lit.apps.sample import draw, parse_digits
+from ddpm_lit.apps.sample import draw, parse_classes
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.training.module import DDPMModule
@@ -57,7 +57,7 @@ def test_sample_writes_a_grid_an_npz_and_a_trajectory(checkpoints, tmp_path: Pat
     assert Image.open(out / "samples.png").size == (8 * 30 + 2, 2 * 30 + 2)
     assert Image.open(out / "trajectory.png").size[0] > 400
     info = json.loads((out / "sample.json").read_text())
-    assert info["n"] == 10 and info["ema_weights"] is False and info["digits"] is None
+    assert info["n"] == 10 and info["ema_weights"] is False and info["classes"] is None
 
     same = run_sample([*args, "seed=0", f"hydra.run.dir={tmp_path / 'b'}"])
     other = run_sample([*args, "seed=1", "sampler=ddim", "sampler.steps=5", "trajectory=0", f"hydra.run.dir={tmp_path / 'c'}"])
@@ -68,14 +68,15 @@ def test_sample_writes_a_grid_an_npz_and_a_trajectory(checkpoints, tmp_path: Pat
     assert json.loads((tmp_path / "c" / "sample.json").read_text())["sampler"]["name"] == "ddim"
 
 
-def test_conditional_model_draws_the_digits_asked_for(checkpoints, tmp_path: Path) -> None:
-    proc = run_sample([f"ckpt_path={checkpoints['cond']}", "n=6", "digits=[3,7]", "guidance_scale=2", "sampler.steps=5",
+@pytest.mark.parametrize("key", ["classes", "digits"])  # digits= is MNIST's name for classes=
+def test_conditional_model_draws_the_classes_asked_for(key: str, checkpoints, tmp_path: Path) -> None:
+    proc = run_sample([f"ckpt_path={checkpoints['cond']}", "n=6", f"{key}=[3,7]", "guidance_scale=2", "sampler.steps=5",
                        "device=cpu", f"hydra.run.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(tmp_path / "samples.npz") as f:
         assert f["arr_1"].tolist() == [3, 7, 3, 7, 3, 7] and f["arr_0"].shape == (6, 28, 28, 1)
     info = json.loads((tmp_path / "sample.json").read_text())
-    assert info["digits"] == [3, 7, 3, 7, 3, 7] and info["guidance_scale"] == 2
+    assert info["classes"] == [3, 7, 3, 7, 3, 7] and info["guidance_scale"] == 2
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,8 @@ def test_conditional_model_draws_the_digits_asked_for(checkpoints, tmp_path: Pat
         (["ckpt_path=missing.ckpt"], "does not exist"),
         (["CKPT", "n=0"], "n must be an integer ≥ 1"),
         (["CKPT", "digits=3"], "need a class-conditional model"),
+        (["CKPT", "classes=3"], "need a class-conditional model"),
+        (["CKPT", "classes=3", "digits=3"], "not both"),
         (["CKPT", "sampler.steps=1000"], "sampler.steps must be in [1, 100]"),
         (["CKPT", "sampler.name=euler"], "sampler.name must be one of"),
     ],
@@ -95,13 +98,13 @@ def test_bad_input_prints_one_message(args, words, checkpoints, tmp_path: Path) 
     assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
-def test_parse_digits() -> None:
-    assert parse_digits(None, 12, 10).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
-    assert parse_digits(7, 3, 10).tolist() == [7, 7, 7]
-    assert parse_digits([3, 7], 5, 10).tolist() == [3, 7, 3, 7, 3]
+def test_parse_classes() -> None:
+    assert parse_classes(None, 12, 10).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert parse_classes(7, 3, 10).tolist() == [7, 7, 7]
+    assert parse_classes([3, 7], 5, 10).tolist() == [3, 7, 3, 7, 3]
     for bad in (10, [1, -1], [], "3", True):
-        with pytest.raises(ConfigError, match="digits"):
-            parse_digits(bad, 4, 10)
+        with pytest.raises(ConfigError, match="classes"):
+            parse_classes(bad, 4, 10)
 
 
 def test_draw_keeps_the_trajectory_every_tenth_of_the_chain() -> None:

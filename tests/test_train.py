@@ -382,7 +382,6 @@ def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir
         (["model.val_fid=false"], "needs model.val_fid=true"),
         (["optimized_metric=val/fdi"], "optimized_metric=val/fdi: a ddpm does not log it"),
         (["optimized_metric=val/fid", "model.val_fid=false"], "optimized_metric=val/fid needs model.val_fid=true"),
-        (["objective=val/fdi"], "optimized_metric=val/fdi: a ddpm does not log it"),  # the deprecated name is still read
     ],
 )
 def test_val_fid_monitor_needs_it_every_epoch(overrides, words, tmp_path: Path) -> None:

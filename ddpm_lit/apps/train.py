@@ -17,15 +17,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from ddpm_lit.config.build import build, build_dict, build_loggers
-from ddpm_lit.errors import ConfigError, DataError, first_line
-from ddpm_lit.generation.protocol import has_chain
+from ddpm_lit.config.schema import TrainSettings
+from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
-from ddpm_lit.reporting.pages import write_page_quietly
-from ddpm_lit.reporting.run_figures import draw_final_samples, run_figures
+from ddpm_lit.reporting.callbacks import fit_metrics
 from ddpm_lit.runs import flatten, newest_checkpoint
 from ddpm_lit.training.base import (
     MODEL_CLASS_KEY,
@@ -35,21 +33,14 @@ from ddpm_lit.training.base import (
     recorded_dataset,
 )
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
-from ddpm_lit.training.loading import is_number
 from ddpm_lit.training.loggers import (
     close_loggers,
-    log_figures,
     open_loggers,
     quiet_lightning_tips,
     quiet_lightning_warnings,
 )
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
-from ddpm_lit.training.planning import (
-    choose_precision,
-    format_seconds,
-    measure_speed,
-    sampling_seconds,
-)
+from ddpm_lit.training.planning import format_seconds, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -59,93 +50,74 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
 
     ``extra_callbacks`` join the config's (the benchmark times the real run with one).
     ``cfg.ckpt_path`` (``last`` or a path) continues a run: weights, optimizer, LR schedule, EMA,
-    step counter and loops from the checkpoint, and the W&B run of the run dir.
+    step counter and loops from the checkpoint, and the W&B run of the run dir. What a run
+    writes after the fit (final samples, metrics.json, figures, its page) are callbacks of
+    ``conf/callbacks/default.yaml``.
     """
     started = time.perf_counter()
+    s = TrainSettings.parse(cfg)  # the run's own settings, checked
     quiet_lightning_tips()
     quiet_lightning_warnings()
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+    if s.seed is not None:
+        L.seed_everything(s.seed, workers=True)
 
     # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
     model = build(cfg.model)
     datamodule = build(cfg.data)
     callbacks = build_dict(checkpoints_without_validation(cfg)) + list(extra_callbacks)
-    _check_monitors(callbacks, model, optimized_metric(cfg))
-    check_time_budget(cfg)
-    out = Path(cfg.paths.output_dir)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
-        for stale in remove_partial_files(out):  # a write (checkpoint, figure, ...) the last run was killed in
-            log.info("removed %s, half-written when the run was killed", stale)
-    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
-    model.allow_other_dataset = bool(cfg.get("allow_other_dataset", False))
-    if ckpt_path is not None:
-        _check_same_model(ckpt_path, model)
-        _check_same_dataset(ckpt_path, datamodule, model.allow_other_dataset)
-    # Data next, so a missing or corrupted file stops the run before a logger run or a checkpoint exists.
-    datamodule.prepare_data()
+    _check_monitors(callbacks, model, s.optimized_metric)
+    ckpt_path = prepare_run_dir(s, model, datamodule)
+    keep_config(cfg, s.output_dir)
+    datamodule.prepare_data()  # a missing or corrupted file stops the run before a logger run or a checkpoint exists
     wandb_mode = os.environ.get("WANDB_MODE")
     # ckpt_path set: the run dir's W&B run goes on, even when the run died before its first checkpoint
-    resuming = ckpt_path is not None or cfg.get("ckpt_path") is not None
-    loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=resuming))
-    trainer_overrides, expected = plan_time(cfg, model, time.perf_counter() - started)
+    loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=s.ckpt_path is not None))
+    trainer_overrides, expected = plan_time(s, model, time.perf_counter() - started)
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
                                **trainer_overrides)
     _check_launcher(trainer)
     _check_sync_batchnorm(trainer, model)
     if trainer.is_global_zero:
-        log.info("%s", describe_start(cfg, out, model, trainer, expected, ckpt_path))
-
+        log.info("%s", describe_start(cfg, s.output_dir, model, trainer, expected, ckpt_path))
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        start = time.perf_counter()
-        try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except SIGTERMException:
-            # Lightning stops after the batch in progress and the on_exception ModelCheckpoint has saved
-            # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
-            log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
-            raise SystemExit(128 + signal.SIGTERM) from None
-        fit_seconds = time.perf_counter() - start
-        metrics = _after_fit(cfg, model, datamodule, trainer, loggers, out, fit_seconds)
-        if trainer.is_global_zero:
-            log.info("%s", describe_end(metrics, out, trainer, loggers, time.perf_counter() - started))
-        return metrics
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        # Lightning stops after the batch in progress and the on_exception ModelCheckpoint has saved
+        # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
+        log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         close_loggers(loggers, wandb_mode)
-        if trainer.is_global_zero and cfg.get("report_html", True):  # also for a run that failed or was stopped
-            write_page_quietly(out, cfg)
-
-
-def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer, loggers: list[Logger], out: Path,
-               fit_seconds: float) -> dict[str, float]:
-    """The run's final metrics, written to metrics.json, after the final samples and the
-    report's figures (rank 0; not under fast_dev_run)."""
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    metrics.update(
-        fit_seconds=fit_seconds,
-        epochs=trainer.current_epoch,  # Lightning's count at the end; a partial last epoch counts
-        global_step=trainer.global_step,
-        params=sum(p.numel() for p in model.parameters()),
-    )
-    final = cfg.get("final_samples")
-    draw_final = bool(final and final.num > 0 and trainer.is_global_zero and not trainer.fast_dev_run)
-    if draw_final:
-        model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
-        start = time.perf_counter()
-        draw_final_samples(model, out / "samples", **final)
-        metrics["final_samples_seconds"] = time.perf_counter() - start
-        log.info("samples written to %s", out / "samples")
-    log.debug("fit took %.1f s; metrics: %s", fit_seconds, metrics)  # said at the end by describe_end
+    metrics = fit_metrics(trainer.callbacks) or {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-    if draw_final:
-        figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
-                              config=cfg)
-        log_figures(loggers, figures)
+        log.info("%s", describe_end(metrics, s.output_dir, trainer, loggers, time.perf_counter() - started))
     return metrics
+
+
+def prepare_run_dir(s: TrainSettings, model: Any, datamodule: Any) -> str | None:
+    """The checkpoint the run continues from (None: a fresh start), checked against the model
+    and data the config builds; the files a killed run left half-written removed (rank 0)."""
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
+        for stale in remove_partial_files(s.output_dir):  # a write (checkpoint, figure, ...) the last run was killed in
+            log.info("removed %s, half-written when the run was killed", stale)
+    ckpt_path = resume_checkpoint(s.ckpt_path, s.output_dir / "checkpoints")
+    model.allow_other_dataset = s.allow_other_dataset
+    if ckpt_path is not None:
+        _check_same_model(ckpt_path, model)
+        _check_same_dataset(ckpt_path, datamodule, model.allow_other_dataset)
+    return ckpt_path
+
+
+def keep_config(cfg: DictConfig, run_dir: Path) -> None:
+    """``<run>/.hydra/config.yaml`` as ``@hydra.main`` writes it, for a run that ``train(cfg)``
+    started from Python: the figures and the page read the run's config from its folder."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        config = OmegaConf.to_container(cfg, resolve=False)
+        config.pop("hydra", None)
+        write_text(path, OmegaConf.to_yaml(config))
 
 
 def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
@@ -163,65 +135,14 @@ def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
     return callbacks
 
 
-def check_time_budget(cfg: DictConfig) -> None:
-    """Refuse a bad ``time_budget_minutes`` before any data is fetched or logger run opened."""
-    try:
-        budget = cfg.get("time_budget_minutes")
-    except OmegaConfBaseException as e:  # an interpolation that does not parse or resolve (${0, ${oc.env:UNSET})
-        raw = OmegaConf.to_container(cfg, resolve=False).get("time_budget_minutes")
-        raise ConfigError(f"time_budget_minutes must be a positive number or null, got {raw!r} "
-                          f"({first_line(e)})") from None
-    if budget is not None and (not is_number(budget) or budget <= 0):
-        raise ConfigError(f"time_budget_minutes must be a positive number or null, got {budget!r}")
-    if budget is not None and cfg.trainer.get("max_time") is not None:
-        raise ConfigError("give either time_budget_minutes or trainer.max_time, not both")
-
-
-def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, Any], str | None]:
+def plan_time(s: TrainSettings, model: Any, elapsed: float) -> tuple[dict[str, Any], str | None]:
     """Trainer arguments that ``trainer.precision=auto`` and ``time_budget_minutes`` decide, and
-    the run's expected length in words (None when neither is set: nothing was measured).
-
-    ``auto`` times a few training steps of the model in each of ``budget.CANDIDATE_PRECISIONS``
-    on the trainer's device and takes the fastest. A time budget (the whole run, in minutes)
-    becomes ``max_time``: what is left after ``elapsed`` seconds of start-up, the final
-    samples' expected time at the measured sampling speed and ``post_fit_reserve_seconds``.
-    Both are said on the console, with the expected end.
-    """
-    t0 = time.perf_counter()
-    precision = str(cfg.trainer.get("precision"))
-    budget = cfg.get("time_budget_minutes")
-    if precision != "auto" and budget is None:
-        return {}, None
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    device = torch.device("cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
-    final = cfg.get("final_samples")
-    sample_batch = int(final.num) if final and final.num > 0 else 64
-    out: dict[str, Any] = {}
-    expected = None
-    if precision == "auto":
-        speed, speeds, notes = choose_precision(model, device, int(cfg.data.batch_size), sample_batch)
-        log.info("precision=auto on %s: %s; chosen %s", device.type, "; ".join(map(str, speeds + notes)), speed.precision)
-        out["precision"] = precision = speed.precision
-    else:
-        speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
-    if budget is not None:
-        per_image = (final.steps or model.num_timesteps) if has_chain(model) else 1  # one pass without a chain
-        steps = per_image if final and final.num > 0 else 0
-        after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
-        start_up = elapsed + time.perf_counter() - t0  # the speed probe included
-        seconds = budget * 60 - start_up - after
-        if seconds < 10:
-            raise ConfigError(
-                f"time_budget_minutes={budget} leaves {seconds:.0f} s for training after start-up "
-                f"({start_up:.0f} s) and the final samples and figures (~{after:.0f} s); raise it"
-            )
-        out["max_time"] = {"seconds": seconds}
-        expected = (
-            f"{format_seconds(budget * 60)} in all (time_budget_minutes): training {format_seconds(seconds)} "
-            f"(~{seconds * speed.train_images_per_s:,.0f} images at {speed.train_images_per_s:.0f} images/s), "
-            f"then ~{format_seconds(after)} for the final samples and figures"
-        )
-    return out, expected
+    the run's expected length in words (``training.planning.plan_run``), on the trainer's device."""
+    cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return plan_run(model, precision=s.precision, budget_minutes=s.time_budget_minutes,
+                    device=torch.device("cuda" if cuda else "cpu"), batch_size=s.batch_size,
+                    final_samples=s.final_samples, final_sample_steps=s.final_sample_steps,
+                    reserve_seconds=s.post_fit_reserve_seconds, elapsed=elapsed)
 
 
 def describe_start(
@@ -355,17 +276,6 @@ def family_of(model_class: str) -> str:
     """``ddpm_lit.training.vae.VAEModule`` -> ``a vae (ddpm_lit.training.vae.VAEModule)``."""
     family = family_of_class(model_class)
     return f"a {family} ({model_class})" if family else model_class
-
-
-def optimized_metric(cfg: DictConfig) -> str | None:
-    """The metric train.py returns for sweepers: ``optimized_metric``, or the deprecated
-    top-level ``objective`` when a command line still sets it (with a warning)."""
-    old = cfg.get("objective")
-    if old is not None:
-        log.warning("objective=%s is deprecated (model.objective is the network's target); "
-                    "use optimized_metric=%s, which it replaces", old, old)
-        return str(old)
-    return cfg.get("optimized_metric")
 
 
 def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
     return device
-
-
-def is_number(value: Any) -> bool:
-    """A finite int or float, not a bool (which Python counts as an int)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def guidance_used(module: Any, guidance_scale: float | None) -> float | None:

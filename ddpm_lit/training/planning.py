@@ -11,6 +11,7 @@ samples are taken off (``trainer.max_time``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import copy
 import math
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
 
@@ -26,6 +28,8 @@ from ddpm_lit.generation.protocol import has_chain
 # by more than ``MIN_SPEEDUP`` (timings of a few steps vary by a few per cent).
 CANDIDATE_PRECISIONS = ("32-true", "bf16-mixed")
 MIN_SPEEDUP = 1.1
+
+log = logging.getLogger(__name__)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -222,3 +226,46 @@ def format_seconds(seconds: float) -> str:
     """``12 min 05 s`` or ``48 s``."""
     seconds = max(0, round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def plan_run(
+    model: Any, *, precision: str, budget_minutes: float | None, device: torch.device, batch_size: int,
+    final_samples: int, final_sample_steps: int | None, reserve_seconds: float, elapsed: float,
+) -> tuple[dict[str, Any], str | None]:
+    """Trainer arguments that ``precision="auto"`` and a time budget decide, and the run's
+    expected length in words (None when neither is set: nothing was measured).
+
+    ``auto`` times a few training steps of the model in each of ``CANDIDATE_PRECISIONS`` on
+    ``device`` and takes the fastest. A time budget (the whole run, in minutes) becomes
+    ``max_time``: what is left after ``elapsed`` seconds of start-up, the final samples'
+    expected time at the measured sampling speed and ``reserve_seconds``.
+    """
+    t0 = time.perf_counter()
+    if precision != "auto" and budget_minutes is None:
+        return {}, None
+    sample_batch = final_samples if final_samples > 0 else 64
+    out: dict[str, Any] = {}
+    if precision == "auto":
+        speed, speeds, notes = choose_precision(model, device, batch_size, sample_batch)
+        log.info("precision=auto on %s: %s; chosen %s", device.type, "; ".join(map(str, speeds + notes)), speed.precision)
+        out["precision"] = speed.precision
+    else:
+        speed = measure_speed(model, precision, device, batch_size, sample_batch)
+    if budget_minutes is None:
+        return out, None
+    per_image = (final_sample_steps or model.num_timesteps) if has_chain(model) else 1  # one pass without a chain
+    after = sampling_seconds(speed, sample_batch, per_image if final_samples > 0 else 0) + reserve_seconds
+    start_up = elapsed + time.perf_counter() - t0  # the speed probe included
+    seconds = budget_minutes * 60 - start_up - after
+    if seconds < 10:
+        raise ConfigError(
+            f"time_budget_minutes={budget_minutes} leaves {seconds:.0f} s for training after start-up "
+            f"({start_up:.0f} s) and the final samples and figures (~{after:.0f} s); raise it"
+        )
+    out["max_time"] = {"seconds": seconds}
+    expected = (
+        f"{format_seconds(budget_minutes * 60)} in all (time_budget_minutes): training {format_seconds(seconds)} "
+        f"(~{seconds * speed.train_images_per_s:,.0f} images at {speed.train_images_per_s:.0f} images/s), "
+        f"then ~{format_seconds(after)} for the final samples and figures"
+    )
+    return out, expected
