@@ -335,7 +335,7 @@ def test_a_run_does_not_continue_on_another_data_set_unless_asked(tmp_path: Path
     (other / "MNIST").rename(other / "FashionMNIST")  # synthetic files under Fashion-MNIST's folder
     base = [*TINY, "logger=csv", "data=fashion_mnist", "data.check_md5=false", "model.val_fid=false",
             "trainer.max_steps=4", f"ckpt_path={ckpt}"]
-    with pytest.raises(ConfigError, match="was trained on mnist, the config's data is fashion_mnist"):
+    with pytest.raises(DataError, match="ckpt_path=.* was trained on mnist, the data is fashion_mnist"):
         train(compose_train_cfg(base, tmp_path / "b", other))
     train(compose_train_cfg([*base, "allow_other_dataset=true"], tmp_path / "c", other))
     again = torch.load(tmp_path / "c" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -357,7 +357,7 @@ def test_the_module_refuses_a_fit_on_another_set_outside_train_py(tmp_path: Path
     dm = ImageDataModule(str(other), dataset="fashion_mnist", batch_size=8, val_size=16, check_md5=False)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    with pytest.raises(DataError, match="trained on mnist, the data now is fashion_mnist"):
+    with pytest.raises(DataError, match="the checkpoint was trained on mnist, the data is fashion_mnist"):
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=False)
 
 
@@ -387,5 +387,16 @@ def test_evaluate_scores_a_fashion_mnist_checkpoint_against_fashion_mnist(fashio
     assert (tmp_path / "eval" / "class_histogram.png").stat().st_size > 10_000
 
     proc = run_evaluate([*common, "data=mnist", f"hydra.run.dir={tmp_path / 'refused'}"])
-    assert proc.returncode == 2 and "was trained on fashion_mnist; data=mnist would score it against another set" in proc.stderr
+    assert proc.returncode == 2 and "was trained on fashion_mnist, the data is mnist: data=fashion_mnist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_one_check_refuses_weights_of_another_set() -> None:
+    """train.py, the module's fit, evaluate.py and compare all ask check_same_dataset."""
+    from ddpm_lit.data.sets import check_same_dataset
+
+    check_same_dataset({"dataset": "mnist"}, "mnist", False, "x.ckpt")
+    check_same_dataset(None, "fashion_mnist", False, "x.ckpt")  # no record: nothing to check against
+    check_same_dataset({"dataset": "mnist"}, "fashion_mnist", True, "x.ckpt")  # allow_other_dataset=true
+    with pytest.raises(DataError, match=r"^x.ckpt was trained on mnist, the data is fashion_mnist: data=mnist "):
+        check_same_dataset({"dataset": "mnist"}, "fashion_mnist", False, "x.ckpt")

@@ -24,7 +24,7 @@ import torch
 
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
-from ddpm_lit.data.sets import DataSource
+from ddpm_lit.data.sets import DataSource, check_same_dataset
 from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
@@ -170,10 +170,10 @@ def _data_source(checkpoints: list[Path], data_dir: Path) -> DataSource:
     """The set every checkpoint was trained on (their record; none: MNIST), or SystemExit when they differ:
     one table scores every model against one set."""
     records = {str(c): recorded_dataset(read_checkpoint(c)) for c in checkpoints}
-    if len({r["dataset"] for r in records.values()}) > 1:
-        raise SystemExit("the models were trained on different data sets, and a table scores them against one: "
-                         + ", ".join(f"{c}: {r['dataset']}" for c, r in records.items()))
-    return DataSource.from_record(next(iter(records.values())), data_dir)
+    first = next(iter(records.values()))
+    for path, record in records.items():  # one table scores every model against one set: the first's
+        check_same_dataset(record, first["dataset"], False, path)
+    return DataSource.from_record(first, data_dir)
 
 
 def _open_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:

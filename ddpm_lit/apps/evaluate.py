@@ -20,7 +20,7 @@ from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwarg
 from ddpm_lit.config.schema import EvaluateSettings
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
-from ddpm_lit.data.sets import DataSource
+from ddpm_lit.data.sets import DataSource, check_same_dataset
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
@@ -133,10 +133,7 @@ def data_source(s: EvaluateSettings, module: Any) -> DataSource:
     given = {k: data.get(k) for k in keys if data.get(k) is not None}
     names = data.get("class_names")
     source = DataSource(**given, class_names=tuple(names) if names is not None else None)
-    if trained_on is not None and trained_on.get("dataset") != source.dataset and not s.allow_other_dataset:
-        raise ConfigError(f"{s.ckpt_path or s.samples_path} was trained on {trained_on.get('dataset')}; data={source.dataset} would "
-                          f"score it against another set: drop data= (it scores against {trained_on.get('dataset')}), "
-                          "or allow_other_dataset=true")
+    check_same_dataset(trained_on, source.dataset, s.allow_other_dataset, s.ckpt_path or s.samples_path)
     return source
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.config.build import build, build_dict, build_loggers
 from ddpm_lit.config.schema import TrainSettings
+from ddpm_lit.data.sets import check_same_dataset
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
@@ -239,14 +240,9 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
 def _check_same_dataset(ckpt_path: str, datamodule: Any, allowed: bool) -> None:
     """A run continues on the data set it was trained on (the module checks again at fit start,
     for fits that do not come through here); said before any data is fetched."""
-    source = getattr(datamodule, "source", None)
-    if source is None or allowed:
-        return
-    trained_on = recorded_dataset(read_checkpoint(ckpt_path))
-    if trained_on.get("dataset") != source.dataset:
-        raise ConfigError(f"ckpt_path={ckpt_path} was trained on {trained_on.get('dataset')}, the config's data is "
-                          f"{source.dataset}: data={trained_on.get('dataset')}, or allow_other_dataset=true to go on "
-                          "with another set")
+    source = getattr(datamodule, "source", None)  # a datamodule of another kind: nothing to check against
+    if source is not None:
+        check_same_dataset(recorded_dataset(read_checkpoint(ckpt_path)), source.dataset, allowed, f"ckpt_path={ckpt_path}")
 
 
 def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:

@@ -16,7 +16,7 @@ agree on what was never trained on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,17 @@ class DataSource:
         if record.get("class_names") is not None:
             record["class_names"] = tuple(record["class_names"])
         return cls(**record, data_dir=str(data_dir), download=download, check_md5=check_md5)
+
+
+def check_same_dataset(trained_on: Mapping[str, Any] | None, dataset: str, allowed: bool, what: str) -> None:
+    """Refuse ``dataset`` for weights trained on another set (``trained_on``: their record,
+    ``DataSource.record()``; None: no record, nothing to check) unless ``allowed``. ``what``
+    names the weights in the message (``the checkpoint``, ``ckpt_path=<path>``)."""
+    was = (trained_on or {}).get("dataset")
+    if allowed or trained_on is None or was == dataset:
+        return
+    raise DataError(f"{what} was trained on {was}, the data is {dataset}: data={was} (or the data settings it was "
+                    "trained with), or allow_other_dataset=true to go on with another set")
 
 
 def _hold_out(images: torch.Tensor, labels: torch.Tensor | None):

@@ -22,7 +22,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from tqdm.auto import tqdm
 
 from ddpm_lit.core.pixels import to_unit_range
-from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource
+from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource, check_same_dataset
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation.classifier import classifier_features, load_or_train_for
 from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
@@ -167,11 +167,7 @@ class GenerativeModule(L.LightningModule):
         if source is None:  # a datamodule of another kind: nothing to check against
             return
         record = source.record()
-        if self.trained_on is not None and self.trained_on.get("dataset") != record["dataset"] and not self.allow_other_dataset:
-            raise DataError(
-                f"the checkpoint was trained on {self.trained_on.get('dataset')}, the data now is {record['dataset']}: "
-                f"use data={self.trained_on.get('dataset')} (or the data settings it was trained with), "
-                "or allow_other_dataset=true to go on with another set")
+        check_same_dataset(self.trained_on, record["dataset"], self.allow_other_dataset, "the checkpoint")
         image_set = getattr(datamodule, "image_set", None)
         if image_set is not None:
             if self.num_classes is not None and image_set.num_classes != self.num_classes:
