@@ -238,3 +238,19 @@ def test_speed_probe_times_a_module_that_will_train_compiled_compiled(monkeypatc
         measure_speed(module, "32-true", torch.device("cpu"), batch_size=4, sample_batch=2, min_seconds=0.0)
         assert len(compiled) == int(flag)  # the probe's copy, not the module itself
         assert all(m is not module for m in compiled)
+
+
+def test_the_timing_loop_times_its_steps_after_the_warm_up() -> None:
+    """planning.timed_steps, the loop of the speed probe and of bench's plain loop: warm-up calls
+    untimed, at least `steps` timed ones, and more until `min_seconds` have passed."""
+    import time
+
+    from ddpm_lit.training.planning import timed_steps
+
+    calls = []
+    step = lambda: (calls.append(1), time.sleep(0.01))  # noqa: E731
+    done, seconds = timed_steps(step, torch.device("cpu"), warmup=2, steps=3)
+    assert done == 3 and len(calls) == 5 and 0.03 <= seconds < 0.5
+    calls.clear()
+    done, seconds = timed_steps(step, torch.device("cpu"), steps=2, min_seconds=0.1)
+    assert done == len(calls) and done >= 8 and seconds >= 0.1

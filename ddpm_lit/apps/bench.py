@@ -43,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lit.apps.train import build, quiet_lightning_tips, train
-from ddpm_lit.training.planning import autocast, choose_precision, sync
+from ddpm_lit.training.planning import autocast, choose_precision, matmul_seconds, sync, timed_steps
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # ddpm_lit/conf, shipped with the package
 
@@ -56,20 +56,10 @@ def peak_memory_mib(device: torch.device) -> float:
 
 
 def peak_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
-    """The rate of an n×n×n matrix product in ``dtype``, best of ``repeats`` after a warm-up:
-    the peak the training rates are compared with."""
+    """The rate of an n×n×n matrix product in ``dtype`` (``planning.matmul_seconds``): the peak
+    the training rates are compared with."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e12
+    return 2 * n**3 / matmul_seconds(device, dtype, n, repeats) / 1e12
 
 
 def counted_flops(fn: Callable[[], Any]) -> int:
@@ -185,11 +175,8 @@ def plain_loop(
     schedule's step, the EMA's update."""
     device = images.device
     denoiser.train()
-    began = time.perf_counter()
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(device)
-            start = time.perf_counter()
+
+    def step() -> None:
         idx = torch.randint(0, len(images), (batch_size,), device=device)
         with autocast(device, precision):
             value = loss(images[idx])
@@ -200,10 +187,13 @@ def plain_loop(
             scheduler.step()
         if ema is not None:
             ema.update_parameters(denoiser)
-    sync(device)
-    end = time.perf_counter()
-    print(f"    (plain loop: {warmup} warm-up steps took {start - began:.1f} s)", flush=True)
-    return steps * batch_size / (end - start)
+
+    began = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    print(f"    (plain loop: {warmup} warm-up steps took {time.perf_counter() - began:.1f} s)", flush=True)
+    done, seconds = timed_steps(step, device, steps=steps)
+    return done * batch_size / seconds
 
 
 def bench_plain(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: int, device: torch.device) -> float:

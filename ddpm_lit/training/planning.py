@@ -15,6 +15,7 @@ import logging
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,14 +110,8 @@ class SpeedProbe:
         steps of a small network lasts ~0.1 s, where one hiccup of the machine moves the figure by
         tens of per cent), and sampling network evaluations/s over a 3-step chain."""
         with own_rng(self.device):
-            sync(self.device)
-            start, steps = time.perf_counter(), 0
-            while steps < min_steps or time.perf_counter() - start < min_seconds:
-                self._step()
-                steps += 1
-                if steps >= min_steps:
-                    sync(self.device)
-            train_rate = steps * self.x0.shape[0] / (time.perf_counter() - start)
+            steps, seconds = timed_steps(self._step, self.device, steps=min_steps, min_seconds=min_seconds)
+            train_rate = steps * self.x0.shape[0] / seconds
             with autocast(self.device, self.precision):
                 start = time.perf_counter()
                 self.module.sample(self.sample_batch, **self._chain(3))
@@ -140,25 +135,45 @@ def measure_speed(
     return SpeedProbe(module, precision, device, batch_size, sample_batch).measure(min_seconds)
 
 
+def matmul_seconds(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 3) -> float:
+    """Seconds of one n×n×n matrix product in ``dtype`` on ``device``: the best of ``repeats``
+    timings after a warm-up (the global random state is left as it was)."""
+    with own_rng(device):
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def matmul_speedup(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 1024) -> float:
     """How many times faster an n×n matmul runs in ``dtype`` than in fp32 on ``device`` (best of
     three timings each, ~0.2 s on a 2-core CPU)."""
+    return matmul_seconds(device, torch.float32, n) / matmul_seconds(device, dtype, n)
 
-    def best_seconds(dt: torch.dtype) -> float:
-        a = torch.randn(n, n, device=device).to(dt)
-        b = torch.randn(n, n, device=device).to(dt)
-        a @ b
-        best = math.inf
-        for _ in range(3):
-            sync(device)
-            start = time.perf_counter()
-            a @ b
-            sync(device)
-            best = min(best, time.perf_counter() - start)
-        return best
 
-    with own_rng(device):
-        return best_seconds(torch.float32) / best_seconds(dtype)
+def timed_steps(step: Callable[[], Any], device: torch.device, *, warmup: int = 0, steps: int = 3,
+                min_seconds: float = 0.0) -> tuple[int, float]:
+    """Run ``step`` ``warmup`` times untimed, then at least ``steps`` times and for at least
+    ``min_seconds``; return (timed steps, their seconds), the device synchronised around them.
+    The one timing loop of the speed probe (``SpeedProbe.measure``) and of ``bench``'s plain loop."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start, done = time.perf_counter(), 0
+    while done < steps or time.perf_counter() - start < min_seconds:
+        step()
+        done += 1
+        if done >= steps and min_seconds > 0:
+            sync(device)  # the clock below must see the work done
+    sync(device)
+    return done, time.perf_counter() - start
 
 
 def screen_candidates(device: torch.device, candidates: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
