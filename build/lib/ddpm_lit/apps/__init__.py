@@ -1,0 +1,1 @@
+"""The commands (train, evaluate, sample, figures, report, compare, bench, shards) and what they share."""

@@ -1,0 +1,354 @@
+"""``evaluate(cfg)``: draw samples from a checkpoint (or read an .npz), score them, write a report.
+
+The run dir gets ``metrics.json``, ``report.md``, ``samples.npz`` (checkpoints only),
+``grid.png``, ``ssim_histogram.png``, ``nearest_training.png`` and ``bound_terms.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm_lit.config.build import build_dict
+from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwargs
+from ddpm_lit.config.schema import EvaluateSettings
+from ddpm_lit.core.likelihood import dataset_bits_per_dim
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.data.sets import DataSource, check_same_dataset
+from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.evaluation.inception import InceptionFeatures
+from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
+from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.io import atomic_write, write_text
+from ddpm_lit.runs import flatten
+from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
+
+if TYPE_CHECKING:
+    from ddpm_lit.evaluation.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """``python evaluate.py``: the config checked at the door, then ``score_model``."""
+    s = EvaluateSettings.parse(cfg)
+    return score_model(s, build_dict(cfg.get("logger")), hparams=OmegaConf.to_container(cfg, resolve=True))
+
+
+def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score the model or samples file of ``s``; return the nested metrics written to metrics.json."""
+    # Lightning, W&B, torchmetrics, matplotlib and the pages take seconds to import: a config
+    # error above is told without waiting for them
+    from ddpm_lit.evaluation.scorer import Scorer, Timings, references
+    from ddpm_lit.reporting.figures import (
+        class_histogram,
+        nearest_neighbour_figure,
+        ssim_histogram,
+    )
+    from ddpm_lit.reporting.pages import run_of, write_page_quietly
+    from ddpm_lit.training.loggers import close_loggers, open_loggers
+
+    device = resolve_device(s.device)
+    out_dir = Path(s.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = Timings()
+    module, ema, samples = _inputs(s, device)  # what can be wrong is checked before anything long runs
+    inception = InceptionFeatures(batch_size=s.fid_batch_size) if s.fid else None
+    source = data_source(s, module)
+    train, test, classifier = references(source, s.classifier_epochs)
+    wandb_mode = os.environ.get("WANDB_MODE")
+    loggers = open_loggers(list(loggers))
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(hparams or {})
+        labels = None
+        if module is not None:
+            with timings("sampling"):
+                samples, labels = _draw(s, module, out_dir)
+        if s.grid_size:
+            save_grid(to_unit_range(samples[: s.grid_size]), out_dir / "grid.png")
+        scorer = Scorer(
+            train, test, classifier, inception, reference_size=s.reference_size, cache_dir=s.cache_dir,
+            device=device, seed=s.seed, reference_seed=s.reference_seed, classifier_batch_size=s.classifier_batch_size,
+            inception_batch_size=s.fid_batch_size, ssim_candidates=s.ssim_candidates,
+            kid_subset_size=s.kid_subset_size, timings=timings,
+        )  # fmt: skip
+        results, per_image = _score(s, scorer, samples, test, labels)
+        if module is not None and nll_wanted(s, module):
+            with timings("nll"):
+                results["nll"] = _bound(s, module, test, device, out_dir)
+        ssim_histogram(per_image, out_dir / "ssim_histogram.png")
+        class_histogram(results, scorer.class_names, source.title, out_dir / "class_histogram.png")
+        nearest_neighbour_figure(
+            samples, train, per_image["samples"]["nn_train_index"], per_image["samples"]["nn_train_distance"],
+            out_dir / "nearest_training.png",
+        )
+        results["timings"] = dict(timings.seconds)
+        results["source"] = _source(s, module, ema, len(train), scorer.classifier_id, inception, device)
+        results["source"].update(dataset=source.dataset, dataset_title=source.title, class_names=scorer.class_names,
+                                 classifier_test_accuracy=classifier.record.get("test_accuracy"))
+        write_text(out_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
+        write_text(out_dir / "report.md", markdown_report(results))
+        log.info("metrics and report written to %s", out_dir)
+        _log(loggers, results, out_dir)
+        run = run_of(s.ckpt_path or s.samples_path)
+        if run is not None:  # the training run's page shows its evaluations: this one too, from now
+            write_page_quietly(run)
+        return results
+    finally:
+        close_loggers(loggers, wandb_mode)
+
+
+def _inputs(s: EvaluateSettings, device: torch.device) -> tuple[Any, bool, torch.Tensor | None]:
+    """The checkpoint's model and whether its weights are an EMA, or the samples file's images; checked."""
+    module, ema = (load_module(s.ckpt_path, device) if s.ckpt_path else (None, False))
+    samples = load_samples_npz(s.samples_path) if s.samples_path else None
+    if samples is not None and len(samples) < 4:
+        raise DataError(f"{s.samples_path}: scoring needs at least 4 images, the file has {len(samples)}")
+    if module is not None:
+        if tuple(module.image_shape) != (1, 28, 28):
+            raise DataError(f"{s.ckpt_path}: evaluation compares with 28×28 grayscale images, the model draws "
+                            f"{module.image_shape}")
+        check_likelihood(s, module)
+        check_sampling(s.sampler, s.guidance_scale, module, s.ckpt_path)
+    return module, ema, samples
+
+
+def data_source(s: EvaluateSettings, module: Any) -> DataSource:
+    """The set the images are scored against: ``data=`` when given, else the checkpoint's, or for
+    a samples file the one its ``sample.json`` (sample.py) names (MNIST for a file without one or a
+    checkpoint that predates the record). Images scored against another set than their model's
+    are refused unless ``allow_other_dataset=true``."""
+    trained_on = module.trained_on if module is not None else _samples_dataset(s.samples_path)
+    data = s.data
+    if data is None:
+        return DataSource.from_record(trained_on, s.data_dir)
+    keys = ("dataset", "data_dir", "images", "labels", "test_images", "test_labels", "download", "check_md5")
+    given = {k: data.get(k) for k in keys if data.get(k) is not None}
+    names = data.get("class_names")
+    source = DataSource(**given, class_names=tuple(names) if names is not None else None)
+    check_same_dataset(trained_on, source.dataset, s.allow_other_dataset, s.ckpt_path or s.samples_path)
+    return source
+
+
+def _samples_dataset(samples_path: str | None) -> dict[str, Any] | None:
+    """The data set recorded in the ``sample.json`` beside a samples file, or None."""
+    info = Path(samples_path).parent / "sample.json" if samples_path else None
+    if info is None or not info.is_file():
+        return None
+    try:
+        record = json.loads(info.read_text()).get("dataset")
+    except (ValueError, AttributeError):  # not the JSON sample.py writes: no record
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("dataset"), str) else None
+
+
+def likelihood_of(module: Any) -> str | None:
+    """The likelihood bound a model has: ``ddpm`` (the variational bound over the chain), ``vae``
+    (ELBO and IWAE), or None (a GAN)."""
+    if hasattr(module, "diffusion"):
+        return "ddpm"
+    return "vae" if hasattr(module, "likelihood_bounds") else None
+
+
+def nll_wanted(s: EvaluateSettings, module: Any) -> bool:
+    return bool(s.nll.enabled or (s.nll.enabled is None and likelihood_of(module) is not None))
+
+
+def check_likelihood(s: EvaluateSettings, module: Any) -> None:
+    """nll settings the checkpoint's model can honour: a likelihood when ``nll.enabled=true``, and
+    ``nll.variance`` only for a DDPM (``learned`` only when it learned one)."""
+    family, kind = module.family, likelihood_of(module)
+    if s.nll.enabled and kind is None:
+        raise ConfigError(f"nll.enabled=true: a {family} has no likelihood to bound; {s.ckpt_path} is a {family} "
+                          "checkpoint (nll.enabled=false, or null to score where there is one)")
+    if not nll_wanted(s, module):
+        return
+    if s.nll.variance is not None and kind != "ddpm":
+        raise ConfigError(f"nll.variance={s.nll.variance}: the reverse variance is a DDPM's; {s.ckpt_path} is a {family}")
+    if s.nll.variance == "learned" and module.diffusion.variance != "learned":
+        raise ConfigError(f"nll.variance=learned, but {s.ckpt_path} has a fixed variance ({module.diffusion.variance})")
+
+
+def _draw(s: EvaluateSettings, module: Any, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Draw ``s.num_samples`` (every digit equally often from a conditional model), save them
+    as samples.npz and return them as saved (8-bit, so rescoring the file agrees), with their labels."""
+    labels = labels_for(module, s.num_samples)
+    drawn = sample_with(s.sampler, s.batch_size, s.guidance_scale, module, s.num_samples, torch.Generator().manual_seed(s.seed), labels, progress=True)
+    path = save_samples_npz(drawn, out_dir / "samples.npz")
+    log.info("samples written to %s", path)
+    return load_samples_npz(path), labels
+
+
+def _score(
+    s: EvaluateSettings, scorer: Scorer, samples: torch.Tensor, test: torch.Tensor, labels: torch.Tensor | None
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The samples' metrics and, with ``score_test``, those of as many real test images (up to
+    all 10k): the floor for this N, since FID, KID and precision/recall all move with N."""
+    results: dict[str, Any] = {}
+    per_image: dict[str, dict[str, torch.Tensor]] = {}
+    results["samples"], per_image["samples"] = scorer.score(samples, "samples", labels=labels)
+    if s.score_test:
+        idx = torch.arange(len(test))
+        if len(samples) < len(test):
+            idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(s.reference_seed))
+            idx = idx[: len(samples)].sort().values
+        results["test"], per_image["test"] = scorer.score(test[idx], "test", cache=True, test_indices=idx)
+    return results, per_image
+
+
+def _bound(s: EvaluateSettings, module: Any, test: torch.Tensor, device: torch.device, out_dir: Path) -> dict[str, Any]:
+    """The variational bound in bits/dim on ``nll.num_images`` test images; its terms as a figure and a file."""
+    gen = torch.Generator().manual_seed(s.seed)
+    idx = torch.randperm(len(test), generator=gen)[: s.nll.num_images]
+    if likelihood_of(module) == "vae":
+        bounds = module.likelihood_bounds(test[idx], k=s.nll.iwae_samples, batch_size=s.nll.batch_size,
+                                          generator=gen, progress=True)
+        return {"bound": "elbo", "bpd": bounds["elbo_bpd"], "bpd_stderr": bounds["elbo_bpd_stderr"], **bounds}
+    bound = dataset_bits_per_dim(
+        module.net, module.diffusion, test[idx], batch_size=s.nll.batch_size, generator=gen,
+        variance=s.nll.variance, device=device, progress=True,
+    )  # fmt: skip
+    from ddpm_lit.reporting.figures import (
+        bound_terms_figure,  # matplotlib, as evaluate() imports it
+    )
+
+    bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
+    with atomic_write(out_dir / "bound_terms.pt") as f:
+        torch.save({"terms": bound["terms"], "totals": bound["totals"]}, f)
+    nll = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
+    return {**nll, "bound": "ddpm", "variance": s.nll.variance or module.diffusion.variance}
+
+
+def _source(s: EvaluateSettings, module: Any, ema: bool, reference_size: int, classifier_id: str, inception: Any,
+            device: torch.device) -> dict[str, Any]:
+    """What was scored and how, for metrics.json and the report."""
+    return {
+        "ckpt_path": str(s.ckpt_path) if s.ckpt_path else None,
+        "samples_path": str(s.samples_path) if s.samples_path else None,
+        "ema_weights": ema,
+        "family": module.family if module is not None else None,
+        "sampler": s.sampler.record() if module is not None and sampling_kwargs(s.sampler, module) else None,
+        "guidance_scale": guidance_used(module, s.guidance_scale) if module is not None else None,
+        "reference_size": s.reference_size or reference_size,
+        "reference_seed": s.reference_seed,
+        "classifier": classifier_id,
+        "inception": inception.identity if inception is not None else None,
+        "device": str(device),
+    }
+
+
+def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
+    from lightning.pytorch.loggers import (
+        WandbLogger,  # loaded already by the loggers evaluate() imports
+    )
+
+    flat = {f"eval/{k}": float(v) for k, v in flatten({k: v for k, v in results.items() if k != "source"}, "/").items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for logger in loggers:
+        logger.log_metrics(flat, step=0)
+        if isinstance(logger, WandbLogger):
+            for name in ("grid", "ssim_histogram", "nearest_training", "bound_terms"):
+                if (out_dir / f"{name}.png").is_file():
+                    logger.log_image(key=f"eval/{name}", images=[str(out_dir / f"{name}.png")])
+        logger.save()
+
+
+# ---- the markdown report ------------------------------------------------------------------
+ROWS = (
+    ("fid", "FID (TF-Inception-v3)", "{:.2f}"),
+    ("mnist_fid", "{title}-FID (classifier features)", "{:.3f}"),
+    ("kid", "KID (classifier features)", "{:.4f}"),
+    ("precision", "precision (k = 3)", "{:.3f}"),
+    ("recall", "recall (k = 3)", "{:.3f}"),
+    ("inception_score", "classifier Inception Score (max 10)", "{:.3f}"),
+    ("class_accuracy", "classifier accuracy on the requested classes", "{:.3f}"),
+    ("class_entropy", "class-histogram entropy (nats, uniform 2.303)", "{:.3f}"),
+    ("min_class_share", "smallest class share (uniform 0.1)", "{:.3f}"),
+    ("classes_present", "classes present (≥ 2 % of the images)", "{:d}"),
+    ("nn_train_distance_mean", "mean distance to nearest training image", "{:.3f}"),
+    ("nn_train_distance_median", "median distance to nearest training image", "{:.3f}"),
+    ("ssim", "SSIM vs random test image (report's protocol)", "{:.3f}"),
+    ("nn_train_ssim", "SSIM vs closest training image", "{:.3f}"),
+)
+
+
+def class_table(samples: dict[str, Any], test: dict[str, Any] | None, class_names: list[str] | None) -> list[str]:
+    """The share of each class among the samples (and test images) and, for a conditional model,
+    the classifier's accuracy on each requested class, by name."""
+    shares = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in samples.items() if k.startswith("class_share_"))
+    if not shares:
+        return []
+    per_class = samples.get("class_accuracy_per_digit") or {}
+    header = "| class | share of samples |" + (" share of test images |" if test else "") + (" accuracy |" if per_class else "")
+    lines = ["", "Classes as the data set's classifier sees them:", "", header,
+             "|---|---:|" + ("---:|" if test else "") + ("---:|" if per_class else "")]
+    for c, share in shares:
+        name = class_names[c] if class_names and c < len(class_names) else str(c)
+        row = f"| {c}: {name} | {share:.3f} |"
+        if test:
+            row += f" {test.get(f'class_share_{c}', float('nan')):.3f} |"
+        if per_class:
+            acc = per_class.get(str(c))
+            row += f" {acc:.3f} |" if acc is not None else " – |"
+        lines.append(row)
+    return lines
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    samples, test = results["samples"], results.get("test")
+    src = results["source"]
+    what = src["ckpt_path"] or src["samples_path"]
+    lines = [f"# Evaluation of `{what}`", ""]
+    if src["sampler"]:
+        lines.append(f"Sampler: {src['sampler']}; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
+    elif src.get("family"):
+        lines.append(f"A {src['family']}: one network pass per image; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
+    lines += [
+        f"{int(samples['num_images'])} samples"
+        + (f", {int(test['num_images'])} real test images" if test else "")
+        + f"; distribution metrics against {src['reference_size']} training images (seed {src['reference_seed']}; "
+        "precision/recall against as many of them as images scored); distances in pixel space with "
+        f"images in [0, 1]. Features: {src['inception'] or 'no Inception'}, {src['classifier']}.",
+        "",
+        "| metric | samples | real test images |" if test else "| metric | samples |",
+        "|---|---|---|" if test else "|---|---|",
+    ]
+    title = src.get("dataset_title") or "MNIST"
+    for key, label, fmt in ROWS:
+        if key in samples:
+            row = f"| {label.format(title=title)} | {fmt.format(samples[key])} |"
+            if test:
+                row += f" {fmt.format(test[key]) if key in test else '–'} |"
+            lines.append(row)
+    if "nll" in results and results["nll"].get("bound") == "elbo":
+        nll = results["nll"]
+        lines += [
+            "",
+            f"Negative ELBO: **{nll['elbo_bpd']:.3f} ± {nll['elbo_bpd_stderr']:.3f} bits/dim**; importance-weighted bound "
+            f"(k = {nll['iwae_samples']}): **{nll['iwae_bpd']:.3f} ± {nll['iwae_bpd_stderr']:.3f} bits/dim** "
+            f"(standard errors over {nll['num_images']} test images quantised to 8 bits).",
+        ]
+    elif "nll" in results:
+        nll = results["nll"]
+        lines += [
+            "",
+            f"Negative log-likelihood bound: **{nll['bpd']:.3f} ± {nll['bpd_stderr']:.3f} bits/dim** "
+            f"(standard error over {nll['num_images']} test images; reverse variance {nll['variance']}; "
+            f"L_T = {nll['prior_bpd']:.2e}, L_0 = {nll['l0_bpd']:.3f}, the KL term at t = T "
+            f"{nll['last_step_bpd']:.3f}).",
+        ]
+    lines += class_table(samples, test, src.get("class_names"))
+    lines += ["", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in results["timings"].items()]
+    lines += ["", "![samples](grid.png)", "", "![classes](class_histogram.png)", "", "![SSIM](ssim_histogram.png)", "",
+              "![nearest](nearest_training.png)"]
+    if "nll" in results and results["nll"].get("bound") == "ddpm":
+        lines += ["", "![bound](bound_terms.png)"]
+    return "\n".join(lines) + "\n"

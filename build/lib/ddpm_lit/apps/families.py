@@ -1,0 +1,323 @@
+"""The report's chapter 2, measured: train (or load) a DDPM, a VAE and a GAN at an equal
+wall-clock budget and several seeds, score each with ``evaluate.py``, and write one table and one figure.
+
+    python -m ddpm_lit.apps.families --out docs/families --minutes 14 --seeds 0 1 2
+
+Each family trains with its preset (``--preset``; the 2-core ones by default: ``quick``,
+``vae_quick``, ``gan_quick``) and ``time_budget_minutes=--minutes`` in
+``<out>/runs/<family>_seed<S>`` (its console output in ``train.log`` there), then
+``evaluate.py`` scores its ``last.ckpt`` in ``<out>/eval/<family>_seed<S>``: standard FID,
+MNIST-FID, KID, precision, recall, digits present, memorisation distance, bits/dim where the
+family has a likelihood (DDPM: the variational bound; VAE: the ELBO and IWAE), sampling time.
+A run or evaluation that finished is not redone, and an interrupted run continues from its
+``last.ckpt``, so the command resumes where it stopped. Written to ``<out>``: ``results.json``,
+``table.md`` and ``samples.png`` (real test digits, then the first seed's samples of each family).
+
+A seed counts as collapsed when fewer than 8 digits hold 2 % of its samples each, or when its
+recall is below a third of its precision (samples that are all plausible but cover little of the data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ddpm_lit.core.pixels import to_unit_range
+from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.errors import ConfigError, exit_on_user_error
+from ddpm_lit.generation.files import load_samples_npz
+from ddpm_lit.io import atomic_write, write_text
+from ddpm_lit.reporting.figures import side_by_side_grids
+from ddpm_lit.runs import load_run_config
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("ddpm", "vae", "gan")
+CPU_PRESETS = {"ddpm": "quick", "vae": "vae_quick", "gan": "gan_quick"}
+GPU_PRESETS = {"ddpm": "seed", "vae": "vae_seed", "gan": "gan_seed"}
+MIN_DIGITS_PRESENT = 8
+MIN_RECALL_TO_PRECISION = 1 / 3
+# (key in a row, column title, format); a missing value shows as –.
+COLUMNS = (
+    ("fid", "FID", "{:.1f}"),
+    ("mnist_fid", "MNIST-FID", "{:.2f}"),
+    ("kid", "KID", "{:.4f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("classes_present", "digits present", "{:.0f}"),
+    ("class_entropy", "class entropy (nats)", "{:.3f}"),
+    ("nn_train_distance_mean", "distance to nearest training image", "{:.2f}"),
+    ("bpd", "bits/dim (DDPM bound or VAE ELBO)", "{:.3f}"),
+    ("iwae_bpd", "bits/dim IWAE", "{:.3f}"),
+    ("sampling_ms_per_image", "sampling ms/image", "{:.2f}"),
+    ("evaluations_per_image", "network evaluations/image", "{:.0f}"),
+    ("fit_minutes", "training (min)", "{:.1f}"),
+    ("training_images_k", "training images (thousands)", "{:.0f}"),
+    ("params_m", "parameters (M)", "{:.2f}"),
+)
+
+
+def collapse_reason(metrics: dict[str, Any]) -> str | None:
+    """Why a run's samples count as collapsed (see the module docstring), or None."""
+    present = metrics.get("classes_present")
+    if present is not None and present < MIN_DIGITS_PRESENT:
+        return f"{present:.0f} digits present"
+    precision, recall = metrics.get("precision"), metrics.get("recall")
+    if precision is not None and recall is not None and recall < precision * MIN_RECALL_TO_PRECISION:
+        return f"recall {recall:.3f} < precision {precision:.3f} / 3"
+    return None
+
+
+def network_evaluations(family: str, source: dict[str, Any], run_config: dict[str, Any]) -> float:
+    """Network evaluations per image: the sampler's steps (all T when null) for a DDPM, times 2
+    with classifier-free guidance; one pass for a VAE (decoder) and a GAN (generator)."""
+    if family != "ddpm":
+        return 1.0
+    steps = (source.get("sampler") or {}).get("steps") or run_config["schedule"]["timesteps"]
+    guided = source.get("guidance_scale") not in (None, 1.0)
+    return float(steps * (2 if guided else 1))
+
+
+def _run(cmd: list[str], log_path: Path, what: str) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log_path.open("a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if code != 0:
+        raise ConfigError(f"{what} failed (exit code {code}); its output is in {log_path}")
+    log.info("  %s done in %.1f min", what, (time.perf_counter() - start) / 60)
+
+
+def train_run(args: argparse.Namespace, family: str, seed: int, run_dir: Path) -> None:
+    """``train.py`` with the family's preset, the seed and the budget (continued when interrupted)."""
+    if (run_dir / "metrics.json").is_file():
+        log.info("  %s: trained before, kept", run_dir)
+        return
+    cmd = [sys.executable, "-m", "ddpm_lit.train", f"experiment={args.presets[family]}", f"seed={seed}",
+           f"hydra.run.dir={run_dir}", "logger=csv", f"paths.data_dir={args.data_dir}"]
+    if args.minutes:
+        cmd.append(f"time_budget_minutes={args.minutes:g}")
+    elif args.minutes == 0:
+        cmd.append("time_budget_minutes=null")
+    if (run_dir / "checkpoints").is_dir():
+        cmd.append("ckpt_path=last")
+    _run(cmd + list(args.train_override), run_dir / "train.log", f"training {family} seed {seed}")
+
+
+def evaluate_run(args: argparse.Namespace, family: str, run_dir: Path, eval_dir: Path, score_test: bool) -> None:
+    """``evaluate.py`` on the run's last.ckpt (the DDPM with ``--ddpm-steps`` sampler steps)."""
+    if (eval_dir / "metrics.json").is_file():
+        log.info("  %s: scored before, kept", eval_dir)
+        return
+    cmd = [sys.executable, "-m", "ddpm_lit.evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+           f"num_samples={args.num_samples}", f"reference_size={args.reference_size}", f"fid.enabled={not args.no_fid}",
+           f"score_test={score_test}", f"nll.num_images={args.nll_images}", f"nll.iwae_samples={args.iwae}",
+           f"nll.enabled={family != 'gan' and args.nll_images > 0}", f"hydra.run.dir={eval_dir}", "logger=csv",
+           f"paths.data_dir={args.data_dir}"]
+    if family == "ddpm":
+        cmd.append(f"sampler.steps={args.ddpm_steps}")
+    _run(cmd + list(args.eval_override), eval_dir / "evaluate.log", f"evaluating {family}")
+
+
+def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, Any]:
+    """One run's numbers: the training's metrics.json and the evaluation's."""
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    scored = json.loads((eval_dir / "metrics.json").read_text())
+    run_config = _run_config(run_dir)
+    samples = scored["samples"]
+    row: dict[str, Any] = {"family": family, "seed": seed, "run_dir": str(run_dir)}
+    row.update({k: samples[k] for k in ("fid", "mnist_fid", "kid", "precision", "recall", "classes_present",
+                                        "class_entropy", "nn_train_distance_mean") if k in samples})
+    nll = scored.get("nll") or {}
+    row.update({k: nll[k] for k in ("bpd", "bpd_stderr", "iwae_bpd", "iwae_bpd_stderr") if k in nll})
+    row["sampling_ms_per_image"] = 1000 * scored["timings"]["sampling"] / samples["num_images"]
+    row["evaluations_per_image"] = network_evaluations(family, scored["source"], run_config)
+    row["fit_minutes"] = trained["fit_seconds"] / 60
+    row["global_step"] = trained["global_step"]
+    # a GAN takes two optimizer steps (D, then G) per batch
+    batches = trained["global_step"] / (2 if family == "gan" else 1)
+    row["training_images_k"] = batches * run_config["data"]["batch_size"] / 1000
+    row["params_m"] = trained["params"] / 1e6
+    row["collapsed"] = collapse_reason(row)
+    if "test" in scored:
+        row["test"] = {k: v for k, v in scored["test"].items() if isinstance(v, (int, float))}
+    return row
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    return OmegaConf.to_container(load_run_config(run_dir), resolve=False)  # type: ignore[return-value]
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per family: the mean and (sample) standard deviation over seeds of each column, the
+    MNIST-FID's range, and the seeds that collapsed."""
+    out: dict[str, dict[str, Any]] = {}
+    for family in dict.fromkeys(r["family"] for r in rows):
+        runs = [r for r in rows if r["family"] == family]
+        summary: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
+        for key, _, _ in COLUMNS:
+            values = [float(r[key]) for r in runs if r.get(key) is not None]
+            if values:
+                mean = sum(values) / len(values)
+                std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+                summary[key] = {"mean": mean, "std": std}
+        fids = [r["mnist_fid"] for r in runs]
+        summary["mnist_fid_range"] = [min(fids), max(fids)]
+        summary["collapsed"] = {str(r["seed"]): r["collapsed"] for r in runs if r["collapsed"]}
+        out[family] = summary
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The summary table (mean ± std over seeds), the stability lines and the per-run table."""
+    summary, rows, setup = results["summary"], results["runs"], results["setup"]
+    families = list(summary)
+    lines = [
+        f"Budget: {setup['budget']}; seeds {', '.join(map(str, setup['seeds']))}; {setup['num_samples']} samples per run "
+        f"against {setup['reference_size']} training images; bits/dim on {setup['nll_images']} test images "
+        f"(IWAE k = {setup['iwae']}); DDPM sampled with {setup['ddpm_steps']} ancestral steps. Machine: {setup['machine']}.",
+        "",
+        "| metric (mean ± std over seeds) | " + " | ".join(families) + (" | real test images |" if results.get("test") else " |"),
+        "|---|" + "---|" * (len(families) + (1 if results.get("test") else 0)),
+    ]
+    for key, title, fmt in COLUMNS:
+        cells = []
+        for family in families:
+            value = summary[family].get(key)
+            if value is None:
+                cells.append("–")
+                continue
+            text = fmt.format(value["mean"])
+            cells.append(text + (f" ± {fmt.format(value['std'])}" if value["std"] is not None else ""))
+        test = results.get("test") or {}
+        if results.get("test"):
+            cells.append(fmt.format(test[key]) if key in test else "–")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", "| stability | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
+    lines.append("| MNIST-FID range over seeds | " + " | ".join(
+        "{:.2f} – {:.2f}".format(*summary[f]["mnist_fid_range"]) for f in families) + " |")
+    lines.append("| seeds collapsed | " + " | ".join(
+        (", ".join(f"seed {s}: {why}" for s, why in summary[f]["collapsed"].items()) or "none") for f in families) + " |")
+    lines += ["", "| family | seed | " + " | ".join(t for _, t, _ in COLUMNS) + " | collapsed |",
+              "|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    for row in rows:
+        cells = [fmt.format(row[k]) if row.get(k) is not None else "–" for k, _, fmt in COLUMNS]
+        lines.append(f"| {row['family']} | {row['seed']} | " + " | ".join(cells) + f" | {row['collapsed'] or 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def samples_figure(args: argparse.Namespace, families: list[str], seed: int, path: Path) -> Path:
+    """Real test digits, then each family's first 64 samples of ``seed``, side by side."""
+    test, _ = load_mnist_split(ensure_mnist(args.data_dir), train=False)
+    grids = {"real test digits": test[:64].unsqueeze(1).float() / 255}
+    for family in families:
+        samples = load_samples_npz(args.out / "eval" / f"{family}_seed{seed}" / "samples.npz")
+        grids[f"{family.upper()} ({args.presets[family]}, seed {seed})"] = to_unit_range(samples[:64])
+    return side_by_side_grids(grids, path)
+
+
+def machine() -> str:
+    """The CPU (or GPU) the numbers were measured on, in words."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {torch.get_num_threads()} threads"
+    except OSError:
+        pass
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def compare_families(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, score and tabulate (see the module docstring); return results.json's content."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    jobs = [(f, s) for s in args.seeds for f in args.families]
+    for i, (family, seed) in enumerate(jobs, 1):
+        run_dir, eval_dir = args.out / "runs" / f"{family}_seed{seed}", args.out / "eval" / f"{family}_seed{seed}"
+        log.info("[%d/%d] %s, seed %d (experiment=%s)", i, len(jobs), family, seed, args.presets[family])
+        train_run(args, family, seed, run_dir)
+        evaluate_run(args, family, run_dir, eval_dir, score_test=i == 1)
+        rows.append(run_row(family, seed, run_dir, eval_dir))
+    results = {
+        "setup": {
+            "budget": f"time_budget_minutes={args.minutes:g} per run" if args.minutes else "the presets' own stopping rule",
+            "presets": args.presets, "seeds": args.seeds, "num_samples": args.num_samples,
+            "reference_size": args.reference_size, "nll_images": args.nll_images, "iwae": args.iwae,
+            "ddpm_steps": args.ddpm_steps, "fid": not args.no_fid, "machine": machine(),
+        },
+        "runs": rows,
+        "summary": summarise(rows),
+        "test": next((r.pop("test") for r in rows if "test" in r), None),
+    }
+    with atomic_write(args.out / "results.json", "w") as f:
+        f.write(json.dumps(results, indent=2))
+    write_text(args.out / "table.md", markdown(results))
+    samples_figure(args, list(args.families), args.seeds[0], args.out / "samples.png")
+    log.info("table: %s; figure: %s", args.out / "table.md", args.out / "samples.png")
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ddpm_lit.apps.families", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="where runs, evaluations, table and figure go")
+    p.add_argument("--minutes", type=float, default=14.0,
+                   help="time_budget_minutes of every run (default 14; 0: none, the presets' epochs or steps)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    p.add_argument("--gpu", action="store_true", help="the GPU presets (seed, vae_seed, gan_seed) and no budget")
+    p.add_argument("--preset", action="append", default=[], metavar="FAMILY=EXPERIMENT", help="another preset for a family")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--reference-size", type=int, default=10000)
+    p.add_argument("--no-fid", action="store_true", help="skip the standard (TF-Inception) FID")
+    p.add_argument("--nll-images", type=int, default=200, help="test images of the bits/dim (0: none)")
+    p.add_argument("--iwae", type=int, default=100, help="k of the VAE's importance-weighted bound")
+    p.add_argument("--ddpm-steps", type=int, default=100, help="ancestral sampling steps of the DDPM")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--train-override", nargs="*", default=[], help="extra train.py overrides for every run")
+    p.add_argument("--eval-override", nargs="*", default=[], help="extra evaluate.py overrides for every evaluation")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.presets = dict(GPU_PRESETS if args.gpu else CPU_PRESETS)
+    if args.gpu and "--minutes" not in (argv if argv is not None else sys.argv[1:]):
+        args.minutes = None
+    for item in args.preset:
+        family, sep, preset = item.partition("=")
+        if not sep or family not in FAMILIES or not preset:
+            parser.error(f"--preset takes FAMILY=EXPERIMENT with FAMILY in {', '.join(FAMILIES)}, got {item!r}")
+        args.presets[family] = preset
+    if args.minutes is not None and not args.minutes >= 0:
+        parser.error(f"--minutes must be ≥ 0, got {args.minutes:g}")
+    for name, low in (("num_samples", 4), ("reference_size", 4), ("nll_images", 0), ("iwae", 1), ("ddpm_steps", 1)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name.replace('_', '-')} must be ≥ {low}, got {getattr(args, name)}")
+    args.out, args.data_dir = args.out.resolve(), args.data_dir.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    return exit_on_user_error(compare_families, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""``train(cfg)``: build every part from a composed Hydra config, fit, and sample."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm_lit.config.build import build, build_dict, build_loggers
+from ddpm_lit.config.schema import TrainSettings
+from ddpm_lit.data.sets import check_same_dataset
+from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
+from ddpm_lit.io import remove_partial_files, write_text
+from ddpm_lit.reporting.callbacks import fit_metrics
+from ddpm_lit.runs import flatten, newest_checkpoint
+from ddpm_lit.training.base import (
+    MODEL_CLASS_KEY,
+    SAMPLED_METRICS,
+    class_name,
+    family_of_class,
+    recorded_dataset,
+)
+from ddpm_lit.training.checkpointing import AtomicCheckpointIO, read_checkpoint
+from ddpm_lit.training.loggers import (
+    close_loggers,
+    open_loggers,
+    quiet_lightning_tips,
+    quiet_lightning_warnings,
+)
+from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
+from ddpm_lit.training.planning import format_seconds, plan_run
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = ()) -> dict[str, float]:
+    """Fit the model described by ``cfg``; return the final metrics (``train/loss``, ``val/loss``, ...).
+
+    ``extra_callbacks`` join the config's (the benchmark times the real run with one).
+    ``cfg.ckpt_path`` (``last`` or a path) continues a run: weights, optimizer, LR schedule, EMA,
+    step counter and loops from the checkpoint, and the W&B run of the run dir. What a run
+    writes after the fit (final samples, metrics.json, figures, its page) are callbacks of
+    ``conf/callbacks/default.yaml``.
+    """
+    started = time.perf_counter()
+    s = TrainSettings.parse(cfg)  # the run's own settings, checked
+    quiet_lightning_tips()
+    quiet_lightning_warnings()
+    if s.seed is not None:
+        L.seed_everything(s.seed, workers=True)
+
+    # Cheap parts first: a bad value fails here, before data is fetched or anything runs.
+    model = build(cfg.model)
+    datamodule = build(cfg.data)
+    callbacks = build_dict(checkpoints_without_validation(cfg)) + list(extra_callbacks)
+    _check_monitors(callbacks, model, s.optimized_metric)
+    ckpt_path = prepare_run_dir(s, model, datamodule)
+    keep_config(cfg, s.output_dir)
+    datamodule.prepare_data()  # a missing or corrupted file stops the run before a logger run or a checkpoint exists
+    wandb_mode = os.environ.get("WANDB_MODE")
+    # ckpt_path set: the run dir's W&B run goes on, even when the run died before its first checkpoint
+    loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=s.ckpt_path is not None))
+    trainer_overrides, expected = plan_time(s, model, time.perf_counter() - started)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                               **trainer_overrides)
+    _check_launcher(trainer)
+    _check_sync_batchnorm(trainer, model)
+    if trainer.is_global_zero:
+        log.info("%s", describe_start(cfg, s.output_dir, model, trainer, expected, ckpt_path))
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        # Lightning stops after the batch in progress and the on_exception ModelCheckpoint has saved
+        # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
+        log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        close_loggers(loggers, wandb_mode)
+    metrics = fit_metrics(trainer.callbacks) or {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        log.info("%s", describe_end(metrics, s.output_dir, trainer, loggers, time.perf_counter() - started))
+    return metrics
+
+
+def prepare_run_dir(s: TrainSettings, model: Any, datamodule: Any) -> str | None:
+    """The checkpoint the run continues from (None: a fresh start), checked against the model
+    and data the config builds; the files a killed run left half-written removed (rank 0)."""
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
+        for stale in remove_partial_files(s.output_dir):  # a write (checkpoint, figure, ...) the last run was killed in
+            log.info("removed %s, half-written when the run was killed", stale)
+    ckpt_path = resume_checkpoint(s.ckpt_path, s.output_dir / "checkpoints")
+    model.allow_other_dataset = s.allow_other_dataset
+    if ckpt_path is not None:
+        _check_same_model(ckpt_path, model)
+        _check_same_dataset(ckpt_path, datamodule, model.allow_other_dataset)
+    return ckpt_path
+
+
+def keep_config(cfg: DictConfig, run_dir: Path) -> None:
+    """``<run>/.hydra/config.yaml`` as ``@hydra.main`` writes it, for a run that ``train(cfg)``
+    started from Python: the figures and the page read the run's config from its folder."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        config = OmegaConf.to_container(cfg, resolve=False)
+        config.pop("hydra", None)
+        write_text(path, OmegaConf.to_yaml(config))
+
+
+def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
+    """``cfg.callbacks``, with the checkpoints that save when validation ends saving when the
+    training epoch ends instead if the run never validates (``trainer.limit_val_batches=0``):
+    they would write nothing otherwise. (Resuming such a checkpoint counts its epoch twice in
+    Lightning; a run that validates avoids it.)"""
+    callbacks = cfg.get("callbacks")
+    if not callbacks or cfg.trainer.get("limit_val_batches") not in (0, 0.0):
+        return callbacks
+    callbacks = callbacks.copy()
+    for node in callbacks.values():
+        if isinstance(node, DictConfig) and node.get("save_on_train_epoch_end") is False:
+            node.save_on_train_epoch_end = True
+    return callbacks
+
+
+def plan_time(s: TrainSettings, model: Any, elapsed: float) -> tuple[dict[str, Any], str | None]:
+    """Trainer arguments that ``trainer.precision=auto`` and ``time_budget_minutes`` decide, and
+    the run's expected length in words (``training.planning.plan_run``), on the trainer's device."""
+    cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return plan_run(model, precision=s.precision, budget_minutes=s.time_budget_minutes,
+                    device=torch.device("cuda" if cuda else "cpu"), batch_size=s.batch_size,
+                    final_samples=s.final_samples, final_sample_steps=s.final_sample_steps,
+                    reserve_seconds=s.post_fit_reserve_seconds, elapsed=elapsed)
+
+
+def describe_start(
+    cfg: DictConfig, out: Path, model: Any, trainer: L.Trainer, expected: str | None, ckpt_path: str | None
+) -> str:
+    """What the run is about to do, said once before training: run dir, data, model size,
+    device and precision, and how long it will take."""
+    params = sum(p.numel() for p in model.parameters())
+    data = cfg.data
+    limit = f", first {data.limit_train} training images" if data.get("limit_train") else ""
+    steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+    if expected is None:
+        length = f"max_steps={steps}" if steps else f"max_epochs={trainer.max_epochs}"
+        expected = f"{length}; the progress bar shows the rate (time_budget_minutes sets a wall-clock limit)"
+    lines = [
+        f"run dir:   {out}" + (f" (continuing {ckpt_path})" if ckpt_path else ""),
+        f"data:      {data.get('dataset') or data._target_.rsplit('.', 1)[-1]}"
+        + (f" from {data.images}" if data.get("images") else f" from {data.data_dir}")
+        + f", batch {data.batch_size}{limit}",
+        f"model:     {params / 1e6:.2f} M parameters, {model.describe()}",
+        f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}",
+        f"expected:  {expected}",
+    ]
+    return "starting:\n  " + "\n  ".join(lines)
+
+
+def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, loggers: list[Logger], seconds: float) -> str:
+    """The final metrics and where the run's outputs are, said once at the end."""
+    shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in sorted(metrics) if "/" in k)
+    lines = [f"metrics:     {shown or 'none logged'} after {metrics.get('global_step', 0):.0f} steps"]
+    if (out / "samples" / "final.png").exists():
+        lines.append(f"samples:     {out / 'samples' / 'final.png'}")
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    lines.append(f"checkpoints: {out / 'checkpoints'}" + (f" (best {Path(best).name})" if best else ""))
+    if (out / "figures").is_dir():
+        lines.append(f"figures:     {out / 'figures'}")
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):  # its run exists: training logged to it
+            where = getattr(logger.experiment, "dir", None)
+            lines.append(f"W&B run:     {Path(where).parent if where else logger.save_dir}"
+                         + (" (offline: `wandb sync` uploads it)" if wandb_offline(logger) else ""))
+    return f"finished in {format_seconds(seconds)}:\n  " + "\n  ".join(lines)
+
+
+def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+    """The checkpoint a run continues from, or None to start afresh.
+
+    ``last``: the newest ``last*.ckpt`` or ``on_exception.ckpt`` of this run dir; None when
+    there is none yet, so that a sweep started with ``ckpt_path=last`` resumes the jobs that
+    ran and starts the others. With ``ckpt_path`` null, a run dir that already holds one (a
+    requeued sweep job) continues from it too: Lightning does so whenever an on-exception
+    checkpoint is configured, and resolving it here keeps the checks and the W&B run id.
+    """
+    if ckpt_path is None or str(ckpt_path) == "last":
+        found = newest_checkpoint(checkpoint_dir)
+        if found is None:
+            if ckpt_path is not None:
+                log.warning("ckpt_path=last: no checkpoint in %s yet; starting afresh", checkpoint_dir)
+            return None
+        log.info("continuing from %s", found)
+        return str(found)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint")
+    return str(ckpt_path)
+
+
+def _check_same_model(ckpt_path: str, model: Any) -> None:
+    """A resumed run must build the model it saved: the same family, and the settings that differ listed."""
+    try:
+        ckpt = read_checkpoint(ckpt_path)
+    except DataError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path}: {e}") from None
+    saved = ckpt["hyper_parameters"]
+    saved_class = ckpt.get(MODEL_CLASS_KEY, class_name(DDPMModule))
+    if saved_class != class_name(type(model)):
+        raise ConfigError(f"ckpt_path={ckpt_path} is a checkpoint of {family_of(saved_class)}, but the config builds "
+                          f"a {model.family} ({class_name(type(model))}); resume with the model= it was trained with")
+    if not isinstance(model, DDPMModule):
+        saved = dict(saved)
+    else:
+        saved = upgraded_hparams(saved)
+
+    def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
+        return json.loads(json.dumps(value, default=str))
+
+    saved, now = flatten(plain(saved)), flatten(plain(dict(model.hparams)))
+    differ = [k for k in sorted(set(saved) | set(now)) if k not in SPEED_HPARAMS and saved.get(k) != now.get(k)]
+    if differ:
+        details = "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ)
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({details}); "
+                          "resume with the overrides the run was started with")
+
+
+def _check_same_dataset(ckpt_path: str, datamodule: Any, allowed: bool) -> None:
+    """A run continues on the data set it was trained on (the module checks again at fit start,
+    for fits that do not come through here); said before any data is fetched."""
+    source = getattr(datamodule, "source", None)  # a datamodule of another kind: nothing to check against
+    if source is not None:
+        check_same_dataset(recorded_dataset(read_checkpoint(ckpt_path)), source.dataset, allowed, f"ckpt_path={ckpt_path}")
+
+
+def _check_sync_batchnorm(trainer: L.Trainer, model: Any) -> None:
+    """PyTorch's SyncBatchNorm runs only on GPUs: say so before rank 1 starts, not in its traceback."""
+    sync = syncs_batchnorm(trainer.strategy)  # parallel strategies with sync_batchnorm=True
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if sync and has_bn and trainer.strategy.root_device.type != "cuda":
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm); on CPUs add trainer.sync_batchnorm=false "
+            "(each process then keeps its own BatchNorm statistics) or use model.net.norm=group"
+        )
+
+
+def _check_launcher(trainer: L.Trainer) -> None:
+    """DDP on one machine starts ranks 1… by rerunning the command line, which inside a local
+    --multirun would start the whole sweep again in every rank: refuse it before it starts."""
+    if not reruns_command_line(trainer.strategy) or trainer.world_size == 1:
+        return
+    if HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
+        raise ConfigError(
+            "trainer=ddp with several devices cannot run inside a local --multirun (each rank would restart the "
+            "sweep); run the jobs one at a time, or use hydra/launcher=slurm, which starts one task per device"
+        )
+
+
+def family_of(model_class: str) -> str:
+    """``ddpm_lit.training.vae.VAEModule`` -> ``a vae (ddpm_lit.training.vae.VAEModule)``."""
+    family = family_of_class(model_class)
+    return f"a {family} ({model_class})" if family else model_class
+
+
+def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = None) -> None:
+    """The sweep's optimized metric must be a metric the run logs; a metric of the sampling hook
+    needs the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
+    every = model.hparams.get("sample_every_n_epochs", 1)
+    logged = type(model).monitorable_metrics()
+    watched = [("optimized_metric", optimized)] if optimized is not None else []
+    watched += [("callbacks.model_checkpoint.monitor", cb.monitor) for cb in callbacks
+                if isinstance(cb, ModelCheckpoint) and cb.monitor is not None]
+    # a checkpoint may also monitor what Lightning logs itself (epoch, step, lr-Adam, ...)
+    unlogged = [f"{key}={metric}" for key, metric in watched
+                if metric not in logged and (key == "optimized_metric" or metric.startswith(("val/", "train/")))]
+    if unlogged:
+        raise ConfigError(
+            f"{' and '.join(unlogged)}: a {model.family} does not log {'it' if len(unlogged) == 1 else 'them'} "
+            f"(it logs {', '.join(logged)}); choose one of those"
+            + (", or null" if "optimized_metric" in unlogged[0] else "")
+            + (" (callbacks.model_checkpoint=null keeps last.ckpt only)" if "callbacks" in unlogged[-1] else "")
+        )
+    for key, metric in watched:
+        if metric == "val/fid" and not model.hparams.get("val_fid", False):
+            raise ConfigError(f"{key}=val/fid needs model.val_fid=true")
+        if metric in SAMPLED_METRICS and every == 0:
+            raise ConfigError(f"{key}={metric} needs the sampling hook: model.sample_every_n_epochs ≥ 1")
+        if key != "optimized_metric" and metric in SAMPLED_METRICS and every != 1:
+            raise ConfigError(
+                f"{key}={metric} is only logged on sampling epochs; set model.sample_every_n_epochs=1 (it is {every})"
+            )

@@ -1,0 +1,1 @@
+"""The maths of DDPM, no Lightning: schedules, Gaussians, the diffusion process, samplers, the likelihood bound."""

@@ -1,0 +1,1 @@
+"""Scoring images: metrics, feature networks and caches, and the Scorer."""

@@ -1,0 +1,162 @@
+"""Drawing N images from a diffusion model, outside Lightning: batches, labels, guidance,
+progress and the trajectory, around any sampler of ``ddpm_lit.core.samplers``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ddpm_lit.core.diffusion import GaussianDiffusion, randn
+from ddpm_lit.core.samplers import SAMPLERS, ClassifierFreeGuidance
+from ddpm_lit.generation.protocol import GenerativeModel
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def digit_labels(num_samples: int, num_classes: int) -> torch.Tensor:
+    """Every class equally often, in turn: 0, 1, …, k − 1, 0, … (N,)."""
+    return torch.arange(num_samples) % num_classes
+
+
+def labels_for(model: GenerativeModel, num_samples: int) -> torch.Tensor | None:
+    """``digit_labels`` for a class-conditional model, None for an unconditional one."""
+    return None if model.num_classes is None else digit_labels(num_samples, model.num_classes)
+
+
+def check_labels(class_labels: Any, num_samples: int, num_classes: int) -> torch.Tensor:
+    """``class_labels`` as (N,) long, or a ValueError unless there are N of them in [0, k − 1]."""
+    labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+    if labels.shape != (num_samples,) or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"class_labels must be {num_samples} labels in [0, {num_classes - 1}]")
+    return labels
+
+
+def check_request(num_samples: int, sampler: str) -> None:
+    """A ValueError unless ``num_samples`` ≥ 1 and ``sampler`` names one of ``SAMPLERS``."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS)}")
+
+
+def _advance(bar: Any, info: Mapping[str, Any], batches: int) -> None:
+    """One step on the progress bar; its total follows the chain's real length (a spacing may
+    give fewer steps than asked for)."""
+    if bar.total != info["total"] * batches:
+        bar.total = info["total"] * batches
+        bar.refresh()
+    bar.update(1)
+
+
+def _callbacks(*fns: Callback | None) -> Callback | None:
+    """One sampler callback that calls each of ``fns`` that is not None (None: none is)."""
+    chosen = [fn for fn in fns if fn is not None]
+    if not chosen:
+        return None
+
+    def call_all(info: dict[str, Any]) -> None:
+        for fn in chosen:
+            fn(info)
+
+    return call_all
+
+
+@torch.no_grad()
+def generate(
+    net: Callable[..., torch.Tensor],
+    diffusion: GaussianDiffusion,
+    num_samples: int,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+    clip_denoised: bool = True,
+    batch_size: int | None = None,
+    progress: bool = False,
+    sampler: str = "ddpm",
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    num_classes: int | None = None,
+    callback: Callback | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """Draw ``num_samples`` images (N, C, H, W) in [−1, 1] from the denoiser ``net(x_t, t)``
+    (``net(x_t, t, class_labels=...)`` when ``num_classes`` is set) with ``SAMPLERS[sampler]``.
+
+    ``batch_size`` bounds memory (None: all at once); x_T of each batch is drawn from
+    ``generator`` in turn, so a CPU generator gives the same images on any device. A
+    conditional model draws ``class_labels`` (N,) with classifier-free guidance
+    ``guidance_scale``. ``callback`` gets ``{"batch", "start", "i", "t", "x", ...}`` with the
+    starting noise (``i`` = 0, ``t`` = T) and after every step (the sampler's info).
+    """
+    check_request(num_samples, sampler)
+    if num_classes is not None and class_labels is None:
+        raise ValueError("a class-conditional model needs class_labels")
+    batch_size = batch_size or num_samples
+    batches = -(-num_samples // batch_size)
+    bar = tqdm(total=(steps or diffusion.num_timesteps) * batches, desc="sampling", unit="step") if progress else None
+    out = []
+    try:
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            x_T = randn((n, *image_shape), generator, device)
+            where = {"batch": start // batch_size, "start": start}
+            if callback is not None:
+                callback({**where, "i": 0, "t": diffusion.num_timesteps, "x": x_T})
+            denoiser: Any = net
+            if num_classes is not None:
+                labels = class_labels[start : start + n].to(device)
+                denoiser = ClassifierFreeGuidance(net, labels, guidance_scale, num_classes, image_shape[0])
+            chain_callback = _callbacks(
+                (lambda info: _advance(bar, info, batches)) if bar is not None else None,
+                (lambda info, where=where: callback({**where, **info})) if callback is not None else None,
+            )
+            out.append(
+                SAMPLERS[sampler](
+                    denoiser, diffusion, x_T, generator=generator, steps=steps, clip_denoised=clip_denoised,
+                    callback=chain_callback, **options,
+                )
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cat(out)
+
+
+@dataclass
+class Drawn:
+    """Samples and the trajectory of the first few: ``frames`` (S, K, C, H, W) at ``timesteps``."""
+
+    samples: torch.Tensor  # (N, C, H, W) in [−1, 1]
+    labels: torch.Tensor | None  # (N,) digits asked of a conditional model
+    frames: torch.Tensor
+    timesteps: list[int]
+
+
+def draw(
+    model: GenerativeModel,
+    num: int,
+    seed: int = 0,
+    trajectory: int = 8,
+    every: int | None = None,
+    labels: torch.Tensor | None = None,
+    **sample_kwargs: Any,
+) -> Drawn:
+    """``model.sample`` with a CPU generator seeded ``seed`` (the same images on every device),
+    keeping the first ``trajectory`` samples at x_T and after each step whose timestep index is
+    a multiple of ``every`` (None: T/10, the report's Fig. 4.5: every 100 of T = 1000 steps)."""
+    every = every or max(getattr(model, "num_timesteps", 10) // 10, 1)
+    kept: list[tuple[int, torch.Tensor]] = []
+
+    def keep(info: dict[str, Any]) -> None:
+        if info["batch"] == 0 and trajectory and (info["i"] == 0 or info["t"] % every == 0):
+            kept.append((int(info["t"]), info["x"][:trajectory].float().cpu()))
+
+    gen = torch.Generator().manual_seed(seed)
+    samples = model.sample(num, generator=gen, callback=keep, class_labels=labels, **sample_kwargs)
+    frames = torch.stack([x for _, x in kept]) if kept else torch.empty(0)
+    return Drawn(samples.float().cpu(), labels, frames, [t for t, _ in kept])

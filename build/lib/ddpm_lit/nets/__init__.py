@@ -1,0 +1,1 @@
+"""Denoisers, called as ``net(x_t, t[, class_labels])``; they never see the schedule."""

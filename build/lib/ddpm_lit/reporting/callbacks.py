@@ -1,0 +1,128 @@
+"""What a run writes when its fit ends, as Lightning callbacks listed in ``conf/callbacks/default.yaml``:
+the final samples, ``metrics.json``, the run's figures and its page.
+
+They run in ``on_fit_end``, which Lightning calls after the training loop's ``on_train_end``
+(where the EMA callback copies the average into the module) and after the strategy's teardown
+(which leaves the module on the CPU): the samples are drawn from the average, on the device the
+run trained on. Rank 0 alone writes; ``fast_dev_run`` writes nothing but the page. In the
+order of the config (Lightning keeps the order of callbacks other than checkpoints): samples,
+metrics, figures, page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from ddpm_lit.io import write_text
+from ddpm_lit.reporting.pages import write_page_quietly
+from ddpm_lit.reporting.run_figures import draw_final_samples, run_figures
+from ddpm_lit.training.loggers import log_figures
+
+log = logging.getLogger(__name__)
+
+
+def _writes(trainer: L.Trainer) -> bool:
+    """Rank 0 of a fit that trained for real (not ``fast_dev_run``)."""
+    return trainer.is_global_zero and not trainer.fast_dev_run
+
+
+class FitTimer(L.Callback):
+    """The fit's wall-clock seconds, from ``on_fit_start`` to ``on_fit_end`` (sanity check and
+    validation included), for ``metrics.json``."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started is not None:
+            self.seconds = time.perf_counter() - self.started
+
+
+class FinalSamples(L.Callback):
+    """``num`` samples drawn with ``steps`` reverse steps (null: all T) and a fixed ``seed`` into
+    ``<out_dir>/samples/``: final.png, final.npz (evaluate.py's layout) and trajectory.pt."""
+
+    def __init__(self, out_dir: str, num: int = 64, steps: int | None = None, seed: int = 0) -> None:
+        if not isinstance(num, int) or isinstance(num, bool) or num < 0:
+            raise ValueError(f"final_samples.num must be an integer ≥ 0, got {num!r}")
+        self.out_dir, self.num, self.steps, self.seed = Path(out_dir), num, steps, seed
+        self.seconds: float | None = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.num == 0 or not _writes(trainer):
+            return
+        pl_module.to(trainer.strategy.root_device)  # the strategy's teardown left it on the CPU
+        start = time.perf_counter()
+        draw_final_samples(pl_module, self.out_dir / "samples", num=self.num, steps=self.steps, seed=self.seed)
+        self.seconds = time.perf_counter() - start
+        log.info("samples written to %s", self.out_dir / "samples")
+
+
+class MetricsFile(L.Callback):
+    """``<out_dir>/metrics.json``: the last value of every scalar the run logged, the fit's
+    seconds, epochs, steps and parameter count, and the final samples' seconds. ``metrics``
+    holds them for ``train(cfg)`` to return (a sweeper minimises one of them)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.metrics: dict[str, float] = {}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics.update(
+            epochs=trainer.current_epoch,  # Lightning's count at the end; a partial last epoch counts
+            global_step=trainer.global_step,
+            params=sum(p.numel() for p in pl_module.parameters()),
+        )
+        for callback in trainer.callbacks:
+            if isinstance(callback, FitTimer) and callback.seconds is not None:
+                metrics["fit_seconds"] = callback.seconds
+            if isinstance(callback, FinalSamples) and callback.seconds is not None:
+                metrics["final_samples_seconds"] = callback.seconds
+        self.metrics = metrics
+        if trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+
+
+class RunFigures(L.Callback):
+    """The run's figures (``reporting.run_figures``) from the final samples, logged to W&B."""
+
+    def __init__(self, out_dir: str, num_samples: int = 64, seed: int = 0) -> None:
+        self.out_dir, self.num_samples, self.seed = Path(out_dir), num_samples, seed
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.num_samples == 0 or not _writes(trainer):
+            return
+        figures = run_figures(self.out_dir, module=pl_module, datamodule=trainer.datamodule,
+                              num_samples=self.num_samples, seed=self.seed)
+        log_figures(trainer.loggers, figures)
+
+
+class RunPage(L.Callback):
+    """The run's page (``report.html``), also when the fit fails or is stopped."""
+
+    def __init__(self, out_dir: str, enabled: bool = True) -> None:
+        self.out_dir, self.enabled = Path(out_dir), enabled
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled and trainer.is_global_zero:
+            write_page_quietly(self.out_dir)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)
+
+
+def fit_metrics(callbacks: list[Any]) -> dict[str, float]:
+    """What the ``MetricsFile`` among ``callbacks`` collected ({} without one)."""
+    return next((cb.metrics for cb in callbacks if isinstance(cb, MetricsFile)), {})

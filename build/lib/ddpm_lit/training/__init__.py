@@ -1,0 +1,1 @@
+"""Lightning: the DDPMModule that wires the parts, the EMA callback, checkpoint IO."""

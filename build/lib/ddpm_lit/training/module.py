@@ -1,0 +1,375 @@
+"""LightningModule that wires the UNet, the diffusion process and the loss together."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
+
+from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.generation.generate import (
+    check_labels,
+    check_request,
+    digit_labels,
+    generate,
+)
+from ddpm_lit.nets.unet import UNet
+from ddpm_lit.training.base import (
+    MODEL_CLASS_KEY,
+    GenerativeModule,
+    check_hook_settings,
+    spec_of,
+)
+
+LR_SCHEDULES = ("constant", "cosine")
+__all__ = ["MODEL_CLASS_KEY", "DDPMModule", "spec_of"]
+
+
+# Settings of how the network runs, not of what it computes: a resumed run may change them.
+SPEED_HPARAMS = ("channels_last", "compile", "optimizer.fused")
+DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
+UNET = "ddpm_lit.nets.unet.UNet"
+DIFFUSION = "ddpm_lit.core.diffusion.GaussianDiffusion"
+# Keys of the parts' settings before each part had a _target_: old key -> (part, new key).
+LEGACY_KEYS = {
+    "lr": ("optimizer", "lr"), "adam_betas": ("optimizer", "betas"), "weight_decay": ("optimizer", "weight_decay"),
+    "fused_adam": ("optimizer", "fused"), "objective": ("diffusion", "objective"), "variance": ("diffusion", "variance"),
+    "loss_weighting": ("diffusion", "loss_weighting"), "min_snr_gamma": ("diffusion", "min_snr_gamma"),
+    "vlb_weight": ("diffusion", "vlb_weight"), "num_classes": ("net", "num_classes"),
+}
+
+
+def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """The three parts built, from built objects, specs, or the form of checkpoints saved before
+    the parts had a ``_target_`` (``net`` and ``diffusion`` as plain keyword dicts, the other
+    settings as ``legacy`` keys). A legacy key given with built parts (a command line's
+    ``model.lr=...``) rebuilds its part, with a deprecation warning."""
+    unknown = sorted(set(legacy) - set(LEGACY_KEYS))
+    if unknown:
+        raise TypeError(f"DDPMModule got unexpected arguments {', '.join(unknown)}")
+    old_checkpoint = isinstance(net, Mapping) and "_target_" not in net
+    # old checkpoints hold every setting (Adam's defaults are DEFAULT_OPTIMIZER's and torch's)
+    given = {k: v for k, v in legacy.items() if v is not None}
+    if given and not old_checkpoint:
+        moved = ", ".join(f"model.{k} -> model.{LEGACY_KEYS[k][0]}.{LEGACY_KEYS[k][1]}" for k in given)
+        warnings.warn(f"deprecated model settings, read for one more release: {moved}", FutureWarning, stacklevel=3)
+    specs = {"net": net, "diffusion": diffusion, "optimizer": optimizer}
+    for name, default_target in (("net", UNET), ("diffusion", DIFFUSION)):
+        if isinstance(specs[name], Mapping) and "_target_" not in specs[name]:
+            specs[name] = {"_target_": default_target, **specs[name]}
+    for key, value in given.items():
+        part, new_key = LEGACY_KEYS[key]
+        if not isinstance(specs[part], Mapping):
+            specs[part] = spec_of(specs[part])
+        specs[part] = {**specs[part], new_key: list(value) if isinstance(value, tuple) else value}
+
+    def build(spec: Any) -> Any:
+        return instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
+
+    diffusion, optimizer = build(specs["diffusion"]), build(specs["optimizer"])
+    factor = diffusion.output_channels_factor
+    if old_checkpoint:  # the earlier form derived the network's output channels from the variance
+        specs["net"] = {**specs["net"], "out_channels": specs["net"].get("in_channels", 1) * factor}
+    net = build(specs["net"])
+    if "variance" in given and net.out_channels != net.in_channels * factor:  # as the earlier form did
+        net = build({**spec_of(net), "out_channels": net.in_channels * factor})
+    return net, diffusion, optimizer
+
+
+def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyperparameters in today's form (each part as its spec), whatever the
+    version that saved them."""
+    hp = dict(hparams)
+    net = hp.get("net", {})
+    if isinstance(net, Mapping) and "_target_" in net:
+        return hp
+    legacy = {k: hp.pop(k) for k in LEGACY_KEYS if k in hp}
+    parts = upgrade_parts(hp["net"], hp["diffusion"], hp.get("optimizer", DEFAULT_OPTIMIZER), legacy)
+    hp.update(zip(("net", "diffusion", "optimizer"), map(spec_of, parts)))
+    return hp
+
+
+def _check_settings(args: Mapping[str, Any]) -> None:
+    """A ValueError naming the first setting of the module's own that is out of range."""
+    if not 0.0 <= args["cond_drop_prob"] < 1.0:
+        raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {args['cond_drop_prob']}")
+    if args["guidance_scale"] < 0:
+        raise ValueError(f"model.guidance_scale must be ≥ 0, got {args['guidance_scale']}")
+    if args["lr_schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {args['lr_schedule']!r}")
+    if not 0.0 <= args["min_lr_ratio"] <= 1.0:
+        raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {args['min_lr_ratio']}")
+    if args["warmup_steps"] < 0:
+        raise ValueError(f"model.warmup_steps must be ≥ 0, got {args['warmup_steps']}")
+    check_hook_settings(args)
+    lr = args["legacy"].get("lr")
+    if lr is not None and lr <= 0:
+        raise ValueError(f"model.lr must be > 0, got {lr}")
+
+
+class DDPMModule(GenerativeModule):
+    """DDPM training (by default the report's ε-MSE loss), and validation by reverse sampling.
+
+    Args:
+        net: the denoiser, ``UNet`` (or its Hydra spec: a dict with ``_target_``); its
+            ``num_classes`` makes the model class-conditional.
+        diffusion: the ``GaussianDiffusion`` (or its spec): schedule, T, training target,
+            reverse variance and loss; the defaults are the report's: ε, β̃_t, unweighted MSE.
+        optimizer: a function of the parameters that returns the optimizer, e.g.
+            ``functools.partial(torch.optim.Adam, lr=2e-4)`` (Hydra's ``_partial_: true``), or its spec.
+        cond_drop_prob: probability of training a sample without its label (the "no label"
+            token), so that one network also learns the unconditional model.
+        guidance_scale: classifier-free guidance w used when sampling a conditional model
+            unless the call says otherwise (1: the conditional model, 0: unconditional).
+        warmup_steps: linear learning-rate warm-up over this many optimizer steps (0: none).
+        lr_schedule: after the warm-up, ``constant`` or ``cosine``: lr · (r + (1 − r)(1 + cos πp)/2)
+            with r = ``min_lr_ratio`` and p the fraction of training done (``training_progress``:
+            by steps, or by wall-clock under ``trainer.max_time``, whichever is further).
+        sample_every_n_epochs: run reverse sampling in validation every N epochs (0: never).
+        num_val_samples: K, the images drawn by that hook (the report: 64).
+        val_sample_steps: reverse steps of that hook (None: all T; fewer respaces the chain).
+        clip_denoised: clip the predicted x0 to [−1, 1] while sampling.
+        val_seed: seed of the validation noise, timesteps and samples, so epochs compare.
+        nn_reference_size: validation images searched for each sample's nearest neighbour.
+        val_fid: also log ``val/fid``, the classifier FID (MNIST-FID on MNIST) of the K samples
+            against ``fid_reference_size`` validation images; needs a datamodule with
+            ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
+        channels_last: keep the network's conv weights (and so its activations) in NHWC order.
+        compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
+        **legacy: the settings that had their own key before the parts had a ``_target_``
+            (``lr``, ``adam_betas``, ``weight_decay``, ``fused_adam``, ``objective``, ``variance``,
+            ``loss_weighting``, ``min_snr_gamma``, ``vlb_weight``, ``num_classes``): read from old
+            checkpoints, and from a command line with a deprecation warning, for one release.
+
+    The hyperparameters saved in a checkpoint hold each part's spec, so
+    ``DDPMModule.load_from_checkpoint(path)`` alone rebuilds the model.
+    """
+
+    family = "ddpm"
+    logged_metrics = ("val/loss", "train/loss", "train/loss_epoch")
+
+    def __init__(
+        self,
+        net: UNet | Mapping[str, Any],
+        diffusion: GaussianDiffusion | Mapping[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer] | Mapping[str, Any] = DEFAULT_OPTIMIZER,
+        warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        min_lr_ratio: float = 0.0,
+        sample_every_n_epochs: int = 1,
+        num_val_samples: int = 64,
+        val_sample_steps: int | None = None,
+        clip_denoised: bool = True,
+        val_seed: int = 0,
+        nn_reference_size: int = 1000,
+        val_fid: bool = True,
+        fid_reference_size: int = 1000,
+        cond_drop_prob: float = 0.1,
+        guidance_scale: float = 1.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        **legacy: Any,
+    ) -> None:
+        super().__init__()
+        _check_settings(locals())
+        net, diffusion, optimizer = upgrade_parts(net, diffusion, optimizer, legacy)
+        # Each part's spec, so that a checkpoint loads without Hydra's config; the loggers get
+        # the full config from train().
+        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer", "legacy"], logger=False)
+        for key in LEGACY_KEYS:  # Lightning records **legacy's keys too
+            self.hparams.pop(key, None)
+        self.hparams.update(net=spec_of(net), diffusion=spec_of(diffusion), optimizer=spec_of(optimizer))
+        self.diffusion, self.net, self.make_optimizer = diffusion, net, optimizer
+        optimizer([torch.zeros(1, requires_grad=True)])  # a bad setting fails now, not when fitting starts
+        needed = self.net.in_channels * self.diffusion.output_channels_factor
+        if self.net.out_channels != needed:
+            raise ValueError(f"model.net.out_channels={self.net.out_channels}, but variance={self.diffusion.variance} "
+                             f"needs {needed} (in_channels × {self.diffusion.output_channels_factor})")
+        if val_sample_steps is not None and not 1 <= val_sample_steps <= self.diffusion.num_timesteps:
+            raise ValueError(
+                f"model.val_sample_steps must be in [1, timesteps={self.diffusion.num_timesteps}], "
+                f"got {val_sample_steps}"
+            )
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)  # 4-D weights; activations follow them
+        self.image_shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
+        # One image and time step (and label): Lightning's model summary runs it once to count
+        # the FLOPs and sizes it prints (without it, its table says "Total FLOPs: 0").
+        example: tuple[torch.Tensor, ...] = (torch.zeros(1, *self.image_shape), torch.zeros(1, dtype=torch.long))
+        self.example_input_array = example + ((torch.zeros(1, dtype=torch.long),) if self.conditional else ())
+        self._net_compiled = False  # compile_network ran (copies made before it stay plain)
+        self._planned_steps: float | None = None  # trainer.estimated_stepping_batches, read once
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x_t, t, class_labels)  # the UNet refuses labels when unconditional
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def _denoiser(self, labels: torch.Tensor | None) -> Any:
+        """The network as the process calls it, ``(x_t, t) -> output``, with the labels bound."""
+        if labels is None:
+            return self.net
+        return lambda x_t, t: self.net(x_t, t, class_labels=labels)
+
+    def _batch_labels(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """The batch's labels for a conditional model; None for an unconditional one."""
+        if not self.conditional:
+            return None
+        if len(batch) < 2:
+            raise ValueError("a class-conditional model (model.num_classes) needs (image, label) batches")
+        return batch[1].long()
+
+    # ---- training and validation -----------------------------------------------------
+    def drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels (B,), each replaced by the "no label" token with probability ``cond_drop_prob``."""
+        if self.hparams.cond_drop_prob == 0:
+            return labels
+        dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.cond_drop_prob
+        return labels.masked_fill(dropped, self.net.num_classes)
+
+    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of x0: (B, C, H, W) in [−1, 1], with a conditional model's labels (B,)
+        dropped by ``drop_labels``."""
+        denoiser = self._denoiser(None if labels is None else self.drop_labels(labels))
+        # t drawn here as the process would draw it, and kept: a non-finite loss names its timesteps
+        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+        self.last_timesteps = t
+        return self.diffusion.loss(denoiser, x0, t=t)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x0 = batch[0]
+        loss = self.training_loss(x0, self._batch_labels(batch))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x0 = batch[0]
+        # The same t and ε for batch i at every epoch, so val/loss curves compare.
+        gen = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)  # CPU: same on every device
+        loss = self.diffusion.loss(self._denoiser(self._batch_labels(batch)), x0, generator=gen)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def setup(self, stage: str) -> None:
+        # After the callbacks' setup, so the EMA callback's copy of the module is not compiled;
+        # nn.Module.compile keeps the parameter names, so checkpoints are unchanged.
+        if stage == "fit" and self.hparams.compile:
+            self.compile_network()
+
+    def compile_network(self) -> None:
+        """``torch.compile`` the network in place, for fixed shapes: the model summary's one-image
+        call would otherwise make the training batch's graph a dynamic-shape one, slower."""
+        if not self._net_compiled:
+            self.net.compile(dynamic=False)
+            self._net_compiled = True
+
+    def validation_samples(self, generator: torch.Generator) -> torch.Tensor:
+        # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
+        steps = 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps
+        return self.sample(self.hparams.num_val_samples, generator=generator, steps=steps)
+
+    def describe(self) -> str:
+        return (f"DDPM, {self.diffusion.num_timesteps} steps, {self.diffusion.schedule} schedule, "
+                f"objective {self.diffusion.objective}")
+
+    # ---- sampling --------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        """The labels of a class-conditional model (None: unconditional)."""
+        return self.net.num_classes
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.diffusion.num_timesteps
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        clip_denoised: bool | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+        sampler: str = "ddpm",
+        class_labels: torch.Tensor | None = None,
+        guidance_scale: float | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1], with ``ddpm_lit.generation.generate``.
+
+        ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
+        ``steps`` respaces the chain (None: all T); ``batch_size`` bounds memory (None: all at
+        once); ``sampler`` is a name of ``ddpm_lit.core.samplers.SAMPLERS`` (``ddpm``: ancestral,
+        the report's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
+        ``spacing``). A conditional model draws ``class_labels`` (N,) (None: 0, 1, …, 9, 0, …)
+        with classifier-free guidance ``guidance_scale`` (None: the model's). ``callback``
+        gets ``{"batch", "start", "i", "t", "x", ...}`` with the starting noise (``i`` = 0,
+        ``t`` = T) and after every step (the sampler's info: ``t`` is the step's timestep index),
+        e.g. to keep a trajectory.
+        """
+        check_request(num_samples, sampler)
+        k = self.num_classes
+        if k is not None:
+            class_labels = check_labels(digit_labels(num_samples, k) if class_labels is None else class_labels,
+                                        num_samples, k)
+            guidance_scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
+        elif class_labels is not None or guidance_scale is not None:
+            raise ValueError("class labels and guidance need a class-conditional model (model.num_classes)")
+        was_training = self.training
+        self.eval()
+        try:
+            return generate(
+                self.net, self.diffusion, num_samples, self.image_shape, self.device, generator=generator, steps=steps,
+                clip_denoised=self.hparams.clip_denoised if clip_denoised is None else clip_denoised,
+                batch_size=batch_size, progress=progress, sampler=sampler, class_labels=class_labels,
+                guidance_scale=1.0 if guidance_scale is None else guidance_scale, num_classes=k, callback=callback,
+                **options,
+            )
+        finally:
+            self.train(was_training)
+
+    # ---- optimisation ----------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt = self.make_optimizer(self.parameters())
+        warmup = self.hparams.warmup_steps
+        if warmup == 0 and self.hparams.lr_schedule == "constant":
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate's multiplier after ``step`` optimizer steps: the linear warm-up, then
+        the schedule of ``training_progress``."""
+        factor = min(1.0, (step + 1) / self.hparams.warmup_steps) if self.hparams.warmup_steps else 1.0
+        if self.hparams.lr_schedule == "cosine":
+            r = self.hparams.min_lr_ratio
+            factor *= r + (1 - r) * 0.5 * (1 + math.cos(math.pi * self.training_progress()))
+        return factor
+
+    def training_progress(self) -> float:
+        """The fraction of training done, in [0, 1]: optimizer steps of the planned total
+        (``max_steps``, or ``max_epochs`` × batches), or the training time used of
+        ``trainer.max_time`` (Lightning's Timer, whose elapsed time a resumed run carries on),
+        whichever is further; 0 without a trainer or a bound."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        done = [0.0]
+        total = trainer.estimated_stepping_batches if self._planned_steps is None else self._planned_steps
+        self._planned_steps = total
+        if math.isfinite(total) and total > 0:
+            done.append(trainer.global_step / total)
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer) and callback.time_remaining() is not None:
+                elapsed = callback.time_elapsed()
+                done.append(elapsed / max(elapsed + callback.time_remaining(), 1e-9))
+        return min(1.0, max(done))
