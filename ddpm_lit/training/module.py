@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
@@ -22,6 +20,7 @@ from ddpm_lit.nets.unet import UNet
 from ddpm_lit.training.base import (
     MODEL_CLASS_KEY,
     GenerativeModule,
+    build_part,
     check_hook_settings,
     spec_of,
 )
@@ -33,65 +32,6 @@ __all__ = ["MODEL_CLASS_KEY", "DDPMModule", "spec_of"]
 # Settings of how the network runs, not of what it computes: a resumed run may change them.
 SPEED_HPARAMS = ("channels_last", "compile", "optimizer.fused")
 DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
-UNET = "ddpm_lit.nets.unet.UNet"
-DIFFUSION = "ddpm_lit.core.diffusion.GaussianDiffusion"
-# Keys of the parts' settings before each part had a _target_: old key -> (part, new key).
-LEGACY_KEYS = {
-    "lr": ("optimizer", "lr"), "adam_betas": ("optimizer", "betas"), "weight_decay": ("optimizer", "weight_decay"),
-    "fused_adam": ("optimizer", "fused"), "objective": ("diffusion", "objective"), "variance": ("diffusion", "variance"),
-    "loss_weighting": ("diffusion", "loss_weighting"), "min_snr_gamma": ("diffusion", "min_snr_gamma"),
-    "vlb_weight": ("diffusion", "vlb_weight"), "num_classes": ("net", "num_classes"),
-}
-
-
-def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """The three parts built, from built objects, specs, or the form of checkpoints saved before
-    the parts had a ``_target_`` (``net`` and ``diffusion`` as plain keyword dicts, the other
-    settings as ``legacy`` keys). A legacy key given with built parts (a command line's
-    ``model.lr=...``) rebuilds its part, with a deprecation warning."""
-    unknown = sorted(set(legacy) - set(LEGACY_KEYS))
-    if unknown:
-        raise TypeError(f"DDPMModule got unexpected arguments {', '.join(unknown)}")
-    old_checkpoint = isinstance(net, Mapping) and "_target_" not in net
-    # old checkpoints hold every setting (Adam's defaults are DEFAULT_OPTIMIZER's and torch's)
-    given = {k: v for k, v in legacy.items() if v is not None}
-    if given and not old_checkpoint:
-        moved = ", ".join(f"model.{k} -> model.{LEGACY_KEYS[k][0]}.{LEGACY_KEYS[k][1]}" for k in given)
-        warnings.warn(f"deprecated model settings, read for one more release: {moved}", FutureWarning, stacklevel=3)
-    specs = {"net": net, "diffusion": diffusion, "optimizer": optimizer}
-    for name, default_target in (("net", UNET), ("diffusion", DIFFUSION)):
-        if isinstance(specs[name], Mapping) and "_target_" not in specs[name]:
-            specs[name] = {"_target_": default_target, **specs[name]}
-    for key, value in given.items():
-        part, new_key = LEGACY_KEYS[key]
-        if not isinstance(specs[part], Mapping):
-            specs[part] = spec_of(specs[part])
-        specs[part] = {**specs[part], new_key: list(value) if isinstance(value, tuple) else value}
-
-    def build(spec: Any) -> Any:
-        return instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
-
-    diffusion, optimizer = build(specs["diffusion"]), build(specs["optimizer"])
-    factor = diffusion.output_channels_factor
-    if old_checkpoint:  # the earlier form derived the network's output channels from the variance
-        specs["net"] = {**specs["net"], "out_channels": specs["net"].get("in_channels", 1) * factor}
-    net = build(specs["net"])
-    if "variance" in given and net.out_channels != net.in_channels * factor:  # as the earlier form did
-        net = build({**spec_of(net), "out_channels": net.in_channels * factor})
-    return net, diffusion, optimizer
-
-
-def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyperparameters in today's form (each part as its spec), whatever the
-    version that saved them."""
-    hp = dict(hparams)
-    net = hp.get("net", {})
-    if isinstance(net, Mapping) and "_target_" in net:
-        return hp
-    legacy = {k: hp.pop(k) for k in LEGACY_KEYS if k in hp}
-    parts = upgrade_parts(hp["net"], hp["diffusion"], hp.get("optimizer", DEFAULT_OPTIMIZER), legacy)
-    hp.update(zip(("net", "diffusion", "optimizer"), map(spec_of, parts)))
-    return hp
 
 
 def _check_settings(args: Mapping[str, Any]) -> None:
@@ -107,9 +47,6 @@ def _check_settings(args: Mapping[str, Any]) -> None:
     if args["warmup_steps"] < 0:
         raise ValueError(f"model.warmup_steps must be ≥ 0, got {args['warmup_steps']}")
     check_hook_settings(args)
-    lr = args["legacy"].get("lr")
-    if lr is not None and lr <= 0:
-        raise ValueError(f"model.lr must be > 0, got {lr}")
 
 
 class DDPMModule(GenerativeModule):
@@ -141,10 +78,6 @@ class DDPMModule(GenerativeModule):
             ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
         channels_last: keep the network's conv weights (and so its activations) in NHWC order.
         compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
-        **legacy: the settings that had their own key before the parts had a ``_target_``
-            (``lr``, ``adam_betas``, ``weight_decay``, ``fused_adam``, ``objective``, ``variance``,
-            ``loss_weighting``, ``min_snr_gamma``, ``vlb_weight``, ``num_classes``): read from old
-            checkpoints, and from a command line with a deprecation warning, for one release.
 
     The hyperparameters saved in a checkpoint hold each part's spec, so
     ``DDPMModule.load_from_checkpoint(path)`` alone rebuilds the model.
@@ -173,16 +106,13 @@ class DDPMModule(GenerativeModule):
         guidance_scale: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
-        **legacy: Any,
     ) -> None:
         super().__init__()
         _check_settings(locals())
-        net, diffusion, optimizer = upgrade_parts(net, diffusion, optimizer, legacy)
+        net, diffusion, optimizer = build_part(net), build_part(diffusion), build_part(optimizer)
         # Each part's spec, so that a checkpoint loads without Hydra's config; the loggers get
         # the full config from train().
-        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer", "legacy"], logger=False)
-        for key in LEGACY_KEYS:  # Lightning records **legacy's keys too
-            self.hparams.pop(key, None)
+        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer"], logger=False)
         self.hparams.update(net=spec_of(net), diffusion=spec_of(diffusion), optimizer=spec_of(optimizer))
         self.diffusion, self.net, self.make_optimizer = diffusion, net, optimizer
         optimizer([torch.zeros(1, requires_grad=True)])  # a bad setting fails now, not when fitting starts
