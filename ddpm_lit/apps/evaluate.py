@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.config.build import build_dict
 from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwargs
-from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.sets import DataSource
 from ddpm_lit.errors import ConfigError, DataError
@@ -139,7 +138,7 @@ def data_source(cfg: DictConfig, module: Any) -> DataSource:
     a samples file the one its ``sample.json`` (sample.py) names (MNIST for a file without one or a
     checkpoint that predates the record). Images scored against another set than their model's
     are refused unless ``allow_other_dataset=true``."""
-    trained_on = getattr(module, "trained_on", None) if module is not None else _samples_dataset(cfg.samples_path)
+    trained_on = module.trained_on if module is not None else _samples_dataset(cfg.samples_path)
     data = cfg.get("data")
     if data is None:
         return DataSource.from_record(trained_on, cfg.paths.data_dir)
@@ -166,31 +165,23 @@ def _samples_dataset(samples_path: str | None) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("dataset"), str) else None
 
 
-def likelihood_of(module: Any) -> str | None:
-    """The likelihood bound a model has: ``ddpm`` (the variational bound over the chain), ``vae``
-    (ELBO and IWAE), or None (a GAN)."""
-    if hasattr(module, "diffusion"):
-        return "ddpm"
-    return "vae" if hasattr(module, "likelihood_bounds") else None
-
-
 def nll_wanted(cfg: DictConfig, module: Any) -> bool:
-    return bool(cfg.nll.enabled or (cfg.nll.enabled is None and likelihood_of(module) is not None))
+    return bool(cfg.nll.enabled or (cfg.nll.enabled is None and module.likelihood is not None))
 
 
 def check_likelihood(cfg: DictConfig, module: Any) -> None:
     """nll settings the checkpoint's model can honour: a likelihood when ``nll.enabled=true``, and
-    ``nll.variance`` only for a DDPM (``learned`` only when it learned one)."""
-    family, kind = getattr(module, "family", "model"), likelihood_of(module)
-    if cfg.nll.enabled and kind is None:
+    the bound's options the model takes (``nll.variance``: a DDPM's, ``learned`` only when it learned one)."""
+    family = module.family
+    if cfg.nll.enabled and module.likelihood is None:
         raise ConfigError(f"nll.enabled=true: a {family} has no likelihood to bound; {cfg.ckpt_path} is a {family} "
                           "checkpoint (nll.enabled=false, or null to score where there is one)")
     if not nll_wanted(cfg, module):
         return
-    if cfg.nll.variance is not None and kind != "ddpm":
-        raise ConfigError(f"nll.variance={cfg.nll.variance}: the reverse variance is a DDPM's; {cfg.ckpt_path} is a {family}")
-    if cfg.nll.variance == "learned" and module.diffusion.variance != "learned":
-        raise ConfigError(f"nll.variance=learned, but {cfg.ckpt_path} has a fixed variance ({module.diffusion.variance})")
+    try:
+        module.check_likelihood_options(variance=cfg.nll.variance)
+    except ValueError as e:
+        raise ConfigError(f"{e}; {cfg.ckpt_path} is a {family}") from None
 
 
 def _draw(cfg: DictConfig, module: Any, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -221,26 +212,22 @@ def _score(
 
 
 def _bound(cfg: DictConfig, module: Any, test: torch.Tensor, device: torch.device, out_dir: Path) -> dict[str, Any]:
-    """The variational bound in bits/dim on ``nll.num_images`` test images; its terms as a figure and a file."""
+    """The model's likelihood bound in bits/dim on ``nll.num_images`` test images; the terms of a
+    bound that has them (a DDPM's) as a figure and a file."""
     gen = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(test), generator=gen)[: cfg.nll.num_images]
-    if likelihood_of(module) == "vae":
-        bounds = module.likelihood_bounds(test[idx], k=cfg.nll.iwae_samples, batch_size=cfg.nll.batch_size,
-                                          generator=gen, progress=True)
-        return {"bound": "elbo", "bpd": bounds["elbo_bpd"], "bpd_stderr": bounds["elbo_bpd_stderr"], **bounds}
-    bound = dataset_bits_per_dim(
-        module.net, module.diffusion, test[idx], batch_size=cfg.nll.batch_size, generator=gen,
-        variance=cfg.nll.variance, device=device, progress=True,
-    )  # fmt: skip
-    from ddpm_lit.reporting.figures import (
-        bound_terms_figure,  # matplotlib, as evaluate() imports it
-    )
+    bounds = module.likelihood_bounds(test[idx], k=cfg.nll.iwae_samples, batch_size=cfg.nll.batch_size, generator=gen,
+                                      variance=cfg.nll.variance, device=device, progress=True)
+    terms = bounds.pop("bound_terms", None)
+    if terms is not None:
+        from ddpm_lit.reporting.figures import (
+            bound_terms_figure,  # matplotlib, as evaluate() imports it
+        )
 
-    bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
-    with atomic_write(out_dir / "bound_terms.pt") as f:
-        torch.save({"terms": bound["terms"], "totals": bound["totals"]}, f)
-    nll = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
-    return {**nll, "bound": "ddpm", "variance": cfg.nll.variance or module.diffusion.variance}
+        bound_terms_figure(terms["terms"], bounds["prior_bpd"], out_dir / "bound_terms.png")
+        with atomic_write(out_dir / "bound_terms.pt") as f:
+            torch.save({"terms": terms["terms"], "totals": terms["totals"]}, f)
+    return bounds
 
 
 def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classifier_id: str, inception: Any,
@@ -250,7 +237,7 @@ def _source(cfg: DictConfig, module: Any, ema: bool, reference_size: int, classi
         "ckpt_path": str(cfg.ckpt_path) if cfg.ckpt_path else None,
         "samples_path": str(cfg.samples_path) if cfg.samples_path else None,
         "ema_weights": ema,
-        "family": getattr(module, "family", None) if module is not None else None,
+        "family": module.family if module is not None else None,
         "sampler": OmegaConf.to_container(cfg.sampler) if module is not None and sampling_kwargs(cfg, module) else None,
         "guidance_scale": guidance_used(module, cfg.get("guidance_scale")) if module is not None else None,
         "reference_size": cfg.reference_size or reference_size,

@@ -56,7 +56,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     module, ema = load_module(cfg.ckpt_path, device)
     if module.num_classes is None and (cfg.get("digits") is not None or cfg.get("guidance_scale") is not None):
         raise ConfigError(f"digits and guidance_scale need a class-conditional model; {cfg.ckpt_path} is an "
-                          f"unconditional {getattr(module, 'family', 'model')}")
+                          f"unconditional {module.family}")
     check_sampling(cfg, module)
     labels = None
     options = sampling_kwargs(cfg, module)
@@ -83,8 +83,8 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         "ema_weights": ema,
         "n": cfg.n,
         "seed": cfg.seed,
-        "family": getattr(module, "family", None),
-        "dataset": getattr(module, "trained_on", None),  # evaluate.py samples_path= scores against this set
+        "family": module.family,
+        "dataset": module.trained_on,  # evaluate.py samples_path= scores against this set
         "sampler": OmegaConf.to_container(cfg.sampler) if options else None,
         "digits": labels.tolist() if labels is not None else None,
         "guidance_scale": guidance_used(module, cfg.get("guidance_scale")),

@@ -21,7 +21,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ddpm_lit.config.build import build, build_dict, build_loggers
 from ddpm_lit.errors import ConfigError, DataError, first_line
-from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
 from ddpm_lit.reporting.pages import write_page_quietly
@@ -205,7 +204,8 @@ def plan_time(cfg: DictConfig, model: Any, elapsed: float) -> tuple[dict[str, An
     else:
         speed = measure_speed(model, precision, device, int(cfg.data.batch_size), sample_batch)
     if budget is not None:
-        per_image = (final.steps or model.num_timesteps) if has_chain(model) else 1  # one pass without a chain
+        # counted as the speed probe counts them: per step, guided or not
+        per_image = model.evaluations_per_image(final.steps, None, num_timesteps=int(cfg.schedule.timesteps))
         steps = per_image if final and final.num > 0 else 0
         after = sampling_seconds(speed, sample_batch, steps) + float(cfg.get("post_fit_reserve_seconds", 60))
         start_up = elapsed + time.perf_counter() - t0  # the speed probe included

@@ -25,7 +25,7 @@ def check_sampling(cfg: DictConfig, module: Any | None = None) -> None:
         raise ConfigError(f"sampler.name must be one of {', '.join(SAMPLERS)}, got {cfg.sampler.name!r}")
     if module is None:
         return
-    family = getattr(module, "family", "model")
+    family = module.family
     if cfg.get("guidance_scale") is not None and module.num_classes is None:
         raise ConfigError(f"guidance_scale is for class-conditional models; {cfg.ckpt_path} is an unconditional {family}")
     if not has_chain(module):

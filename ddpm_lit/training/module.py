@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.generation.generate import (
     check_labels,
     check_request,
@@ -18,6 +19,7 @@ from ddpm_lit.generation.generate import (
 )
 from ddpm_lit.nets.unet import UNet
 from ddpm_lit.training.base import (
+    COMMON_RUN_FIGURES,
     MODEL_CLASS_KEY,
     GenerativeModule,
     build_part,
@@ -85,6 +87,10 @@ class DDPMModule(GenerativeModule):
 
     family = "ddpm"
     logged_metrics = ("val/loss", "train/loss", "train/loss_epoch")
+    likelihood = "variational bound"
+    reverse_chain = True
+    # and the figures of its reverse chain and of the diffusion process
+    run_figures = (*COMMON_RUN_FIGURES, "trajectory", "forward_process", "schedules", "two_mode_diffusion")
 
     def __init__(
         self,
@@ -208,6 +214,45 @@ class DDPMModule(GenerativeModule):
     def describe(self) -> str:
         return (f"DDPM, {self.diffusion.num_timesteps} steps, {self.diffusion.schedule} schedule, "
                 f"objective {self.diffusion.objective}")
+
+    # ---- what the commands ask -------------------------------------------------------
+    @classmethod
+    def evaluations_per_image(cls, steps: int | None, guidance_scale: float | None,
+                              num_timesteps: int | None = None) -> int:
+        """One network evaluation per reverse step (``steps``, or all ``num_timesteps`` = T when
+        None), two with classifier-free guidance (a conditional model's ``guidance_scale`` ≠ 1:
+        the conditional and the unconditional output; None: unconditional)."""
+        chain = steps or num_timesteps
+        if chain is None:
+            raise ValueError("a DDPM's evaluations per image need its sampler steps or its T (num_timesteps)")
+        return chain * (2 if guidance_scale not in (None, 1.0) else 1)
+
+    def check_likelihood_options(self, variance: str | None = None) -> None:
+        """``variance``, the reverse variance of the bound (None: the model's): ``learned`` only
+        for a model that learned one."""
+        if variance == "learned" and self.diffusion.variance != "learned":
+            raise ValueError(f"nll.variance=learned, but the model has a fixed variance ({self.diffusion.variance})")
+
+    def likelihood_bounds(
+        self, images: torch.Tensor, *, k: int = 1, batch_size: int = 250, generator: torch.Generator | None = None,
+        variance: str | None = None, device: torch.device | None = None, progress: bool = False,
+    ) -> dict[str, Any]:
+        """The variational bound (Ho et al. 2020, eq. 5) of ``images`` (N, C, H, W) in [−1, 1],
+        quantised to 8 bits, in bits/dim, with one noise draw per timestep (``k`` is not used):
+        ``bpd`` and ``bpd_stderr`` over images, the mean prior L_T (``prior_bpd``), L_0
+        (``l0_bpd``) and KL at t = T (``last_step_bpd``), ``bound`` ``ddpm``, the reverse
+        ``variance`` used (None: the model's), and ``bound_terms``: each term's mean (T,) and the
+        per-image totals (N,)."""
+        was_training = self.training
+        self.eval()
+        try:
+            bound = dataset_bits_per_dim(self.net, self.diffusion, images, batch_size=batch_size, generator=generator,
+                                         variance=variance, device=device or self.device, progress=progress)
+        finally:
+            self.train(was_training)
+        out = {key: bound[key] for key in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
+        return {**out, "bound": "ddpm", "variance": variance or self.diffusion.variance,
+                "bound_terms": {"terms": bound["terms"], "totals": bound["totals"]}}
 
     # ---- sampling --------------------------------------------------------------------
     @property

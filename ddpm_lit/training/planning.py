@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from ddpm_lit.generation.generate import labels_for
-from ddpm_lit.generation.protocol import has_chain
 
 # Precisions ``trainer.precision=auto`` chooses from; the first is kept unless another is faster
 # by more than ``MIN_SPEEDUP`` (timings of a few steps vary by a few per cent).
@@ -77,7 +76,7 @@ class SpeedProbe:
         self.precision, self.device, self.sample_batch = precision, device, sample_batch
         with own_rng(device):
             self.module = copy.deepcopy(module).to(device).train()
-            if getattr(module, "hparams", {}).get("compile"):
+            if module.hparams.get("compile"):
                 self.module.compile_network()
             self.opt = torch.optim.Adam(self.module.parameters(), lr=1e-6)
             self.x0 = torch.rand(batch_size, *self.module.image_shape, device=device) * 2 - 1
@@ -91,14 +90,11 @@ class SpeedProbe:
 
     def _chain(self, steps: int) -> dict[str, int]:
         """``steps`` for a model with a reverse chain; nothing for a one-pass model (one evaluation per image)."""
-        return {"steps": steps} if has_chain(self.module) else {}
+        return {"steps": steps} if self.module.reverse_chain else {}
 
     def _step(self) -> None:
-        with autocast(self.device, self.precision):
-            loss = self.module.training_loss(self.x0, self.labels)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        """One training step of the family's own (``GenerativeModule.timing_step``)."""
+        self.module.timing_step(self.x0, self.labels, self.opt, lambda: autocast(self.device, self.precision))
 
     def measure(self, min_seconds: float = 1.0, min_steps: int = 3) -> Speed:
         """Training images/s over at least ``min_steps`` steps and ``min_seconds`` (a handful of
@@ -117,7 +113,7 @@ class SpeedProbe:
                 start = time.perf_counter()
                 self.module.sample(self.sample_batch, **self._chain(3))
                 sync(self.device)
-            evaluations = self._chain(3).get("steps", 1)  # network evaluations per image
+            evaluations = self.module.evaluations_per_image(3, None)  # network evaluations per image
             sample_rate = evaluations * self.sample_batch / (time.perf_counter() - start)
             self.module.train()
         return Speed(self.precision, train_rate, sample_rate)
