@@ -153,6 +153,21 @@ def synthetic_mnist_dir(tmp_path: Path) -> Path:
     return make_synthetic_mnist(tmp_path / "data")
 
 
+def tiny_ddpm(timesteps: int = 100, schedule: str = "cosine", num_classes: int | None = None, objective: str = "eps",
+              variance: str = "posterior", **kwargs):
+    """A ``DDPMModule`` of a tiny UNet (8 base channels; 2 output channels with a learned variance)
+    and a ``GaussianDiffusion``, built as the config builds them; ``kwargs`` go to the module."""
+    # here, so that Lightning is imported only where a test builds a module
+    from ddpm_lit.core.diffusion import GaussianDiffusion
+    from ddpm_lit.nets.unet import UNet
+    from ddpm_lit.training.module import DDPMModule
+
+    diffusion = GaussianDiffusion(schedule, timesteps, objective=objective, variance=variance)
+    net = UNet(base_channels=8, time_emb_dim=32, attn_heads=2, num_classes=num_classes,
+               out_channels=diffusion.output_channels_factor)
+    return DDPMModule(net=net, diffusion=diffusion, **kwargs)
+
+
 def compose_train_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
     """The config `python train.py <overrides>` would run, with paths pointed at test folders."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -31,6 +31,7 @@ from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.protocol import GenerativeModel
 from ddpm_lit.nets.vae import ConvVAE
 from ddpm_lit.training.gan import GANModule
+from ddpm_lit.training.module import DDPMModule
 from ddpm_lit.training.vae import VAEModule
 
 TINY_VAE = ["experiment=vae_quick", "model.net.base_channels=4", "model.net.latent_dim=4"]
@@ -159,16 +160,23 @@ def test_both_modules_draw_seeded_images_in_range_and_refuse_chain_options() -> 
                   discriminator={"_target_": "ddpm_lit.nets.gan.Discriminator"}, loss="wgan")
 
 
-def test_a_gan_step_updates_each_player_with_its_own_loss() -> None:
+def test_a_gan_timing_step_updates_each_player_and_holds_the_discriminator_for_the_generator() -> None:
     torch.manual_seed(0)
     gan = GANModule(generator={"_target_": "ddpm_lit.nets.gan.Generator", "base_channels": 4, "latent_dim": 5},
                     discriminator={"_target_": "ddpm_lit.nets.gan.Discriminator", "base_channels": 4,
                                    "spectral_norm": True}, r1_gamma=1.0)
     x0 = torch.rand(8, 1, 28, 28) * 2 - 1
-    loss = gan.training_loss(x0)
-    loss.backward()
-    assert all(p.grad is not None for p in gan.generator.parameters() if p.requires_grad)
-    assert all(p.grad is not None for p in gan.discriminator.parameters() if p.requires_grad)
+    before = {k: v.clone() for k, v in gan.state_dict().items()}
+    optimizer = torch.optim.SGD(gan.parameters(), lr=0.1)
+    d_grads = []  # the discriminator's gradients as each step leaves them
+    optimizer.register_step_post_hook(lambda *_: d_grads.append([p.grad for p in gan.discriminator.parameters()]))
+    gan.timing_step(x0, None, optimizer)
+    after = gan.state_dict()
+    assert len(d_grads) == 2  # two optimizer steps: the discriminator's, then the generator's
+    assert all(g is not None for g in d_grads[0]) and all(g is None for g in d_grads[1])
+    for player in ("generator.", "discriminator."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(player)), player
+    assert all(p.requires_grad for p in gan.discriminator.parameters())  # trainable again afterwards
 
 
 # ---- through train, sample and evaluate -------------------------------------------------------
@@ -265,9 +273,9 @@ def test_collapse_is_few_digits_or_recall_far_below_precision() -> None:
 
 def test_network_evaluations_per_image() -> None:
     config = {"schedule": {"timesteps": 1000}}
-    assert network_evaluations("ddpm", {"sampler": {"steps": 100}, "guidance_scale": None}, config) == 100
-    assert network_evaluations("ddpm", {"sampler": {"steps": None}, "guidance_scale": 3.0}, config) == 2000
-    assert network_evaluations("gan", {"sampler": None}, config) == 1
+    assert network_evaluations(DDPMModule, {"sampler": {"steps": 100}, "guidance_scale": None}, config) == 100
+    assert network_evaluations(DDPMModule, {"sampler": {"steps": None}, "guidance_scale": 3.0}, config) == 2000
+    assert network_evaluations(GANModule, {"sampler": None}, config) == 1
 
 
 def test_summary_gives_mean_spread_and_collapsed_seeds() -> None:

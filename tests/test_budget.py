@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY, compose_train_cfg
+from conftest import TINY, compose_train_cfg, tiny_ddpm
 
 from ddpm_lit.apps.train import train
 from ddpm_lit.errors import ConfigError
@@ -18,11 +18,8 @@ from ddpm_lit.training import planning as budget
 from ddpm_lit.training.module import DDPMModule
 from ddpm_lit.training.planning import Speed, choose_precision, measure_speed
 
-NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
-
-
 def small_module(**kwargs) -> DDPMModule:
-    return DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, **kwargs)
+    return tiny_ddpm(50, **kwargs)
 
 
 class FakeProbe:
@@ -233,8 +230,7 @@ def test_speed_probe_times_a_module_that_will_train_compiled_compiled(monkeypatc
     compiled = []
     monkeypatch.setattr(DDPMModule, "compile_network", lambda self: compiled.append(self))
     for flag in (False, True):
-        module = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                            diffusion={"schedule": "cosine", "timesteps": 20}, sample_every_n_epochs=0, compile=flag)
+        module = tiny_ddpm(20, sample_every_n_epochs=0, compile=flag)
         measure_speed(module, "32-true", torch.device("cpu"), batch_size=4, sample_batch=2, min_seconds=0.0)
         assert len(compiled) == int(flag)  # the probe's copy, not the module itself
         assert all(m is not module for m in compiled)

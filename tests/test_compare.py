@@ -6,16 +6,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import tiny_ddpm
 
 from ddpm_lit.apps.compare import main, parse_grid, split_sampler
-from ddpm_lit.training.module import DDPMModule
 
 
 def _checkpoint(path: Path, callbacks=(), **kwargs) -> Path:
-    model = DDPMModule(
-        net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-        diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs,
-    )  # fmt: skip
+    model = tiny_ddpm(100, sample_every_n_epochs=0, **kwargs)
     data = torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -67,8 +64,7 @@ def test_raw_weights_of_an_ema_checkpoint(mnist_dir: Path, tmp_path: Path) -> No
 
     plain = _checkpoint(tmp_path / "plain.ckpt")
     ckpt = tmp_path / "ema.ckpt"
-    model = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                       diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0)  # fmt: skip
+    model = tiny_ddpm(100, sample_every_n_epochs=0)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1), batch_size=4)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[EMA(decay=0.5)])  # fmt: skip

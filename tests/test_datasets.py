@@ -25,7 +25,7 @@ from ddpm_lit.data.datamodule import ImageDataModule
 from ddpm_lit.data.sets import DataSource
 from ddpm_lit.data import fashion_mnist as fm
 from ddpm_lit.data.files import md5sum
-from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.errors import DataError
 
 
 # ---- Fashion-MNIST: the genuine files, the Debian fallback, corrupted files --------------------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import Command, run_command
+from conftest import Command, run_command, tiny_ddpm
 
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation.features import (
@@ -267,13 +267,7 @@ def run_evaluate(args: list[str]) -> Command:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of train.py's module: a tiny UNet, T = 100, two optimizer steps."""
-    from ddpm_lit.training.module import DDPMModule
-
-    model = DDPMModule(
-        net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-        diffusion={"schedule": "cosine", "timesteps": 100},
-        sample_every_n_epochs=0,
-    )
+    model = tiny_ddpm(100, sample_every_n_epochs=0)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1), batch_size=8)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
@@ -354,13 +348,7 @@ def test_evaluate_bad_input_prints_one_message(args, words, tmp_path: Path) -> N
 
 def test_evaluate_a_conditional_learned_variance_model(mnist_dir: Path, classifier, tmp_path: Path) -> None:
     """Guided samples of requested digits are scored for accuracy; the bound uses the learned σ²."""
-    from ddpm_lit.training.module import DDPMModule
-
-    model = DDPMModule(
-        net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-        diffusion={"schedule": "cosine", "timesteps": 50}, sample_every_n_epochs=0,
-        num_classes=10, variance="learned", guidance_scale=2.0,
-    )  # fmt: skip
+    model = tiny_ddpm(50, num_classes=10, variance="learned", sample_every_n_epochs=0, guidance_scale=2.0)
     data = torch.utils.data.TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip

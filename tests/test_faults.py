@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train_cfg
+from conftest import ROOT, TINY, compose_train_cfg, tiny_ddpm
 
 from ddpm_lit.apps.train import train
 from ddpm_lit.data.datamodule import EpochShuffle
@@ -437,10 +437,7 @@ def test_the_same_seed_and_config_give_the_same_losses_weights_and_samples(synth
 def test_ddpm_samples_depend_on_the_batch_size_one_pass_models_do_not() -> None:
     # What the README says of sample.py: the same seed and batch size give the same images; the
     # reverse chain draws each step's noise per batch, so another batch size gives other images.
-    from ddpm_lit.training.module import DDPMModule
-
-    model = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                       diffusion={"schedule": "cosine", "timesteps": 20}).eval()
+    model = tiny_ddpm(20).eval()
 
     def draw(batch_size: int) -> torch.Tensor:
         return model.sample(6, generator=torch.Generator().manual_seed(0), steps=5, batch_size=batch_size)

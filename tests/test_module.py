@@ -1,12 +1,11 @@
 import pytest
 import torch
+from conftest import tiny_ddpm
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.training.module import DDPMModule
-
-NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
 
 
 def test_nearest_neighbour_ssim_finds_the_copy() -> None:
@@ -28,7 +27,7 @@ def test_to_unit_range() -> None:
 
 
 def test_sample_contract_and_generator_reproducibility() -> None:
-    model = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50})
+    model = tiny_ddpm(50)
     x = model.sample(5, generator=torch.Generator().manual_seed(0), steps=4, batch_size=2)
     assert x.shape == (5, 1, 28, 28)
     assert x.min() >= -1 and x.max() <= 1
@@ -41,17 +40,12 @@ def test_sample_contract_and_generator_reproducibility() -> None:
 def test_bad_hyperparameters_are_rejected() -> None:
     import pytest
 
-    with pytest.raises(ValueError, match="lr"):
-        DDPMModule(net=NET, diffusion={"schedule": "linear", "timesteps": 50}, lr=0)
     with pytest.raises(ValueError, match="num_val_samples"):
-        DDPMModule(net=NET, diffusion={"schedule": "linear", "timesteps": 50}, num_val_samples=0)
+        tiny_ddpm(50, "linear", num_val_samples=0)
 
 
 def test_sample_takes_the_sampler_and_its_options_by_name() -> None:
-    from ddpm_lit.training.module import DDPMModule
-
-    model = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                       diffusion={"schedule": "cosine", "timesteps": 50}, val_fid=False)
+    model = tiny_ddpm(50, val_fid=False)
     a = model.sample(3, generator=torch.Generator().manual_seed(0), steps=5, sampler="ddim")
     b = model.sample(3, generator=torch.Generator().manual_seed(0), steps=5, sampler="ddim")
     c = model.sample(3, generator=torch.Generator().manual_seed(0), steps=5, sampler="ddim", eta=1.0)
@@ -65,7 +59,7 @@ def test_sample_takes_the_sampler_and_its_options_by_name() -> None:
 
 def test_conditional_model_trains_on_labels_with_dropout_and_samples_given_digits() -> None:
     torch.manual_seed(0)
-    model = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, num_classes=10, cond_drop_prob=0.25)
+    model = tiny_ddpm(50, num_classes=10, cond_drop_prob=0.25)
     labels = torch.arange(4000) % 10
     dropped = model.drop_labels(model._batch_labels((torch.zeros(4000), labels)))
     share = float((dropped == 10).float().mean())
@@ -84,13 +78,13 @@ def test_conditional_model_trains_on_labels_with_dropout_and_samples_given_digit
     assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b) and not torch.allclose(a, c)
     with pytest.raises(ValueError, match="labels"):
         model.sample(2, class_labels=torch.tensor([1, 10]))
-    plain = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50})
+    plain = tiny_ddpm(50)
     with pytest.raises(ValueError, match="class-conditional"):
         plain.sample(2, class_labels=torch.tensor([1, 2]))
 
 
 def test_learned_variance_model_has_the_variance_channels_and_samples() -> None:
-    model = DDPMModule(net=NET, diffusion={"schedule": "cosine", "timesteps": 50}, variance="learned", objective="v")
+    model = tiny_ddpm(50, variance="learned", objective="v")
     assert model.net.out_channels == 2
     loss = model.training_step((torch.rand(4, 1, 28, 28) * 2 - 1,), 0)
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -99,8 +93,11 @@ def test_learned_variance_model_has_the_variance_channels_and_samples() -> None:
 
 
 def _tiny(**kwargs) -> DDPMModule:
-    return DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                      diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs)
+    return tiny_ddpm(100, sample_every_n_epochs=0, **kwargs)
+
+
+def _adam(**settings) -> dict:
+    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, **settings}
 
 
 def test_channels_last_changes_the_layout_not_the_numbers() -> None:
@@ -129,7 +126,7 @@ def test_compile_happens_at_fit_setup_and_keeps_parameter_names() -> None:
 
 
 def test_fused_adam_is_passed_to_the_optimizer() -> None:
-    assert _tiny(fused_adam=True).configure_optimizers().defaults["fused"] is True
+    assert _tiny(optimizer=_adam(fused=True)).configure_optimizers().defaults["fused"] is True
     assert _tiny().configure_optimizers().defaults["fused"] is None
 
 
@@ -139,6 +136,6 @@ def test_a_resumed_run_may_change_how_the_network_runs_but_not_what_it_is(tmp_pa
 
     path = tmp_path / "saved.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": dict(_tiny().hparams)}, path)
-    _check_same_model(str(path), _tiny(channels_last=True, compile=True, fused_adam=True))
+    _check_same_model(str(path), _tiny(channels_last=True, compile=True, optimizer=_adam(fused=True)))
     with pytest.raises(ConfigError, match="model.optimizer.lr"):
-        _check_same_model(str(path), _tiny(lr=1e-3))
+        _check_same_model(str(path), _tiny(optimizer=_adam(lr=1e-3)))

@@ -1,5 +1,5 @@
 """The model's three parts (network, diffusion process, optimizer), each built by Hydra from its
-own node; checkpoints that rebuild them alone; and the earlier form of both still read."""
+own node, and checkpoints that rebuild them alone."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hydra.utils import instantiate
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
 from ddpm_lit.nets.unet import UNet
-from ddpm_lit.runs import flatten
-from ddpm_lit.training.module import DDPMModule, upgraded_hparams
+from ddpm_lit.training.module import DDPMModule
 
 NET = {"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2}
+REFERENCE_CHECKPOINT = Path(__file__).parent / "data" / "reference_checkpoint.ckpt"
 
 
 def _model(tmp_path: Path, *overrides: str) -> DDPMModule:
@@ -74,40 +74,11 @@ def test_a_checkpoint_rebuilds_the_model_from_the_class_alone(tmp_path: Path) ->
     assert loaded.diffusion.objective == "v" and loaded.num_classes == 10 and loaded.make_optimizer.keywords["lr"] == 0.003
 
 
-EARLIER = {  # hyperparameters as checkpoints saved them before each part had a _target_
-    "net": {**NET, "in_channels": 1, "norm": "batch", "image_size": 28}, "diffusion": {"schedule": "cosine", "timesteps": 50},
-    "lr": 0.001, "adam_betas": [0.9, 0.99], "weight_decay": 0.0, "warmup_steps": 0, "lr_schedule": "constant",
-    "min_lr_ratio": 0.0, "sample_every_n_epochs": 1, "num_val_samples": 8, "val_sample_steps": 5, "clip_denoised": True,
-    "val_seed": 0, "nn_reference_size": 16, "val_fid": False, "fid_reference_size": 1000, "objective": "v",
-    "variance": "learned", "loss_weighting": "simple", "min_snr_gamma": 5.0, "vlb_weight": 0.001, "num_classes": 10,
-    "cond_drop_prob": 0.1, "guidance_scale": 1.0, "channels_last": False, "compile": False, "fused_adam": None,
-}  # fmt: skip
-
-
-def test_a_checkpoint_of_the_earlier_form_still_loads(tmp_path: Path) -> None:
-    now = DDPMModule(
-        net=UNet(**EARLIER["net"], out_channels=2, num_classes=10),
-        diffusion=GaussianDiffusion("cosine", 50, objective="v", variance="learned"),
-        optimizer=functools.partial(torch.optim.Adam, lr=0.001, betas=[0.9, 0.99], weight_decay=0.0),
-        **{k: EARLIER[k] for k in ("num_val_samples", "val_sample_steps", "nn_reference_size", "val_fid")},
-    )
-    loaded = DDPMModule.load_from_checkpoint(_save(now, tmp_path / "old.ckpt", EARLIER), weights_only=False)
-    assert _same_weights(loaded, now)
-    assert flatten(dict(loaded.hparams)) == flatten(dict(now.hparams)) == flatten(upgraded_hparams(EARLIER))
-    assert loaded.make_optimizer.keywords["betas"] == [0.9, 0.99]
-
-
-def test_the_earlier_keys_on_a_command_line_warn_and_still_apply(tmp_path: Path) -> None:
-    with pytest.warns(FutureWarning, match=r"model\.lr -> model\.optimizer\.lr.*model\.variance -> model\.diffusion\.variance"):
-        model = _model(tmp_path, "model.lr=0.001", "model.variance=learned")
-    assert model.make_optimizer.keywords["lr"] == 0.001 and model.diffusion.variance == "learned"
-    assert model.net.out_channels == 2  # the network follows the variance, as the earlier form did
-
-
-def test_a_checkpoint_written_by_the_earlier_version_draws_the_same_images() -> None:
-    """tests/data/earlier_checkpoint.ckpt: a tiny model's weights and hyperparameters as the
-    version before the parts had a _target_ saved them, with 4 images it drew (seed 0, 5 steps)."""
-    path = Path(__file__).parent / "data" / "earlier_checkpoint.ckpt"
+def test_a_kept_checkpoint_draws_the_images_it_drew_when_it_was_written() -> None:
+    """tests/data/reference_checkpoint.ckpt: a tiny model's weights and hyperparameters (each part
+    as its spec), with 4 images drawn when it was written (seed 0, 5 steps): the sampling maths and
+    the loading have not changed since."""
+    path = REFERENCE_CHECKPOINT
     loaded = DDPMModule.load_from_checkpoint(path, weights_only=False).eval()
     assert loaded.hparams.net["_target_"] == "ddpm_lit.nets.unet.UNet" and loaded.hparams.optimizer["lr"] == 0.0002
     drawn = loaded.sample(4, generator=torch.Generator().manual_seed(0), steps=5)
@@ -122,7 +93,7 @@ def test_load_module_builds_only_a_lightning_module_of_ddpm_lit(tmp_path: Path, 
     from ddpm_lit.training.loading import load_module
 
     path = tmp_path / "m.ckpt"
-    checkpoint = torch.load(Path(__file__).parent / "data" / "earlier_checkpoint.ckpt", weights_only=False)
+    checkpoint = torch.load(REFERENCE_CHECKPOINT, weights_only=False)
     torch.save({**checkpoint, "model_class": name}, path)
     with pytest.raises(DataError, match="not a LightningModule of ddpm_lit"):
         load_module(path, torch.device("cpu"))

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import Command, run_command
+from conftest import Command, run_command, tiny_ddpm
 from PIL import Image
 
 from ddpm_lit.apps.sample import draw, parse_classes
@@ -19,8 +19,7 @@ from ddpm_lit.training.module import DDPMModule
 
 
 def tiny_module(**kwargs) -> DDPMModule:
-    return DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                      diffusion={"schedule": "cosine", "timesteps": 100}, sample_every_n_epochs=0, **kwargs)
+    return tiny_ddpm(100, sample_every_n_epochs=0, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from conftest import (
     TINY,
     compose_train_cfg,
     run_command,
+    tiny_ddpm,
     wandb_run_info,
 )
 from hydra.errors import MissingConfigException
@@ -266,8 +267,7 @@ def test_lightning_noise_warnings_are_raised_by_lightning_and_only_they_are_igno
     from ddpm_lit.apps.train import quiet_lightning_warnings
 
     def raised(quiet: bool) -> list[str]:
-        module = DDPMModule(net={"base_channels": 8, "time_emb_dim": 32, "attn_heads": 2},
-                            diffusion={"schedule": "cosine", "timesteps": 20}, sample_every_n_epochs=0)
+        module = tiny_ddpm(20, sample_every_n_epochs=0)
         images = TensorDataset(torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))
         trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, max_steps=2, default_root_dir=tmp_path)

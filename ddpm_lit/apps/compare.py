@@ -191,7 +191,7 @@ def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, 
     """The checkpoint's model, with its raw weights instead of the EMA when ``raw``."""
     module, ema = load_module(ckpt, device)
     if not has_chain(module):
-        raise SystemExit(f"--model {name}: {ckpt} is a {getattr(module, 'family', 'model')} checkpoint, which has no "
+        raise SystemExit(f"--model {name}: {ckpt} is a {module.family} checkpoint, which has no "
                          "sampler to compare; this command compares the samplers of DDPM checkpoints "
                          "(python -m ddpm_lit.apps.families compares the families)")
     if raw:

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm_lit.config.build import build_dict
 from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwargs
 from ddpm_lit.config.schema import EvaluateSettings
-from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.sets import DataSource, check_same_dataset
 from ddpm_lit.errors import ConfigError, DataError
@@ -149,31 +148,23 @@ def _samples_dataset(samples_path: str | None) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("dataset"), str) else None
 
 
-def likelihood_of(module: Any) -> str | None:
-    """The likelihood bound a model has: ``ddpm`` (the variational bound over the chain), ``vae``
-    (ELBO and IWAE), or None (a GAN)."""
-    if hasattr(module, "diffusion"):
-        return "ddpm"
-    return "vae" if hasattr(module, "likelihood_bounds") else None
-
-
 def nll_wanted(s: EvaluateSettings, module: Any) -> bool:
-    return bool(s.nll.enabled or (s.nll.enabled is None and likelihood_of(module) is not None))
+    return bool(s.nll.enabled or (s.nll.enabled is None and module.likelihood is not None))
 
 
 def check_likelihood(s: EvaluateSettings, module: Any) -> None:
     """nll settings the checkpoint's model can honour: a likelihood when ``nll.enabled=true``, and
-    ``nll.variance`` only for a DDPM (``learned`` only when it learned one)."""
-    family, kind = module.family, likelihood_of(module)
-    if s.nll.enabled and kind is None:
+    the bound's options the model takes (``nll.variance``: a DDPM's, ``learned`` only when it learned one)."""
+    family = module.family
+    if s.nll.enabled and module.likelihood is None:
         raise ConfigError(f"nll.enabled=true: a {family} has no likelihood to bound; {s.ckpt_path} is a {family} "
                           "checkpoint (nll.enabled=false, or null to score where there is one)")
     if not nll_wanted(s, module):
         return
-    if s.nll.variance is not None and kind != "ddpm":
-        raise ConfigError(f"nll.variance={s.nll.variance}: the reverse variance is a DDPM's; {s.ckpt_path} is a {family}")
-    if s.nll.variance == "learned" and module.diffusion.variance != "learned":
-        raise ConfigError(f"nll.variance=learned, but {s.ckpt_path} has a fixed variance ({module.diffusion.variance})")
+    try:
+        module.check_likelihood_options(variance=s.nll.variance)
+    except ValueError as e:
+        raise ConfigError(f"{e}; {s.ckpt_path} is a {family}") from None
 
 
 def _draw(s: EvaluateSettings, module: Any, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -204,26 +195,22 @@ def _score(
 
 
 def _bound(s: EvaluateSettings, module: Any, test: torch.Tensor, device: torch.device, out_dir: Path) -> dict[str, Any]:
-    """The variational bound in bits/dim on ``nll.num_images`` test images; its terms as a figure and a file."""
+    """The model's likelihood bound in bits/dim on ``nll.num_images`` test images; the terms of a
+    bound that has them (a DDPM's) as a figure and a file."""
     gen = torch.Generator().manual_seed(s.seed)
     idx = torch.randperm(len(test), generator=gen)[: s.nll.num_images]
-    if likelihood_of(module) == "vae":
-        bounds = module.likelihood_bounds(test[idx], k=s.nll.iwae_samples, batch_size=s.nll.batch_size,
-                                          generator=gen, progress=True)
-        return {"bound": "elbo", "bpd": bounds["elbo_bpd"], "bpd_stderr": bounds["elbo_bpd_stderr"], **bounds}
-    bound = dataset_bits_per_dim(
-        module.net, module.diffusion, test[idx], batch_size=s.nll.batch_size, generator=gen,
-        variance=s.nll.variance, device=device, progress=True,
-    )  # fmt: skip
-    from ddpm_lit.reporting.figures import (
-        bound_terms_figure,  # matplotlib, as evaluate() imports it
-    )
+    bounds = module.likelihood_bounds(test[idx], k=s.nll.iwae_samples, batch_size=s.nll.batch_size, generator=gen,
+                                      variance=s.nll.variance, device=device, progress=True)
+    terms = bounds.pop("bound_terms", None)
+    if terms is not None:
+        from ddpm_lit.reporting.figures import (
+            bound_terms_figure,  # matplotlib, as evaluate() imports it
+        )
 
-    bound_terms_figure(bound["terms"], bound["prior_bpd"], out_dir / "bound_terms.png")
-    with atomic_write(out_dir / "bound_terms.pt") as f:
-        torch.save({"terms": bound["terms"], "totals": bound["totals"]}, f)
-    nll = {k: bound[k] for k in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
-    return {**nll, "bound": "ddpm", "variance": s.nll.variance or module.diffusion.variance}
+        bound_terms_figure(terms["terms"], bounds["prior_bpd"], out_dir / "bound_terms.png")
+        with atomic_write(out_dir / "bound_terms.pt") as f:
+            torch.save({"terms": terms["terms"], "totals": terms["totals"]}, f)
+    return bounds
 
 
 def _source(s: EvaluateSettings, module: Any, ema: bool, reference_size: int, classifier_id: str, inception: Any,

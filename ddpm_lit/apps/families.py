@@ -39,6 +39,7 @@ from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.reporting.figures import side_by_side_grids
 from ddpm_lit.runs import load_run_config
+from ddpm_lit.training.base import GenerativeModule, family_class
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,23 @@ def collapse_reason(metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def network_evaluations(family: str, source: dict[str, Any], run_config: dict[str, Any]) -> float:
-    """Network evaluations per image: the sampler's steps (all T when null) for a DDPM, times 2
-    with classifier-free guidance; one pass for a VAE (decoder) and a GAN (generator)."""
-    if family != "ddpm":
-        return 1.0
-    steps = (source.get("sampler") or {}).get("steps") or run_config["schedule"]["timesteps"]
-    guided = source.get("guidance_scale") not in (None, 1.0)
-    return float(steps * (2 if guided else 1))
+def network_evaluations(model_class: type[GenerativeModule], source: dict[str, Any],
+                        run_config: dict[str, Any]) -> float:
+    """Network evaluations per image of an evaluation (its metrics.json ``source``), as the
+    family counts them (``GenerativeModule.evaluations_per_image``): e.g. a DDPM's sampler steps
+    (all T when null) times 2 with classifier-free guidance; one pass for a VAE or a GAN."""
+    steps = (source.get("sampler") or {}).get("steps")
+    return float(model_class.evaluations_per_image(steps, source.get("guidance_scale"),
+                                                   num_timesteps=(run_config.get("schedule") or {}).get("timesteps")))
+
+
+def model_class_of(run_dir: Path) -> type[GenerativeModule]:
+    """The model family's class a run trained (its config's ``model._target_``)."""
+    target = str(load_run_config(run_dir).model._target_)
+    model_class = family_class(target)
+    if model_class is None:
+        raise ConfigError(f"{run_dir}: model._target_={target} is not a model family of ddpm_lit")
+    return model_class
 
 
 def _run(cmd: list[str], log_path: Path, what: str) -> None:
@@ -117,16 +127,18 @@ def train_run(args: argparse.Namespace, family: str, seed: int, run_dir: Path) -
 
 
 def evaluate_run(args: argparse.Namespace, family: str, run_dir: Path, eval_dir: Path, score_test: bool) -> None:
-    """``evaluate.py`` on the run's last.ckpt (the DDPM with ``--ddpm-steps`` sampler steps)."""
+    """``evaluate.py`` on the run's last.ckpt (a family with a reverse chain, the DDPM, with
+    ``--ddpm-steps`` sampler steps; bits/dim where the family has a likelihood)."""
     if (eval_dir / "metrics.json").is_file():
         log.info("  %s: scored before, kept", eval_dir)
         return
+    model_class = model_class_of(run_dir)
     cmd = [sys.executable, "-m", "ddpm_lit.evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
            f"num_samples={args.num_samples}", f"reference_size={args.reference_size}", f"fid.enabled={not args.no_fid}",
            f"score_test={score_test}", f"nll.num_images={args.nll_images}", f"nll.iwae_samples={args.iwae}",
-           f"nll.enabled={family != 'gan' and args.nll_images > 0}", f"hydra.run.dir={eval_dir}", "logger=csv",
-           f"paths.data_dir={args.data_dir}"]
-    if family == "ddpm":
+           f"nll.enabled={model_class.likelihood is not None and args.nll_images > 0}", f"hydra.run.dir={eval_dir}",
+           "logger=csv", f"paths.data_dir={args.data_dir}"]
+    if model_class.reverse_chain:
         cmd.append(f"sampler.steps={args.ddpm_steps}")
     _run(cmd + list(args.eval_override), eval_dir / "evaluate.log", f"evaluating {family}")
 
@@ -143,12 +155,12 @@ def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, 
     nll = scored.get("nll") or {}
     row.update({k: nll[k] for k in ("bpd", "bpd_stderr", "iwae_bpd", "iwae_bpd_stderr") if k in nll})
     row["sampling_ms_per_image"] = 1000 * scored["timings"]["sampling"] / samples["num_images"]
-    row["evaluations_per_image"] = network_evaluations(family, scored["source"], run_config)
+    model_class = model_class_of(run_dir)
+    row["evaluations_per_image"] = network_evaluations(model_class, scored["source"], run_config)
     row["fit_minutes"] = trained["fit_seconds"] / 60
     row["global_step"] = trained["global_step"]
-    # a GAN takes two optimizer steps (D, then G) per batch
-    batches = trained["global_step"] / (2 if family == "gan" else 1)
-    row["training_images_k"] = batches * run_config["data"]["batch_size"] / 1000
+    row["training_images_k"] = trained["global_step"] * model_class.images_per_optimizer_step(
+        run_config["data"]["batch_size"]) / 1000
     row["params_m"] = trained["params"] / 1e6
     row["collapsed"] = collapse_reason(row)
     if "test" in scored:

@@ -40,7 +40,7 @@ from ddpm_lit.training.loggers import (
     quiet_lightning_tips,
     quiet_lightning_warnings,
 )
-from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule, upgraded_hparams
+from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule
 from ddpm_lit.training.planning import format_seconds, plan_run
 
 log = logging.getLogger(__name__)
@@ -221,10 +221,6 @@ def _check_same_model(ckpt_path: str, model: Any) -> None:
     if saved_class != class_name(type(model)):
         raise ConfigError(f"ckpt_path={ckpt_path} is a checkpoint of {family_of(saved_class)}, but the config builds "
                           f"a {model.family} ({class_name(type(model))}); resume with the model= it was trained with")
-    if not isinstance(model, DDPMModule):
-        saved = dict(saved)
-    else:
-        saved = upgraded_hparams(saved)
 
     def plain(value: Any) -> Any:  # tuples and lists, dicts and DictConfigs compare equal
         return json.loads(json.dumps(value, default=str))

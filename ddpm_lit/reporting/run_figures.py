@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,10 @@ from ddpm_lit.reporting.figures import (
     two_mode_diffusion_figure,
 )
 from ddpm_lit.runs import load_run_config, newest_checkpoint
-from ddpm_lit.training.base import family_of_class
+from ddpm_lit.training.base import GenerativeModule, family_class
 from ddpm_lit.training.loading import load_module, resolve_device
 
 log = logging.getLogger(__name__)
-
-FIGURES = ("loss_curves", "trajectory", "ssim_histogram", "forward_process", "schedules", "two_mode_diffusion")
-
 
 def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | None = None, seed: int = 0) -> None:
     """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
@@ -57,6 +56,45 @@ def ssim_per_image(samples: torch.Tensor, test: torch.Tensor, train: torch.Tenso
     }
 
 
+class RunFigureInputs:
+    """What the figures of one run are drawn from: its dir, config and family, the data's test
+    images (the datamodule built from the run's config when none is given) and the final samples
+    (drawn from the newest checkpoint, or ``ckpt_path``, when missing or with ``redraw``); each
+    read once, when a figure first needs it."""
+
+    def __init__(self, run: Path, cfg: DictConfig, model_class: type[GenerativeModule], module: Any | None,
+                 datamodule: Any | None, ckpt_path: str | Path | None, num_samples: int, steps: int | None, seed: int,
+                 redraw: bool, device: str, nn_reference_size: int) -> None:
+        self.run, self.out, self.cfg, self.model_class = run, run / "figures", cfg, model_class
+        self.module, self.ckpt_path, self.redraw, self.device = module, ckpt_path, redraw, device
+        self.num_samples, self.steps, self.seed, self.nn_reference_size = num_samples, steps, seed, nn_reference_size
+        self._datamodule = datamodule
+        # schedule.name (schedule.schedule in run dirs of earlier versions)
+        self.schedule = cfg.schedule.get("name", cfg.schedule.get("schedule"))
+        self.num_timesteps = int(cfg.schedule.timesteps)
+
+    @functools.cached_property
+    def datamodule(self) -> Any:
+        if self._datamodule is None:
+            self._datamodule = instantiate(self.cfg.data, _convert_="all")
+            self._datamodule.prepare_data()
+        return self._datamodule
+
+    @functools.cached_property
+    def test(self) -> torch.Tensor:
+        """2 × ``num_samples`` test images (N, C, H, W) in [−1, 1]."""
+        return self.datamodule.reference_images("test", 2 * self.num_samples, seed=self.seed)
+
+    @functools.cached_property
+    def samples_dir(self) -> Path:
+        """``samples/`` with final.npz and trajectory.pt, drawn first when missing (or with ``redraw``)."""
+        samples_dir = self.run / "samples"
+        if self.redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
+            module = self.module if self.module is not None else _load_newest(self.run, self.ckpt_path, self.device)
+            draw_final_samples(module, samples_dir, self.num_samples, steps=self.steps, seed=self.seed)
+        return samples_dir
+
+
 def run_figures(
     run_dir: str | Path,
     module: Any | None = None,
@@ -70,7 +108,8 @@ def run_figures(
     nn_reference_size: int = 1000,
     config: DictConfig | None = None,
 ) -> dict[str, Path]:
-    """Write the figures of ``run_dir`` (see the module docstring); return {name: path}.
+    """Write the figures of ``run_dir`` that its model family lists (``run_figures`` of its class;
+    see the module docstring); return {name: path}.
 
     ``module``/``datamodule``: the live objects at the end of training; otherwise the newest
     checkpoint (or ``ckpt_path``) and the run's data config (``.hydra/config.yaml``, or
@@ -78,88 +117,95 @@ def run_figures(
     """
     run = Path(run_dir)
     cfg = config if config is not None else load_run_config(run)
-    out = run / "figures"
+    model_class = type(module) if module is not None else model_class_of_config(cfg, run)
+    inputs = RunFigureInputs(run, cfg, model_class, module, datamodule, ckpt_path, num_samples, steps, seed, redraw,
+                             device, nn_reference_size)
     written: dict[str, Path] = {}
-    # schedule.name (schedule.schedule in run dirs of earlier versions)
-    schedule, T = cfg.schedule.get("name", cfg.schedule.get("schedule")), int(cfg.schedule.timesteps)
-    family = family_of_config(cfg)
-
-    written.update(_loss_figure(run, out, family))
-    if family == "ddpm":  # the figures of the diffusion process
-        written.update(_process_figures(out, schedule, T))
-    if datamodule is None:
-        datamodule = instantiate(cfg.data, _convert_="all")
-        datamodule.prepare_data()
-    test = datamodule.reference_images("test", 2 * num_samples, seed=seed)
-    if family == "ddpm":
-        written["forward_process"] = forward_process_figure(
-            test[0], out / "forward_process.png", timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)),
-            num_timesteps=T,
-        )
-
-    samples_dir = run / "samples"
-    if redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
-        if module is None:
-            module = _load_newest(run, ckpt_path, device)
-        draw_final_samples(module, samples_dir, num_samples, steps=steps, seed=seed)
-
-    written.update(_sample_figures(samples_dir, out, datamodule, test, num_samples, seed, nn_reference_size))
+    for name, draw_figure in FIGURES.items():
+        if name in model_class.run_figures:
+            path = draw_figure(inputs)
+            if path is not None:
+                written[name] = path
     for name, path in written.items():
         log.info("%s: %s", name, path)
     return written
 
 
-def family_of_config(cfg: DictConfig) -> str:
-    """The model family a run's config trains (``ddpm`` for configs of earlier versions)."""
-    return family_of_class(str(cfg.get("model", {}).get("_target_", ""))) or "ddpm"
+def model_class_of_config(cfg: DictConfig, run: Path) -> type[GenerativeModule]:
+    """The model family's class a run's config trains (its ``model._target_``)."""
+    target = str(cfg.get("model", {}).get("_target_", ""))
+    model_class = family_class(target)
+    if model_class is None:
+        raise DataError(f"{run}: model._target_={target or None} is not a model family of ddpm_lit")
+    return model_class
 
 
-# The losses each family's curves show: (training keys, validation keys).
-LOSS_KEYS = {"gan": (("train/d_loss", "train/g_loss"), ())}
-
-
-def _loss_figure(run: Path, out: Path, family: str) -> dict[str, Path]:
-    """The loss curves of the run's CSV history."""
-    train_keys, val_keys = LOSS_KEYS.get(family, (("train/loss",), ("val/loss",)))
+def _loss_curves(inputs: RunFigureInputs) -> Path | None:
+    """The loss curves of the run's CSV history: the family's ``loss_keys``."""
+    run = inputs.run
+    train_keys, val_keys = inputs.model_class.loss_keys
     history = read_history(run)
     if any(key in row for row in history for key in train_keys + val_keys):
-        path = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}",
+        return loss_curves_figure(history, inputs.out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}",
                                   train_keys=train_keys, val_keys=val_keys)
-        return {"loss_curves": path}
     log.warning("%s has no CSV history of %s (csv/version_*/metrics.csv); no loss curves", run, ", ".join(train_keys))
-    return {}
+    return None
 
 
-def _process_figures(out: Path, schedule: str, T: int) -> dict[str, Path]:
-    """The schedules and the 1-D two-mode diffusion."""
-    written: dict[str, Path] = {}
-    written["schedules"] = schedules_figure(out / "schedules.png", timesteps=T)
-    written["two_mode_diffusion"] = two_mode_diffusion_figure(
-        out / "two_mode_diffusion.png", schedule=schedule, num_timesteps=T,
+def _schedules(inputs: RunFigureInputs) -> Path:
+    """ᾱ_t and the signal-to-noise ratio of both schedules."""
+    return schedules_figure(inputs.out / "schedules.png", timesteps=inputs.num_timesteps)
+
+
+def _two_mode_diffusion(inputs: RunFigureInputs) -> Path:
+    """The 1-D two-mode density diffusing under the run's schedule."""
+    T = inputs.num_timesteps
+    return two_mode_diffusion_figure(
+        inputs.out / "two_mode_diffusion.png", schedule=inputs.schedule, num_timesteps=T,
         timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.4)),
     )
 
-    return written
+
+def _forward_process(inputs: RunFigureInputs) -> Path:
+    """One test image noised to several t."""
+    T = inputs.num_timesteps
+    return forward_process_figure(
+        inputs.test[0], inputs.out / "forward_process.png",
+        timesteps=_timestep_fractions(T, (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)), num_timesteps=T,
+    )
 
 
-def _sample_figures(samples_dir: Path, out: Path, datamodule: Any, test: torch.Tensor, num_samples: int, seed: int,
-                    nn_reference_size: int) -> dict[str, Path]:
-    """The trajectory and the SSIM histogram of the run's final samples, beside real test images."""
-    written: dict[str, Path] = {}
-    samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])
-    trajectory = torch.load(samples_dir / "trajectory.pt", weights_only=True)
-    if len(trajectory["timesteps"]):  # a model without a reverse chain has none
-        written["trajectory"] = trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"],
-                                                  out / "trajectory.png")
+def _trajectory(inputs: RunFigureInputs) -> Path | None:
+    """The final samples along the reverse chain (none for a model that drew without one)."""
+    trajectory = torch.load(inputs.samples_dir / "trajectory.pt", weights_only=True)
+    if not len(trajectory["timesteps"]):
+        return None
+    return trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"], inputs.out / "trajectory.png")
 
-    n = min(len(samples), num_samples, len(test) // 2)
-    train_ref = datamodule.reference_images("val", nn_reference_size, seed=seed)  # held-out training images
+
+def _ssim_histogram(inputs: RunFigureInputs) -> Path:
+    """The SSIM histogram of the run's final samples, beside real test images."""
+    test = inputs.test
+    samples = load_samples_npz(inputs.samples_dir / "final.npz", image_size=test.shape[-1])
+    n = min(len(samples), inputs.num_samples, len(test) // 2)
+    # held-out training images
+    train_ref = inputs.datamodule.reference_images("val", inputs.nn_reference_size, seed=inputs.seed)
     per_image = {
         "samples": ssim_per_image(samples[:n], test[:n], train_ref),
         "real test images": ssim_per_image(test[n : 2 * n], test[:n], train_ref),
     }
-    written["ssim_histogram"] = ssim_histogram(per_image, out / "ssim_histogram.png")
-    return written
+    return ssim_histogram(per_image, inputs.out / "ssim_histogram.png")
+
+
+# Every figure of a run, in the order they are drawn: a family's ``run_figures`` names those of its runs.
+FIGURES: dict[str, Callable[[RunFigureInputs], Path | None]] = {
+    "loss_curves": _loss_curves,
+    "schedules": _schedules,
+    "two_mode_diffusion": _two_mode_diffusion,
+    "forward_process": _forward_process,
+    "trajectory": _trajectory,
+    "ssim_histogram": _ssim_histogram,
+}
 
 
 def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:

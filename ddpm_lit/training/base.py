@@ -4,13 +4,17 @@ the checkpoint's record of the class that loads it.
 
 A family (``DDPMModule``, ``VAEModule``, ``GANModule``) subclasses ``GenerativeModule`` and gives
 ``family``, ``image_shape``, ``num_classes``, ``sample(n, generator)`` (the
-``ddpm_lit.generation.GenerativeModel`` protocol), ``validation_samples`` and ``describe``.
+``ddpm_lit.generation.GenerativeModel`` protocol), ``validation_samples`` and ``describe``; and it
+answers what the commands ask of a family (``GenerativeModule``'s "what the commands ask" section):
+its likelihood, its network evaluations per image, its optimizer steps per batch, the figures of
+its runs and how one training step is timed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,15 +90,28 @@ def class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def family_of_class(name: str) -> str | None:
-    """The ``family`` of the ddpm_lit module class named ``name`` (``ddpm_lit.training.vae.VAEModule``
-    -> ``vae``); None for a name that is not one (another package's, or a class of an earlier layout)."""
+def family_class(name: str) -> type[GenerativeModule] | None:
+    """The model family's class named ``name`` (a run config's ``model._target_``, a checkpoint's
+    ``model_class``), e.g. ``ddpm_lit.training.vae.VAEModule``; None for a name that is not one of
+    ddpm_lit's families (another package's, or a class moved or removed since the run was written)."""
     if not name.startswith("ddpm_lit."):
         return None
     try:
-        return getattr(get_class(name), "family", None) or None
+        cls = get_class(name)
     except Exception:  # moved or removed since the run was written
         return None
+    return cls if isinstance(cls, type) and issubclass(cls, GenerativeModule) and cls.family else None
+
+
+def family_of_class(name: str) -> str | None:
+    """The ``family`` of the class named ``name`` (``ddpm_lit.training.vae.VAEModule`` -> ``vae``),
+    or None (see ``family_class``)."""
+    cls = family_class(name)
+    return cls.family if cls is not None else None
+
+
+# The figures of a run every family has (reporting.run_figures draws what a family lists).
+COMMON_RUN_FIGURES = ("loss_curves", "ssim_histogram")
 
 
 class GenerativeModule(L.LightningModule):
@@ -109,6 +126,70 @@ class GenerativeModule(L.LightningModule):
     # The metrics the family logs outside the hook, which a checkpoint or a sweep may monitor.
     logged_metrics: ClassVar[tuple[str, ...]] = ()
     image_shape: tuple[int, int, int]
+
+    # ---- what the commands ask of a family ---------------------------------------------------
+    # The likelihood bound ``likelihood_bounds`` computes, in words (None: the family has none,
+    # and evaluate scores no bits/dim).
+    likelihood: ClassVar[str | None] = None
+    # Whether it draws along a reverse chain, so takes a sampler and its steps (sampler=, sampler.steps).
+    reverse_chain: ClassVar[bool] = False
+    # Optimizer steps one training batch takes (``global_step`` counts them).
+    optimizer_steps_per_batch: ClassVar[int] = 1
+    # The figures of its runs, by the names of ``ddpm_lit.reporting.run_figures.FIGURES``.
+    run_figures: ClassVar[tuple[str, ...]] = COMMON_RUN_FIGURES
+    # The losses its loss curves show: (training keys, validation keys) of its CSV history.
+    loss_keys: ClassVar[tuple[tuple[str, ...], tuple[str, ...]]] = (("train/loss",), ("val/loss",))
+
+    @classmethod
+    def evaluations_per_image(cls, steps: int | None, guidance_scale: float | None,
+                              num_timesteps: int | None = None) -> int:
+        """Network evaluations to draw one image with a sampler of ``steps`` steps (None: the whole
+        chain of ``num_timesteps``) and guidance ``guidance_scale`` (None: unconditional). A family
+        without a reverse chain draws in one network pass."""
+        return 1
+
+    @classmethod
+    def images_per_optimizer_step(cls, batch_size: int) -> float:
+        """Training images one optimizer step sees (a batch of ``batch_size`` spread over the
+        batch's ``optimizer_steps_per_batch`` steps)."""
+        return batch_size / cls.optimizer_steps_per_batch
+
+    def check_likelihood_options(self, variance: str | None = None) -> None:
+        """A ValueError naming an option of ``likelihood_bounds`` that this model cannot honour:
+        ``variance``, the reverse variance of a chain's bound, is a DDPM's."""
+        if variance is not None:
+            raise ValueError(f"nll.variance={variance}: the reverse variance is a DDPM's")
+
+    def likelihood_bounds(
+        self, images: torch.Tensor, *, k: int, batch_size: int, generator: torch.Generator | None = None,
+        variance: str | None = None, device: torch.device | None = None, progress: bool = False,
+    ) -> dict[str, Any]:
+        """The family's bound on the negative log-likelihood of ``images`` (N, C, H, W) in [−1, 1],
+        quantised to 8 bits, in bits/dim: at least ``bpd`` (the mean over images), ``bpd_stderr``
+        (its standard error) and ``bound`` (which bound), plus the family's own numbers; and, for
+        a bound that is a sum over steps, ``bound_terms`` (``terms`` (T,) and per-image ``totals``
+        (N,)), which evaluate draws and saves rather than writes to metrics.json. ``k``: importance
+        samples of a bound that takes them; ``variance``: see ``check_likelihood_options``.
+        A family with ``likelihood`` None has none."""
+        raise NotImplementedError(f"a {self.family} has no likelihood to bound")
+
+    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss one training step minimises for x0 (B, C, H, W) in [−1, 1] and a conditional
+        model's labels (B,)."""
+        raise NotImplementedError
+
+    def timing_step(
+        self, x0: torch.Tensor, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        """One training step of x0 (B, C, H, W) with ``optimizer`` (over all the module's
+        parameters) and the forward pass under ``autocast()``, outside a Trainer: what
+        ``training.planning.SpeedProbe`` times to choose the precision and plan a time budget."""
+        with autocast():
+            loss = self.training_loss(x0, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
     def __init__(self) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ G(z), z ~ N(0, I), with the EMA callback's averaged generator when it is on."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,6 +47,8 @@ class GANModule(OnePassModule):
 
     family = "gan"
     logged_metrics = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "val/d_real", "val/d_fake")
+    optimizer_steps_per_batch = 2  # the discriminator's, then the generator's
+    loss_keys = (("train/d_loss", "train/g_loss"), ())
 
     def __init__(
         self,
@@ -104,12 +107,32 @@ class GANModule(OnePassModule):
         probs = {"d_real": torch.sigmoid(real_logits.detach()).mean(), "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
         return loss, probs
 
-    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Both players' losses of one step on x0, summed: the computation of a training step
-        in one backward pass (the speed probe of ``trainer.precision=auto`` times it)."""
-        fake = self.generator(self.latents(len(x0)))
-        d_loss, _ = self.discriminator_step_loss(x0, fake)
-        return d_loss + generator_loss(self.discriminator(fake), self.hparams.loss)
+    def timing_step(
+        self, x0: torch.Tensor, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        """``training_step``'s two steps on x0 (B, C, H, W) outside a Trainer, each with
+        ``optimizer`` (over both players' parameters: a step moves only those with gradients) and
+        its forward pass under ``autocast()``: the discriminator's, then the generator's through
+        the updated discriminator, which is held fixed as ``toggle_optimizer`` holds it."""
+        with autocast():
+            fake = self.generator(self.latents(len(x0)))
+            d_loss, _ = self.discriminator_step_loss(x0, fake)
+        optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizer.step()
+        held = [p for p in self.discriminator.parameters() if p.requires_grad]
+        for p in held:
+            p.requires_grad_(False)
+        try:
+            with autocast():
+                g_loss = generator_loss(self.discriminator(fake), self.hparams.loss)
+            optimizer.zero_grad(set_to_none=True)
+            g_loss.backward()
+            optimizer.step()
+        finally:
+            for p in held:
+                p.requires_grad_(True)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         real = batch[0]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.generation.generate import (
     check_labels,
     check_request,
@@ -20,8 +19,10 @@ from ddpm_lit.generation.generate import (
 )
 from ddpm_lit.nets.unet import UNet
 from ddpm_lit.training.base import (
+    COMMON_RUN_FIGURES,
     MODEL_CLASS_KEY,
     GenerativeModule,
+    build_part,
     check_hook_settings,
     spec_of,
 )
@@ -33,65 +34,6 @@ __all__ = ["MODEL_CLASS_KEY", "DDPMModule", "spec_of"]
 # Settings of how the network runs, not of what it computes: a resumed run may change them.
 SPEED_HPARAMS = ("channels_last", "compile", "optimizer.fused")
 DEFAULT_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
-UNET = "ddpm_lit.nets.unet.UNet"
-DIFFUSION = "ddpm_lit.core.diffusion.GaussianDiffusion"
-# Keys of the parts' settings before each part had a _target_: old key -> (part, new key).
-LEGACY_KEYS = {
-    "lr": ("optimizer", "lr"), "adam_betas": ("optimizer", "betas"), "weight_decay": ("optimizer", "weight_decay"),
-    "fused_adam": ("optimizer", "fused"), "objective": ("diffusion", "objective"), "variance": ("diffusion", "variance"),
-    "loss_weighting": ("diffusion", "loss_weighting"), "min_snr_gamma": ("diffusion", "min_snr_gamma"),
-    "vlb_weight": ("diffusion", "vlb_weight"), "num_classes": ("net", "num_classes"),
-}
-
-
-def upgrade_parts(net: Any, diffusion: Any, optimizer: Any, legacy: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """The three parts built, from built objects, specs, or the form of checkpoints saved before
-    the parts had a ``_target_`` (``net`` and ``diffusion`` as plain keyword dicts, the other
-    settings as ``legacy`` keys). A legacy key given with built parts (a command line's
-    ``model.lr=...``) rebuilds its part, with a deprecation warning."""
-    unknown = sorted(set(legacy) - set(LEGACY_KEYS))
-    if unknown:
-        raise TypeError(f"DDPMModule got unexpected arguments {', '.join(unknown)}")
-    old_checkpoint = isinstance(net, Mapping) and "_target_" not in net
-    # old checkpoints hold every setting (Adam's defaults are DEFAULT_OPTIMIZER's and torch's)
-    given = {k: v for k, v in legacy.items() if v is not None}
-    if given and not old_checkpoint:
-        moved = ", ".join(f"model.{k} -> model.{LEGACY_KEYS[k][0]}.{LEGACY_KEYS[k][1]}" for k in given)
-        warnings.warn(f"deprecated model settings, read for one more release: {moved}", FutureWarning, stacklevel=3)
-    specs = {"net": net, "diffusion": diffusion, "optimizer": optimizer}
-    for name, default_target in (("net", UNET), ("diffusion", DIFFUSION)):
-        if isinstance(specs[name], Mapping) and "_target_" not in specs[name]:
-            specs[name] = {"_target_": default_target, **specs[name]}
-    for key, value in given.items():
-        part, new_key = LEGACY_KEYS[key]
-        if not isinstance(specs[part], Mapping):
-            specs[part] = spec_of(specs[part])
-        specs[part] = {**specs[part], new_key: list(value) if isinstance(value, tuple) else value}
-
-    def build(spec: Any) -> Any:
-        return instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
-
-    diffusion, optimizer = build(specs["diffusion"]), build(specs["optimizer"])
-    factor = diffusion.output_channels_factor
-    if old_checkpoint:  # the earlier form derived the network's output channels from the variance
-        specs["net"] = {**specs["net"], "out_channels": specs["net"].get("in_channels", 1) * factor}
-    net = build(specs["net"])
-    if "variance" in given and net.out_channels != net.in_channels * factor:  # as the earlier form did
-        net = build({**spec_of(net), "out_channels": net.in_channels * factor})
-    return net, diffusion, optimizer
-
-
-def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyperparameters in today's form (each part as its spec), whatever the
-    version that saved them."""
-    hp = dict(hparams)
-    net = hp.get("net", {})
-    if isinstance(net, Mapping) and "_target_" in net:
-        return hp
-    legacy = {k: hp.pop(k) for k in LEGACY_KEYS if k in hp}
-    parts = upgrade_parts(hp["net"], hp["diffusion"], hp.get("optimizer", DEFAULT_OPTIMIZER), legacy)
-    hp.update(zip(("net", "diffusion", "optimizer"), map(spec_of, parts)))
-    return hp
 
 
 def _check_settings(args: Mapping[str, Any]) -> None:
@@ -107,9 +49,6 @@ def _check_settings(args: Mapping[str, Any]) -> None:
     if args["warmup_steps"] < 0:
         raise ValueError(f"model.warmup_steps must be ≥ 0, got {args['warmup_steps']}")
     check_hook_settings(args)
-    lr = args["legacy"].get("lr")
-    if lr is not None and lr <= 0:
-        raise ValueError(f"model.lr must be > 0, got {lr}")
 
 
 class DDPMModule(GenerativeModule):
@@ -141,10 +80,6 @@ class DDPMModule(GenerativeModule):
             ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
         channels_last: keep the network's conv weights (and so its activations) in NHWC order.
         compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
-        **legacy: the settings that had their own key before the parts had a ``_target_``
-            (``lr``, ``adam_betas``, ``weight_decay``, ``fused_adam``, ``objective``, ``variance``,
-            ``loss_weighting``, ``min_snr_gamma``, ``vlb_weight``, ``num_classes``): read from old
-            checkpoints, and from a command line with a deprecation warning, for one release.
 
     The hyperparameters saved in a checkpoint hold each part's spec, so
     ``DDPMModule.load_from_checkpoint(path)`` alone rebuilds the model.
@@ -152,6 +87,10 @@ class DDPMModule(GenerativeModule):
 
     family = "ddpm"
     logged_metrics = ("val/loss", "train/loss", "train/loss_epoch")
+    likelihood = "variational bound"
+    reverse_chain = True
+    # and the figures of its reverse chain and of the diffusion process
+    run_figures = (*COMMON_RUN_FIGURES, "trajectory", "forward_process", "schedules", "two_mode_diffusion")
 
     def __init__(
         self,
@@ -173,16 +112,13 @@ class DDPMModule(GenerativeModule):
         guidance_scale: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
-        **legacy: Any,
     ) -> None:
         super().__init__()
         _check_settings(locals())
-        net, diffusion, optimizer = upgrade_parts(net, diffusion, optimizer, legacy)
+        net, diffusion, optimizer = build_part(net), build_part(diffusion), build_part(optimizer)
         # Each part's spec, so that a checkpoint loads without Hydra's config; the loggers get
         # the full config from train().
-        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer", "legacy"], logger=False)
-        for key in LEGACY_KEYS:  # Lightning records **legacy's keys too
-            self.hparams.pop(key, None)
+        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer"], logger=False)
         self.hparams.update(net=spec_of(net), diffusion=spec_of(diffusion), optimizer=spec_of(optimizer))
         self.diffusion, self.net, self.make_optimizer = diffusion, net, optimizer
         optimizer([torch.zeros(1, requires_grad=True)])  # a bad setting fails now, not when fitting starts
@@ -278,6 +214,45 @@ class DDPMModule(GenerativeModule):
     def describe(self) -> str:
         return (f"DDPM, {self.diffusion.num_timesteps} steps, {self.diffusion.schedule} schedule, "
                 f"objective {self.diffusion.objective}")
+
+    # ---- what the commands ask -------------------------------------------------------
+    @classmethod
+    def evaluations_per_image(cls, steps: int | None, guidance_scale: float | None,
+                              num_timesteps: int | None = None) -> int:
+        """One network evaluation per reverse step (``steps``, or all ``num_timesteps`` = T when
+        None), two with classifier-free guidance (a conditional model's ``guidance_scale`` ≠ 1:
+        the conditional and the unconditional output; None: unconditional)."""
+        chain = steps or num_timesteps
+        if chain is None:
+            raise ValueError("a DDPM's evaluations per image need its sampler steps or its T (num_timesteps)")
+        return chain * (2 if guidance_scale not in (None, 1.0) else 1)
+
+    def check_likelihood_options(self, variance: str | None = None) -> None:
+        """``variance``, the reverse variance of the bound (None: the model's): ``learned`` only
+        for a model that learned one."""
+        if variance == "learned" and self.diffusion.variance != "learned":
+            raise ValueError(f"nll.variance=learned, but the model has a fixed variance ({self.diffusion.variance})")
+
+    def likelihood_bounds(
+        self, images: torch.Tensor, *, k: int = 1, batch_size: int = 250, generator: torch.Generator | None = None,
+        variance: str | None = None, device: torch.device | None = None, progress: bool = False,
+    ) -> dict[str, Any]:
+        """The variational bound (Ho et al. 2020, eq. 5) of ``images`` (N, C, H, W) in [−1, 1],
+        quantised to 8 bits, in bits/dim, with one noise draw per timestep (``k`` is not used):
+        ``bpd`` and ``bpd_stderr`` over images, the mean prior L_T (``prior_bpd``), L_0
+        (``l0_bpd``) and KL at t = T (``last_step_bpd``), ``bound`` ``ddpm``, the reverse
+        ``variance`` used (None: the model's), and ``bound_terms``: each term's mean (T,) and the
+        per-image totals (N,)."""
+        was_training = self.training
+        self.eval()
+        try:
+            bound = dataset_bits_per_dim(self.net, self.diffusion, images, batch_size=batch_size, generator=generator,
+                                         variance=variance, device=device or self.device, progress=progress)
+        finally:
+            self.train(was_training)
+        out = {key: bound[key] for key in ("bpd", "bpd_stderr", "prior_bpd", "l0_bpd", "last_step_bpd", "num_images")}
+        return {**out, "bound": "ddpm", "variance": variance or self.diffusion.variance,
+                "bound_terms": {"terms": bound["terms"], "totals": bound["totals"]}}
 
     # ---- sampling --------------------------------------------------------------------
     @property

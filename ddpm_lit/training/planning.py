@@ -23,7 +23,6 @@ import torch
 
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.generate import labels_for
-from ddpm_lit.generation.protocol import has_chain
 
 # Precisions ``trainer.precision=auto`` chooses from; the first is kept unless another is faster
 # by more than ``MIN_SPEEDUP`` (timings of a few steps vary by a few per cent).
@@ -82,7 +81,7 @@ class SpeedProbe:
         self.precision, self.device, self.sample_batch = precision, device, sample_batch
         with own_rng(device):
             self.module = copy.deepcopy(module).to(device).train()
-            if getattr(module, "hparams", {}).get("compile"):
+            if module.hparams.get("compile"):
                 self.module.compile_network()
             self.opt = torch.optim.Adam(self.module.parameters(), lr=1e-6)
             self.x0 = torch.rand(batch_size, *self.module.image_shape, device=device) * 2 - 1
@@ -96,14 +95,11 @@ class SpeedProbe:
 
     def _chain(self, steps: int) -> dict[str, int]:
         """``steps`` for a model with a reverse chain; nothing for a one-pass model (one evaluation per image)."""
-        return {"steps": steps} if has_chain(self.module) else {}
+        return {"steps": steps} if self.module.reverse_chain else {}
 
     def _step(self) -> None:
-        with autocast(self.device, self.precision):
-            loss = self.module.training_loss(self.x0, self.labels)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        """One training step of the family's own (``GenerativeModule.timing_step``)."""
+        self.module.timing_step(self.x0, self.labels, self.opt, lambda: autocast(self.device, self.precision))
 
     def measure(self, min_seconds: float = 1.0, min_steps: int = 3) -> Speed:
         """Training images/s over at least ``min_steps`` steps and ``min_seconds`` (a handful of
@@ -116,7 +112,7 @@ class SpeedProbe:
                 start = time.perf_counter()
                 self.module.sample(self.sample_batch, **self._chain(3))
                 sync(self.device)
-            evaluations = self._chain(3).get("steps", 1)  # network evaluations per image
+            evaluations = self.module.evaluations_per_image(3, None)  # network evaluations per image
             sample_rate = evaluations * self.sample_batch / (time.perf_counter() - start)
             self.module.train()
         return Speed(self.precision, train_rate, sample_rate)
@@ -268,7 +264,9 @@ def plan_run(
         speed = measure_speed(model, precision, device, batch_size, sample_batch)
     if budget_minutes is None:
         return out, None
-    per_image = (final_sample_steps or model.num_timesteps) if has_chain(model) else 1  # one pass without a chain
+    # counted as the speed probe counts them: per step, unguided
+    per_image = model.evaluations_per_image(final_sample_steps, None,
+                                            num_timesteps=model.num_timesteps if model.reverse_chain else None)
     after = sampling_seconds(speed, sample_batch, per_image if final_samples > 0 else 0) + reserve_seconds
     start_up = elapsed + time.perf_counter() - t0  # the speed probe included
     seconds = budget_minutes * 60 - start_up - after

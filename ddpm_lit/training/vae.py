@@ -44,6 +44,7 @@ class VAEModule(OnePassModule):
 
     family = "vae"
     logged_metrics = ("val/loss", "val/kl", "train/loss", "train/bpd", "train/kl")
+    likelihood = "ELBO and IWAE"
 
     def __init__(
         self,
@@ -112,11 +113,15 @@ class VAEModule(OnePassModule):
 
     @torch.no_grad()
     def likelihood_bounds(
-        self, images: torch.Tensor, k: int = 100, batch_size: int = 100, generator: torch.Generator | None = None,
-        progress: bool = False,
+        self, images: torch.Tensor, *, k: int = 100, batch_size: int = 100, generator: torch.Generator | None = None,
+        variance: str | None = None, device: torch.device | None = None, progress: bool = False,
     ) -> dict[str, Any]:
-        """The ELBO and the importance-weighted bound IWAE_k of ``images`` (N, C, H, W) in [−1, 1],
-        quantised to 8 bits, in bits/dim: means with standard errors over images."""
+        """The ELBO and the importance-weighted bound IWAE_k (Burda et al. 2016) of ``images``
+        (N, C, H, W) in [−1, 1], quantised to 8 bits, in bits/dim: means with standard errors over
+        images (``elbo_bpd``, ``iwae_bpd`` and their ``_stderr``); ``bpd`` is the ELBO's, ``bound``
+        ``elbo``. ``variance`` is a DDPM's option (``check_likelihood_options``); the images are
+        moved to the module's device (``device`` is not used)."""
+        self.check_likelihood_options(variance)
         was_training = self.training
         self.eval()
         elbo, iwae = [], []
@@ -133,7 +138,7 @@ class VAEModule(OnePassModule):
         for name, values in (("elbo_bpd", torch.cat(elbo)), ("iwae_bpd", torch.cat(iwae))):
             out[name] = float(values.mean())
             out[f"{name}_stderr"] = float(values.std() / len(values) ** 0.5) if len(values) > 1 else float("nan")
-        return out
+        return {"bound": "elbo", "bpd": out["elbo_bpd"], "bpd_stderr": out["elbo_bpd_stderr"], **out}
 
     # ---- sampling --------------------------------------------------------------------------
     def draw_noise(self, num_samples: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
