@@ -23,10 +23,10 @@ from ddpm_lit.config.build import build, build_dict, build_loggers
 from ddpm_lit.errors import ConfigError, DataError, first_line
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
-from ddpm_lit.io import remove_partial_files, write_text
+from ddpm_lit.io import remove_partial_files
 from ddpm_lit.reporting.pages import write_page_quietly
 from ddpm_lit.reporting.run_figures import draw_final_samples, run_figures
-from ddpm_lit.runs import flatten, newest_checkpoint
+from ddpm_lit.runs import Run, flatten
 from ddpm_lit.training.base import (
     MODEL_CLASS_KEY,
     SAMPLED_METRICS,
@@ -77,7 +77,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
         for stale in remove_partial_files(out):  # a write (checkpoint, figure, ...) the last run was killed in
             log.info("removed %s, half-written when the run was killed", stale)
-    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), out / "checkpoints")
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), Run(out))
     model.allow_other_dataset = bool(cfg.get("allow_other_dataset", False))
     if ckpt_path is not None:
         _check_same_model(ckpt_path, model)
@@ -115,7 +115,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     finally:
         close_loggers(loggers, wandb_mode)
         if trainer.is_global_zero and cfg.get("report_html", True):  # also for a run that failed or was stopped
-            write_page_quietly(out, cfg)
+            write_page_quietly(out, OmegaConf.to_container(cfg, resolve=False))
 
 
 def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer, loggers: list[Logger], out: Path,
@@ -134,16 +134,15 @@ def _after_fit(cfg: DictConfig, model: Any, datamodule: Any, trainer: L.Trainer,
     if draw_final:
         model.to(trainer.strategy.root_device)  # fit's teardown left it on the CPU
         start = time.perf_counter()
-        draw_final_samples(model, out / "samples", **final)
+        draw_final_samples(model, Run(out), **final)
         metrics["final_samples_seconds"] = time.perf_counter() - start
         log.info("samples written to %s", out / "samples")
     log.debug("fit took %.1f s; metrics: %s", fit_seconds, metrics)  # said at the end by describe_end
     if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        Run(out).write_metrics(metrics)
     if draw_final:
         figures = run_figures(out, module=model, datamodule=datamodule, num_samples=final.num, seed=final.seed,
-                              config=cfg)
+                              config=OmegaConf.to_container(cfg, resolve=False))
         log_figures(loggers, figures)
     return metrics
 
@@ -266,7 +265,7 @@ def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, logge
     return f"finished in {format_seconds(seconds)}:\n  " + "\n  ".join(lines)
 
 
-def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+def resume_checkpoint(ckpt_path: str | None, run: Run) -> str | None:
     """The checkpoint a run continues from, or None to start afresh.
 
     ``last``: the newest ``last*.ckpt`` or ``on_exception.ckpt`` of this run dir; None when
@@ -276,10 +275,10 @@ def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
     checkpoint is configured, and resolving it here keeps the checks and the W&B run id.
     """
     if ckpt_path is None or str(ckpt_path) == "last":
-        found = newest_checkpoint(checkpoint_dir)
+        found = run.newest_checkpoint()
         if found is None:
             if ckpt_path is not None:
-                log.warning("ckpt_path=last: no checkpoint in %s yet; starting afresh", checkpoint_dir)
+                log.warning("ckpt_path=last: no checkpoint in %s yet; starting afresh", run.checkpoint_dir)
             return None
         log.info("continuing from %s", found)
         return str(found)

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 
+from ddpm_lit.catalogue import figures_of
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
@@ -20,30 +21,29 @@ from ddpm_lit.io import atomic_write
 from ddpm_lit.reporting.figures import (
     forward_process_figure,
     loss_curves_figure,
-    read_history,
     schedules_figure,
     ssim_histogram,
     trajectory_figure,
     two_mode_diffusion_figure,
 )
-from ddpm_lit.runs import load_run_config, newest_checkpoint
+from ddpm_lit.runs import Run
 from ddpm_lit.training.base import family_of_class
 from ddpm_lit.training.loading import load_module, resolve_device
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("loss_curves", "trajectory", "ssim_histogram", "forward_process", "schedules", "two_mode_diffusion")
+FIGURES = figures_of("run_figures")  # the files of figures/, as ddpm_lit.catalogue lists them
 
 
-def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | None = None, seed: int = 0) -> None:
+def draw_final_samples(module: Any, run: Run, num: int, steps: int | None = None, seed: int = 0) -> None:
     """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
-    save final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at x_T and
-    every T/10 steps."""
+    save the run's final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at
+    x_T and every T/10 steps."""
     labels = labels_for(module, num)
     drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
-    save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
-    save_samples_npz(drawn.samples, samples_dir / "final.npz", labels=drawn.labels)
-    with atomic_write(samples_dir / "trajectory.pt") as f:
+    save_grid(to_unit_range(drawn.samples), run.final_grid)
+    save_samples_npz(drawn.samples, run.final_samples, labels=drawn.labels)
+    with atomic_write(run.trajectory) as f:
         torch.save({"frames": drawn.frames.half(), "timesteps": drawn.timesteps}, f)
 
 
@@ -68,21 +68,22 @@ def run_figures(
     redraw: bool = False,
     device: str = "auto",
     nn_reference_size: int = 1000,
-    config: DictConfig | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the figures of ``run_dir`` (see the module docstring); return {name: path}.
 
     ``module``/``datamodule``: the live objects at the end of training; otherwise the newest
     checkpoint (or ``ckpt_path``) and the run's data config (``.hydra/config.yaml``, or
-    ``config``) are loaded.
+    ``config``: the composed config as a plain dict, interpolations as written) are loaded.
     """
-    run = Path(run_dir)
-    cfg = config if config is not None else load_run_config(run)
-    out = run / "figures"
+    run = Run(run_dir)
+    tree = config if config is not None else run.load_config()
+    cfg = OmegaConf.create(tree)  # a node, so that data's ${paths.data_dir} & co. resolve
+    out = run.figures_dir
     written: dict[str, Path] = {}
     # schedule.name (schedule.schedule in run dirs of earlier versions)
     schedule, T = cfg.schedule.get("name", cfg.schedule.get("schedule")), int(cfg.schedule.timesteps)
-    family = family_of_config(cfg)
+    family = family_of_config(tree)
 
     written.update(_loss_figure(run, out, family))
     if family == "ddpm":  # the figures of the diffusion process
@@ -97,36 +98,35 @@ def run_figures(
             num_timesteps=T,
         )
 
-    samples_dir = run / "samples"
-    if redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
+    if redraw or not run.final_samples.is_file() or not run.trajectory.is_file():
         if module is None:
             module = _load_newest(run, ckpt_path, device)
-        draw_final_samples(module, samples_dir, num_samples, steps=steps, seed=seed)
+        draw_final_samples(module, run, num_samples, steps=steps, seed=seed)
 
-    written.update(_sample_figures(samples_dir, out, datamodule, test, num_samples, seed, nn_reference_size))
+    written.update(_sample_figures(run, out, datamodule, test, num_samples, seed, nn_reference_size))
     for name, path in written.items():
         log.info("%s: %s", name, path)
     return written
 
 
-def family_of_config(cfg: DictConfig) -> str:
-    """The model family a run's config trains (``ddpm`` for configs of earlier versions)."""
-    return family_of_class(str(cfg.get("model", {}).get("_target_", ""))) or "ddpm"
+def family_of_config(config: dict[str, Any]) -> str:
+    """The model family a run's config (a plain dict) trains (``ddpm`` for configs of earlier versions)."""
+    return family_of_class(str((config.get("model") or {}).get("_target_", ""))) or "ddpm"
 
 
 # The losses each family's curves show: (training keys, validation keys).
 LOSS_KEYS = {"gan": (("train/d_loss", "train/g_loss"), ())}
 
 
-def _loss_figure(run: Path, out: Path, family: str) -> dict[str, Path]:
+def _loss_figure(run: Run, out: Path, family: str) -> dict[str, Path]:
     """The loss curves of the run's CSV history."""
     train_keys, val_keys = LOSS_KEYS.get(family, (("train/loss",), ("val/loss",)))
-    history = read_history(run)
+    history = run.history()
     if any(key in row for row in history for key in train_keys + val_keys):
-        path = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}",
+        path = loss_curves_figure(history, out / "loss_curves.png", title=f"Loss of {run.title}",
                                   train_keys=train_keys, val_keys=val_keys)
         return {"loss_curves": path}
-    log.warning("%s has no CSV history of %s (csv/version_*/metrics.csv); no loss curves", run, ", ".join(train_keys))
+    log.warning("%s has no CSV history of %s (csv/version_*/metrics.csv); no loss curves", run.path, ", ".join(train_keys))
     return {}
 
 
@@ -142,12 +142,12 @@ def _process_figures(out: Path, schedule: str, T: int) -> dict[str, Path]:
     return written
 
 
-def _sample_figures(samples_dir: Path, out: Path, datamodule: Any, test: torch.Tensor, num_samples: int, seed: int,
+def _sample_figures(run: Run, out: Path, datamodule: Any, test: torch.Tensor, num_samples: int, seed: int,
                     nn_reference_size: int) -> dict[str, Path]:
     """The trajectory and the SSIM histogram of the run's final samples, beside real test images."""
     written: dict[str, Path] = {}
-    samples = load_samples_npz(samples_dir / "final.npz", image_size=test.shape[-1])
-    trajectory = torch.load(samples_dir / "trajectory.pt", weights_only=True)
+    samples = load_samples_npz(run.final_samples, image_size=test.shape[-1])
+    trajectory = torch.load(run.trajectory, weights_only=True)
     if len(trajectory["timesteps"]):  # a model without a reverse chain has none
         written["trajectory"] = trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"],
                                                   out / "trajectory.png")
@@ -167,9 +167,9 @@ def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({min(T - 1, round(f * T)) for f in fractions} | {T - 1})
 
 
-def _load_newest(run: Path, ckpt_path: str | Path | None, device: str) -> Any:
-    path = Path(ckpt_path) if ckpt_path else newest_checkpoint(run / "checkpoints")
+def _load_newest(run: Run, ckpt_path: str | Path | None, device: str) -> Any:
+    path = Path(ckpt_path) if ckpt_path else run.newest_checkpoint()
     if path is None:
-        raise DataError(f"{run}/checkpoints has no last.ckpt to draw samples from (or pass --ckpt)")
+        raise DataError(f"{run.checkpoint_dir} has no last.ckpt to draw samples from (or pass --ckpt)")
     module, _ = load_module(path, resolve_device(device))
     return module
