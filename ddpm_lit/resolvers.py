@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ddpm_lit.runs import run_dir_to_resume
+from ddpm_lit.runs import Sweep
 
 
 def _wandb_offline() -> bool:
@@ -61,8 +61,8 @@ def _new_dir(parent: str, name: str) -> str:
 def _run_dir(ckpt_path: str | None, runs_dir: str, timestamp: str) -> str:
     """``hydra.run.dir`` of train.py: the dir of the run that ``ckpt_path`` continues, else a new
     one of its own (``_new_dir``)."""
-    resumed = run_dir_to_resume(ckpt_path, runs_dir)
-    return str(resumed) if resumed is not None else _new_dir(runs_dir, timestamp)
+    resumed = Sweep(runs_dir).run_to_resume(ckpt_path)
+    return str(resumed.path) if resumed is not None else _new_dir(runs_dir, timestamp)
 
 
 def _output_channels(variance: str, in_channels: int) -> int:

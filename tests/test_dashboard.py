@@ -26,15 +26,16 @@ from conftest import (
     make_synthetic_mnist,
     run_command,
 )
+from hydra import compose, initialize_config_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from ddpm_lit.data.mnist import load_mnist_split
 from ddpm_lit.generation.files import save_grid
-from ddpm_lit.reporting.pages import javascript_bundle, overridden_keys, write_run_page
+from ddpm_lit.reporting.pages import javascript_bundle, sweep_page_data, write_run_page
 from ddpm_lit.reporting.screenshot import find_browser
-from ddpm_lit.runs import flatten
+from ddpm_lit.runs import Run, Sweep
 
 MB = 1_000_000
 
@@ -150,24 +151,75 @@ def test_the_run_page_shows_the_run(sweep: Path) -> None:
     assert "not scored by evaluate.py yet" in html
 
 
-def test_an_experiment_marks_the_keys_it_sets(tmp_path: Path) -> None:
-    """A group choice (experiment=quick) marks the keys of its file and of the groups it overrides."""
-    cfg = compose_train_cfg(["experiment=quick", "seed=7"], tmp_path / "run", tmp_path / "data")
-    run = tmp_path / "run"
+def test_the_overrides_and_group_choices_are_hydras_saved_ones(sweep: Path) -> None:
+    """A real multirun's jobs: their group choices read from .hydra/hydra.yaml (hydra.runtime.choices),
+    the overrides from .hydra/overrides.yaml, and the keys each override set."""
+    linear, cosine = Run(sweep / "0"), Run(sweep / "1")
+    assert linear.choices()["schedule"] == "linear" and cosine.choices()["schedule"] == "cosine"
+    assert cosine.choices()["trainer"] == "cpu" and cosine.choices()["hydra/launcher"] == "basic"
+    assert "hydra/launcher" not in cosine.group_choices() and cosine.group_choices()["model"] == "unet"
+    assert "schedule=cosine" in cosine.overrides() and "trainer.max_epochs=3" in cosine.overrides()
+    marked = cosine.set_by(cosine.flat_config())
+    assert marked["schedule.name"] == "schedule=cosine" and marked["trainer.accelerator"] == "trainer=cpu"
+    assert marked["trainer.max_epochs"] == "trainer.max_epochs=3" and "model.net.norm" not in marked
+    assert '<code>schedule=cosine</code>' in (sweep / "1" / "report.html").read_text()  # the page lists the choices
+
+
+def _hydra_run(run: Path, overrides: list[str]) -> Run:
+    """A run dir's .hydra folder as Hydra writes it for ``python train.py <overrides>`` (composed, not trained)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
     (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": cfg.hydra}))
+    with open_dict(cfg):
+        del cfg["hydra"]  # as Hydra saves config.yaml: the task's config without its own node
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=quick", "seed=7"]))
-    sources = [{"path": str(CONF_DIR), "schema": "file", "provider": "main"}]
-    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"config_sources": sources}}}))
-    marked = overridden_keys(run, flatten(OmegaConf.to_container(cfg)))
-    assert marked["model.net.base_channels"] == "experiment=quick"  # set in experiment/quick.yaml
-    assert marked["trainer.accelerator"] == "experiment=quick"  # its `override /trainer: cpu`
-    assert marked["schedule.name"] == "experiment=quick"  # its `override /schedule: cosine`
-    assert marked["seed"] == "seed=7"
-    assert "model.net.norm" not in marked and "data.val_size" not in marked
-    (run / ".hydra" / "hydra.yaml").unlink()  # no config folder to read: the group's own keys only
-    marked = overridden_keys(run, flatten(OmegaConf.to_container(cfg)))
-    assert "model.net.base_channels" not in marked and marked["seed"] == "seed=7"
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    return Run(run)
+
+
+def test_an_experiment_is_a_group_choice_and_a_key_override_marks_its_key(tmp_path: Path) -> None:
+    """experiment=quick is recorded as Hydra's choice with the choices its defaults made (trainer=cpu,
+    schedule=cosine); a later group choice (schedule=linear) marks its group's keys, a plain override its key."""
+    run = _hydra_run(tmp_path / "run", ["experiment=quick", "schedule=linear", "seed=7", "model.net.base_channels=16"])
+    assert run.choices()["experiment"] == "quick" and run.choices()["trainer"] == "cpu"  # the experiment's default
+    assert run.choices()["schedule"] == "linear"  # the command line's, after the experiment's cosine
+    marked = run.set_by(run.flat_config())
+    assert marked["schedule.name"] == "schedule=linear" and marked["seed"] == "seed=7"
+    assert marked["model.net.base_channels"] == "model.net.base_channels=16"
+    assert "model.net.time_emb_dim" not in marked and "data.val_size" not in marked
+    text = write_run_page(run.path).read_text()
+    choices = re.search(r'<p id="group-choices">(.*?)</p>', text).group(1)
+    assert "<code>experiment=quick</code>" in choices and "<code>trainer=cpu</code>" in choices
+    assert "hydra/" not in choices and "hparams_search" not in choices  # Hydra's own groups, and those left null
+    (run.path / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime: [\n")  # cut short by a kill
+    assert run.choices() == {} and run.set_by(["seed"]) == {"seed": "seed=7"}  # the overrides alone still mark
+
+
+def _fake_job(job: Path, optimized: str, metrics: dict) -> None:
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": optimized, "seed": int(job.name)}))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.mark.parametrize(("optimized", "best"), [("val/loss", "1"), ("val/fid", "2"), ("precision", "0"), ("val/ssim", None)])
+def test_the_sweep_page_picks_the_best_job_by_the_objectives_direction(tmp_path: Path, optimized: str, best: str | None) -> None:
+    """Lower is better for a loss or a FID, higher for precision (the metric catalogue says which); an SSIM
+    against test images has no direction, and no job is called best. A NaN is never best."""
+    jobs = [{"val/loss": 0.3, "val/fid": 30.0, "precision": 0.9, "val/ssim": 0.2},
+            {"val/loss": 0.2, "val/fid": float("nan"), "precision": 0.1, "val/ssim": 0.5},
+            {"val/loss": 0.25, "val/fid": 20.0, "precision": 0.5, "val/ssim": 0.3}]
+    for n, metrics in enumerate(jobs):
+        _fake_job(tmp_path / "sweep" / str(n), optimized, metrics)
+    data = sweep_page_data(Sweep(tmp_path / "sweep"))
+    assert data["objective"] == optimized and data["best"] == best
+    report_cli(str(tmp_path / "sweep"), "--html")
+    text = (tmp_path / "sweep" / "report.html").read_text()
+    if best is None:
+        assert 'id="best-job"' not in text and 'class="best"' not in text
+    else:
+        assert re.search(rf'id="best-job"[^>]*>best by {optimized} \((lower|higher) is better\): job <strong>{best}</strong>', text)
+        assert text.count('<tr class="best">') == 1
 
 
 def test_a_crashed_run_with_a_torn_csv_still_gets_a_page(sweep: Path, tmp_path: Path) -> None:

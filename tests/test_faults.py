@@ -26,7 +26,7 @@ from conftest import ROOT, TINY, compose_train_cfg, tiny_ddpm
 from ddpm_lit.apps.train import train
 from ddpm_lit.data.datamodule import EpochShuffle
 from ddpm_lit.errors import OutputError, TrainingDiverged
-from ddpm_lit.runs import wandb_run_id
+from ddpm_lit.runs import Run
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO, nonfinite_weights
 
 TESTS = Path(__file__).resolve().parent
@@ -197,7 +197,7 @@ def check_killed_run(tmp_path: Path, args: list[str], steps: int, kills: int, se
     logged = {int(r["step"]) for r in history if r.get("train/loss")}
     assert logged == {int(r["step"]) for r in rows(ref / "csv") if r.get("train/loss")}, sorted(logged)  # none lost
     ids = {p.name.rsplit("-", 1)[1] for p in run.glob("wandb/offline-run-*")}
-    assert ids == {wandb_run_id(run)}, ids  # one W&B run, resumed each time
+    assert ids == {Run(run).wandb_run_id()}, ids  # one W&B run, resumed each time
     where = ", ".join(f"{n} in {p}" for p, n in sorted(Counter(hits).items()))
     print(f"\nSIGKILL at random instants: {len(hits)} of {kills} hit a live run ({where}); finished at step {steps}, bit-exact")
     return len(hits)

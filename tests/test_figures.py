@@ -13,7 +13,6 @@ from ddpm_lit.reporting.figures import (
     forward_process_figure,
     loss_curves_figure,
     metric_by_step,
-    read_history,
     schedules_figure,
     smooth,
     trajectory_figure,
@@ -21,6 +20,7 @@ from ddpm_lit.reporting.figures import (
     two_mode_diffusion_figure,
     two_mode_sample,
 )
+from ddpm_lit.runs import Run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -226,7 +226,7 @@ def resumed_run(tmp_path: Path) -> Path:
 
 
 def test_read_history_concatenates_versions_in_numeric_order(resumed_run: Path) -> None:
-    history = read_history(resumed_run)
+    history = Run(resumed_run).history()
     assert history == [
         {"lr-Adam": 0.001, "step": 0.0},
         {"epoch": 0.0, "step": 0.0, "train/loss": 1.0},
@@ -243,11 +243,11 @@ def test_read_history_concatenates_versions_in_numeric_order(resumed_run: Path) 
 
 
 def test_read_history_without_a_csv_folder(tmp_path: Path) -> None:
-    assert read_history(tmp_path) == []
+    assert Run(tmp_path).history() == []
 
 
 def test_metric_by_step_keeps_the_last_value_of_a_repeated_step(resumed_run: Path) -> None:
-    history = read_history(resumed_run)
+    history = Run(resumed_run).history()
     assert metric_by_step(history, "train/loss") == ([0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 0.8, 0.5, 0.4, 0.3])
     assert metric_by_step(history, "val/loss") == ([1.0, 3.0], [0.7, 0.35])
     assert metric_by_step(history, "val/fid") == ([], [])
@@ -280,7 +280,7 @@ def test_smooth_follows_a_falling_loss() -> None:
 
 
 def test_loss_curves_figure(resumed_run: Path, tmp_path: Path) -> None:
-    _read_png(loss_curves_figure(read_history(resumed_run), tmp_path / "loss.png"))
+    _read_png(loss_curves_figure(Run(resumed_run).history(), tmp_path / "loss.png"))
     _read_png(loss_curves_figure([{"step": 0.0, "val/loss": 0.5}, {"step": 5.0, "val/loss": 0.4}],
                                  tmp_path / "val_only.png", title="Validation only"))
     with pytest.raises(ValueError, match="no train/loss or val/loss in the history"):

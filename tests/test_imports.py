@@ -12,9 +12,12 @@ import pytest
 from conftest import ROOT
 
 # Imported by the functions that use them, never when a command starts.
+# (The reporting layer's markdown tables, ddpm_lit.reporting.tables, are plain text and load at once.)
 HEAVY = ("matplotlib", "torchvision", "torchmetrics", "lightning", "wandb", "jinja2", "vl_convert",
-         "ddpm_lit.reporting", "ddpm_lit.training.base", "ddpm_lit.training.module", "ddpm_lit.training.loggers",
-         "ddpm_lit.evaluation.scorer", "ddpm_lit.data.datamodule")  # fmt: skip
+         "ddpm_lit.reporting.figures", "ddpm_lit.reporting.pages", "ddpm_lit.reporting.run_figures",
+         "ddpm_lit.reporting.summary", "ddpm_lit.reporting.screenshot", "ddpm_lit.training.base",
+         "ddpm_lit.training.module", "ddpm_lit.training.loggers", "ddpm_lit.evaluation.scorer",
+         "ddpm_lit.data.datamodule")  # fmt: skip
 
 
 def run_python(*args: str) -> subprocess.CompletedProcess:

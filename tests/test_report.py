@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from ddpm_lit.apps.report import main
-from ddpm_lit.reporting.summary import table
-from ddpm_lit.reporting.sweeps import by_epoch, config_differences, find_runs
+from ddpm_lit.reporting.figures import by_epoch
+from ddpm_lit.reporting.tables import runs_table
+from ddpm_lit.runs import Run, differing_settings, find_runs
 
 
 def fake_run(path: Path, config: dict, metrics: dict, history: list[str]) -> Path:
@@ -39,20 +40,18 @@ def test_table_shows_only_what_differs_and_the_final_metrics(tmp_path: Path) -> 
         fake_run(sweep / str(num), config(1e-3 * num, str(sweep / str(num))), {"val/loss": 0.1 * num, "val/fid": num}, [CSV])
     runs = find_runs([sweep])
     assert [r.name for r in runs] == ["2", "10"]
-    differ, _ = config_differences(runs)
+    differ, _ = differing_settings(runs)
     assert differ == ["model.optimizer.lr"]  # paths and ckpt_path are where, not what; equal settings are left out
-    lines = table(runs).splitlines()
+    lines = runs_table(runs).splitlines()
     assert lines[0].startswith("| run | model.optimizer.lr | params (M) |")
     assert lines[2].startswith("| 2 | 0.002 |") and "| 0.2000 |" in lines[2] and "| 2.00 |" in lines[2]
     assert lines[3].startswith("| 10 | 0.01 |") and "| 1.0000 |" in lines[3]
 
 
 def test_curves_keep_the_last_row_of_each_epoch_across_versions(tmp_path: Path) -> None:
-    from ddpm_lit.reporting.figures import read_history
-
-    run = fake_run(tmp_path / "run", config(1e-3, "x"), {"val/loss": 0.3}, RESUMED)
-    assert by_epoch(read_history(run), "val/loss") == ([0, 1], [0.5, 0.3])
-    assert by_epoch(read_history(run), "val/fid") == ([], [])
+    run = Run(fake_run(tmp_path / "run", config(1e-3, "x"), {"val/loss": 0.3}, RESUMED))
+    assert by_epoch(run.history(), "val/loss") == ([0, 1], [0.5, 0.3])
+    assert by_epoch(run.history(), "val/fid") == ([], [])
 
 
 def test_main_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:

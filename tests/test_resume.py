@@ -16,7 +16,7 @@ from conftest import ROOT, TINY, compose_train_cfg
 
 from ddpm_lit.apps.train import train
 from ddpm_lit.errors import ConfigError
-from ddpm_lit.runs import newest_checkpoint, run_dir_to_resume, wandb_run_id
+from ddpm_lit.runs import Run, Sweep
 from ddpm_lit.training.checkpointing import AtomicCheckpointIO
 
 TESTS = Path(__file__).resolve().parent
@@ -56,10 +56,10 @@ def test_sigterm_mid_epoch_then_ckpt_path_last_continues_the_same_run(synthetic_
     assert {p.name for p in ckpts} >= {"last.ckpt", "on_exception.ckpt"}
     assert all(p.suffix == ".ckpt" and not p.name.startswith(".") for p in ckpts)
     loaded = {p.name: torch.load(p, map_location="cpu", weights_only=False) for p in ckpts}
-    assert newest_checkpoint(run / "checkpoints").name == "on_exception.ckpt"
+    assert Run(run).newest_checkpoint().name == "on_exception.ckpt"
     assert loaded["on_exception.ckpt"]["global_step"] == stopped["stopped_step"]
     assert loaded["last.ckpt"]["global_step"] == 6  # end of epoch 0
-    first_id = wandb_run_id(run)
+    first_id = Run(run).wandb_run_id()
     assert first_id is not None
 
     time.sleep(1.1)  # W&B names run folders to the second
@@ -103,7 +103,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, monk
     assert torch.load(path, weights_only=False)["global_step"] == 3
 
 
-def test_run_dir_to_resume(tmp_path: Path) -> None:
+def test_the_run_to_resume(tmp_path: Path) -> None:
     runs = tmp_path / "train" / "runs"
     for name, ckpt in (("a", "last.ckpt"), ("b", "on_exception.ckpt"), ("c", None)):
         (runs / name / ".hydra").mkdir(parents=True)
@@ -112,14 +112,14 @@ def test_run_dir_to_resume(tmp_path: Path) -> None:
             (runs / name / "checkpoints").mkdir()
             (runs / name / "checkpoints" / ckpt).write_bytes(b"x")
         time.sleep(0.05)
-    assert run_dir_to_resume(None, runs) is None
+    assert Sweep(runs).run_to_resume(None) is None
     # the run started last, even one killed before its first checkpoint: not an older run that has one
-    assert run_dir_to_resume("last", runs) == runs / "c"
+    assert Sweep(runs).run_to_resume("last") == Run(runs / "c")
     os.utime(runs / "a" / ".hydra" / "config.yaml")  # a resumed: Hydra rewrites its config
-    assert run_dir_to_resume("last", runs) == runs / "a"
-    assert run_dir_to_resume(str(runs / "b" / "checkpoints" / "on_exception.ckpt"), runs) == runs / "b"
-    assert run_dir_to_resume(str(tmp_path / "elsewhere.ckpt"), runs) is None
-    assert run_dir_to_resume("last", tmp_path / "none") is None
+    assert Sweep(runs).run_to_resume("last") == Run(runs / "a")
+    assert Sweep(runs).run_to_resume(str(runs / "b" / "checkpoints" / "on_exception.ckpt")) == Run(runs / "b")
+    assert Sweep(runs).run_to_resume(str(tmp_path / "elsewhere.ckpt")) is None
+    assert Sweep(tmp_path / "none").run_to_resume("last") is None
 
 
 def test_resuming_with_other_model_settings_names_them(synthetic_mnist_dir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from conftest import TINY, run_command
 from PIL import Image
 
 from ddpm_lit.reporting.run_figures import FIGURES
+from ddpm_lit.runs import Run
 
 
 def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
@@ -18,6 +19,10 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
                                     f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    run = Run(run_dir)  # what Hydra saved of the command line: the choices and overrides, and the keys they set
+    assert run.choices()["trainer"] == "cpu" and run.choices()["schedule"] == "linear" and "trainer=cpu" in run.overrides()
+    assert run.set_by(["trainer.max_epochs", "trainer.accelerator", "seed"]) == {
+        "trainer.max_epochs": "trainer.max_epochs=2", "trainer.accelerator": "trainer=cpu"}
     figures = run_dir / "figures"
     assert sorted(p.stem for p in figures.glob("*.png")) == sorted(FIGURES)
     for png in figures.glob("*.png"):

@@ -215,3 +215,6 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     # The sweep's page, written by the SweepPage callback when the multirun ended: Optuna's best on it.
     page = (sweep_dir / "report.html").read_text()
     assert re.search(rf'id="optuna-best"[^>]*>Optuna\'s best: {best_fid:.4g} with', page.replace("&#39;", "'")), page[:500]
+    # and the same job as the page's best by val/fid, which the metric catalogue says is better lower
+    best_job = jobs[[fid for fid, _ in trials].index(best_fid)].name
+    assert re.search(rf'id="best-job"[^>]*>best by val/fid \(lower is better\): job <strong>{best_job}</strong>', page)

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 
 from ddpm_lit.apps.train import build, train
 from ddpm_lit.errors import ConfigError
-from ddpm_lit.reporting.summary import table
-from ddpm_lit.reporting.sweeps import find_runs
+from ddpm_lit.reporting.tables import runs_table
+from ddpm_lit.runs import find_runs
 from ddpm_lit.training.module import DDPMModule
 
 
@@ -210,7 +210,7 @@ def test_training_writes_checkpoints_that_load_and_sample(synthetic_mnist_dir: P
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["val/loss"] == pytest.approx(metrics["val/loss"]) and saved["epochs"] == 2
 
-    report = table(find_runs([tmp_path]))
+    report = runs_table(find_runs([tmp_path]))
     assert report.count("\n") == 2  # header, rule, one run
     assert f"{metrics['val/loss']:.4f}" in report
 

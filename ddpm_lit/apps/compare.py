@@ -31,6 +31,7 @@ from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write, write_text
+from ddpm_lit.reporting.tables import compare_table
 from ddpm_lit.training.base import recorded_dataset
 from ddpm_lit.training.checkpointing import read_checkpoint
 from ddpm_lit.training.loading import load_module, resolve_device
@@ -97,36 +98,6 @@ def describe(module: Any) -> str:
     if module.num_classes is not None:
         parts.append(f"{module.num_classes} classes, label dropout {h.cond_drop_prob:g}")
     return ", ".join(parts)
-
-
-def markdown_table(results: dict[str, Any], fid: bool) -> str:
-    """Rows: model × sampler × steps (× guidance); columns: the metrics and the time to sample."""
-    lines = []
-    models = results.get("models", {})
-    if models:
-        lines += ["| model | checkpoint | training |", "|---|---|---|"]
-        lines += [f"| {name} | `{m['ckpt']}` | {m['describe']} |" for name, m in models.items()]
-        lines.append("")
-    header = ["model", "sampler", "steps", "guidance", f"{results.get('dataset_title', 'MNIST')}-FID"] + (["FID"] if fid else []) + ["accuracy", "sampling (s)"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for cell in results.get("cells", {}).values():
-        row = [cell["model"], cell["sampler"], str(cell["steps"])]
-        row.append("–" if cell["guidance"] is None else f"{cell['guidance']:g}")
-        row.append(f"{cell['mnist_fid']:.3f}")
-        if fid:
-            row.append(f"{cell['fid']:.2f}" if cell.get("fid") is not None else "–")
-        row.append(f"{cell['class_accuracy']:.3f}" if cell.get("class_accuracy") is not None else "–")
-        row.append(f"{cell['sampling_seconds']:.0f}")
-        lines.append("| " + " | ".join(row) + " |")
-    n = results.get("num_samples")
-    ref = results.get("reference_size")
-    lines += [
-        "",
-        f"{n} samples per cell (seed {results.get('seed')}), against {ref} training images; FID is biased upwards "
-        "at small N, so compare cells of one table, not with numbers at other N. Accuracy: the project "
-        "classifier's agreement with the requested digits (conditional models, digits 0–9 equally often).",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -256,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def save() -> None:
         with atomic_write(results_path, "w") as f:
             f.write(json.dumps(results, indent=2))
-        write_text(out / "table.md", markdown_table(results, fid=inception is not None))
+        write_text(out / "table.md", compare_table(results, fid=inception is not None))
 
     for name, ckpt in [*models.items(), *raw_models.items()]:
         module, ema = _load(name, ckpt, name in raw_models, device)

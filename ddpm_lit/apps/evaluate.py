@@ -6,7 +6,6 @@ The run dir gets ``metrics.json``, ``report.md``, ``samples.npz`` (checkpoints o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -25,7 +24,8 @@ from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.io import atomic_write, write_text
-from ddpm_lit.runs import flatten
+from ddpm_lit.reporting.tables import evaluation_report
+from ddpm_lit.runs import Run, flatten
 from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         nearest_neighbour_figure,
         ssim_histogram,
     )
-    from ddpm_lit.reporting.pages import run_of, write_page_quietly
+    from ddpm_lit.reporting.pages import write_page_quietly
     from ddpm_lit.training.loggers import close_loggers, open_loggers
 
     device = resolve_device(s.device)
@@ -92,13 +92,13 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         results["source"] = _source(s, module, ema, len(train), scorer.classifier_id, inception, device)
         results["source"].update(dataset=source.dataset, dataset_title=source.title, class_names=scorer.class_names,
                                  classifier_test_accuracy=classifier.record.get("test_accuracy"))
-        write_text(out_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
-        write_text(out_dir / "report.md", markdown_report(results))
+        Run(out_dir).write_metrics(results)
+        write_text(out_dir / "report.md", evaluation_report(results))
         log.info("metrics and report written to %s", out_dir)
         _log(loggers, results, out_dir)
-        run = run_of(s.ckpt_path or s.samples_path)
+        run = Run.of_file(s.ckpt_path or s.samples_path)
         if run is not None:  # the training run's page shows its evaluations: this one too, from now
-            write_page_quietly(run)
+            write_page_quietly(run.path)
         return results
     finally:
         close_loggers(loggers, wandb_mode)
@@ -138,13 +138,7 @@ def data_source(s: EvaluateSettings, module: Any) -> DataSource:
 
 def _samples_dataset(samples_path: str | None) -> dict[str, Any] | None:
     """The data set recorded in the ``sample.json`` beside a samples file, or None."""
-    info = Path(samples_path).parent / "sample.json" if samples_path else None
-    if info is None or not info.is_file():
-        return None
-    try:
-        record = json.loads(info.read_text()).get("dataset")
-    except (ValueError, AttributeError):  # not the JSON sample.py writes: no record
-        return None
+    record = Run(Path(samples_path).parent).sample_record().get("dataset") if samples_path else None
     return record if isinstance(record, dict) and isinstance(record.get("dataset"), str) else None
 
 
@@ -245,97 +239,3 @@ def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
                 if (out_dir / f"{name}.png").is_file():
                     logger.log_image(key=f"eval/{name}", images=[str(out_dir / f"{name}.png")])
         logger.save()
-
-
-# ---- the markdown report ------------------------------------------------------------------
-ROWS = (
-    ("fid", "FID (TF-Inception-v3)", "{:.2f}"),
-    ("mnist_fid", "{title}-FID (classifier features)", "{:.3f}"),
-    ("kid", "KID (classifier features)", "{:.4f}"),
-    ("precision", "precision (k = 3)", "{:.3f}"),
-    ("recall", "recall (k = 3)", "{:.3f}"),
-    ("inception_score", "classifier Inception Score (max 10)", "{:.3f}"),
-    ("class_accuracy", "classifier accuracy on the requested classes", "{:.3f}"),
-    ("class_entropy", "class-histogram entropy (nats, uniform 2.303)", "{:.3f}"),
-    ("min_class_share", "smallest class share (uniform 0.1)", "{:.3f}"),
-    ("classes_present", "classes present (≥ 2 % of the images)", "{:d}"),
-    ("nn_train_distance_mean", "mean distance to nearest training image", "{:.3f}"),
-    ("nn_train_distance_median", "median distance to nearest training image", "{:.3f}"),
-    ("ssim", "SSIM vs random test image (report's protocol)", "{:.3f}"),
-    ("nn_train_ssim", "SSIM vs closest training image", "{:.3f}"),
-)
-
-
-def class_table(samples: dict[str, Any], test: dict[str, Any] | None, class_names: list[str] | None) -> list[str]:
-    """The share of each class among the samples (and test images) and, for a conditional model,
-    the classifier's accuracy on each requested class, by name."""
-    shares = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in samples.items() if k.startswith("class_share_"))
-    if not shares:
-        return []
-    per_class = samples.get("class_accuracy_per_digit") or {}
-    header = "| class | share of samples |" + (" share of test images |" if test else "") + (" accuracy |" if per_class else "")
-    lines = ["", "Classes as the data set's classifier sees them:", "", header,
-             "|---|---:|" + ("---:|" if test else "") + ("---:|" if per_class else "")]
-    for c, share in shares:
-        name = class_names[c] if class_names and c < len(class_names) else str(c)
-        row = f"| {c}: {name} | {share:.3f} |"
-        if test:
-            row += f" {test.get(f'class_share_{c}', float('nan')):.3f} |"
-        if per_class:
-            acc = per_class.get(str(c))
-            row += f" {acc:.3f} |" if acc is not None else " – |"
-        lines.append(row)
-    return lines
-
-
-def markdown_report(results: dict[str, Any]) -> str:
-    samples, test = results["samples"], results.get("test")
-    src = results["source"]
-    what = src["ckpt_path"] or src["samples_path"]
-    lines = [f"# Evaluation of `{what}`", ""]
-    if src["sampler"]:
-        lines.append(f"Sampler: {src['sampler']}; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
-    elif src.get("family"):
-        lines.append(f"A {src['family']}: one network pass per image; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
-    lines += [
-        f"{int(samples['num_images'])} samples"
-        + (f", {int(test['num_images'])} real test images" if test else "")
-        + f"; distribution metrics against {src['reference_size']} training images (seed {src['reference_seed']}; "
-        "precision/recall against as many of them as images scored); distances in pixel space with "
-        f"images in [0, 1]. Features: {src['inception'] or 'no Inception'}, {src['classifier']}.",
-        "",
-        "| metric | samples | real test images |" if test else "| metric | samples |",
-        "|---|---|---|" if test else "|---|---|",
-    ]
-    title = src.get("dataset_title") or "MNIST"
-    for key, label, fmt in ROWS:
-        if key in samples:
-            row = f"| {label.format(title=title)} | {fmt.format(samples[key])} |"
-            if test:
-                row += f" {fmt.format(test[key]) if key in test else '–'} |"
-            lines.append(row)
-    if "nll" in results and results["nll"].get("bound") == "elbo":
-        nll = results["nll"]
-        lines += [
-            "",
-            f"Negative ELBO: **{nll['elbo_bpd']:.3f} ± {nll['elbo_bpd_stderr']:.3f} bits/dim**; importance-weighted bound "
-            f"(k = {nll['iwae_samples']}): **{nll['iwae_bpd']:.3f} ± {nll['iwae_bpd_stderr']:.3f} bits/dim** "
-            f"(standard errors over {nll['num_images']} test images quantised to 8 bits).",
-        ]
-    elif "nll" in results:
-        nll = results["nll"]
-        lines += [
-            "",
-            f"Negative log-likelihood bound: **{nll['bpd']:.3f} ± {nll['bpd_stderr']:.3f} bits/dim** "
-            f"(standard error over {nll['num_images']} test images; reverse variance {nll['variance']}; "
-            f"L_T = {nll['prior_bpd']:.2e}, L_0 = {nll['l0_bpd']:.3f}, the KL term at t = T "
-            f"{nll['last_step_bpd']:.3f}).",
-        ]
-    lines += class_table(samples, test, src.get("class_names"))
-    lines += ["", "| step | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in results["timings"].items()]
-    lines += ["", "![samples](grid.png)", "", "![classes](class_histogram.png)", "", "![SSIM](ssim_histogram.png)", "",
-              "![nearest](nearest_training.png)"]
-    if "nll" in results and results["nll"].get("bound") == "ddpm":
-        lines += ["", "![bound](bound_terms.png)"]
-    return "\n".join(lines) + "\n"

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
@@ -38,7 +37,8 @@ from ddpm_lit.errors import ConfigError, exit_on_user_error
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.reporting.figures import side_by_side_grids
-from ddpm_lit.runs import load_run_config
+from ddpm_lit.reporting.tables import FAMILY_COLUMNS, families_table
+from ddpm_lit.runs import Run
 from ddpm_lit.training.base import GenerativeModule, family_class
 
 log = logging.getLogger(__name__)
@@ -48,24 +48,6 @@ CPU_PRESETS = {"ddpm": "quick", "vae": "vae_quick", "gan": "gan_quick"}
 GPU_PRESETS = {"ddpm": "seed", "vae": "vae_seed", "gan": "gan_seed"}
 MIN_DIGITS_PRESENT = 8
 MIN_RECALL_TO_PRECISION = 1 / 3
-# (key in a row, column title, format); a missing value shows as –.
-COLUMNS = (
-    ("fid", "FID", "{:.1f}"),
-    ("mnist_fid", "MNIST-FID", "{:.2f}"),
-    ("kid", "KID", "{:.4f}"),
-    ("precision", "precision", "{:.3f}"),
-    ("recall", "recall", "{:.3f}"),
-    ("classes_present", "digits present", "{:.0f}"),
-    ("class_entropy", "class entropy (nats)", "{:.3f}"),
-    ("nn_train_distance_mean", "distance to nearest training image", "{:.2f}"),
-    ("bpd", "bits/dim (DDPM bound or VAE ELBO)", "{:.3f}"),
-    ("iwae_bpd", "bits/dim IWAE", "{:.3f}"),
-    ("sampling_ms_per_image", "sampling ms/image", "{:.2f}"),
-    ("evaluations_per_image", "network evaluations/image", "{:.0f}"),
-    ("fit_minutes", "training (min)", "{:.1f}"),
-    ("training_images_k", "training images (thousands)", "{:.0f}"),
-    ("params_m", "parameters (M)", "{:.2f}"),
-)
 
 
 def collapse_reason(metrics: dict[str, Any]) -> str | None:
@@ -91,7 +73,7 @@ def network_evaluations(model_class: type[GenerativeModule], source: dict[str, A
 
 def model_class_of(run_dir: Path) -> type[GenerativeModule]:
     """The model family's class a run trained (its config's ``model._target_``)."""
-    target = str(load_run_config(run_dir).model._target_)
+    target = str((Run(run_dir).load_config().get("model") or {}).get("_target_", ""))
     model_class = family_class(target)
     if model_class is None:
         raise ConfigError(f"{run_dir}: model._target_={target} is not a model family of ddpm_lit")
@@ -145,9 +127,8 @@ def evaluate_run(args: argparse.Namespace, family: str, run_dir: Path, eval_dir:
 
 def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, Any]:
     """One run's numbers: the training's metrics.json and the evaluation's."""
-    trained = json.loads((run_dir / "metrics.json").read_text())
-    scored = json.loads((eval_dir / "metrics.json").read_text())
-    run_config = _run_config(run_dir)
+    trained, scored = Run(run_dir).load_metrics(), Run(eval_dir).load_metrics()
+    run_config = Run(run_dir).load_config()
     samples = scored["samples"]
     row: dict[str, Any] = {"family": family, "seed": seed, "run_dir": str(run_dir)}
     row.update({k: samples[k] for k in ("fid", "mnist_fid", "kid", "precision", "recall", "classes_present",
@@ -168,10 +149,6 @@ def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, 
     return row
 
 
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    return OmegaConf.to_container(load_run_config(run_dir), resolve=False)  # type: ignore[return-value]
-
-
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per family: the mean and (sample) standard deviation over seeds of each column, the
     MNIST-FID's range, and the seeds that collapsed."""
@@ -179,7 +156,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for family in dict.fromkeys(r["family"] for r in rows):
         runs = [r for r in rows if r["family"] == family]
         summary: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
-        for key, _, _ in COLUMNS:
+        for key in (m.key for m in FAMILY_COLUMNS):
             values = [float(r[key]) for r in runs if r.get(key) is not None]
             if values:
                 mean = sum(values) / len(values)
@@ -190,44 +167,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         summary["collapsed"] = {str(r["seed"]): r["collapsed"] for r in runs if r["collapsed"]}
         out[family] = summary
     return out
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The summary table (mean ± std over seeds), the stability lines and the per-run table."""
-    summary, rows, setup = results["summary"], results["runs"], results["setup"]
-    families = list(summary)
-    lines = [
-        f"Budget: {setup['budget']}; seeds {', '.join(map(str, setup['seeds']))}; {setup['num_samples']} samples per run "
-        f"against {setup['reference_size']} training images; bits/dim on {setup['nll_images']} test images "
-        f"(IWAE k = {setup['iwae']}); DDPM sampled with {setup['ddpm_steps']} ancestral steps. Machine: {setup['machine']}.",
-        "",
-        "| metric (mean ± std over seeds) | " + " | ".join(families) + (" | real test images |" if results.get("test") else " |"),
-        "|---|" + "---|" * (len(families) + (1 if results.get("test") else 0)),
-    ]
-    for key, title, fmt in COLUMNS:
-        cells = []
-        for family in families:
-            value = summary[family].get(key)
-            if value is None:
-                cells.append("–")
-                continue
-            text = fmt.format(value["mean"])
-            cells.append(text + (f" ± {fmt.format(value['std'])}" if value["std"] is not None else ""))
-        test = results.get("test") or {}
-        if results.get("test"):
-            cells.append(fmt.format(test[key]) if key in test else "–")
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines += ["", "| stability | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
-    lines.append("| MNIST-FID range over seeds | " + " | ".join(
-        "{:.2f} – {:.2f}".format(*summary[f]["mnist_fid_range"]) for f in families) + " |")
-    lines.append("| seeds collapsed | " + " | ".join(
-        (", ".join(f"seed {s}: {why}" for s, why in summary[f]["collapsed"].items()) or "none") for f in families) + " |")
-    lines += ["", "| family | seed | " + " | ".join(t for _, t, _ in COLUMNS) + " | collapsed |",
-              "|---|---|" + "---|" * (len(COLUMNS) + 1)]
-    for row in rows:
-        cells = [fmt.format(row[k]) if row.get(k) is not None else "–" for k, _, fmt in COLUMNS]
-        lines.append(f"| {row['family']} | {row['seed']} | " + " | ".join(cells) + f" | {row['collapsed'] or 'no'} |")
-    return "\n".join(lines) + "\n"
 
 
 def samples_figure(args: argparse.Namespace, families: list[str], seed: int, path: Path) -> Path:
@@ -277,7 +216,7 @@ def compare_families(args: argparse.Namespace) -> dict[str, Any]:
     }
     with atomic_write(args.out / "results.json", "w") as f:
         f.write(json.dumps(results, indent=2))
-    write_text(args.out / "table.md", markdown(results))
+    write_text(args.out / "table.md", families_table(results))
     samples_figure(args, list(args.families), args.seeds[0], args.out / "samples.png")
     log.info("table: %s; figure: %s", args.out / "table.md", args.out / "samples.png")
     return results

@@ -1,6 +1,6 @@
 """Collect finished runs into a markdown table and comparison plots:
 ``python -m ddpm_lit.report DIR [DIR ...]``; with ``--html``, a self-contained page of a run or a
-sweep (dashboard.py).
+sweep (ddpm_lit.reporting.pages).
 
 Each DIR is a run dir or any folder above run dirs (a sweep, ``outputs/``); every run below
 it that wrote ``metrics.json`` becomes a row. The table shows the settings in which the runs
@@ -18,8 +18,9 @@ from pathlib import Path
 from ddpm_lit.errors import exit_on_user_error
 from ddpm_lit.io import write_text
 from ddpm_lit.reporting.pages import write_page
-from ddpm_lit.reporting.summary import comparison_plots, markdown, table
-from ddpm_lit.reporting.sweeps import find_runs
+from ddpm_lit.reporting.summary import comparison_plots, markdown
+from ddpm_lit.reporting.tables import runs_table
+from ddpm_lit.runs import find_runs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown(runs, plots, out_dir), end="")
         print(f"written: {out_dir / 'report.md'}, " + ", ".join(str(p) for p in plots))
     else:
-        print(table(runs))
+        print(runs_table(runs))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the layout ``evaluate.py samples_path=`` reads; ``arr_1`` the classes of a condi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw
-from ddpm_lit.io import write_text
+from ddpm_lit.runs import Run
 from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,6 @@ def draw_samples(s: SampleSettings) -> dict[str, Any]:
         "seconds": seconds,
         "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if has_trajectory else []),
     }
-    write_text(out / "sample.json", json.dumps(info, indent=2))
+    Run(out).write_sample_record(info)
     log.info("%d samples in %.1f s written to %s", s.n, seconds, out)
     return info

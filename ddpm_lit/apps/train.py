@@ -25,7 +25,7 @@ from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files, write_text
 from ddpm_lit.reporting.callbacks import fit_metrics
-from ddpm_lit.runs import flatten, newest_checkpoint
+from ddpm_lit.runs import Run, flatten
 from ddpm_lit.training.base import (
     MODEL_CLASS_KEY,
     SAMPLED_METRICS,
@@ -103,7 +103,7 @@ def prepare_run_dir(s: TrainSettings, model: Any, datamodule: Any) -> str | None
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
         for stale in remove_partial_files(s.output_dir):  # a write (checkpoint, figure, ...) the last run was killed in
             log.info("removed %s, half-written when the run was killed", stale)
-    ckpt_path = resume_checkpoint(s.ckpt_path, s.output_dir / "checkpoints")
+    ckpt_path = resume_checkpoint(s.ckpt_path, Run(s.output_dir))
     model.allow_other_dataset = s.allow_other_dataset
     if ckpt_path is not None:
         _check_same_model(ckpt_path, model)
@@ -188,7 +188,7 @@ def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, logge
     return f"finished in {format_seconds(seconds)}:\n  " + "\n  ".join(lines)
 
 
-def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+def resume_checkpoint(ckpt_path: str | None, run: Run) -> str | None:
     """The checkpoint a run continues from, or None to start afresh.
 
     ``last``: the newest ``last*.ckpt`` or ``on_exception.ckpt`` of this run dir; None when
@@ -198,10 +198,10 @@ def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
     checkpoint is configured, and resolving it here keeps the checks and the W&B run id.
     """
     if ckpt_path is None or str(ckpt_path) == "last":
-        found = newest_checkpoint(checkpoint_dir)
+        found = run.newest_checkpoint()
         if found is None:
             if ckpt_path is not None:
-                log.warning("ckpt_path=last: no checkpoint in %s yet; starting afresh", checkpoint_dir)
+                log.warning("ckpt_path=last: no checkpoint in %s yet; starting afresh", run.checkpoint_dir)
             return None
         log.info("continuing from %s", found)
         return str(found)

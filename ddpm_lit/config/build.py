@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ddpm_lit.errors import ConfigError, UserError
-from ddpm_lit.runs import wandb_run_id
+from ddpm_lit.runs import Run
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -40,7 +40,7 @@ def build_loggers(node: DictConfig | None, resuming: bool = False) -> list[Any]:
             continue
         kwargs: dict[str, Any] = {}
         if resuming and conf._target_.endswith("WandbLogger") and conf.get("id") is None:
-            run_id = wandb_run_id(conf.save_dir)
+            run_id = Run(conf.save_dir).wandb_run_id()
             if run_id is not None:
                 kwargs = {"id": run_id, "resume": "allow"}
         loggers.append(build(conf, **kwargs))

@@ -11,7 +11,6 @@ metrics, figures, page.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any
 
 import lightning as L
 
-from ddpm_lit.io import write_text
 from ddpm_lit.reporting.pages import write_page_quietly
 from ddpm_lit.reporting.run_figures import draw_final_samples, run_figures
+from ddpm_lit.runs import Run
 from ddpm_lit.training.loggers import log_figures
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ class FinalSamples(L.Callback):
             return
         pl_module.to(trainer.strategy.root_device)  # the strategy's teardown left it on the CPU
         start = time.perf_counter()
-        draw_final_samples(pl_module, self.out_dir / "samples", num=self.num, steps=self.steps, seed=self.seed)
+        draw_final_samples(pl_module, Run(self.out_dir), num=self.num, steps=self.steps, seed=self.seed)
         self.seconds = time.perf_counter() - start
         log.info("samples written to %s", self.out_dir / "samples")
 
@@ -91,8 +90,7 @@ class MetricsFile(L.Callback):
                 metrics["final_samples_seconds"] = callback.seconds
         self.metrics = metrics
         if trainer.is_global_zero:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+            Run(self.out_dir).write_metrics(metrics)
 
 
 class RunFigures(L.Callback):

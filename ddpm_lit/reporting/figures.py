@@ -3,10 +3,7 @@ and of the report: the schedules, the forward process, the reverse trajectory an
 
 from __future__ import annotations
 
-import csv
-import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,6 @@ from torchvision.utils import make_grid  # noqa: E402
 from ddpm_lit.core.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm_lit.core.schedules import SCHEDULES  # noqa: E402
 from ddpm_lit.io import atomic_write  # noqa: E402
-
-log = logging.getLogger(__name__)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -361,45 +356,6 @@ def trajectory_figure(frames: torch.Tensor, timesteps: Sequence[int], path: str 
     return save_figure(fig, path)
 
 
-def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    """The rows of Lightning's CSVLogger, ``<run_dir>/csv/version_<n>/metrics.csv``, in version order.
-
-    A resumed run writes ``version_1`` after ``version_0``; the versions are read in numeric order
-    and concatenated. Each row keeps only its non-empty cells, as floats (a row holds e.g.
-    ``step`` and ``train/loss``, or ``epoch``, ``step`` and ``val/loss``). [] without a csv folder.
-    A row that does not parse (a write cut short by a kill) is left out; see ``read_history_rows``.
-    """
-    return read_history_rows(run_dir)[0]
-
-
-def read_history_rows(run_dir: str | Path) -> tuple[list[dict[str, float]], int]:
-    """``read_history``'s rows and how many rows were left out because they did not parse."""
-    csv_dir = Path(run_dir) / "csv"
-    if not csv_dir.is_dir():
-        return [], 0
-    versions = []
-    for version_dir in csv_dir.iterdir():
-        match = re.fullmatch(r"version_(\d+)", version_dir.name)
-        if match and (version_dir / "metrics.csv").is_file():
-            versions.append((int(match.group(1)), version_dir / "metrics.csv"))
-    history: list[dict[str, float]] = []
-    skipped = 0
-    for _, metrics in sorted(versions):
-        with metrics.open(newline="", errors="replace") as f:
-            try:
-                for row in csv.DictReader(f):
-                    try:
-                        history.append({key: float(value) for key, value in row.items()
-                                        if key and isinstance(value, str) and value != ""})
-                    except ValueError:
-                        skipped += 1
-            except csv.Error:  # e.g. a NUL byte where the kill left the file: the rest is unreadable
-                skipped += 1
-    if skipped:
-        log.warning("%s: %d row(s) of the CSV history do not parse and are left out", run_dir, skipped)
-    return history, skipped
-
-
 def smooth(values: Sequence[float], alpha: float = 0.05) -> list[float]:
     """Debiased exponential moving average, as TensorBoard and W&B smooth: m_i = α v_i + (1 − α) m_{i−1}
     from m_{−1} = 0, divided by 1 − (1 − α)^{i+1}, so that s_i is the mean of v_0..v_i weighted by
@@ -430,6 +386,12 @@ def metric_by_step(
     return steps, [last[s] for s in steps]
 
 
+def by_epoch(history: Sequence[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of ``key``, the last row of each epoch (a resumed run repeats some)."""
+    epochs, values = metric_by_step(history, key, index="epoch")
+    return [int(e) for e in epochs], values
+
+
 def loss_curves_figure(
     history: list[dict[str, float]], path: str | Path, title: str = "",
     train_keys: tuple[str, ...] = ("train/loss",), val_keys: tuple[str, ...] = ("val/loss",),
@@ -437,7 +399,7 @@ def loss_curves_figure(
     """Training losses (faint, and smoothed by ``smooth`` with α = 20 / points, within [0.1, 1])
     and validation losses against the optimizer step; log y when every value is positive.
 
-    history: rows as from ``read_history``; ``train_keys`` (a GAN: ``train/d_loss``,
+    history: rows as from ``Run.history`` (ddpm_lit.runs); ``train_keys`` (a GAN: ``train/d_loss``,
     ``train/g_loss``) and ``val_keys`` are read with ``metric_by_step``. ``ValueError`` when the
     history holds none of them.
     """

@@ -8,10 +8,11 @@ every image, so the page opens by double-click with nothing fetched from any hos
 Run page: status, final metrics, a chart per logged series of the CSV history (zoom with the wheel,
 pan by dragging, hover for values; log scale and smoothing for all), the validation grids of every
 epoch on a slider, the final grid, trajectory and figures, evaluate.py's scores of the run, the
-checkpoints, and the composed config with the keys the command line set highlighted. Sweep page:
-a sortable table of the jobs (settings that differ, final metrics), every job's curves on one chart
-with a toggle per job, each differing setting against the objective, Optuna's best, links to the
-jobs' pages. What a run lacks (a crashed run, a half-written CSV) is said, not fatal.
+checkpoints, and the composed config with the keys the command line set highlighted (Hydra's saved
+overrides and group choices). Sweep page: a sortable table of the jobs (settings that differ, final
+metrics), the best job by the objective's direction (the metric catalogue's), every job's curves on
+one chart with a toggle per job, each differing setting against the objective, Optuna's best, links
+to the jobs' pages. What a run lacks (a crashed run, a half-written CSV) is said, not fatal.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import io
 import json
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,40 +31,24 @@ from typing import Any
 
 import jinja2
 import vl_convert
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from ddpm_lit.catalogue import CAPTIONS, figure_order, find
 from ddpm_lit.errors import DataError, UserError, first_line
 from ddpm_lit.io import write_text
-from ddpm_lit.reporting.figures import metric_by_step, read_history_rows
-from ddpm_lit.reporting.sweeps import (
-    COLUMNS,
-    config_differences,
-    find_runs,
-    is_run_dir,
-    optuna_best,
-    read_metrics,
-    read_yaml,
-)
-from ddpm_lit.runs import flatten
+from ddpm_lit.reporting.figures import metric_by_step
+from ddpm_lit.reporting.tables import RUN_COLUMNS
+from ddpm_lit.runs import PAGE, Run, Sweep, differing_settings, flatten
 from ddpm_lit.training.checkpointing import read_checkpoint
 
 log = logging.getLogger(__name__)
 
-PAGE = "report.html"
 MAX_POINTS = 1500  # per series; longer ones are averaged in buckets
 MAX_SCATTER = 12  # settings drawn against the objective on a sweep page
 GRID_BYTES = 2_500_000  # the epoch grids of one page; more epochs are thinned evenly to fit
 # Tableau 10, the jobs' colours on the sweep page (legend swatches and chart lines alike).
 PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
            "#bab0ac"]
-FIGURES = {  # run_figures' and evaluate's files, in the order a reader wants them
-    "loss_curves": "Loss curves", "trajectory": "Denoising trajectory", "ssim_histogram": "SSIM of the samples",
-    "nearest_training": "Nearest training images", "forward_process": "Forward process", "schedules": "Schedules",
-    "two_mode_diffusion": "A two-mode density diffusing", "bound_terms": "Terms of the variational bound",
-    "grid": "Samples",
-}
 
 
 class NotARunError(UserError):
@@ -167,91 +151,22 @@ def run_charts(history: list[dict[str, float]]) -> list[Chart]:
     return charts
 
 
-def overridden_keys(run: Path, flat_config: dict[str, Any]) -> dict[str, str]:
-    """Config key → the command-line override that set it: ``a.b=v`` sets ``a.b``; a group choice
-    ``g=o`` sets the keys of ``<conf>/g/o.yaml`` (at the root for ``@package _global_``, as
-    experiments are; the ``override /x: y`` of its defaults in turn), or, without the file, every key under ``g.``."""
-    overrides = read_yaml(run / ".hydra" / "overrides.yaml")
-    conf_dir = _conf_dir(run)
-    marked: dict[str, str] = {}
-
-    def mark(prefix: str, reason: str) -> None:
-        for key in flat_config:
-            if key == prefix or key.startswith(prefix + "."):
-                marked[key] = reason  # a later override wins, as in Hydra
-
-    def group(name: str, option: str, reason: str, depth: int = 0) -> None:
-        path = conf_dir / name / f"{option}.yaml" if conf_dir is not None else None
-        if path is None or not path.is_file() or depth > 4:
-            mark(name.replace("/", "."), reason)
-            return
-        text = path.read_text()
-        content = read_yaml(path)
-        content = content if isinstance(content, dict) else {}
-        root = "" if re.search(r"^#\s*@package\s+_global_", text, re.M) else name.replace("/", ".") + "."
-        for entry in content.pop("defaults", []) or []:
-            if isinstance(entry, dict):
-                for sub, sub_option in entry.items():
-                    if sub.startswith("override /") and isinstance(sub_option, str):
-                        group(sub.removeprefix("override /").strip(), sub_option, reason, depth + 1)
-        for key in flatten(content):
-            mark(root + key, reason)
-        mark(name.replace("/", "."), reason)
-
-    for override in overrides if isinstance(overrides, list) else []:
-        key, _, value = str(override).lstrip("+~").partition("=")
-        if key in flat_config or "." in key or conf_dir is None or not (conf_dir / key).is_dir():
-            mark(key, override)
-        else:
-            group(key, value, override)
-    return marked
+def config_rows(run: Run, config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The composed config (``.hydra/config.yaml``, else ``config``: a plain dict, interpolations
+    as written) as rows: key, value, and the command-line override that set it (``Run.set_by``)."""
+    flat = flatten(run.config() or config or {})
+    marked = run.set_by(flat)
+    return [{"key": k, "value": json.dumps(v, default=str), "set_by": marked.get(k, "")} for k, v in flat.items()]
 
 
-def _conf_dir(run: Path) -> Path | None:
-    """The config folder the run was composed from (hydra.yaml's config source of the app)."""
-    hydra = read_yaml(run / ".hydra" / "hydra.yaml")
-    sources = _get(hydra, "hydra", "runtime", "config_sources")
-    for source in sources if isinstance(sources, list) else []:
-        if isinstance(source, dict) and source.get("schema") == "file" and source.get("provider") == "main":
-            if Path(str(source.get("path"))).is_dir():
-                return Path(str(source["path"]))
-    return None
-
-
-def _get(tree: Any, *keys: str) -> Any:
-    """``tree[k1][k2]...``, None where a level is missing or not a dict."""
-    for key in keys:
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
-
-
-def config_rows(run: Path, config: DictConfig | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """The composed config (``.hydra/config.yaml``, else ``config``) as rows (key, value, set by
-    which override) and the overrides."""
-    saved = read_yaml(run / ".hydra" / "config.yaml")
-    if not isinstance(saved, dict) and config is None:
-        return [], []
-    flat = flatten(saved if isinstance(saved, dict) else OmegaConf.to_container(config, resolve=False))
-    marked = overridden_keys(run, flat)
-    overrides = read_yaml(run / ".hydra" / "overrides.yaml")
-    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
-    rows = [{"key": k, "value": json.dumps(v, default=str), "set_by": marked.get(k, "")} for k, v in flat.items()]
-    return rows, overrides
-
-
-def checkpoints(run: Path) -> list[dict[str, Any]]:
+def checkpoints(run: Run) -> list[dict[str, Any]]:
     """Every checkpoint of the run with its size, epoch and step (or why it does not load)."""
     rows = []
-    for path in sorted((run / "checkpoints").glob("*.ckpt")):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:  # replaced by the live run since it was listed
-            continue
-        row: dict[str, Any] = {"name": path.name, "size": f"{stat.st_size / 1e6:.1f} MB",
-                               "saved": datetime.fromtimestamp(stat.st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
+    for found in run.checkpoints():
+        row: dict[str, Any] = {"name": found.path.name, "size": f"{found.size / 1e6:.1f} MB", "saved": found.saved,
                                "epoch": None, "step": None, "problem": ""}
         try:
-            checkpoint = read_checkpoint(path)
+            checkpoint = read_checkpoint(found.path)
             row.update(epoch=checkpoint.get("epoch"), step=checkpoint.get("global_step"))
         except DataError as err:
             row["problem"] = str(err)
@@ -259,60 +174,27 @@ def checkpoints(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def evaluations(run: Path) -> list[dict[str, Any]]:
-    """evaluate.py's run dirs that scored a checkpoint or samples file of ``run`` (looked for in the
-    ``evaluate`` folder beside the run's task folder): their metrics and figures."""
-    run = run.resolve()
-    found = []
-    for above in list(run.parents)[:4]:
-        evaluate_dir = above / "evaluate"
-        if not evaluate_dir.is_dir():
-            continue
-        for config_file in sorted(evaluate_dir.rglob(".hydra/config.yaml")):
-            eval_dir = config_file.parent.parent
-            if not _scored(eval_dir, run):
-                continue
-            metrics = read_metrics(eval_dir)
-            pictures = pictures_of(sorted(eval_dir.glob("*.png")))
-            found.append({"name": eval_dir.name, "path": str(eval_dir),
-                          "metrics": {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float, str))},
-                          "pictures": pictures})
-    return found
-
-
-def _scored(eval_dir: Path, run: Path) -> bool:
-    config = read_yaml(eval_dir / ".hydra" / "config.yaml")
-    cwd = _get(read_yaml(eval_dir / ".hydra" / "hydra.yaml"), "hydra", "runtime", "cwd")
-    if not isinstance(config, dict) or not isinstance(cwd, str):  # not evaluate.py's, or half-written
-        return False
-    for key in ("ckpt_path", "samples_path"):
-        value = config.get(key)
-        if isinstance(value, str) and value:
-            path = Path(value) if Path(value).is_absolute() else Path(cwd) / value
-            if path.resolve().is_relative_to(run):
-                return True
-    return False
-
-
-def _figure_order(path: Path) -> tuple[int, str]:
-    """The figures a reader wants first (FIGURES' order), then the others by name."""
-    order = list(FIGURES)
-    return (order.index(path.stem) if path.stem in order else len(order), path.stem)
+def evaluations(run: Run) -> list[dict[str, Any]]:
+    """evaluate.py's runs that scored a checkpoint or samples file of ``run`` (``Run.evaluations``):
+    their metrics and figures."""
+    return [{"name": found.name, "path": str(found.path),
+             "metrics": {k: v for k, v in flatten(found.metrics()).items() if isinstance(v, (int, float, str))},
+             "pictures": pictures_of(sorted(found.path.glob("*.png")))} for found in run.evaluations()]
 
 
 def pictures_of(paths: list[Path]) -> list[Picture]:
-    """The PNGs that decode, captioned (FIGURES' captions, else the file's stem)."""
-    return [Picture(FIGURES.get(p.stem, p.stem), uri, p.name) for p in paths if (uri := image_uri(p)) is not None]
+    """The PNGs that decode, captioned (the figure catalogue's captions, else the file's stem)."""
+    return [Picture(CAPTIONS.get(p.stem, p.stem), uri, p.name) for p in paths if (uri := image_uri(p)) is not None]
 
 
-def epoch_grids(run: Path, budget: int = GRID_BYTES) -> tuple[list[dict[str, Any]], int]:
+def epoch_grids(run: Run, budget: int = GRID_BYTES) -> tuple[list[dict[str, Any]], int]:
     """The validation grids ``samples/epoch_NNN.png`` as [{epoch, uri}], thinned evenly (first and
     last kept) to about ``budget`` bytes of data URIs, and how many there were. The first grid that
     decodes, drawn by the least trained network, is the noisiest and largest: its size sets how many fit."""
-    paths = sorted(p for p in (run / "samples").glob("epoch_*.png") if re.fullmatch(r"epoch_\d+", p.stem))
-    total = len(paths)
+    grids = run.epoch_grids()
+    total = len(grids)
     encoded: dict[Path, str | None] = {}  # each grid encoded once
-    for path in paths:  # up to the first that decodes
+    for _, path in grids:  # up to the first that decodes
         encoded[path] = image_uri(path)
         if encoded[path] is not None:
             break
@@ -320,30 +202,20 @@ def epoch_grids(run: Path, budget: int = GRID_BYTES) -> tuple[list[dict[str, Any
     keep = max(2, budget // len(first)) if first is not None else 0
     if keep < total:
         step = (total - 1) / max(1, keep - 1)
-        paths = [paths[round(i * step)] for i in range(keep)] if keep else []
-    grids = []
-    for path in paths:
+        grids = [grids[round(i * step)] for i in range(keep)] if keep else []
+    shown = []
+    for epoch, path in grids:
         uri = encoded[path] if path in encoded else image_uri(path)
         if uri is not None:
-            grids.append({"epoch": int(path.stem.removeprefix("epoch_")), "uri": uri})
-    return grids, total
+            shown.append({"epoch": epoch, "uri": uri})
+    return shown, total
 
 
-def _log_tail(run: Path, lines: int = 25) -> str:
-    logs = sorted(run.glob("*.log"))
-    if not logs:
-        return ""
-    try:
-        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def run_page_data(run: Path, config: DictConfig | None = None) -> dict[str, Any]:
+def run_page_data(run: Run, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the run page shows, and notes on what the run lacks."""
     missing = []
-    metrics = read_metrics(run)
-    history, skipped = read_history_rows(run)
+    metrics = run.metrics()
+    history, skipped = run.read_history()
     if not history:
         missing.append("no CSV history (csv/version_*/metrics.csv): no charts")
     if skipped:
@@ -351,25 +223,25 @@ def run_page_data(run: Path, config: DictConfig | None = None) -> dict[str, Any]
     grids, total_grids = epoch_grids(run)
     if not total_grids:
         missing.append("no validation sample grids (samples/epoch_*.png) yet")
-    final = image_uri(run / "samples" / "final.png") if (run / "samples" / "final.png").is_file() else None
+    final = image_uri(run.final_grid) if run.final_grid.is_file() else None
     if final is None:
         missing.append("no final samples (samples/final.png)")
-    figures = pictures_of(sorted((run / "figures").glob("*.png"), key=_figure_order))
+    figures = pictures_of(sorted(run.figures(), key=lambda p: figure_order(p.stem)))
     if not figures:
         missing.append("no figures (figures/*.png)")
     ckpts = checkpoints(run)
     if not ckpts:
         missing.append("no checkpoint (checkpoints/*.ckpt)")
-    rows, overrides = config_rows(run, config)
+    rows = config_rows(run, config)
     if not rows:
         missing.append("no readable config (.hydra/config.yaml)")
     finished = bool(metrics)
     return {
-        "title": f"{run.parent.name}/{run.name}",
-        "path": str(run.resolve()),
+        "title": run.title,
+        "path": str(run.path.resolve()),
         "finished": finished,
         "status": "finished" if finished else "not finished: no metrics.json (still running, or stopped before its end)",
-        "log_tail": "" if finished else _log_tail(run),
+        "log_tail": "" if finished else run.log_tail(),
         "metrics": {k: v for k, v in sorted(metrics.items())},
         "charts": run_charts(history),
         "grids": grids, "total_grids": total_grids,
@@ -377,7 +249,8 @@ def run_page_data(run: Path, config: DictConfig | None = None) -> dict[str, Any]
         "figures": figures,
         "evaluations": evaluations(run),
         "checkpoints": ckpts,
-        "config": rows, "overrides": overrides,
+        "config": rows, "overrides": run.overrides(),
+        "choices": [f"{group}={option}" for group, option in run.group_choices().items()],
         "missing": missing,
     }
 
@@ -390,6 +263,13 @@ def objective_of(configs: list[dict[str, Any]]) -> str:
     """The metric the sweep optimised (its ``optimized_metric``), else val/loss."""
     named = {c.get("optimized_metric") for c in configs} - {None}
     return str(next(iter(named))) if len(named) == 1 else "val/loss"
+
+
+def best_job(jobs: list[dict[str, Any]], objective: str) -> str | None:
+    """The job whose objective is best by the catalogue's direction of ``objective`` (lower or
+    higher); None for a metric without a direction or the catalogue's entry, or without values."""
+    metric = find(objective)
+    return metric.best({j["name"]: j["objective"] for j in jobs}) if metric is not None else None
 
 
 def _axis_value(value: Any) -> float | str:
@@ -405,25 +285,21 @@ def smoothed(key: str, index: str, series: list[dict[str, Any]]) -> bool:
     return index == "step" and not key.startswith("lr-") and max(len(s["x"]) for s in series) > 20
 
 
-def sweep_page_data(sweep: Path) -> dict[str, Any]:
-    runs = sweep_jobs(sweep)
-    differ, configs = config_differences(runs)
-    objective = objective_of(configs)
-    jobs, histories = [], []
-    for n, (run, config) in enumerate(zip(runs, configs)):
-        metrics = read_metrics(run)
-        name = str(run.relative_to(sweep))
-        page = run / PAGE
-        jobs.append({
-            "name": name, "color": PALETTE[n % len(PALETTE)], "finished": bool(metrics),
-            "link": str(page.relative_to(sweep)) if page.is_file() else "",
-            "settings": [json.dumps(config.get(k), default=str) if k in config else "–" for k in differ],
-            "setting_values": {k: config.get(k) for k in differ},
-            "metrics": [fmt(metrics[key]) if isinstance(metrics.get(key), (int, float)) else "–"
-                        for key, _, fmt in COLUMNS],
-            "objective": _finite(metrics[objective]) if isinstance(metrics.get(objective), (int, float)) else None,
-        })
-        histories.append((name, read_history_rows(run)[0]))
+def _job(n: int, run: Run, sweep: Sweep, config: dict[str, Any], differ: list[str], objective: str) -> dict[str, Any]:
+    """A row of the jobs table: the job's settings that differ and its final metrics (``RUN_COLUMNS``)."""
+    metrics = run.metrics()
+    return {
+        "name": str(run.path.relative_to(sweep.path)), "color": PALETTE[n % len(PALETTE)], "finished": bool(metrics),
+        "link": str(run.page.relative_to(sweep.path)) if run.page.is_file() else "",
+        "settings": [json.dumps(config.get(k), default=str) if k in config else "–" for k in differ],
+        "setting_values": {k: config.get(k) for k in differ},
+        "metrics": [m.show(metrics[m.key]) if isinstance(metrics.get(m.key), (int, float)) else "–" for m in RUN_COLUMNS],
+        "objective": _finite(metrics[objective]) if isinstance(metrics.get(objective), (int, float)) else None,
+    }
+
+
+def sweep_charts(histories: list[tuple[str, list[dict[str, float]]]]) -> list[Chart]:
+    """A chart per logged series, a line per job that logged it."""
     keys = sorted({k for _, h in histories for row in h for k in row} - {"epoch", "step"}, key=_chart_order)
     charts = []
     for key in keys:
@@ -433,16 +309,28 @@ def sweep_page_data(sweep: Path) -> dict[str, Any]:
         series = [chart_series(name, *metric_by_step(h, key, index=index))[0] for name, h in logging_jobs]
         charts.append(Chart(id=f"chart-{len(charts)}", title=key, x=index, series=series,
                             smooth=smoothed(key, index, series)))
+    return charts
+
+
+def sweep_page_data(sweep: Sweep) -> dict[str, Any]:
+    runs = sweep.runs()
+    differ, configs = differing_settings(runs)
+    objective = objective_of(configs)
+    jobs = [_job(n, run, sweep, config, differ, objective) for n, (run, config) in enumerate(zip(runs, configs))]
+    charts = sweep_charts([(job["name"], run.history()) for job, run in zip(jobs, runs)])
     scatter = [{"id": f"scatter-{n}", "setting": key,
                 "points": [{"job": j["name"], "value": _axis_value(j["setting_values"].get(key)),
                             "objective": j["objective"]} for j in jobs if j["objective"] is not None]}
                for n, key in enumerate(differ[:MAX_SCATTER])]
+    metric = find(objective)
     return {
-        "title": str(sweep.name), "path": str(sweep.resolve()),
-        "jobs": jobs, "differ": differ, "columns": [title for _, title, _ in COLUMNS],
-        "objective": objective, "objective_column": objective not in {key for key, _, _ in COLUMNS}, "charts": charts, "scatter": scatter,
+        "title": sweep.name, "path": str(sweep.path.resolve()),
+        "jobs": jobs, "differ": differ, "columns": [m.label() for m in RUN_COLUMNS],
+        "objective": objective, "objective_column": objective not in {m.key for m in RUN_COLUMNS},
+        "better": metric.better if metric is not None else None, "best": best_job(jobs, objective),
+        "charts": charts, "scatter": scatter,
         "settings_left_out": max(0, len(differ) - MAX_SCATTER),
-        "optuna": optuna_best(sweep),
+        "optuna": sweep.optuna_best(),
         "missing": [] if runs else ["no runs yet"],
     }
 
@@ -462,7 +350,15 @@ def _templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("ddpm_lit.reporting", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["number"] = _number
+    env.filters["better"] = better
     return env
+
+
+def better(key: str) -> str:
+    """Which way the metric of ``key`` (``val/fid``, or an evaluation's ``samples.fid``) is better,
+    in words from the metric catalogue; "" for one without a direction."""
+    metric = find(key) or find(key.rsplit(".", 1)[-1])
+    return f"{metric.better} is better" if metric is not None and metric.better else ""
 
 
 def _number(value: Any) -> str:
@@ -503,41 +399,29 @@ def render(kind: str, data: dict[str, Any]) -> str:
     )
 
 
-def looks_like_run(path: Path) -> bool:
-    """A run dir: ``.hydra/config.yaml``, or (``train(cfg)`` called from Python writes no ``.hydra``)
-    ``metrics.json``, a CSV history or checkpoints."""
-    return is_run_dir(path) or (path / "metrics.json").is_file() or (path / "csv").is_dir() or \
-        (path / "checkpoints").is_dir()
-
-
-def write_run_page(run: str | Path, config: DictConfig | None = None) -> Path:
-    """``<run>/report.html``. ``config``: the run's, for a run dir without ``.hydra`` (``train(cfg)``
-    called from Python); NotARunError for a folder that holds nothing of a run."""
-    run = Path(run)
-    if not looks_like_run(run) and config is None:
-        raise NotARunError(f"{run} is not a run dir (no .hydra/config.yaml, metrics.json, csv/ or checkpoints/)")
-    return write_text(run / PAGE, render("run", run_page_data(run, config)))
-
-
-def sweep_jobs(sweep: Path) -> list[Path]:
-    """The run dirs below ``sweep`` (finished or not), sweep jobs in numeric order."""
-    return [r for r in find_runs([sweep], finished_only=False) if r != sweep]
+def write_run_page(run: str | Path, config: dict[str, Any] | None = None) -> Path:
+    """``<run>/report.html``. ``config``: the run's composed config as a plain dict, for a run dir
+    without ``.hydra`` (``train(cfg)`` called from Python); NotARunError for a folder that holds nothing of a run."""
+    run = Run(run)
+    if not run.looks_like_run() and config is None:
+        raise NotARunError(f"{run.path} is not a run dir (no .hydra/config.yaml, metrics.json, csv/ or checkpoints/)")
+    return write_text(run.page, render("run", run_page_data(run, config)))
 
 
 def write_sweep_page(sweep: str | Path) -> Path:
     """``<sweep>/report.html`` and the page of every job that has none yet (a job whose page
     fails is logged and left without one; the sweep's page is still written)."""
-    sweep = Path(sweep)
-    jobs = sweep_jobs(sweep)
+    sweep = Sweep(sweep)
+    jobs = sweep.runs()
     if not jobs:
-        raise NotARunError(f"{sweep} holds no run dirs (folders with .hydra/config.yaml)")
+        raise NotARunError(f"{sweep.path} holds no run dirs (folders with .hydra/config.yaml)")
     for job in jobs:
-        if not (job / PAGE).is_file():
-            write_page_quietly(job)
-    return write_text(sweep / PAGE, render("sweep", sweep_page_data(sweep)))
+        if not job.page.is_file():
+            write_page_quietly(job.path)
+    return write_text(sweep.page, render("sweep", sweep_page_data(sweep)))
 
 
-def write_page_quietly(run: Path, config: DictConfig | None = None) -> Path | None:
+def write_page_quietly(run: str | Path, config: dict[str, Any] | None = None) -> Path | None:
     """``write_run_page``, logging instead of raising: the page must not end a run that trained."""
     try:
         path = write_run_page(run, config)
@@ -548,29 +432,9 @@ def write_page_quietly(run: Path, config: DictConfig | None = None) -> Path | No
     return path
 
 
-class SweepPage(Callback):
-    """Hydra callback (``hydra.callbacks`` of conf/hydra/train.yaml): the sweep page when a multirun ends."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir)
-        try:
-            log.info("sweep page: %s", write_sweep_page(sweep))
-        except Exception as err:  # noqa: BLE001 - the jobs ran; the page can be written later
-            log.warning("no %s written for %s: %s (python -m ddpm_lit.report %s --html)", PAGE, sweep, err, sweep)
-
-
-def run_of(path: str | Path) -> Path | None:
-    """The run dir a checkpoint or samples file lies in (``<run>/checkpoints/last.ckpt``,
-    ``<run>/samples/final.npz``), None for a file elsewhere."""
-    for above in list(Path(path).resolve().parents)[:2]:
-        if is_run_dir(above):
-            return above
-    return None
-
-
 def write_page(path: str | Path) -> Path:
     """The run page of a run dir, the sweep page of a folder holding runs."""
     path = Path(path)
     if not path.is_dir():
         raise NotARunError(f"{path} is not a folder")
-    return write_run_page(path) if looks_like_run(path) else write_sweep_page(path)
+    return write_run_page(path) if Run(path).looks_like_run() else write_sweep_page(path)

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 
+from ddpm_lit.catalogue import figures_of
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
@@ -22,27 +23,29 @@ from ddpm_lit.io import atomic_write
 from ddpm_lit.reporting.figures import (
     forward_process_figure,
     loss_curves_figure,
-    read_history,
     schedules_figure,
     ssim_histogram,
     trajectory_figure,
     two_mode_diffusion_figure,
 )
-from ddpm_lit.runs import load_run_config, newest_checkpoint
+from ddpm_lit.runs import Run
 from ddpm_lit.training.base import GenerativeModule, family_class
 from ddpm_lit.training.loading import load_module, resolve_device
 
 log = logging.getLogger(__name__)
 
-def draw_final_samples(module: Any, samples_dir: Path, num: int, steps: int | None = None, seed: int = 0) -> None:
-    """Draw ``num`` samples with a fixed seed (every digit in turn for a conditional model) and
-    save final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at x_T and
-    every T/10 steps."""
+FIGURES = figures_of("run_figures")  # the files of figures/, as ddpm_lit.catalogue lists them
+
+
+def draw_final_samples(module: Any, run: Run, num: int, steps: int | None = None, seed: int = 0) -> None:
+    """Draw ``num`` samples with a fixed seed (every class in turn for a conditional model) and
+    save the run's final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at
+    x_T and every T/10 steps."""
     labels = labels_for(module, num)
     drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
-    save_grid(to_unit_range(drawn.samples), samples_dir / "final.png")
-    save_samples_npz(drawn.samples, samples_dir / "final.npz", labels=drawn.labels)
-    with atomic_write(samples_dir / "trajectory.pt") as f:
+    save_grid(to_unit_range(drawn.samples), run.final_grid)
+    save_samples_npz(drawn.samples, run.final_samples, labels=drawn.labels)
+    with atomic_write(run.trajectory) as f:
         torch.save({"frames": drawn.frames.half(), "timesteps": drawn.timesteps}, f)
 
 
@@ -62,16 +65,17 @@ class RunFigureInputs:
     (drawn from the newest checkpoint, or ``ckpt_path``, when missing or with ``redraw``); each
     read once, when a figure first needs it."""
 
-    def __init__(self, run: Path, cfg: DictConfig, model_class: type[GenerativeModule], module: Any | None,
+    def __init__(self, run: Run, config: dict[str, Any], model_class: type[GenerativeModule], module: Any | None,
                  datamodule: Any | None, ckpt_path: str | Path | None, num_samples: int, steps: int | None, seed: int,
                  redraw: bool, device: str, nn_reference_size: int) -> None:
-        self.run, self.out, self.cfg, self.model_class = run, run / "figures", cfg, model_class
+        self.run, self.out, self.model_class = run, run.figures_dir, model_class
+        self.cfg = OmegaConf.create(config)  # a node, so that data's ${paths.data_dir} & co. resolve
         self.module, self.ckpt_path, self.redraw, self.device = module, ckpt_path, redraw, device
         self.num_samples, self.steps, self.seed, self.nn_reference_size = num_samples, steps, seed, nn_reference_size
         self._datamodule = datamodule
         # schedule.name (schedule.schedule in run dirs of earlier versions)
-        self.schedule = cfg.schedule.get("name", cfg.schedule.get("schedule"))
-        self.num_timesteps = int(cfg.schedule.timesteps)
+        self.schedule = self.cfg.schedule.get("name", self.cfg.schedule.get("schedule"))
+        self.num_timesteps = int(self.cfg.schedule.timesteps)
 
     @functools.cached_property
     def datamodule(self) -> Any:
@@ -86,13 +90,13 @@ class RunFigureInputs:
         return self.datamodule.reference_images("test", 2 * self.num_samples, seed=self.seed)
 
     @functools.cached_property
-    def samples_dir(self) -> Path:
-        """``samples/`` with final.npz and trajectory.pt, drawn first when missing (or with ``redraw``)."""
-        samples_dir = self.run / "samples"
-        if self.redraw or not (samples_dir / "final.npz").is_file() or not (samples_dir / "trajectory.pt").is_file():
-            module = self.module if self.module is not None else _load_newest(self.run, self.ckpt_path, self.device)
-            draw_final_samples(module, samples_dir, self.num_samples, steps=self.steps, seed=self.seed)
-        return samples_dir
+    def samples(self) -> Run:
+        """The run, its final.npz and trajectory.pt drawn first when missing (or with ``redraw``)."""
+        run = self.run
+        if self.redraw or not run.final_samples.is_file() or not run.trajectory.is_file():
+            module = self.module if self.module is not None else _load_newest(run, self.ckpt_path, self.device)
+            draw_final_samples(module, run, self.num_samples, steps=self.steps, seed=self.seed)
+        return run
 
 
 def run_figures(
@@ -106,22 +110,22 @@ def run_figures(
     redraw: bool = False,
     device: str = "auto",
     nn_reference_size: int = 1000,
-    config: DictConfig | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the figures of ``run_dir`` that its model family lists (``run_figures`` of its class;
     see the module docstring); return {name: path}.
 
     ``module``/``datamodule``: the live objects at the end of training; otherwise the newest
     checkpoint (or ``ckpt_path``) and the run's data config (``.hydra/config.yaml``, or
-    ``config``) are loaded.
+    ``config``, a plain dict) are loaded.
     """
-    run = Path(run_dir)
-    cfg = config if config is not None else load_run_config(run)
-    model_class = type(module) if module is not None else model_class_of_config(cfg, run)
-    inputs = RunFigureInputs(run, cfg, model_class, module, datamodule, ckpt_path, num_samples, steps, seed, redraw,
+    run = Run(run_dir)
+    tree = config if config is not None else run.load_config()
+    model_class = type(module) if module is not None else model_class_of_config(tree, run)
+    inputs = RunFigureInputs(run, tree, model_class, module, datamodule, ckpt_path, num_samples, steps, seed, redraw,
                              device, nn_reference_size)
     written: dict[str, Path] = {}
-    for name, draw_figure in FIGURES.items():
+    for name, draw_figure in DRAWERS.items():
         if name in model_class.run_figures:
             path = draw_figure(inputs)
             if path is not None:
@@ -131,12 +135,12 @@ def run_figures(
     return written
 
 
-def model_class_of_config(cfg: DictConfig, run: Path) -> type[GenerativeModule]:
-    """The model family's class a run's config trains (its ``model._target_``)."""
-    target = str(cfg.get("model", {}).get("_target_", ""))
+def model_class_of_config(config: dict[str, Any], run: Run) -> type[GenerativeModule]:
+    """The model family's class a run's config (a plain dict) trains (its ``model._target_``)."""
+    target = str((config.get("model") or {}).get("_target_", ""))
     model_class = family_class(target)
     if model_class is None:
-        raise DataError(f"{run}: model._target_={target or None} is not a model family of ddpm_lit")
+        raise DataError(f"{run.path}: model._target_={target or None} is not a model family of ddpm_lit")
     return model_class
 
 
@@ -144,11 +148,11 @@ def _loss_curves(inputs: RunFigureInputs) -> Path | None:
     """The loss curves of the run's CSV history: the family's ``loss_keys``."""
     run = inputs.run
     train_keys, val_keys = inputs.model_class.loss_keys
-    history = read_history(run)
+    history = run.history()
     if any(key in row for row in history for key in train_keys + val_keys):
-        return loss_curves_figure(history, inputs.out / "loss_curves.png", title=f"Loss of {run.parent.name}/{run.name}",
+        return loss_curves_figure(history, inputs.out / "loss_curves.png", title=f"Loss of {run.title}",
                                   train_keys=train_keys, val_keys=val_keys)
-    log.warning("%s has no CSV history of %s (csv/version_*/metrics.csv); no loss curves", run, ", ".join(train_keys))
+    log.warning("%s has no CSV history of %s (csv/version_*/metrics.csv); no loss curves", run.path, ", ".join(train_keys))
     return None
 
 
@@ -177,7 +181,7 @@ def _forward_process(inputs: RunFigureInputs) -> Path:
 
 def _trajectory(inputs: RunFigureInputs) -> Path | None:
     """The final samples along the reverse chain (none for a model that drew without one)."""
-    trajectory = torch.load(inputs.samples_dir / "trajectory.pt", weights_only=True)
+    trajectory = torch.load(inputs.samples.trajectory, weights_only=True)
     if not len(trajectory["timesteps"]):
         return None
     return trajectory_figure(trajectory["frames"].float(), trajectory["timesteps"], inputs.out / "trajectory.png")
@@ -186,7 +190,7 @@ def _trajectory(inputs: RunFigureInputs) -> Path | None:
 def _ssim_histogram(inputs: RunFigureInputs) -> Path:
     """The SSIM histogram of the run's final samples, beside real test images."""
     test = inputs.test
-    samples = load_samples_npz(inputs.samples_dir / "final.npz", image_size=test.shape[-1])
+    samples = load_samples_npz(inputs.samples.final_samples, image_size=test.shape[-1])
     n = min(len(samples), inputs.num_samples, len(test) // 2)
     # held-out training images
     train_ref = inputs.datamodule.reference_images("val", inputs.nn_reference_size, seed=inputs.seed)
@@ -197,8 +201,9 @@ def _ssim_histogram(inputs: RunFigureInputs) -> Path:
     return ssim_histogram(per_image, inputs.out / "ssim_histogram.png")
 
 
-# Every figure of a run, in the order they are drawn: a family's ``run_figures`` names those of its runs.
-FIGURES: dict[str, Callable[[RunFigureInputs], Path | None]] = {
+# How each figure of FIGURES is drawn, in the order they are drawn: a family's ``run_figures``
+# names those of its runs.
+DRAWERS: dict[str, Callable[[RunFigureInputs], Path | None]] = {
     "loss_curves": _loss_curves,
     "schedules": _schedules,
     "two_mode_diffusion": _two_mode_diffusion,
@@ -213,9 +218,9 @@ def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({min(T - 1, round(f * T)) for f in fractions} | {T - 1})
 
 
-def _load_newest(run: Path, ckpt_path: str | Path | None, device: str) -> Any:
-    path = Path(ckpt_path) if ckpt_path else newest_checkpoint(run / "checkpoints")
+def _load_newest(run: Run, ckpt_path: str | Path | None, device: str) -> Any:
+    path = Path(ckpt_path) if ckpt_path else run.newest_checkpoint()
     if path is None:
-        raise DataError(f"{run}/checkpoints has no last.ckpt to draw samples from (or pass --ckpt)")
+        raise DataError(f"{run.checkpoint_dir} has no last.ckpt to draw samples from (or pass --ckpt)")
     module, _ = load_module(path, resolve_device(device))
     return module

@@ -3,46 +3,25 @@ under one or more folders."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from ddpm_lit.reporting.figures import plt, read_history, save_figure
-from ddpm_lit.reporting.sweeps import (
-    COLUMNS,
-    by_epoch,
-    config_differences,
-    optuna_best,
-)
+from ddpm_lit.reporting.figures import by_epoch, plt, save_figure
+from ddpm_lit.reporting.tables import runs_table
+from ddpm_lit.runs import Run, Sweep, differing_settings
 
 
-def _cell(value: Any) -> str:
-    return "–" if value is None else f"`{value}`" if isinstance(value, str) else str(value)
-
-
-def table(runs: list[Path]) -> str:
-    differ, configs = config_differences(runs)
-    head = ["run"] + differ + [title for _, title, _ in COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for run, config in zip(runs, configs):
-        metrics = json.loads((run / "metrics.json").read_text())
-        cells = [run.name] + [_cell(config.get(k)) for k in differ]
-        cells += [fmt(metrics[key]) if key in metrics else "–" for key, _, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _label(run: Path, config: dict[str, Any], differ: list[str]) -> str:
+def _label(run: Run, config: dict[str, Any], differ: list[str]) -> str:
     settings = ", ".join(f"{k.split('.')[-1]}={config.get(k)}" for k in differ[:3])
     return f"{run.name}: {settings}" if settings else run.name
 
 
-def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
+def comparison_plots(runs: list[Run], out_dir: Path) -> list[Path]:
     """report_loss.png (train and val loss per epoch) and, when logged, report_val_fid.png."""
-    differ, configs = config_differences(runs)
-    histories = [read_history(run) for run in runs]
+    differ, configs = differing_settings(runs)
+    histories = [run.history() for run in runs]
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("train/loss_epoch", "val/loss")):
@@ -77,9 +56,10 @@ def comparison_plots(runs: list[Path], out_dir: Path) -> list[Path]:
     return written
 
 
-def markdown(runs: list[Path], plots: list[Path], out_dir: Path) -> str:
-    lines = [f"# Runs under `{out_dir}`", "", table(runs), ""]
-    result = optuna_best(out_dir)
+def markdown(runs: list[Run], plots: list[Path], out_dir: Path) -> str:
+    """report.md: the runs table (``tables.runs_table``), Optuna's best when ``out_dir`` is its sweep, the plots."""
+    lines = [f"# Runs under `{out_dir}`", "", runs_table(runs), ""]
+    result = Sweep(out_dir).optuna_best()
     if result is not None:
         lines += [f"Optuna's best: {result.get('best_value')} with `{result.get('best_params')}`", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]

@@ -1,0 +1,28 @@
+"""Hydra's callbacks of the commands (``hydra.callbacks`` in conf/hydra/): what Hydra's config
+holds, turned into plain paths for the layers below."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ddpm_lit.runs import PAGE
+
+log = logging.getLogger(__name__)
+
+
+class SweepPage(Callback):
+    """The sweep page (``<sweep dir>/report.html``) when a multirun ends (conf/hydra/train.yaml)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ddpm_lit.reporting.pages import write_sweep_page  # jinja2 and vl-convert: for the multirun's end only
+
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            log.info("sweep page: %s", write_sweep_page(sweep))
+        except Exception as err:  # noqa: BLE001 - the jobs ran; the page can be written later
+            log.warning("no %s written for %s: %s (python -m ddpm_lit.report %s --html)", PAGE, sweep, err, sweep)
