@@ -190,6 +190,11 @@ class Run:
             raise DataError(f"{self.path} is not a run dir of train.py (no readable .hydra/config.yaml)")
         return config
 
+    def write_config(self, config: dict[str, Any]) -> Path:
+        """``.hydra/config.yaml`` as ``@hydra.main`` writes it (interpolations as given), for a run
+        that ``train(cfg)`` started from Python: the figures and the page read a run's config here."""
+        return write_text(self.config_file, OmegaConf.to_yaml(config))
+
     def flat_config(self) -> dict[str, Any]:
         """``config()`` under dotted keys (``model.optimizer.lr``)."""
         return flatten(self.config())

@@ -16,7 +16,7 @@ from ddpm_lit.errors import DataError
 from ddpm_lit.runs import Run, Sweep, find_runs
 
 
-def test_a_run_reads_what_train_wrote(tiny_run: Path) -> None:
+def test_a_run_reads_what_train_wrote(tiny_run: Path, tmp_path: Path) -> None:
     run = Run(tiny_run)
     assert run.metrics() == json.loads((tiny_run / "metrics.json").read_text()) and "val/loss" in run.metrics()
     history, skipped = run.read_history()
@@ -28,11 +28,11 @@ def test_a_run_reads_what_train_wrote(tiny_run: Path) -> None:
     assert "last.ckpt" in [c.path.name for c in checkpoints]
     assert all(c.size == c.path.stat().st_size > 0 for c in checkpoints)
     assert run.newest_checkpoint().name.startswith("last") and run.page.is_file()
-    # train(cfg) called from Python: no .hydra, so no config, overrides or choices, but a run all the same
-    assert run.looks_like_run() and not run.is_hydra_run()
-    assert run.config() == {} and run.overrides() == [] and run.choices() == {} and run.cwd() is None
+    # train(cfg) called from Python keeps its config as @hydra.main would, but Hydra's overrides and choices are not there
+    assert run.looks_like_run() and run.load_config()["model"]["_target_"] == "ddpm_lit.training.module.DDPMModule"
+    assert "hydra" not in run.config() and run.overrides() == [] and run.choices() == {} and run.cwd() is None
     with pytest.raises(DataError, match="not a run dir of train.py"):
-        run.load_config()
+        Run(tmp_path).load_config()
 
 
 def test_metrics_written_are_read_back(tmp_path: Path) -> None:

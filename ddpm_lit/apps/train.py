@@ -23,7 +23,7 @@ from ddpm_lit.config.schema import TrainSettings
 from ddpm_lit.data.sets import check_same_dataset
 from ddpm_lit.errors import ConfigError, DataError
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
-from ddpm_lit.io import remove_partial_files, write_text
+from ddpm_lit.io import remove_partial_files
 from ddpm_lit.reporting.callbacks import fit_metrics
 from ddpm_lit.runs import Run, flatten
 from ddpm_lit.training.base import (
@@ -112,13 +112,13 @@ def prepare_run_dir(s: TrainSettings, model: Any, datamodule: Any) -> str | None
 
 
 def keep_config(cfg: DictConfig, run_dir: Path) -> None:
-    """``<run>/.hydra/config.yaml`` as ``@hydra.main`` writes it, for a run that ``train(cfg)``
-    started from Python: the figures and the page read the run's config from its folder."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+    """The run's config in its folder (``Run.write_config``) when ``train(cfg)`` was called from
+    Python: ``@hydra.main`` has written it otherwise."""
+    run = Run(run_dir)
+    if not run.config_file.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         config = OmegaConf.to_container(cfg, resolve=False)
         config.pop("hydra", None)
-        write_text(path, OmegaConf.to_yaml(config))
+        run.write_config(config)
 
 
 def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
