@@ -1,6 +1,18 @@
-"""``python -m ddpm_lit.report DIR [--html]``: the runs' report (ddpm_lit.apps.report)."""
+"""Tabulate finished runs, or write a page: `python -m ddpm_lit.report dirs=<sweep dir> [html=true]`."""
 
-from ddpm_lit.apps.report import main
+import hydra
+from omegaconf import DictConfig
+
+import ddpm_lit.config  # noqa: F401  (registers the resolvers conf/ uses)
+from ddpm_lit.errors import exit_on_user_error
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="report")
+def main(cfg: DictConfig) -> None:
+    from ddpm_lit.apps.report import report  # here, so that --help and a bad override need only Hydra
+
+    exit_on_user_error(report, cfg)
+
 
 if __name__ == "__main__":
     main()

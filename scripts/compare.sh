@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Train one model per objective, loss weighting, variance and conditioning with the same budget,
-# then compare them across samplers and step counts (python -m ddpm_lit.apps.compare).
+# then compare them across samplers and step counts (python -m ddpm_lit.compare).
 #   bash scripts/compare.sh [EPOCHS] [NUM_SAMPLES]
 # Defaults: the `quick` preset for 2 epochs (c = 32, 858 optimizer steps, about 6 min each on
 # 2 CPU cores) and 500 samples per cell. Finished runs (a metrics.json in their folder) are
-# reused, interrupted ones resume from their last.ckpt, and compare.py skips cells it has
+# reused, interrupted ones resume from their last.ckpt, and the comparison skips cells it has
 # scored, so the script picks up where it stopped.
 set -euo pipefail
 EPOCHS=${1:-2}
@@ -38,22 +38,20 @@ for name in "${ORDER[@]}"; do
       final_samples.steps=100 ${RUNS[$name]} "${resume[@]}"
   fi
 done
-models() {  # --model NAME=CHECKPOINT for each name
-  for name in "$@"; do printf -- '--model\n%s=%s\n' "$name" "$ROOT/train/$name/checkpoints/last.ckpt"; done
+models() {  # models={NAME:CHECKPOINT,...} of the names given
+  local items=() name
+  for name in "$@"; do items+=("$name:$ROOT/train/$name/checkpoints/last.ckpt"); done
+  (IFS=,; printf 'models={%s}\n' "${items[*]}")
 }
-compare() { python -m ddpm_lit.apps.compare --num-samples "$N" --out "$ROOT/table" "$@"; }
-SMALL=(ddpm:100 ddim:20,50 dpmpp_2m:10,20,50)
+compare() { python -m ddpm_lit.compare num_samples="$N" out="$ROOT/table" "$@"; }
+SMALL='[ddpm:100,ddim:20,50,dpmpp_2m:10,20,50]'
 # The report's model (eps) over the whole grid, with the report's sampler (ddpm, 1000 steps);
 # the other objectives and weightings over a smaller one (1000 steps cost 500k network calls).
 # DDIM with η = 1 has the ancestral step's distribution: it separates the sampler's noise from its code.
-mapfile -t args < <(models eps)
-compare "${args[@]}" --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100 ddim/eta=1:20,100
-mapfile -t args < <(models x0 v eps_vlb eps_min_snr eps_learned)
-compare "${args[@]}" --grid "${SMALL[@]}"
+compare "$(models eps)" grid='[ddpm:10,20,50,100,1000,ddim:10,20,50,100,dpmpp_2m:10,20,50,100,"ddim/eta=1:20",100]'
+compare "$(models x0 v eps_vlb eps_min_snr eps_learned)" grid="$SMALL"
 # EMA: the eps run again, with the raw weights its checkpoint keeps beside the average
-compare --model-raw "eps_no_ema=$ROOT/train/eps/checkpoints/last.ckpt" --grid "${SMALL[@]}"
+compare raw_models="{eps_no_ema:$ROOT/train/eps/checkpoints/last.ckpt}" grid="$SMALL"
 # Classifier-free guidance: accuracy on the requested digits against the guidance scale
-mapfile -t args < <(models cond)
-compare "${args[@]}" --grid dpmpp_2m:20 --guidance 0,1,2,4
-mapfile -t args < <(models eps_linear eps_vlb_linear)
-compare "${args[@]}" --grid "${SMALL[@]}"
+compare "$(models cond)" grid='[dpmpp_2m:20]' guidance='[0,1,2,4]'
+compare "$(models eps_linear eps_vlb_linear)" grid="$SMALL"

@@ -2,10 +2,11 @@
 # The numbers every app prints, at tiny sizes and fixed seeds, in one JSON: a change to the
 # code's structure must leave them unchanged. Run it before and after, then compare:
 #   bash scripts/fingerprint.sh OUT_DIR  ->  OUT_DIR/fingerprint.json
-# MODULE_PREFIX is where the apps' modules live (ddpm_lit.apps; ddpm_lit for the old layout).
+# MODULE_PREFIX is the package whose modules are the commands run_figures, report and compare
+# (ddpm_lit: python -m ddpm_lit.compare key=value ...), so a checkout that keeps them elsewhere runs it too.
 set -euo pipefail
 OUT=$(realpath -m "${1:?usage: fingerprint.sh OUT_DIR}")
-PREFIX=${MODULE_PREFIX:-ddpm_lit.apps}
+PREFIX=${MODULE_PREFIX:-ddpm_lit}
 DATA=${DATA_DIR:-$PWD/data}
 rm -rf "$OUT" && mkdir -p "$OUT"
 export WANDB_MODE=offline WANDB_SILENT=true
@@ -26,10 +27,10 @@ python sample.py ckpt_path="$CKPT" n=12 sampler.steps=5 batch_size=5 seed=1 path
 python evaluate.py ckpt_path="$CKPT" num_samples=16 sampler.steps=5 nll.num_images=4 nll.batch_size=4 fid.enabled=false \
   score_test=true reference_size=200 kid_subset_size=8 paths.data_dir="$DATA" ~logger cache_dir=null \
   hydra.run.dir="$OUT/evaluate" > "$OUT/evaluate.log" 2>&1
-python -m "$PREFIX.run_figures" "$OUT/train" --redraw --num-samples 8 --steps 5 > "$OUT/figures.log" 2>&1
-python -m "$PREFIX.report" "$OUT/train" > "$OUT/report.log" 2>&1
-python -m "$PREFIX.compare" --model tiny="$CKPT" --grid ddpm:3,5 ddim:4 --num-samples 8 --reference-size 200 --no-fid \
-  --data-dir "$DATA" --device cpu --out "$OUT/compare" > "$OUT/compare.log" 2>&1
+python -m "$PREFIX.run_figures" run_dir="$OUT/train" redraw=true num_samples=8 steps=5 > "$OUT/figures.log" 2>&1
+python -m "$PREFIX.report" dirs="$OUT/train" > "$OUT/report.log" 2>&1
+python -m "$PREFIX.compare" models="{tiny:$CKPT}" grid="[ddpm:3,5,ddim:4]" num_samples=8 reference_size=200 fid=false \
+  paths.data_dir="$DATA" device=cpu out="$OUT/compare" > "$OUT/compare.log" 2>&1
 python - "$OUT" <<'PY'
 import hashlib, json, sys
 from pathlib import Path

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DEST=.gpu
 mkdir -p "$DEST/wheels" "$DEST/mnist" "$DEST/classifier"
 # Pure-Python packages the GPU image lacks (it has torch, lightning, torchmetrics, matplotlib,
-# tensorboard, tqdm, scipy, huggingface-hub, safetensors, regex); diffusers for bench --diffusers.
+# tensorboard, tqdm, scipy, huggingface-hub, safetensors, regex); diffusers for bench.diffusers=true.
 WHEELS=(hydra-core==1.3.2 omegaconf==2.3.0 diffusers==0.42.1 importlib-metadata==8.7.0)
 for package in "${WHEELS[@]}"; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -26,7 +26,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-5.5}  # the training run's whole budget; the scri
 TRAINER=${TRAINER:-gpu}
 TRAIN_OVERRIDES=${TRAIN_OVERRIDES:-}
 EVAL_OVERRIDES=${EVAL_OVERRIDES:-}
-BENCH_ARGS=${BENCH_ARGS:---steps 50 --warmup 10 --repeats 2 --sample-steps 20 1000 --sample-batch 1000 --diffusers --ablate model.channels_last=true model.compile=true}
+BENCH_ARGS=${BENCH_ARGS:-bench.steps=50 bench.warmup=10 bench.repeats=2 bench.sample_steps=[20,1000] bench.sample_batch=1000 bench.diffusers=true 'bench.ablate=["model.channels_last=true","model.compile=true"]'}
 N_FAST=${N_FAST:-10000}
 N_FULL=${N_FULL:-1000}
 N_BPD=${N_BPD:-1000}
@@ -78,7 +78,7 @@ PY
 phase environment environment 2>&1 | tee "$WORK/env.txt"
 
 # shellcheck disable=SC2086
-phase bench python3 -m ddpm_lit.apps.bench experiment=seed trainer="$TRAINER" logger=csv $TRAIN_OVERRIDES $BENCH_ARGS 2>&1 \
+phase bench python3 -m ddpm_lit.bench experiment=seed trainer="$TRAINER" logger=csv $TRAIN_OVERRIDES $BENCH_ARGS 2>&1 \
   | quiet | tee "$WORK/bench.txt"
 
 # The report's run. The validation hook samples 64 images with a 100-step chain each epoch

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, Command, compose_train_cfg, run_command
+from conftest import CONF_DIR, ROOT, Command, compose_train_cfg, run_command
+from hydra import compose, initialize_config_dir
 from torch.distributions import Normal, kl_divergence
 
 from ddpm_lit.apps.families import (
+    FamiliesSettings,
     collapse_reason,
     network_evaluations,
     summarise,
@@ -292,14 +294,29 @@ def test_summary_gives_mean_spread_and_collapsed_seeds() -> None:
     assert "| MNIST-FID range over seeds | 10.000 – 14.000 |" in table
 
 
+def families_settings(*overrides: str) -> FamiliesSettings:
+    """``python -m ddpm_lit.families <overrides>``'s settings, as its entry checks them."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return FamiliesSettings.parse(compose("families", overrides=list(overrides)))
+
+
+def test_the_families_settings_choose_presets_and_budget(tmp_path: Path) -> None:
+    cpu = families_settings(f"out={tmp_path}")
+    assert cpu.presets == {"ddpm": "quick", "vae": "vae_quick", "gan": "gan_quick"} and cpu.minutes == 14
+    gpu = families_settings(f"out={tmp_path}", "gpu=true", "presets.vae=vae_quick")
+    assert gpu.presets == {"ddpm": "seed", "vae": "vae_quick", "gan": "gan_seed"} and gpu.minutes is None
+    assert families_settings(f"out={tmp_path}", "gpu=true", "minutes=3").minutes == 3
+    with pytest.raises(ConfigError, match=r"iwae must be an integer ≥ 1, got 0"):
+        families_settings(f"out={tmp_path}", "iwae=0")
+
+
 @pytest.mark.slow
 def test_the_families_command_trains_scores_and_tabulates(mnist_dir: Path, tmp_path: Path) -> None:
     """The whole command at tiny sizes: three families, one seed, then rerun: nothing is redone."""
-    args = [sys.executable, "-m", "ddpm_lit.apps.families", "--out", str(tmp_path), "--minutes", "0", "--seeds", "0",
-            "--num-samples", "16", "--reference-size", "100", "--no-fid", "--nll-images", "4", "--iwae", "3",
-            "--ddpm-steps", "3", "--data-dir", str(mnist_dir), "--train-override", "trainer.max_steps=4",
-            "data.limit_train=512", "data.val_size=64", "trainer.limit_val_batches=1", "trainer.precision=32-true",
-            "final_samples.num=8"]
+    args = [sys.executable, "-m", "ddpm_lit.families", f"out={tmp_path}", "minutes=0", "seeds=[0]", "num_samples=16",
+            "reference_size=100", "fid=false", "nll_images=4", "iwae=3", "ddpm_steps=3", f"paths.data_dir={mnist_dir}",
+            'train_overrides=["trainer.max_steps=4","data.limit_train=512","data.val_size=64",'
+            '"trainer.limit_val_batches=1","trainer.precision=32-true","final_samples.num=8"]']
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())

@@ -3,13 +3,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_command
 
 from ddpm_lit.apps import bench
-from ddpm_lit.apps.bench import StepTimer, counted_flops, main
+from ddpm_lit.apps.bench import StepTimer, counted_flops
 
 TINY_NET = ["trainer=cpu", "model.net.base_channels=8", "model.net.time_emb_dim=32", "model.net.attn_heads=2",
             "data.batch_size=8", "model.num_val_samples=4", "data.check_md5=false", "data.val_size=32", "logger=csv"]
-ARGS = ["--steps", "2", "--warmup", "1", "--repeats", "1", "--sample-steps", "2", "3"]
+ARGS = ["bench.steps=2", "bench.warmup=1", "bench.repeats=1", "bench.sample_steps=[2,3]"]
+
+
+def bench_cli(*args: str) -> str:
+    """``python -m ddpm_lit.bench <args>``, in this process: what it printed."""
+    proc = run_command("ddpm_lit.bench", list(args))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 def figures(out: str) -> dict[str, float]:
@@ -18,9 +26,8 @@ def figures(out: str) -> dict[str, float]:
                        r"|peak matmul|network FLOPs)\s*:\s*([\d.]+)", out, re.M)}
 
 
-def test_benchmark_prints_its_figures(capsys, synthetic_mnist_dir: Path) -> None:
-    main([*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=auto", *ARGS])
-    out = capsys.readouterr().out
+def test_benchmark_prints_its_figures(synthetic_mnist_dir: Path) -> None:
+    out = bench_cli(*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=auto", *ARGS)
     found = figures(out)
     assert set(found) == {"plain PyTorch loop", "train(cfg) (real)", "sampling    2 steps", "sampling    3 steps",
                           "peak memory", "peak matmul", "network FLOPs"}, out
@@ -75,11 +82,10 @@ def test_diffusers_unet_is_sized_to_the_parameter_count() -> None:
     assert net(torch.randn(2, 1, 28, 28), torch.tensor([0, 999])).sample.shape == (2, 1, 28, 28)
 
 
-def test_ablation_prints_one_row_per_change_with_its_ratio(capsys, synthetic_mnist_dir: Path) -> None:
-    main([*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=32-true", "--no-lightning",
-          "--steps", "2", "--warmup", "1", "--repeats", "2", "--sample-steps", "2",
-          "--ablate", "model.channels_last=true", "model.channels_last=true model.optimizer.fused=true"])
-    out = capsys.readouterr().out
+def test_ablation_prints_one_row_per_change_with_its_ratio(synthetic_mnist_dir: Path) -> None:
+    out = bench_cli(*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=32-true", "bench.lightning=false",
+                    "bench.steps=2", "bench.warmup=1", "bench.repeats=2", "bench.sample_steps=2",
+                    'bench.ablate=["model.channels_last=true","model.channels_last=true model.optimizer.fused=true"]')
     rows = re.findall(r"^\| `([^`]+)` \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert [r[0] for r in rows] == ["model.channels_last=true", "model.channels_last=true model.optimizer.fused=true"], out
     assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)

@@ -40,8 +40,9 @@ from ddpm_lit.runs import Run, Sweep
 MB = 1_000_000
 
 
-def report_cli(*args: str) -> Command:
-    return run_command("ddpm_lit.report", list(args))  # `python -m ddpm_lit.report ...`, in this process
+def report_cli(path: Path) -> Command:
+    """``python -m ddpm_lit.report dirs=<path> html=true``, in this process: the page of a run or a sweep."""
+    return run_command("ddpm_lit.report", [f"dirs={path}", "html=true"])
 
 
 def page_data(page: Path) -> dict:
@@ -233,7 +234,7 @@ def test_a_crashed_run_with_a_torn_csv_still_gets_a_page(sweep: Path, tmp_path: 
     logged = [float(r["train/loss"]) for r in _csv_rows(run) if r.get("train/loss")]
     with csv_file.open("a") as f:
         f.write("2,,11,0.3x\n1.5e")  # a row that does not parse, then one cut mid-number by the kill
-    proc = report_cli(str(run), "--html")
+    proc = report_cli(run)
     assert proc.returncode == 0, proc.stderr
     html = (run / "report.html").read_text()
     assert "not finished: no metrics.json" in html
@@ -245,7 +246,7 @@ def test_a_crashed_run_with_a_torn_csv_still_gets_a_page(sweep: Path, tmp_path: 
     assert loss["series"][0]["y"] == pytest.approx(logged)  # the rows before the tear, nothing of it
     # No CSV at all: the page says so and shows no chart.
     shutil.rmtree(run / "csv")
-    assert report_cli(str(run), "--html").returncode == 0
+    assert report_cli(run).returncode == 0
     assert "no CSV history" in (run / "report.html").read_text() and page_data(run / "report.html")["charts"] == []
 
 
@@ -276,7 +277,7 @@ def test_a_path_that_is_no_run_stops_with_one_line(tmp_path: Path, kind: str) ->
         (path / "notes.txt").write_text("no runs here")
     elif kind == "file":
         path.write_text("not a folder")
-    proc = report_cli(str(path), "--html")
+    proc = report_cli(path)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {path}"), proc.stderr
     assert not (path / "report.html").exists() if path.is_dir() else True
@@ -504,7 +505,7 @@ def test_a_sweep_with_a_diverged_and_an_unfinished_job_still_gets_its_page(sweep
     (copy / "0" / "metrics.json").unlink()  # still going
     shutil.rmtree(copy / "0" / "csv")
     (copy / "report.html").unlink()
-    proc = report_cli(str(copy), "--html")
+    proc = report_cli(copy)
     assert proc.returncode == 0, proc.stderr
     data = page_data(copy / "report.html")
     assert [c["series"][0]["name"] for c in data["charts"] if c["title"] == "train/loss"] == ["1"]
@@ -585,7 +586,7 @@ def _hostile_sweep(sweep: Path, tmp_path: Path) -> Path:
 
 def test_settings_that_look_like_html_stay_text(sweep: Path, tmp_path: Path) -> None:
     copy = _hostile_sweep(sweep, tmp_path)
-    assert report_cli(str(copy), "--html").returncode == 0
+    assert report_cli(copy).returncode == 0
     text = (copy / "report.html").read_text()
     assert "<!--<script>" not in text  # escaped in the table, \u003c in the page's JSON
     seed = next(item for item in page_data(copy / "report.html")["scatter"] if item["setting"] == "seed")
@@ -595,10 +596,10 @@ def test_settings_that_look_like_html_stay_text(sweep: Path, tmp_path: Path) -> 
 def test_a_multi_objective_optuna_study_has_no_single_best(sweep: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(sweep, tmp_path / "multi")
     (copy / "optimization_results.yaml").write_text("name: optuna\nsolutions:\n- params: {a: 1}\n  values: [0.1, 0.2]\n")
-    assert report_cli(str(copy), "--html").returncode == 0
+    assert report_cli(copy).returncode == 0
     assert 'id="optuna-best"' not in (copy / "report.html").read_text()
     (copy / "optimization_results.yaml").write_text("name: optuna\nbest_params: {a: 1}\nbest_value: 0.25\n")
-    assert report_cli(str(copy), "--html").returncode == 0
+    assert report_cli(copy).returncode == 0
     assert "Optuna's best: 0.25 with" in (copy / "report.html").read_text()
 
 
@@ -612,7 +613,7 @@ def test_hostile_settings_and_smoothing_in_a_browser(browser, sweep: Path, tmp_p
     from ddpm_lit.reporting.screenshot import wait_until
 
     copy = _hostile_sweep(sweep, tmp_path)
-    assert report_cli(str(copy), "--html").returncode == 0
+    assert report_cli(copy).returncode == 0
     _opened(browser, copy / "report.html")
     assert all(_lines(browser, chart["id"]) == 2 for chart in page_data(copy / "report.html")["charts"])
 

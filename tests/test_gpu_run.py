@@ -34,8 +34,8 @@ def test_gpu_script_runs_every_step_and_returns_few_small_files(mnist_dir: Path,
         "TRAIN_OVERRIDES": f"{tiny} paths.data_dir={mnist_dir} data.limit_train=1000 data.val_size=64 "
                            "trainer.max_epochs=2 model.val_fid=false",
         "EVAL_OVERRIDES": f"paths.data_dir={mnist_dir} cache_dir={tmp_path / 'cache'} reference_size=200",
-        "BENCH_ARGS": "--steps 2 --warmup 1 --repeats 1 --sample-steps 2"
-                      + (" --diffusers" if importlib.util.find_spec("diffusers") else ""),
+        "BENCH_ARGS": "bench.steps=2 bench.warmup=1 bench.repeats=1 bench.sample_steps=[2]"
+                      + (" bench.diffusers=true" if importlib.util.find_spec("diffusers") else ""),
         "N_FAST": "20",
         "N_FULL": "8",
         "N_BPD": "4",

@@ -192,6 +192,24 @@ def test_the_sampling_checks_pass_exactly_the_valid_settings(name, steps, guidan
     assert valid, (name, steps, guidance, conditional)
 
 
+@settings(max_examples=300, deadline=None)
+@given(items=st.one_of(values, st.lists(st.one_of(values, st.sampled_from(
+    ["ddpm:10", "ddim/eta=1:2,3", "dpmpp_2m:", "euler:5", ":5", "ddim/eta:1", "ddim:1,x", "ddpm:3,,4"])), max_size=5)))
+def test_the_grid_check_gives_cells_or_one_line(items) -> None:
+    """compare's grid= (what Hydra makes of a command line: strings, numbers, lists of them): cells
+    of a known sampler and integer steps, or one ConfigError line, never another exception."""
+    from ddpm_lit.apps.compare import parse_grid, split_sampler
+    from ddpm_lit.core.samplers import SAMPLERS
+    from ddpm_lit.errors import ConfigError
+
+    try:
+        cells = parse_grid(items)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+        return
+    assert cells and all(split_sampler(spec)[0] in SAMPLERS and type(steps) is int for spec, steps in cells), cells
+
+
 def _literal(value):
     """``value`` as a config must hold it to mean that very string: ``${`` escaped (``\\${``), as a
     user writes a literal ``${`` in a YAML file or an override."""

@@ -38,9 +38,10 @@ def test_an_app_imports_no_figures_pages_or_training(app: str) -> None:
     assert loaded(modules, HEAVY) == []
 
 
-@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "train.py"])
+@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "train.py", "-m ddpm_lit.run_figures", "-m ddpm_lit.report",
+                                    "-m ddpm_lit.compare", "-m ddpm_lit.families", "-m ddpm_lit.bench"])
 def test_help_needs_hydra_alone(script: str) -> None:
-    proc = run_python("-X", "importtime", script, "--help")
+    proc = run_python("-X", "importtime", *script.split(), "--help")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Powered by Hydra" in proc.stdout
     imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]

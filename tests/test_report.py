@@ -1,14 +1,13 @@
-"""python -m ddpm_lit.apps.report: settings that differ, final metrics, per-epoch curves of each run."""
+"""python -m ddpm_lit.report: settings that differ, final metrics, per-epoch curves of each run."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
 import yaml
+from conftest import run_command
 
-from ddpm_lit.apps.report import main
 from ddpm_lit.reporting.figures import by_epoch
 from ddpm_lit.reporting.tables import runs_table
 from ddpm_lit.runs import Run, differing_settings, find_runs
@@ -54,16 +53,29 @@ def test_curves_keep_the_last_row_of_each_epoch_across_versions(tmp_path: Path) 
     assert by_epoch(run.history(), "val/fid") == ([], [])
 
 
-def test_main_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:
+def test_the_command_writes_the_report_and_plots(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     fake_run(sweep / "0", config(1e-3, "a"), {"val/loss": 0.25, "val/fid": 20.0}, [CSV])
     fake_run(sweep / "1", config(2e-3, "b"), {"val/loss": 0.3}, RESUMED)
-    main([str(sweep)])
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_command("ddpm_lit.report", [f"dirs={sweep}"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
     text = (sweep / "report.md").read_text()
     assert "![report_loss](report_loss.png)" in text and "![report_val_fid](report_val_fid.png)" in text
     assert (sweep / "report_loss.png").stat().st_size > 10_000 and (sweep / "report_val_fid.png").is_file()
-    assert "| 1 | 0.002 |" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "empty")])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("error: no run with metrics.json under ")
+    assert "| 1 | 0.002 |" in proc.stdout
+    # Hydra left nothing of its own, neither where the command ran nor in the folder it read
+    assert list(cwd.iterdir()) == [] and not (sweep / ".hydra").exists() and not list(sweep.glob("*.log"))
+
+    # several folders: one table of all their runs, printed and written nowhere
+    fake_run(tmp_path / "other" / "2", config(3e-3, "c"), {"val/loss": 0.2}, [CSV])
+    (sweep / "report.md").unlink()
+    proc = run_command("ddpm_lit.report", [f"dirs=[{sweep},{tmp_path / 'other'}]"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(line.split("|")[1].strip() for line in proc.stdout.splitlines()[2:]) == ["0", "1", "2"], proc.stdout
+    assert not (sweep / "report.md").exists()
+
+    proc = run_command("ddpm_lit.report", [f"dirs={tmp_path / 'empty'}"], cwd=cwd)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no run with metrics.json under ") and proc.stderr.count("\n") == 1

@@ -40,18 +40,19 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
     for name in FIGURES:
         assert f"figures/{name}".encode() in logged, name  # one W&B image per figure
 
-    # One command regenerates them from the run dir; --redraw draws new samples from the checkpoint.
+    # One command regenerates them from the run dir; redraw=true draws new samples from the checkpoint.
     before = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
     npz_before = (run_dir / "samples" / "final.npz").read_bytes()
-    proc = run_command("ddpm_lit.apps.run_figures", [str(run_dir), "--redraw", "--num-samples", "6", "--seed", "1",
-                                                     "--device", "cpu"], cwd=tmp_path)
+    proc = run_command("ddpm_lit.run_figures", [f"run_dir={run_dir}", "redraw=true", "num_samples=6", "seed=1",
+                                                "device=cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sampling" in proc.stderr  # the progress bar of the redraw
     after = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
     assert set(after) == set(before) and all(after[k] > before[k] for k in before)
     assert (run_dir / "samples" / "final.npz").read_bytes() != npz_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "train"]  # no run dir, .hydra/ or log of its own
 
 
 def test_the_command_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
-    proc = run_command("ddpm_lit.apps.run_figures", [str(tmp_path)], cwd=tmp_path)
+    proc = run_command("ddpm_lit.run_figures", [f"run_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 2 and "not a run dir of train.py" in proc.stderr and "Traceback" not in proc.stderr

@@ -206,9 +206,8 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     assert OmegaConf.to_container(results.best_params) == best_params
 
     # The sweep report: what the trials varied, their val/fid, Optuna's best, and val/fid per epoch.
-    from ddpm_lit.apps.report import main as report
-
-    report([str(sweep_dir)])
+    proc = run_command("ddpm_lit.report", [f"dirs={sweep_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     text = (sweep_dir / "report.md").read_text()
     assert "| model.optimizer.lr |" in text and "Optuna's best: " in text and f"{best_fid:.2f}" in text
     assert (sweep_dir / "report_val_fid.png").is_file() and (sweep_dir / "report_loss.png").is_file()

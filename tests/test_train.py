@@ -344,7 +344,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
     assert runs[0]["id"] != runs[1]["id"]
 
     # The sweep report: the setting that differs, the final metrics, and a plot per metric.
-    proc = run_command("ddpm_lit.apps.report", [str(sweep)], cwd=tmp_path)
+    proc = run_command("ddpm_lit.report", [f"dirs={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (sweep / "report.md").read_text()
     header, _, row0, row1 = report.split("\n")[2:6]

@@ -1,4 +1,5 @@
-"""Throughput benchmark: ``python -m ddpm_lit.apps.bench [hydra overrides] [options]``.
+"""Throughput benchmark: ``python -m ddpm_lit.bench [training overrides] [bench.KEY=VALUE ...]``
+(conf/bench.yaml: the training config, and the benchmark's own settings under ``bench``).
 
 Prints, for the model of the composed config on the current device:
 
@@ -8,12 +9,12 @@ Prints, for the model of the composed config on the current device:
 - training images/s of the real run (``train(cfg)``: its data module, callbacks with the EMA,
   loggers and precision plugin) and of a plain PyTorch loop doing the same work (same network,
   loss, optimizer and LR schedule, precision and EMA update, on the same images held as one
-  tensor), alternated ``--repeats`` times; their achieved TFLOP/s and fraction of the peak;
-- optionally (``--diffusers``, the ``bench`` extra) diffusers' ``UNet2DModel`` sized to about the
+  tensor), alternated ``bench.repeats`` times; their achieved TFLOP/s and fraction of the peak;
+- optionally (``bench.diffusers=true``, the ``bench`` extra) diffusers' ``UNet2DModel`` sized to about the
   same parameter count, trained by the same ε-loss step in the same plain loop;
-- sampling images/s of the ancestral sampler at each ``--sample-steps``;
+- sampling images/s of the ancestral sampler at each of ``bench.sample_steps``;
 - peak memory (GPU: ``torch.cuda.max_memory_allocated``; CPU: the process's resident set);
-- with ``--ablate OVERRIDE ...``, the plain loop and the real run again with each override, and
+- with ``bench.ablate=[OVERRIDE, ...]``, the plain loop and the real run again with each override, and
   each one's speed relative to the configuration as composed.
 
 Figures are printed, never asserted. Times differ between machines; compare ratios of one run.
@@ -21,13 +22,11 @@ Figures are printed, never asserted. Times differ between machines; compare rati
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import itertools
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,12 +36,15 @@ from typing import Any, Callable
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lit.apps.train import build, quiet_lightning_tips, train
+from ddpm_lit.config.schema import flag, integer, integers, plain
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.training.planning import autocast, choose_precision, matmul_seconds, sync, timed_steps
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # ddpm_lit/conf, shipped with the package
@@ -123,6 +125,7 @@ def bench_cfg(cfg: DictConfig, steps: int, warmup: int, out_dir: Path) -> DictCo
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.pop("hydra", None)  # as in a real run: the task sees the config without the hydra node
+        cfg.pop("bench", None)  # nor the benchmark's settings
         cfg.paths.output_dir = str(out_dir)
         cfg.trainer.max_steps = warmup + steps
         cfg.trainer.max_epochs = -1
@@ -283,9 +286,13 @@ def bench_sampling(cfg: DictConfig, device: torch.device, batch: int, steps: int
 
 
 def compose_cfg(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/job_logging=disabled", *overrides], return_hydra_config=True)
-
+    """conf/bench.yaml with ``overrides``, as its command line composes it (inside the running
+    command, by the Hydra that composed the command's own config)."""
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose("bench", overrides=list(overrides), return_hydra_config=True)
+    else:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("bench", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg
 
@@ -299,21 +306,33 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
     return speed.precision
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=quick trainer=cpu")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating plain/real-run measurements; medians reported")
-    parser.add_argument("--sample-steps", type=int, nargs="+", default=[20, 1000],
-                        help="chain lengths whose sampling images/s are measured")
-    parser.add_argument("--sample-batch", type=int, default=None, help="images per sampling batch (default: model.num_val_samples)")
-    parser.add_argument("--diffusers", action="store_true", help="also time diffusers' UNet2DModel (pip install -e '.[bench]')")
-    parser.add_argument("--ablate", nargs="+", default=[], metavar="OVERRIDE",
-                        help="time the plain loop and the real run again with each override (e.g. model.channels_last=true; "
-                             "quote several to apply them together)")
-    parser.add_argument("--no-lightning", action="store_true", help="time the plain loop only")
-    return parser
+@dataclass(frozen=True)
+class BenchSettings:
+    """The ``bench`` node of conf/bench.yaml, checked; ``overrides``: the command line's, from
+    which each of ``ablate`` composes its config."""
+
+    steps: int
+    warmup: int
+    repeats: int
+    lightning: bool
+    sample_steps: tuple[int, ...]
+    sample_batch: int | None
+    diffusers: bool
+    ablate: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> BenchSettings:
+        ablate = plain(cfg.bench.get("ablate")) or []
+        if not isinstance(ablate, list) or not all(isinstance(a, str) and a.strip() for a in ablate):
+            raise ConfigError(f"bench.ablate must be a list of overrides, e.g. "
+                              f"'bench.ablate=[\"model.channels_last=true\"]', got {ablate!r}")
+        batch = cfg.bench.get("sample_batch")
+        return cls(steps=integer(cfg, "bench.steps", 1), warmup=integer(cfg, "bench.warmup", 0),
+                   repeats=integer(cfg, "bench.repeats", 1), lightning=flag(cfg, "bench.lightning"),
+                   sample_steps=integers(cfg, "bench.sample_steps", 1),
+                   sample_batch=None if batch is None else integer(cfg, "bench.sample_batch", 1),
+                   diffusers=flag(cfg, "bench.diffusers"), ablate=tuple(ablate), overrides=tuple(overrides))
 
 
 @dataclass
@@ -330,13 +349,11 @@ class Setting:
     images: torch.Tensor
 
 
-def _setting(args: argparse.Namespace) -> Setting:
-    """Compose the config, choose the precision, measure the peak and count the FLOPs; print them."""
-    cfg = compose_cfg(args.overrides)
+def _setting(cfg: DictConfig, args: BenchSettings) -> Setting:
+    """Choose the precision, measure the peak and count the FLOPs of the composed ``cfg``; print them."""
     if "diffusion" not in cfg.model:
-        print(f"error: the benchmark times a DDPM's training step and chain; {cfg.model._target_} has none "
-              "(python -m ddpm_lit.apps.families compares the families' speeds)", file=sys.stderr)
-        raise SystemExit(2)
+        raise ConfigError(f"the benchmark times a DDPM's training step and chain; {cfg.model._target_} has none "
+                          "(python -m ddpm_lit.families compares the families' speeds)")
     L.seed_everything(0, verbose=False)
     trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False,
                     **({"precision": "32-true"} if str(cfg.trainer.precision) == "auto" else {}))
@@ -371,7 +388,7 @@ def _rate_line(s: Setting, label: str, rate: float, flops: float) -> str:
             f"the {s.precision.split('-')[0]} matmul peak")
 
 
-def _rounds(args: argparse.Namespace, s: Setting, configs: list[tuple[str, DictConfig]]) -> tuple[dict[str, Rates], list[float], tuple[str, float, float]]:
+def _rounds(args: BenchSettings, s: Setting, configs: list[tuple[str, DictConfig]]) -> tuple[dict[str, Rates], list[float], tuple[str, float, float]]:
     """Every configuration once per round, so drift in the machine's speed (±20 % over minutes
     on shared CPUs) hits all alike; ratios are taken within a round. Also diffusers' network."""
     rates = {label: Rates() for label, _ in configs}
@@ -380,7 +397,7 @@ def _rounds(args: argparse.Namespace, s: Setting, configs: list[tuple[str, DictC
     for r in range(args.repeats):
         for label, c in configs:
             rates[label].plain.append(bench_plain(c, s.images, args.steps, args.warmup, s.device))
-            if not args.no_lightning:
+            if args.lightning:
                 rates[label].lightning.append(bench_lightning(c, args.steps, args.warmup))
             shown = f", real run {rates[label].lightning[-1]:.1f}" if rates[label].lightning else ""
             print(f"  round {r + 1}, {label}: plain {rates[label].plain[-1]:.1f}{shown} images/s", flush=True)
@@ -392,7 +409,7 @@ def _rounds(args: argparse.Namespace, s: Setting, configs: list[tuple[str, DictC
     return rates, d_rates, diffusers
 
 
-def _print_training(args: argparse.Namespace, s: Setting, base: Rates, d_rates: list[float],
+def _print_training(args: BenchSettings, s: Setting, base: Rates, d_rates: list[float],
                     diffusers: tuple[str, float, float]) -> None:
     print(_rate_line(s, "plain PyTorch loop", Rates.median(base.plain), s.step_flops) + f" (median of {args.repeats})")
     if base.lightning:
@@ -410,7 +427,7 @@ def _print_training(args: argparse.Namespace, s: Setting, base: Rates, d_rates: 
         torch.cuda.reset_peak_memory_stats(s.device)
 
 
-def _print_sampling(args: argparse.Namespace, s: Setting) -> None:
+def _print_sampling(args: BenchSettings, s: Setting) -> None:
     sample_batch = args.sample_batch or int(s.cfg.model.num_val_samples)
     for steps in args.sample_steps:
         rate = bench_sampling(s.cfg, s.device, sample_batch, steps)
@@ -422,9 +439,9 @@ def _print_sampling(args: argparse.Namespace, s: Setting) -> None:
         print(f"peak memory        : {peak_memory_mib(s.device):9.1f} MiB (process resident set, whole run)")
 
 
-def _print_ablation(args: argparse.Namespace, rates: dict[str, Rates], overrides: list[str]) -> None:
+def _print_ablation(args: BenchSettings, rates: dict[str, Rates], overrides: list[str]) -> None:
     base = rates["as composed"]
-    real = not args.no_lightning
+    real = args.lightning
     print("\n| change | plain images/s | × plain |" + (" real run images/s | × real run |" if real else "")
           + f"  (medians of {args.repeats} rounds)")
     print("|---|---:|---:|" + ("---:|---:|" if real else ""))
@@ -438,10 +455,13 @@ def _print_ablation(args: argparse.Namespace, rates: dict[str, Rates], overrides
         print(row)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+def bench(cfg: DictConfig) -> None:
+    """``python -m ddpm_lit.bench``: the benchmark's settings checked at the door, then every
+    measurement of the composed training config (see the module docstring)."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    args = BenchSettings.parse(cfg, list(overrides))
     quiet_lightning_tips()
-    s = _setting(args)
+    s = _setting(cfg, args)
     configs: list[tuple[str, DictConfig]] = [("as composed", s.cfg)]
     for override in args.ablate:
         varied = compose_cfg([*args.overrides, *override.split()])  # "a=1 b=2": both at once
@@ -454,6 +474,3 @@ def main(argv: list[str] | None = None) -> None:
     if args.ablate:
         _print_ablation(args, rates, [label for label, _ in configs[1:]])
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

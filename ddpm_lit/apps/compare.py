@@ -1,9 +1,10 @@
 """Compare trained models across samplers and step counts: one markdown table of MNIST-FID,
-FID and (for class-conditional models) the classifier's accuracy on the requested digits.
+FID and (for class-conditional models) the classifier's accuracy on the requested digits
+(conf/compare.yaml):
 
-    python -m ddpm_lit.apps.compare --model eps=runs/a/checkpoints/last.ckpt --model v=runs/b/... \\
-        --grid ddpm:10,20,50,100,1000 ddim:10,20,50,100 dpmpp_2m:10,20,50,100 \\
-        --num-samples 500 --out docs/compare
+    python -m ddpm_lit.compare models={eps:runs/a/checkpoints/last.ckpt,v:runs/b/...} \\
+        grid=[ddpm:10,20,50,100,1000,ddim:10,20,50,100,dpmpp_2m:10,20,50,100] \\
+        num_samples=500 out=docs/compare
 
 Every cell draws the same N samples (the same seed, so the same starting noise) and scores them
 against the same training-image reference as ``evaluate.py``. Cells are written to
@@ -13,18 +14,21 @@ comparison resumes; ``table.md`` is rewritten after each cell.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
+from ddpm_lit.config.schema import flag, integer, is_int, is_number, plain
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.data.sets import DataSource, check_same_dataset
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
@@ -46,23 +50,30 @@ def _value(text: str) -> Any:
         return text
 
 
-def parse_grid(items: list[str]) -> list[tuple[str, int]]:
-    """``["ddpm:10,1000", "ddim/eta=1:20"]`` -> ``[("ddpm", 10), ("ddpm", 1000), ("ddim/eta=1", 20)]``.
+def parse_grid(items: Any, key: str = "grid") -> list[tuple[str, int]]:
+    """``["ddpm:10", 1000, "ddim/eta=1:20"]`` -> ``[("ddpm", 10), ("ddpm", 1000), ("ddim/eta=1", 20)]``.
 
-    A sampler may carry options after ``/`` (``ddim/eta=1``, ``dpmpp_2m/spacing=uniform``).
+    An item ``SAMPLER[/KEY=VALUE...]:STEPS[,STEPS]`` names a sampler and its steps; a number after
+    it is another step count of that sampler (Hydra reads ``grid=[ddpm:10,1000]`` as
+    ``["ddpm:10", 1000]``). A sampler may carry options after ``/`` (``ddim/eta=1``,
+    ``dpmpp_2m/spacing=uniform``).
     """
-    cells = []
-    for item in items:
-        spec, _, steps = item.rpartition(":")
+    cells: list[tuple[str, int]] = []
+    for item in items if isinstance(items, list) else [items]:
+        if is_int(item) and cells:
+            cells.append((cells[-1][0], item))
+            continue
+        spec, _, steps = str(item).rpartition(":")
         name, options = split_sampler(spec) if spec else ("", {})
         if name not in SAMPLERS or not steps or None in options.values():
-            raise SystemExit(
-                f"--grid takes SAMPLER[/KEY=VALUE...]:STEPS[,STEPS] with SAMPLER in {', '.join(SAMPLERS)}; got {item!r}"
-            )
+            raise ConfigError(f"{key} takes SAMPLER[/KEY=VALUE...]:STEPS items (a number after one: more STEPS) "
+                              f"with SAMPLER in {', '.join(SAMPLERS)}; got {item!r}")
         try:
             cells += [(spec, int(s)) for s in steps.split(",")]
         except ValueError:
-            raise SystemExit(f"--grid: steps must be integers, got {item!r}") from None
+            raise ConfigError(f"{key}: steps must be integers, got {item!r}") from None
+    if not cells:
+        raise ConfigError(f"{key} names no sampler; give SAMPLER:STEPS items, e.g. {key}=[ddpm:20,1000,ddim:20]")
     return cells
 
 
@@ -76,16 +87,59 @@ def split_sampler(spec: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def parse_models(items: list[str]) -> dict[str, Path]:
-    models = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--model takes NAME=CHECKPOINT, got {item!r}")
+def parse_models(models: Any, key: str) -> dict[str, Path]:
+    """``{name: checkpoint}`` of the config as paths, each of which must exist."""
+    if models is None:
+        return {}
+    if not isinstance(models, dict) or not all(isinstance(v, str) and v for v in models.values()):
+        raise ConfigError(f"{key} takes names and checkpoints, {key}={{eps:runs/a/checkpoints/last.ckpt}}, got {models!r}")
+    for name, path in models.items():
         if not Path(path).is_file():
-            raise SystemExit(f"--model {name}: checkpoint {path} does not exist")
-        models[name] = Path(path)
-    return models
+            raise ConfigError(f"{key}.{name}: checkpoint {path} does not exist")
+    return {str(name): Path(path) for name, path in models.items()}
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """conf/compare.yaml, checked: the models (EMA and raw weights), the grids as (sampler, steps)
+    cells, the guidance scales (empty: the model's) and the sampling and scoring settings."""
+
+    out: Path
+    models: dict[str, Path]
+    raw_models: dict[str, Path]
+    grid: list[tuple[str, int]]
+    conditional_grid: list[tuple[str, int]]
+    guidance: list[float]
+    num_samples: int
+    batch_size: int
+    seed: int
+    reference_size: int
+    fid: bool
+    data_dir: Path
+    device: str
+
+    @classmethod
+    def parse(cls, cfg: DictConfig) -> CompareSettings:
+        if cfg.get("out") is None:
+            raise ConfigError("give the folder of the table: out=<dir>")
+        models, raw_models = parse_models(plain(cfg.models), "models"), parse_models(plain(cfg.raw_models), "raw_models")
+        if not models and not raw_models:
+            raise ConfigError("give at least one checkpoint: models={name:<ckpt>} or raw_models={name:<ckpt>}")
+        if set(models) & set(raw_models):
+            raise ConfigError(f"model names must differ between models and raw_models: {sorted(set(models) & set(raw_models))}")
+        if cfg.get("grid") is None:
+            raise ConfigError("give the samplers and steps: grid=[ddpm:20,1000,ddim:20]")
+        grid = parse_grid(plain(cfg.grid))
+        conditional = parse_grid(plain(cfg.conditional_grid), "conditional_grid") if cfg.conditional_grid else grid
+        guidance = plain(cfg.get("guidance"))
+        guidance = guidance if isinstance(guidance, list) else [] if guidance is None else [guidance]
+        if not all(is_number(g) and g >= 0 for g in guidance):
+            raise ConfigError(f"guidance takes numbers ≥ 0, e.g. guidance=[0,1,2,4], got {plain(cfg.guidance)!r}")
+        return cls(out=Path(cfg.out), models=models, raw_models=raw_models, grid=grid, conditional_grid=conditional,
+                   guidance=[float(g) for g in guidance], num_samples=integer(cfg, "num_samples", 4),
+                   batch_size=integer(cfg, "batch_size", 1), seed=integer(cfg, "seed", 0),
+                   reference_size=integer(cfg, "reference_size", 4), fid=flag(cfg, "fid"),
+                   data_dir=Path(cfg.paths.data_dir), device=str(cfg.device))
 
 
 def cell_key(model: str, sampler: str, steps: int, guidance: float | None) -> str:
@@ -100,45 +154,10 @@ def describe(module: Any) -> str:
     return ", ".join(parts)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lit.apps.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", default=[], help="NAME=CHECKPOINT (repeat)")
-    parser.add_argument(
-        "--model-raw", action="append", default=[],
-        help="NAME=CHECKPOINT scored with its raw weights instead of the EMA (the same run without averaging)",
-    )  # fmt: skip
-    parser.add_argument("--grid", nargs="+", required=True, help="SAMPLER:STEPS[,STEPS] ...")
-    parser.add_argument("--guidance", default="", help="guidance scales for conditional models, e.g. 0,1,2,4 (default: the model's)")
-    parser.add_argument("--conditional-grid", nargs="+", default=None, help="grid for conditional models (default: --grid)")
-    parser.add_argument("--num-samples", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference-size", type=int, default=10000)
-    parser.add_argument("--no-fid", action="store_true", help="skip the Inception FID (MNIST-FID only)")
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True, help="folder for results.json, table.md and one grid per cell")
-    return parser
-
-
-def _check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Path], list[float]]:
-    """The models (EMA, raw) and guidance scales of the command line, or SystemExit with the reason."""
-    if args.num_samples < 4:
-        raise SystemExit("--num-samples must be ≥ 4")
-    models, raw_models = parse_models(args.model), parse_models(args.model_raw)
-    if not models and not raw_models:
-        raise SystemExit("give at least one --model or --model-raw")
-    if set(models) & set(raw_models):
-        raise SystemExit(f"model names must differ: {sorted(set(models) & set(raw_models))}")
-    try:
-        scales = [float(s) for s in args.guidance.split(",") if s]
-    except ValueError:
-        raise SystemExit(f"--guidance takes comma-separated numbers, got {args.guidance!r}") from None
-    return models, raw_models, scales
 
 
 def _data_source(checkpoints: list[Path], data_dir: Path) -> DataSource:
-    """The set every checkpoint was trained on (their record; none: MNIST), or SystemExit when they differ:
+    """The set every checkpoint was trained on (their record; none: MNIST), or a DataError when they differ:
     one table scores every model against one set."""
     records = {str(c): recorded_dataset(read_checkpoint(c)) for c in checkpoints}
     first = next(iter(records.values()))
@@ -151,7 +170,7 @@ def _open_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """results.json so far (cells already scored are skipped), refused when made with other settings."""
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if results and any(results.get(k) != v for k, v in settings.items()):
-        raise SystemExit(f"{path} was made with other settings {({k: results.get(k) for k in settings})}; use another --out")
+        raise ConfigError(f"{path} was made with other settings {({k: results.get(k) for k in settings})}; use another out=")
     results.update(settings)
     results.setdefault("models", {})
     results.setdefault("cells", {})
@@ -162,21 +181,21 @@ def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, 
     """The checkpoint's model, with its raw weights instead of the EMA when ``raw``."""
     module, ema = load_module(ckpt, device)
     if not has_chain(module):
-        raise SystemExit(f"--model {name}: {ckpt} is a {module.family} checkpoint, which has no "
-                         "sampler to compare; this command compares the samplers of DDPM checkpoints "
-                         "(python -m ddpm_lit.apps.families compares the families)")
+        raise ConfigError(f"models.{name}: {ckpt} is a {module.family} checkpoint, which has no "
+                          "sampler to compare; this command compares the samplers of DDPM checkpoints "
+                          "(python -m ddpm_lit.families compares the families)")
     if raw:
         state = read_checkpoint(ckpt).get("current_model_state")
         if state is None:
-            raise SystemExit(f"--model-raw {name}: {ckpt} holds no EMA, so its weights are the raw ones; use --model")
+            raise ConfigError(f"raw_models.{name}: {ckpt} holds no EMA, so its weights are the raw ones; give it in models=")
         module.load_state_dict(state)
         ema = False
     return module, ema
 
 
-def _score_cell(args: argparse.Namespace, scorer: Scorer, module: Any, name: str, sampler: str, steps: int,
+def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, sampler: str, steps: int,
                 guidance: float | None) -> dict[str, Any]:
-    """Draw ``--num-samples`` with one sampler, steps and guidance; save them and their grid; score them."""
+    """Draw ``num_samples`` with one sampler, steps and guidance; save them and their grid; score them."""
     key = cell_key(name, sampler, steps, guidance)
     labels = labels_for(module, args.num_samples)
     extra = {"class_labels": labels, "guidance_scale": guidance} if labels is not None else {}
@@ -203,12 +222,15 @@ def _score_cell(args: argparse.Namespace, scorer: Scorer, module: Any, name: str
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    models, raw_models, scales = _check(args)
-    grid = parse_grid(args.grid)
-    cond_grid = parse_grid(args.conditional_grid) if args.conditional_grid else grid
+def compare(cfg: DictConfig) -> dict[str, Any]:
+    """``python -m ddpm_lit.compare``: the config checked at the door, then ``compare_models``."""
+    return compare_models(CompareSettings.parse(cfg))
+
+
+def compare_models(args: CompareSettings) -> dict[str, Any]:
+    """Score every model at every cell of its grid not scored before; return results.json's content."""
+    models, raw_models, scales = args.models, args.raw_models, args.guidance
+    grid, cond_grid = args.grid, args.conditional_grid
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source = _data_source([*models.values(), *raw_models.values()], Path(args.data_dir))
     results.setdefault("dataset_title", source.title)
     train, test, classifier = references(source)
-    inception = None if args.no_fid else InceptionFeatures(batch_size=16 if device.type == "cpu" else 256)
+    inception = InceptionFeatures(batch_size=16 if device.type == "cpu" else 256) if args.fid else None
     scorer = Scorer(
         train, test, classifier, inception, reference_size=args.reference_size,
         cache_dir=Path(args.data_dir) / "eval_cache", device=device, seed=args.seed,
@@ -245,7 +267,3 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         del module
     save()
     return results
-
-
-if __name__ == "__main__":
-    main()

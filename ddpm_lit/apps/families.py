@@ -1,10 +1,11 @@
 """The report's chapter 2, measured: train (or load) a DDPM, a VAE and a GAN at an equal
-wall-clock budget and several seeds, score each with ``evaluate.py``, and write one table and one figure.
+wall-clock budget and several seeds, score each with ``evaluate.py``, and write one table and one figure
+(conf/families.yaml):
 
-    python -m ddpm_lit.apps.families --out docs/families --minutes 14 --seeds 0 1 2
+    python -m ddpm_lit.families out=docs/families minutes=14 seeds=[0,1,2]
 
-Each family trains with its preset (``--preset``; the 2-core ones by default: ``quick``,
-``vae_quick``, ``gan_quick``) and ``time_budget_minutes=--minutes`` in
+Each family trains with its preset (``presets.<family>=``; the 2-core ones by default: ``quick``,
+``vae_quick``, ``gan_quick``) and ``time_budget_minutes=<minutes>`` in
 ``<out>/runs/<family>_seed<S>`` (its console output in ``train.log`` there), then
 ``evaluate.py`` scores its ``last.ckpt`` in ``<out>/eval/<family>_seed<S>``: standard FID,
 MNIST-FID, KID, precision, recall, digits present, memorisation distance, bits/dim where the
@@ -19,21 +20,23 @@ recall is below a third of its precision (samples that are all plausible but cov
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
+from ddpm_lit.config.schema import flag, integer, integers, is_number, plain
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
-from ddpm_lit.errors import ConfigError, exit_on_user_error
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.reporting.figures import side_by_side_grids
@@ -92,7 +95,7 @@ def _run(cmd: list[str], log_path: Path, what: str) -> None:
     log.info("  %s done in %.1f min", what, (time.perf_counter() - start) / 60)
 
 
-def train_run(args: argparse.Namespace, family: str, seed: int, run_dir: Path) -> None:
+def train_run(args: FamiliesSettings, family: str, seed: int, run_dir: Path) -> None:
     """``train.py`` with the family's preset, the seed and the budget (continued when interrupted)."""
     if (run_dir / "metrics.json").is_file():
         log.info("  %s: trained before, kept", run_dir)
@@ -105,24 +108,24 @@ def train_run(args: argparse.Namespace, family: str, seed: int, run_dir: Path) -
         cmd.append("time_budget_minutes=null")
     if (run_dir / "checkpoints").is_dir():
         cmd.append("ckpt_path=last")
-    _run(cmd + list(args.train_override), run_dir / "train.log", f"training {family} seed {seed}")
+    _run(cmd + list(args.train_overrides), run_dir / "train.log", f"training {family} seed {seed}")
 
 
-def evaluate_run(args: argparse.Namespace, family: str, run_dir: Path, eval_dir: Path, score_test: bool) -> None:
+def evaluate_run(args: FamiliesSettings, family: str, run_dir: Path, eval_dir: Path, score_test: bool) -> None:
     """``evaluate.py`` on the run's last.ckpt (a family with a reverse chain, the DDPM, with
-    ``--ddpm-steps`` sampler steps; bits/dim where the family has a likelihood)."""
+    ``ddpm_steps`` sampler steps; bits/dim where the family has a likelihood)."""
     if (eval_dir / "metrics.json").is_file():
         log.info("  %s: scored before, kept", eval_dir)
         return
     model_class = model_class_of(run_dir)
     cmd = [sys.executable, "-m", "ddpm_lit.evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-           f"num_samples={args.num_samples}", f"reference_size={args.reference_size}", f"fid.enabled={not args.no_fid}",
+           f"num_samples={args.num_samples}", f"reference_size={args.reference_size}", f"fid.enabled={args.fid}",
            f"score_test={score_test}", f"nll.num_images={args.nll_images}", f"nll.iwae_samples={args.iwae}",
            f"nll.enabled={model_class.likelihood is not None and args.nll_images > 0}", f"hydra.run.dir={eval_dir}",
            "logger=csv", f"paths.data_dir={args.data_dir}"]
     if model_class.reverse_chain:
         cmd.append(f"sampler.steps={args.ddpm_steps}")
-    _run(cmd + list(args.eval_override), eval_dir / "evaluate.log", f"evaluating {family}")
+    _run(cmd + list(args.eval_overrides), eval_dir / "evaluate.log", f"evaluating {family}")
 
 
 def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, Any]:
@@ -169,7 +172,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def samples_figure(args: argparse.Namespace, families: list[str], seed: int, path: Path) -> Path:
+def samples_figure(args: FamiliesSettings, families: list[str], seed: int, path: Path) -> Path:
     """Real test digits, then each family's first 64 samples of ``seed``, side by side."""
     test, _ = load_mnist_split(ensure_mnist(args.data_dir), train=False)
     grids = {"real test digits": test[:64].unsqueeze(1).float() / 255}
@@ -192,7 +195,7 @@ def machine() -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
-def compare_families(args: argparse.Namespace) -> dict[str, Any]:
+def compare_families(args: FamiliesSettings) -> dict[str, Any]:
     """Train, score and tabulate (see the module docstring); return results.json's content."""
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -208,7 +211,7 @@ def compare_families(args: argparse.Namespace) -> dict[str, Any]:
             "budget": f"time_budget_minutes={args.minutes:g} per run" if args.minutes else "the presets' own stopping rule",
             "presets": args.presets, "seeds": args.seeds, "num_samples": args.num_samples,
             "reference_size": args.reference_size, "nll_images": args.nll_images, "iwae": args.iwae,
-            "ddpm_steps": args.ddpm_steps, "fid": not args.no_fid, "machine": machine(),
+            "ddpm_steps": args.ddpm_steps, "fid": args.fid, "machine": machine(),
         },
         "runs": rows,
         "summary": summarise(rows),
@@ -222,53 +225,68 @@ def compare_families(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ddpm_lit.apps.families", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="where runs, evaluations, table and figure go")
-    p.add_argument("--minutes", type=float, default=14.0,
-                   help="time_budget_minutes of every run (default 14; 0: none, the presets' epochs or steps)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    p.add_argument("--gpu", action="store_true", help="the GPU presets (seed, vae_seed, gan_seed) and no budget")
-    p.add_argument("--preset", action="append", default=[], metavar="FAMILY=EXPERIMENT", help="another preset for a family")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--reference-size", type=int, default=10000)
-    p.add_argument("--no-fid", action="store_true", help="skip the standard (TF-Inception) FID")
-    p.add_argument("--nll-images", type=int, default=200, help="test images of the bits/dim (0: none)")
-    p.add_argument("--iwae", type=int, default=100, help="k of the VAE's importance-weighted bound")
-    p.add_argument("--ddpm-steps", type=int, default=100, help="ancestral sampling steps of the DDPM")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--train-override", nargs="*", default=[], help="extra train.py overrides for every run")
-    p.add_argument("--eval-override", nargs="*", default=[], help="extra evaluate.py overrides for every evaluation")
-    return p
+@dataclass(frozen=True)
+class FamiliesSettings:
+    """conf/families.yaml, checked: each family's preset (``gpu`` and ``presets`` resolved), the
+    budget (None: the presets' own), and the scoring settings every evaluation gets."""
+
+    out: Path
+    minutes: float | None
+    seeds: list[int]
+    families: list[str]
+    presets: dict[str, str]
+    num_samples: int
+    reference_size: int
+    fid: bool
+    nll_images: int
+    iwae: int
+    ddpm_steps: int
+    data_dir: Path
+    train_overrides: list[str]
+    eval_overrides: list[str]
+
+    @classmethod
+    def parse(cls, cfg: DictConfig) -> FamiliesSettings:
+        if cfg.get("out") is None:
+            raise ConfigError("give the folder of the runs, the table and the figure: out=<dir>")
+        gpu = flag(cfg, "gpu")
+        minutes = cfg.get("minutes", None)
+        if minutes is None:
+            minutes = None if gpu else 14.0
+        elif not (is_number(minutes) and minutes >= 0):
+            raise ConfigError(f"minutes must be a number ≥ 0 or null, got {minutes!r}")
+        chosen = plain(cfg.get("families"))
+        if not isinstance(chosen, list) or not chosen or any(f not in FAMILIES for f in chosen):
+            raise ConfigError(f"families must be a list of {', '.join(FAMILIES)}, got {chosen!r}")
+        ints = {key: integer(cfg, key, low) for key, low in (("num_samples", 4), ("reference_size", 4),
+                                                             ("nll_images", 0), ("iwae", 1), ("ddpm_steps", 1))}
+        return cls(out=Path(cfg.out).resolve(), minutes=minutes, seeds=list(integers(cfg, "seeds", 0)), families=chosen,
+                   presets=_presets(plain(cfg.get("presets")) or {}, gpu), **ints, fid=flag(cfg, "fid"),
+                   data_dir=Path(cfg.paths.data_dir).resolve(), train_overrides=_overrides(cfg, "train_overrides"),
+                   eval_overrides=_overrides(cfg, "eval_overrides"))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.presets = dict(GPU_PRESETS if args.gpu else CPU_PRESETS)
-    if args.gpu and "--minutes" not in (argv if argv is not None else sys.argv[1:]):
-        args.minutes = None
-    for item in args.preset:
-        family, sep, preset = item.partition("=")
-        if not sep or family not in FAMILIES or not preset:
-            parser.error(f"--preset takes FAMILY=EXPERIMENT with FAMILY in {', '.join(FAMILIES)}, got {item!r}")
-        args.presets[family] = preset
-    if args.minutes is not None and not args.minutes >= 0:
-        parser.error(f"--minutes must be ≥ 0, got {args.minutes:g}")
-    for name, low in (("num_samples", 4), ("reference_size", 4), ("nll_images", 0), ("iwae", 1), ("ddpm_steps", 1)):
-        if getattr(args, name) < low:
-            parser.error(f"--{name.replace('_', '-')} must be ≥ {low}, got {getattr(args, name)}")
-    args.out, args.data_dir = args.out.resolve(), args.data_dir.resolve()
-    return args
+def _presets(given: dict[str, Any], gpu: bool) -> dict[str, str]:
+    """Each family's ``experiment=``: ``given`` where it names one, else the GPU or CPU preset."""
+    presets = dict(GPU_PRESETS if gpu else CPU_PRESETS)
+    for family, preset in given.items():
+        if family not in FAMILIES:
+            raise ConfigError(f"presets takes presets.FAMILY=EXPERIMENT with FAMILY in {', '.join(FAMILIES)}, "
+                              f"got presets.{family}")
+        if preset is not None:
+            if not isinstance(preset, str) or not preset:
+                raise ConfigError(f"presets.{family} must name an experiment (conf/experiment/), got {preset!r}")
+            presets[family] = preset
+    return presets
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
-    return exit_on_user_error(compare_families, args)
+def _overrides(cfg: DictConfig, key: str) -> list[str]:
+    values = plain(cfg.get(key)) or []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{key} must be a list of overrides, e.g. '{key}=[\"trainer.max_steps=4\"]', got {values!r}")
+    return values
 
 
-if __name__ == "__main__":
-    main()
+def families(cfg: DictConfig) -> dict[str, Any]:
+    """``python -m ddpm_lit.families``: the config checked at the door, then ``compare_families``."""
+    return compare_families(FamiliesSettings.parse(cfg))

@@ -1,6 +1,6 @@
 """Collect finished runs into a markdown table and comparison plots:
-``python -m ddpm_lit.report DIR [DIR ...]``; with ``--html``, a self-contained page of a run or a
-sweep (ddpm_lit.reporting.pages).
+``python -m ddpm_lit.report dirs=DIR`` or ``dirs=[DIR,DIR]`` (conf/report.yaml); with ``html=true``,
+a self-contained page of a run or a sweep (reporting.pages).
 
 Each DIR is a run dir or any folder above run dirs (a sweep, ``outputs/``); every run below
 it that wrote ``metrics.json`` becomes a row. The table shows the settings in which the runs
@@ -11,11 +11,13 @@ loss and val/fid per epoch, a line per run (from each run's CSV history). With o
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from ddpm_lit.errors import exit_on_user_error
+from omegaconf import DictConfig
+
+from ddpm_lit.config.schema import flag, plain
+from ddpm_lit.errors import ConfigError, UserError
 from ddpm_lit.io import write_text
 from ddpm_lit.reporting.pages import write_page
 from ddpm_lit.reporting.summary import comparison_plots, markdown
@@ -23,31 +25,41 @@ from ddpm_lit.reporting.tables import runs_table
 from ddpm_lit.runs import find_runs
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dirs", nargs="+", type=Path)
-    parser.add_argument("--html", action="store_true",
-                        help="write DIR/report.html instead: the run page of a run dir (also of a run that crashed or "
-                             "is still going), the sweep page of a folder holding runs (and the page of each job that "
-                             "has none); self-contained, opens offline")
-    args = parser.parse_args(argv)
-    if args.html:
-        for path in args.dirs:
-            print(f"written: {exit_on_user_error(write_page, path)}")
+@dataclass(frozen=True)
+class ReportSettings:
+    """conf/report.yaml, checked."""
+
+    dirs: tuple[Path, ...]
+    html: bool
+
+    @classmethod
+    def parse(cls, cfg: DictConfig) -> ReportSettings:
+        dirs = plain(cfg.get("dirs"))
+        dirs = dirs if isinstance(dirs, list) else [] if dirs is None else [dirs]
+        if not dirs or not all(isinstance(d, str) and d for d in dirs):
+            raise ConfigError(f"give the folders to report on: dirs=<run or sweep dir> or dirs=[<dir>,<dir>], got {dirs!r}")
+        return cls(dirs=tuple(Path(d) for d in dirs), html=flag(cfg, "html"))
+
+
+def report(cfg: DictConfig) -> None:
+    """``python -m ddpm_lit.report``: the config checked at the door, then ``write_report``."""
+    write_report(ReportSettings.parse(cfg))
+
+
+def write_report(s: ReportSettings) -> None:
+    """The pages (``html``), or the table: written with its plots into a single folder, printed for several."""
+    if s.html:
+        for path in s.dirs:
+            print(f"written: {write_page(path)}")
         return
-    runs = find_runs(args.dirs)
+    runs = find_runs(list(s.dirs))
     if not runs:
-        print(f"error: no run with metrics.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
-        raise SystemExit(2)
-    if len(args.dirs) == 1 and args.dirs[0].is_dir():
-        out_dir = args.dirs[0]
+        raise UserError(f"no run with metrics.json under {', '.join(map(str, s.dirs))}")
+    if len(s.dirs) == 1 and s.dirs[0].is_dir():
+        out_dir = s.dirs[0]
         plots = comparison_plots(runs, out_dir)
         write_text(out_dir / "report.md", markdown(runs, plots, out_dir))
         print(markdown(runs, plots, out_dir), end="")
         print(f"written: {out_dir / 'report.md'}, " + ", ".join(str(p) for p in plots))
     else:
         print(runs_table(runs))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""The report's figures of one training run: ``python -m ddpm_lit.apps.run_figures <run dir>``.
+"""The report's figures of one training run: ``python -m ddpm_lit.run_figures run_dir=<run dir>``
+(conf/run_figures.yaml).
 
 Writes ``<run dir>/figures/``:
   loss_curves.png          train/loss per step and val/loss per epoch (report Fig. 4.1)
@@ -9,40 +10,47 @@ Writes ``<run dir>/figures/``:
   two_mode_diffusion.png   a 1-D two-mode density diffusing to N(0, 1) under the run's schedule (Fig. 1.6)
 
 The samples come from ``samples/final.npz`` and ``samples/trajectory.pt``, which training
-writes at its end; when they are missing (or with ``--redraw``) they are drawn from the run's
+writes at its end; when they are missing (or with ``redraw=true``) they are drawn from the run's
 newest checkpoint and saved there. train.py calls ``run_figures`` after fitting and logs the
 figures to W&B.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from ddpm_lit.errors import exit_on_user_error
+from omegaconf import DictConfig
+
+from ddpm_lit.config.schema import flag, integer
+from ddpm_lit.errors import ConfigError
 from ddpm_lit.reporting.run_figures import run_figures
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--ckpt", type=Path, default=None, help="checkpoint to draw from (default: the run's newest)")
-    parser.add_argument("--num-samples", type=int, default=64, help="samples for the SSIM histogram (default 64)")
-    parser.add_argument("--steps", type=int, default=None, help="respaced reverse steps (default: all T)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--redraw", action="store_true", help="draw new samples even if the run saved some")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font notes are not for the user
-    if args.num_samples < 2:
-        parser.error("--num-samples must be ≥ 2")
-    exit_on_user_error(
-        lambda: run_figures(args.run_dir, ckpt_path=args.ckpt, num_samples=args.num_samples, steps=args.steps,
-                            seed=args.seed, redraw=args.redraw, device=args.device)
-    )
+@dataclass(frozen=True)
+class FiguresSettings:
+    """conf/run_figures.yaml, checked."""
+
+    run_dir: Path
+    ckpt_path: Path | None
+    num_samples: int
+    steps: int | None
+    seed: int
+    redraw: bool
+    device: str
+
+    @classmethod
+    def parse(cls, cfg: DictConfig) -> FiguresSettings:
+        if cfg.get("run_dir") is None:
+            raise ConfigError("give the run whose figures to draw: run_dir=outputs/train/runs/<run>")
+        steps = None if cfg.get("steps") is None else integer(cfg, "steps", 1)
+        return cls(run_dir=Path(cfg.run_dir), ckpt_path=None if cfg.get("ckpt_path") is None else Path(cfg.ckpt_path),
+                   num_samples=integer(cfg, "num_samples", 2), steps=steps, seed=integer(cfg, "seed", 0),
+                   redraw=flag(cfg, "redraw"), device=str(cfg.device))
 
 
-if __name__ == "__main__":
-    main()
+def figures(cfg: DictConfig) -> dict[str, Path]:
+    """``python -m ddpm_lit.run_figures``: the config checked at the door, then ``run_figures``."""
+    s = FiguresSettings.parse(cfg)
+    return run_figures(s.run_dir, ckpt_path=s.ckpt_path, num_samples=s.num_samples, steps=s.steps, seed=s.seed,
+                       redraw=s.redraw, device=s.device)

@@ -7,6 +7,8 @@ the weights a training run ended with as float16 shards; here they become a chec
     python -m ddpm_lit.apps.shards split outputs/…/checkpoints/last.ckpt OUT_DIR [--max-mib 15]
     python -m ddpm_lit.apps.shards join OUT_DIR/weights_fp16.*.pt -o model.ckpt
 
+A developer's tool for packaging checkpoints, so it keeps argparse flags rather than being a Hydra command like the others.
+
 Only the learned tensors travel (``state_dict`` entries outside ``diffusion.``, so the EMA
 weights when the run kept an average): the schedule's buffers are rebuilt from the
 hyperparameters on joining, exactly as training computed them. float16 keeps 11 significant

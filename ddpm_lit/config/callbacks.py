@@ -25,4 +25,4 @@ class SweepPage(Callback):
         try:
             log.info("sweep page: %s", write_sweep_page(sweep))
         except Exception as err:  # noqa: BLE001 - the jobs ran; the page can be written later
-            log.warning("no %s written for %s: %s (python -m ddpm_lit.report %s --html)", PAGE, sweep, err, sweep)
+            log.warning("no %s written for %s: %s (python -m ddpm_lit.report dirs=%s html=true)", PAGE, sweep, err, sweep)

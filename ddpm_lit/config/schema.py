@@ -40,6 +40,23 @@ def integer(cfg: DictConfig, key: str, low: int) -> int:
     return value
 
 
+def integers(cfg: DictConfig, key: str, low: int) -> tuple[int, ...]:
+    """``cfg``'s non-empty list of integers ≥ ``low`` at the dotted ``key`` (one integer: a list of one)."""
+    value = plain(OmegaConf.select(cfg, key))
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(is_int(v) and v >= low for v in values):
+        raise ConfigError(f"{key} must be an integer ≥ {low} or a list of them, e.g. [{low}, {low + 1}], got {value!r}")
+    return tuple(values)
+
+
+def flag(cfg: DictConfig, key: str) -> bool:
+    """``cfg``'s true or false at the dotted ``key``."""
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def guidance_scale(cfg: DictConfig) -> float | None:
     """``guidance_scale``: null (the model's) or a finite number ≥ 0."""
     value = cfg.get("guidance_scale")

@@ -1,6 +1,6 @@
 """Self-contained HTML pages of a run and of a sweep, ``report.html``, readable offline.
 
-``python -m ddpm_lit.report <run dir or sweep dir> --html`` writes them (train.py writes the run's
+``python -m ddpm_lit.report dirs=<run dir or sweep dir> html=true`` writes them (train.py writes the run's
 own at its end, and a multirun the sweep's). One file each: the charts are Vega-Lite, whose
 JavaScript (vl-convert's bundle of Vega, Vega-Lite and vega-embed) is inlined with the data and
 every image, so the page opens by double-click with nothing fetched from any host.

@@ -4,6 +4,7 @@ Opens the page from disk with the network cut off (every host resolves nowhere),
 charts are drawn, and writes a PNG of the whole page (or of its first ``--height`` pixels). Needs
 Chromium and its driver (Debian: ``apt-get install chromium chromium-driver``) and ``selenium``
 (the ``dev`` extra). The browser tests drive the pages through ``open_browser`` and ``load``.
+A developer's tool for page screenshots, so it keeps argparse flags rather than being a Hydra command like the others.
 """
 
 from __future__ import annotations
