@@ -1,1 +1,0 @@
-"""Scoring images: metrics, feature networks and caches, and the Scorer."""

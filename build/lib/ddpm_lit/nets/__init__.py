@@ -1,1 +1,0 @@
-"""Denoisers, called as ``net(x_t, t[, class_labels])``; they never see the schedule."""

@@ -1,1 +1,0 @@
-"""Lightning: the DDPMModule that wires the parts, the EMA callback, checkpoint IO."""
