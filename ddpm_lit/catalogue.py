@@ -3,8 +3,8 @@
 A ``Metric`` knows how to present itself, as torchmetrics' ``Metric`` classes carry
 ``higher_is_better``: its title, its format (of the value divided by ``scale``: seconds shown in
 minutes, parameters in millions), which way is better, and which model families have it. The
-tables of ``ddpm_lit.reporting.tables`` (evaluate.py's report.md, the runs table of
-``python -m ddpm_lit.report``, the families table, compare's table) and the pages read it, so one
+tables of ``ddpm_lit.reporting.tables`` (evaluate.py's evaluation.md, the runs table of
+``python -m ddpm_lit.summarize``, the families table, compare's table) and the pages read it, so one
 metric reads alike everywhere. Where a metric is computed is said in docs/architecture.md, "A metric".
 """
 
@@ -25,7 +25,7 @@ class Metric:
 
     ``title``: the column or row title; ``{dataset}`` in it becomes the data set's title
     (``MNIST-FID``, ``Fashion-MNIST-FID``). ``description``: the longer row label of an
-    evaluation's report (the title when empty). ``format``: ``str.format`` of ``value / scale``.
+    evaluation.md (the title when empty). ``format``: ``str.format`` of ``value / scale``.
     ``better``: ``"lower"``, ``"higher"`` or None (no direction: an SSIM against test images
     is compared with the real images', not made as large as possible). ``families``: the model
     families that have it (None: every one)."""
@@ -75,7 +75,7 @@ METRICS = (
     Metric("train/d_fake", "train/d_fake", "{:.3f}", families=("gan",)),
     Metric("val/d_real", "val/d_real", "{:.3f}", families=("gan",)),
     Metric("val/d_fake", "val/d_fake", "{:.3f}", families=("gan",)),
-    Metric("val/fid", "val/fid", "{:.2f}", better="lower"),
+    Metric("val/classifier_fid", "val/classifier_fid", "{:.2f}", better="lower"),
     Metric("val/ssim", "val/ssim", "{:.3f}"),
     Metric("val/nn_ssim", "val/nn_ssim", "{:.3f}"),
     # what train.py adds at its end
@@ -86,7 +86,7 @@ METRICS = (
     Metric("final_samples_seconds", "final samples (s)", "{:.0f}"),
     # evaluate.py's scores of samples (and of real test images)
     Metric("fid", "FID", "{:.2f}", better="lower", description="FID (TF-Inception-v3)"),
-    Metric("mnist_fid", "{dataset}-FID", "{:.3f}", better="lower", description="{dataset}-FID (classifier features)"),
+    Metric("classifier_fid", "{dataset}-FID", "{:.3f}", better="lower", description="{dataset}-FID (classifier features)"),
     Metric("kid", "KID", "{:.4f}", better="lower", description="KID (classifier features)"),
     Metric("precision", "precision", better="higher", description="precision (k = 3)"),
     Metric("recall", "recall", better="higher", description="recall (k = 3)"),
@@ -101,7 +101,7 @@ METRICS = (
     Metric("nn_train_distance_mean", "distance to nearest training image",
            description="mean distance to nearest training image"),
     Metric("nn_train_distance_median", "median distance to nearest training image"),
-    Metric("ssim", "SSIM vs random test image", description="SSIM vs random test image (report's protocol)"),
+    Metric("ssim", "SSIM vs random test image", description="SSIM vs random test image (study's protocol)"),
     Metric("nn_train_ssim", "SSIM vs closest training image"),
     Metric("bpd", "bits/dim (DDPM bound or VAE ELBO)", better="lower", families=LIKELIHOOD),
     Metric("iwae_bpd", "bits/dim IWAE", better="lower", families=("vae",)),

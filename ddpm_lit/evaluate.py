@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> float | None:
 
     metrics = exit_on_user_error(evaluate, cfg)
     samples = metrics["samples"]
-    return samples.get("fid", samples["mnist_fid"])
+    return samples.get("fid", samples["classifier_fid"])
 
 
 if __name__ == "__main__":

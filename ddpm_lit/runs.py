@@ -11,7 +11,7 @@ A run dir of train.py holds (evaluate.py's and sample.py's hold some of the same
     checkpoints/*.ckpt                               Lightning's checkpoints
     wandb/[offline-]run-<time>-<id>/                 the W&B run
     sample.json                                      what sample.py drew (its run dirs)
-    report.html, *.log                               the run's page, Hydra's job log
+    page.html, *.log                               the run's page, Hydra's job log
 
 Everything is read as plain dicts and lists (interpolations as written). A file that is missing
 reads as {} / [] / None; one that is damaged or half-written (a kill, a full disk) too, with a
@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 # continues from the newest of them, as Lightning's own "last" does.
 RESUME_PATTERNS = ("last*.ckpt", "on_exception.ckpt")
 # Settings that name where a run wrote things or how it was started, not what it trained.
-IGNORED = ("paths.", "hydra.", "logger.", "ckpt_path", "tags", "task_name", "report_html")
-PAGE = "report.html"
+IGNORED = ("paths.", "hydra.", "logger.", "ckpt_path", "tags", "task_name", "html_page")
+PAGE = "page.html"
 
 
 def read_yaml(path: Path) -> Any:

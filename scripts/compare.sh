@@ -13,7 +13,7 @@ ROOT=outputs/compare/epochs_${EPOCHS}
 # The quick preset as these runs were measured: a fixed number of epochs at batch 128 in fp32,
 # constant learning rate, ε-prediction unless a run says otherwise (the preset itself now trains
 # for a wall-clock budget; see scripts/quick_candidates.sh).
-BASE="time_budget_minutes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.diffusion.objective=eps model.val_fid=true"
+BASE="time_budget_minutes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.diffusion.objective=eps model.val_classifier_fid=true"
 declare -A RUNS=(
   [eps]=""
   [x0]="model.diffusion.objective=x0"
@@ -45,7 +45,7 @@ models() {  # models={NAME:CHECKPOINT,...} of the names given
 }
 compare() { python -m ddpm_lit.compare num_samples="$N" out="$ROOT/table" "$@"; }
 SMALL='[ddpm:100,ddim:20,50,dpmpp_2m:10,20,50]'
-# The report's model (eps) over the whole grid, with the report's sampler (ddpm, 1000 steps);
+# The study's model (eps) over the whole grid, with the study's sampler (ddpm, 1000 steps);
 # the other objectives and weightings over a smaller one (1000 steps cost 500k network calls).
 # DDIM with η = 1 has the ancestral step's distribution: it separates the sampler's noise from its code.
 compare "$(models eps)" grid='[ddpm:10,20,50,100,1000,ddim:10,20,50,100,dpmpp_2m:10,20,50,100,"ddim/eta=1:20",100]'

@@ -62,10 +62,10 @@ for name, folder in (("mnist", "eval"), ("fashion_mnist", "eval"), ("fashion_mni
     accuracy = f"{ev['class_accuracy']:.3f}" if "class_accuracy" in ev else "–"
     guidance = "–" if src["guidance_scale"] is None else f"{src['guidance_scale']:g}"
     rows.append(f"| {name} | {src['dataset_title']} | {train['global_step']:.0f} | {minutes:.1f} | {guidance} | "
-                f"{ev['mnist_fid']:.2f} | {test['mnist_fid']:.2f} | {ev['precision']:.3f} | {ev['recall']:.3f} | "
+                f"{ev['classifier_fid']:.2f} | {test['classifier_fid']:.2f} | {ev['precision']:.3f} | {ev['recall']:.3f} | "
                 f"{min(shares):.3f}–{max(shares):.3f} | {accuracy} | {src['classifier_test_accuracy']:.3f} |")
-    if "class_accuracy_per_digit" in ev:
-        per_class.append((f"{name}, w = {guidance}", src["class_names"], ev["class_accuracy_per_digit"]))
+    if "class_accuracy_per_class" in ev:
+        per_class.append((f"{name}, w = {guidance}", src["class_names"], ev["class_accuracy_per_class"]))
 lines = rows
 if per_class:
     names = per_class[0][1]

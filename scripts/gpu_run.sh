@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The report's own configuration on one GPU, in one go, with everything a reader needs written to
+# The study's own configuration on one GPU, in one go, with everything a reader needs written to
 # one folder of at most 8 files of at most 16 MiB (what a lent GPU machine can send back), inside
 # the 10 minutes one command may run there:
 #   environment, benchmark (bench.txt), training of `experiment=seed trainer=gpu` (50 epochs, or as
@@ -81,7 +81,7 @@ phase environment environment 2>&1 | tee "$WORK/env.txt"
 phase bench python3 -m ddpm_lit.bench experiment=seed trainer="$TRAINER" logger=csv $TRAIN_OVERRIDES $BENCH_ARGS 2>&1 \
   | quiet | tee "$WORK/bench.txt"
 
-# The report's run. The validation hook samples 64 images with a 100-step chain each epoch
+# The study's run. The validation hook samples 64 images with a 100-step chain each epoch
 # (the full 1,000-step chain would cost ~20 % of the training time); the final grid uses all T.
 # shellcheck disable=SC2086
 phase train python3 train.py experiment=seed trainer="$TRAINER" logger=csv time_budget_minutes="$TRAIN_MINUTES" \
@@ -130,6 +130,6 @@ print(f"epochs {len(losses)}, last train/loss_epoch {losses[-1][1] if losses els
 PY
 tar -czf "$OUT/run.tar.gz" -C "$WORK" env.txt train.txt timings.txt train/metrics.json train/train.log train/csv \
   train/samples train/figures sample_dpmpp_2m_20/samples.png sample_ddpm_20/samples.png \
-  eval_ddpm_1000/metrics.json eval_ddpm_1000/report.md eval_ddpm_1000/grid.png eval_ddpm_1000/bound_terms.png
+  eval_ddpm_1000/metrics.json eval_ddpm_1000/evaluation.md eval_ddpm_1000/grid.png eval_ddpm_1000/bound_terms.png
 ls -l "$OUT"
 echo "== done in $(( $(date +%s) - T0 )) s; $(find "$OUT" -type f | wc -l) files in $OUT"

@@ -60,7 +60,7 @@ for name in names:
     weighting = [] if cfg.model.get("loss_weighting", "simple") == "simple" else [f"{cfg.model.diffusion.loss_weighting} loss"]
     rows.append(f"| {name} | {cfg.model.diffusion.objective} | {cfg.data.batch_size} | {cfg.model.optimizer.lr:g} | "
                 f"{', '.join(fast + weighting) or '–'} | {precision} | "
-                f"{train['global_step']:.0f} | {minutes:.1f} | {ev['mnist_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
+                f"{train['global_step']:.0f} | {minutes:.1f} | {ev['classifier_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
                 f"{ev['recall']:.3f} | {min(shares):.3f}–{max(shares):.3f} |")
 table = "\n".join(rows)
 (root / "table.md").write_text(table + "\n")

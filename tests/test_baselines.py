@@ -231,7 +231,7 @@ def test_sample_and_evaluate_take_a_vae_and_a_gan(trained: dict[str, Path], mnis
         assert metrics["samples"]["num_images"] == 16 and metrics["source"]["family"] == family
         if family == "vae":  # IWAE (k = 5) is at least as tight as the ELBO, on average over 6 images
             assert 0 < metrics["nll"]["iwae_bpd"] < metrics["nll"]["elbo_bpd"] + 0.05
-            assert "importance-weighted" in (tmp_path / family / "e" / "report.md").read_text()
+            assert "importance-weighted" in (tmp_path / family / "e" / "evaluation.md").read_text()
         else:
             assert "nll" not in metrics  # nll.enabled=null: where the model has a likelihood
 
@@ -281,15 +281,15 @@ def test_network_evaluations_per_image() -> None:
 
 
 def test_summary_gives_mean_spread_and_collapsed_seeds() -> None:
-    rows = [{"family": "gan", "seed": s, "mnist_fid": f, "recall": r, "collapsed": c}
+    rows = [{"family": "gan", "seed": s, "classifier_fid": f, "recall": r, "collapsed": c}
             for s, f, r, c in ((0, 10.0, 0.5, None), (1, 14.0, 0.1, "7 digits present"), (2, 12.0, 0.3, None))]
     summary = summarise(rows)["gan"]
-    assert summary["mnist_fid"]["mean"] == pytest.approx(12.0) and summary["mnist_fid"]["std"] == pytest.approx(2.0)
-    assert summary["mnist_fid_range"] == [10.0, 14.0] and summary["collapsed"] == {"1": "7 digits present"}
+    assert summary["classifier_fid"]["mean"] == pytest.approx(12.0) and summary["classifier_fid"]["std"] == pytest.approx(2.0)
+    assert summary["classifier_fid_range"] == [10.0, 14.0] and summary["collapsed"] == {"1": "7 digits present"}
     setup = {"budget": "b", "seeds": [0, 1, 2], "num_samples": 9, "reference_size": 9, "nll_images": 1, "iwae": 1,
              "ddpm_steps": 1, "machine": "m"}
     table = families_table({"summary": {"gan": summary}, "runs": rows, "setup": setup, "test": None})
-    # MNIST-FID to 3 decimals, as evaluate.py's report and compare's table print it (the metric catalogue's format)
+    # MNIST-FID to 3 decimals, as evaluation.md and compare's table print it (the metric catalogue's format)
     assert "| MNIST-FID | 12.000 ± 2.000 |" in table and "seed 1: 7 digits present" in table
     assert "| MNIST-FID range over seeds | 10.000 – 14.000 |" in table
 

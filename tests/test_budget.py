@@ -146,7 +146,7 @@ def test_time_budget_bounds_training_by_wall_clock_and_decays_the_lr_over_it(
     synthetic_mnist_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = compose_train_cfg(
-        [*TINY, "logger=csv", "data.check_md5=false", "model.val_fid=false", "trainer.precision=auto",
+        [*TINY, "logger=csv", "data.check_md5=false", "model.val_classifier_fid=false", "trainer.precision=auto",
          "time_budget_minutes=0.75", "post_fit_reserve_seconds=5", "trainer.max_epochs=-1",
          "model.lr_schedule=cosine", "model.sample_every_n_epochs=0", "final_samples.num=0"],
         tmp_path, synthetic_mnist_dir,
@@ -189,7 +189,7 @@ class StopAfter(L.Callback):
 def test_a_resumed_budget_run_trains_only_what_is_left_of_its_time(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     """The checkpoint carries Lightning's timer: continuing an interrupted budget run trains for
     the rest of the planned training time, not for all of it again, and ends the cosine at 0."""
-    overrides = [*TINY, "logger=csv", "data.check_md5=false", "model.val_fid=false", "trainer.precision=32-true",
+    overrides = [*TINY, "logger=csv", "data.check_md5=false", "model.val_classifier_fid=false", "trainer.precision=32-true",
                  "time_budget_minutes=0.6", "post_fit_reserve_seconds=5", "trainer.max_epochs=-1",
                  "model.lr_schedule=cosine", "model.sample_every_n_epochs=0", "final_samples.num=0"]
     cfg = compose_train_cfg(overrides, tmp_path, synthetic_mnist_dir)

@@ -1,5 +1,5 @@
 """The metric catalogue: every metric a family logs or a table shows has one entry, and a metric
-reads alike (title, format, scale) in evaluate.py's report, the families table, compare's table,
+reads alike (title, format, scale) in evaluation.md, the families table, compare's table,
 the runs table and the sweep page; the figure catalogue is what run_figures writes and the pages caption."""
 
 from __future__ import annotations
@@ -54,18 +54,18 @@ def test_the_tables_show_the_catalogues_entries() -> None:
 
 def test_scales_formats_directions_and_families() -> None:
     assert metric("params").show(1_234_567) == "1.23" and metric("fit_seconds").show(90) == "1.5"
-    assert metric("global_step").show(12) == "12" and metric("val/fid").show(None) == "–"
+    assert metric("global_step").show(12) == "12" and metric("val/classifier_fid").show(None) == "–"
     assert metric("val/loss").best({"a": 0.3, "b": float("nan"), "c": 0.2}) == "c"
     assert metric("precision").best({"a": 0.3, "b": 0.9, "c": None}) == "b"
     assert metric("val/ssim").best({"a": 0.3, "b": 0.9}) is None  # no direction: no best
     assert metric("bpd").applies_to("vae") and not metric("bpd").applies_to("gan")
     assert metric("iwae_bpd").applies_to("vae") and not metric("iwae_bpd").applies_to("ddpm")
-    assert metric("mnist_fid").label("Fashion-MNIST") == "Fashion-MNIST-FID"
+    assert metric("classifier_fid").label("Fashion-MNIST") == "Fashion-MNIST-FID"
 
 
 def _results(dataset_title: str = "MNIST") -> dict:
     """evaluate.py's metrics.json at its smallest."""
-    return {"samples": {"num_images": 16, "fid": 7.891, "mnist_fid": 12.34567, "classes_present": 10},
+    return {"samples": {"num_images": 16, "fid": 7.891, "classifier_fid": 12.34567, "classes_present": 10},
             "timings": {"sampling": 1.0},
             "source": {"ckpt_path": "x.ckpt", "samples_path": None, "sampler": None, "ema_weights": False,
                        "reference_size": 100, "reference_seed": 0, "inception": None, "classifier": "c",
@@ -73,19 +73,19 @@ def _results(dataset_title: str = "MNIST") -> dict:
 
 
 def test_a_metric_reads_alike_in_every_table() -> None:
-    """The same FID and MNIST-FID, printed by evaluate.py's report, the families table and compare's table."""
+    """The same FID and MNIST-FID, printed by evaluation.md, the families table and compare's table."""
     report = evaluation_report(_results())
     assert "| FID (TF-Inception-v3) | 7.89 |" in report and "| MNIST-FID (classifier features) | 12.346 |" in report
     assert "| classes present (≥ 2 % of the images) | 10 |" in report
-    row = {"family": "ddpm", "seed": 0, "fid": 7.891, "mnist_fid": 12.34567, "collapsed": None}
+    row = {"family": "ddpm", "seed": 0, "fid": 7.891, "classifier_fid": 12.34567, "collapsed": None}
     setup = {"budget": "b", "seeds": [0], "num_samples": 1, "reference_size": 1, "nll_images": 1, "iwae": 1,
              "ddpm_steps": 1, "machine": "m"}
-    summary = {"ddpm": {"fid": {"mean": 7.891, "std": None}, "mnist_fid": {"mean": 12.34567, "std": None},
-                        "mnist_fid_range": [12.34567, 12.34567], "collapsed": {}}}
+    summary = {"ddpm": {"fid": {"mean": 7.891, "std": None}, "classifier_fid": {"mean": 12.34567, "std": None},
+                        "classifier_fid_range": [12.34567, 12.34567], "collapsed": {}}}
     families = families_table({"summary": summary, "runs": [row], "setup": setup, "test": None})
     assert "| FID | 7.89 |" in families and "| MNIST-FID | 12.346 |" in families
     assert "| ddpm | 0 | 7.89 | 12.346 |" in families
-    cell = {"model": "m", "sampler": "ddpm", "steps": 10, "guidance": None, "mnist_fid": 12.34567, "fid": 7.891,
+    cell = {"model": "m", "sampler": "ddpm", "steps": 10, "guidance": None, "classifier_fid": 12.34567, "fid": 7.891,
             "class_accuracy": None, "sampling_seconds": 3.2}
     compare = compare_table({"cells": {"m|ddpm|10": cell}, "dataset_title": "MNIST"}, fid=True)
     assert "| model | sampler | steps | guidance | MNIST-FID | FID | accuracy | sampling (s) |" in compare

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddpm_lit.core.pixels import to_model_range
-from ddpm_lit.data.mnist import load_mnist_split
+from ddpm_lit.data.mnist import load_idx_split
 from ddpm_lit.evaluation.classifier import (
     WEIGHTS,
     MNISTClassifier,
@@ -15,7 +15,7 @@ from ddpm_lit.evaluation.classifier import (
 
 
 def _subset(mnist_dir: Path, n: int):
-    images, labels = load_mnist_split(mnist_dir / "MNIST" / "raw", train=True)
+    images, labels = load_idx_split(mnist_dir / "MNIST" / "raw", train=True)
     return to_model_range(images[:n], 28), labels[:n]
 
 
@@ -51,12 +51,12 @@ def test_cached_weights_are_loaded_not_retrained(tmp_path: Path, monkeypatch: py
 def test_classifier_reaches_99_percent(real_classifier_dir: Path) -> None:
     model = load_or_train(real_classifier_dir)  # trained by load_or_train from scratch (the fixture), cached
     assert model.record["epochs"] == 3 and model.record["test_images"] == 10000
-    images, labels = load_mnist_split(real_classifier_dir / "MNIST" / "raw", train=False)
+    images, labels = load_idx_split(real_classifier_dir / "MNIST" / "raw", train=False)
     assert accuracy(model, to_model_range(images, 28), labels) >= 0.99
 
 
 def test_training_the_classifier_leaves_the_global_random_state_alone() -> None:
-    """val/fid may train it inside a seeded run; that run's noise must not change."""
+    """val/classifier_fid may train it inside a seeded run; that run's noise must not change."""
     from ddpm_lit.evaluation.classifier import train_classifier
 
     g = torch.Generator().manual_seed(0)

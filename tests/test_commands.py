@@ -1,4 +1,4 @@
-"""The commands that read and write folders the user names (run_figures, report, compare, families,
+"""The commands that read and write folders the user names (run_figures, summarize, compare, families,
 bench) are Hydra commands, as train.py is, but Hydra leaves nothing of its own where they run (no
 run dir, no .hydra/, no log file: conf/hydra/command.yaml), and a bad setting stops each of them
 with one ``error:`` line and exit code 2."""
@@ -15,7 +15,7 @@ from conftest import run_command
     ("module", "args", "words"),
     [
         ("ddpm_lit.run_figures", ["run_dir=run", "num_samples=1"], "num_samples must be an integer ≥ 2, got 1"),
-        ("ddpm_lit.report", [], "give the folders to report on: dirs="),
+        ("ddpm_lit.summarize", [], "give the folders to summarize: dirs="),
         ("ddpm_lit.compare", ["out=o", "models={a:missing.ckpt}", "grid=[ddpm:2]"],
          "models.a: checkpoint missing.ckpt does not exist"),
         ("ddpm_lit.families", ["out=o", "families=[ddpm,flow]"], "families must be a list of ddpm, vae, gan, got ['ddpm', 'flow']"),

@@ -54,14 +54,14 @@ def test_compare_tables_models_and_resumes(mnist_dir: Path, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr[-3000:]
     cells = json.loads((tmp_path / "out" / "results.json").read_text())["cells"]
     assert set(cells) == {"plain|ddim/eta=1|2", "plain|dpmpp_2m|3", "cond|dpmpp_2m|2|w=0", "cond|dpmpp_2m|2|w=2"}
-    assert all(c["mnist_fid"] > 0 for c in cells.values())
-    assert cells["plain|ddim/eta=1|2"]["mnist_fid"] != cells["plain|dpmpp_2m|3"]["mnist_fid"]
+    assert all(c["classifier_fid"] > 0 for c in cells.values())
+    assert cells["plain|ddim/eta=1|2"]["classifier_fid"] != cells["plain|dpmpp_2m|3"]["classifier_fid"]
     assert cells["plain|ddim/eta=1|2"]["class_accuracy"] is None
     assert 0 <= cells["cond|dpmpp_2m|2|w=2"]["class_accuracy"] <= 1
-    assert len(cells["cond|dpmpp_2m|2|w=2"]["class_accuracy_per_digit"]) == 10
+    assert len(cells["cond|dpmpp_2m|2|w=2"]["class_accuracy_per_class"]) == 10
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.count("| plain |") == 3 and table.count("| cond |") == 3  # its model row and 2 cells
-    assert f"{cells['plain|ddim/eta=1|2']['mnist_fid']:.3f}" in table
+    assert f"{cells['plain|ddim/eta=1|2']['classifier_fid']:.3f}" in table
 
     again = compare(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -91,6 +91,6 @@ def test_raw_weights_of_an_ema_checkpoint(mnist_dir: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["models"]["ema"]["ema_weights"] and not results["models"]["raw"]["ema_weights"]
-    assert results["cells"]["ema|ddim|2"]["mnist_fid"] != results["cells"]["raw|ddim|2"]["mnist_fid"]
+    assert results["cells"]["ema|ddim|2"]["classifier_fid"] != results["cells"]["raw|ddim|2"]["classifier_fid"]
     proc = compare(tmp_path, f"raw_models={{raw:{plain}}}", *common, f"out={tmp_path / 'b'}")
     assert proc.returncode == 2 and "raw_models.raw: " in proc.stderr and "holds no EMA" in proc.stderr

@@ -1,4 +1,4 @@
-"""report.html, the run and sweep pages: what they show, that they are one file asking no host, what
+"""page.html, the run and sweep pages: what they show, that they are one file asking no host, what
 they say of a broken run, and (where Chromium is installed) how they behave in a real browser."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
 
-from ddpm_lit.data.mnist import load_mnist_split
+from ddpm_lit.data.mnist import load_idx_split
 from ddpm_lit.generation.files import save_grid
 from ddpm_lit.reporting.pages import javascript_bundle, sweep_page_data, write_run_page
 from ddpm_lit.reporting.screenshot import find_browser
@@ -40,9 +40,9 @@ from ddpm_lit.runs import Run, Sweep
 MB = 1_000_000
 
 
-def report_cli(path: Path) -> Command:
-    """``python -m ddpm_lit.report dirs=<path> html=true``, in this process: the page of a run or a sweep."""
-    return run_command("ddpm_lit.report", [f"dirs={path}", "html=true"])
+def summarize_cli(path: Path) -> Command:
+    """``python -m ddpm_lit.summarize dirs=<path> html=true``, in this process: the page of a run or a sweep."""
+    return run_command("ddpm_lit.summarize", [f"dirs={path}", "html=true"])
 
 
 def page_data(page: Path) -> dict:
@@ -90,8 +90,8 @@ def test_a_sweep_leaves_a_page_per_job_and_one_for_the_sweep(sweep: Path) -> Non
     jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:  # written by train.py at each job's end
-        assert (job / "report.html").stat().st_mtime >= (job / "metrics.json").stat().st_mtime
-    data = page_data(sweep / "report.html")  # written by the SweepPage Hydra callback at the multirun's end
+        assert (job / "page.html").stat().st_mtime >= (job / "metrics.json").stat().st_mtime
+    data = page_data(sweep / "page.html")  # written by the SweepPage Hydra callback at the multirun's end
     assert [j["name"] for j in data["jobs"]] == ["0", "1"]
     train_loss = next(c for c in data["charts"] if c["title"] == "train/loss")
     assert [s["name"] for s in train_loss["series"]] == ["0", "1"] and train_loss["x"] == "step"
@@ -99,9 +99,9 @@ def test_a_sweep_leaves_a_page_per_job_and_one_for_the_sweep(sweep: Path) -> Non
         logged = [float(r["train/loss"]) for r in _csv_rows(job) if r.get("train/loss")]
         assert series["y"] == pytest.approx(logged)
     parser = Resources()
-    parser.feed((sweep / "report.html").read_text())
-    assert sorted(parser.links) == ["0/report.html", "1/report.html"]
-    text = htmllib.unescape((sweep / "report.html").read_text())
+    parser.feed((sweep / "page.html").read_text())
+    assert sorted(parser.links) == ["0/page.html", "1/page.html"]
+    text = htmllib.unescape((sweep / "page.html").read_text())
     assert "schedule.name" in text and '"linear"' in text and '"cosine"' in text  # the setting that differs
 
 
@@ -113,7 +113,7 @@ def _csv_rows(run: Path) -> list[dict[str, str]]:
 
 
 def test_pages_are_one_file_that_asks_no_host(sweep: Path) -> None:
-    for page in [sweep / "report.html", sweep / "0" / "report.html"]:
+    for page in [sweep / "page.html", sweep / "0" / "page.html"]:
         html = page.read_text()
         parser = Resources()
         parser.feed(html)
@@ -131,8 +131,8 @@ def test_pages_are_one_file_that_asks_no_host(sweep: Path) -> None:
 
 def test_the_run_page_shows_the_run(sweep: Path) -> None:
     job = sweep / "0"
-    html = (job / "report.html").read_text()
-    data = page_data(job / "report.html")
+    html = (job / "page.html").read_text()
+    data = page_data(job / "page.html")
     metrics = json.loads((job / "metrics.json").read_text())
     assert "finished" in html and "not finished" not in html
     assert f"<td>val/loss</td><td class=\"num\">{metrics['val/loss']:.4g}</td>" in html
@@ -163,7 +163,7 @@ def test_the_overrides_and_group_choices_are_hydras_saved_ones(sweep: Path) -> N
     marked = cosine.set_by(cosine.flat_config())
     assert marked["schedule.name"] == "schedule=cosine" and marked["trainer.accelerator"] == "trainer=cpu"
     assert marked["trainer.max_epochs"] == "trainer.max_epochs=3" and "model.net.norm" not in marked
-    assert '<code>schedule=cosine</code>' in (sweep / "1" / "report.html").read_text()  # the page lists the choices
+    assert '<code>schedule=cosine</code>' in (sweep / "1" / "page.html").read_text()  # the page lists the choices
 
 
 def _hydra_run(run: Path, overrides: list[str]) -> Run:
@@ -203,19 +203,19 @@ def _fake_job(job: Path, optimized: str, metrics: dict) -> None:
     (job / "metrics.json").write_text(json.dumps(metrics))
 
 
-@pytest.mark.parametrize(("optimized", "best"), [("val/loss", "1"), ("val/fid", "2"), ("precision", "0"), ("val/ssim", None)])
+@pytest.mark.parametrize(("optimized", "best"), [("val/loss", "1"), ("val/classifier_fid", "2"), ("precision", "0"), ("val/ssim", None)])
 def test_the_sweep_page_picks_the_best_job_by_the_objectives_direction(tmp_path: Path, optimized: str, best: str | None) -> None:
     """Lower is better for a loss or a FID, higher for precision (the metric catalogue says which); an SSIM
     against test images has no direction, and no job is called best. A NaN is never best."""
-    jobs = [{"val/loss": 0.3, "val/fid": 30.0, "precision": 0.9, "val/ssim": 0.2},
-            {"val/loss": 0.2, "val/fid": float("nan"), "precision": 0.1, "val/ssim": 0.5},
-            {"val/loss": 0.25, "val/fid": 20.0, "precision": 0.5, "val/ssim": 0.3}]
+    jobs = [{"val/loss": 0.3, "val/classifier_fid": 30.0, "precision": 0.9, "val/ssim": 0.2},
+            {"val/loss": 0.2, "val/classifier_fid": float("nan"), "precision": 0.1, "val/ssim": 0.5},
+            {"val/loss": 0.25, "val/classifier_fid": 20.0, "precision": 0.5, "val/ssim": 0.3}]
     for n, metrics in enumerate(jobs):
         _fake_job(tmp_path / "sweep" / str(n), optimized, metrics)
     data = sweep_page_data(Sweep(tmp_path / "sweep"))
     assert data["objective"] == optimized and data["best"] == best
-    assert report_cli(tmp_path / "sweep").returncode == 0
-    text = (tmp_path / "sweep" / "report.html").read_text()
+    assert summarize_cli(tmp_path / "sweep").returncode == 0
+    text = (tmp_path / "sweep" / "page.html").read_text()
     if best is None:
         assert 'id="best-job"' not in text and 'class="best"' not in text
     else:
@@ -225,7 +225,7 @@ def test_the_sweep_page_picks_the_best_job_by_the_objectives_direction(tmp_path:
 
 def test_a_crashed_run_with_a_torn_csv_still_gets_a_page(sweep: Path, tmp_path: Path) -> None:
     run = shutil.copytree(sweep / "0", tmp_path / "crashed")
-    for gone in ("metrics.json", "report.html"):
+    for gone in ("metrics.json", "page.html"):
         (run / gone).unlink()
     shutil.rmtree(run / "samples")
     shutil.rmtree(run / "figures")
@@ -234,20 +234,20 @@ def test_a_crashed_run_with_a_torn_csv_still_gets_a_page(sweep: Path, tmp_path: 
     logged = [float(r["train/loss"]) for r in _csv_rows(run) if r.get("train/loss")]
     with csv_file.open("a") as f:
         f.write("2,,11,0.3x\n1.5e")  # a row that does not parse, then one cut mid-number by the kill
-    proc = report_cli(run)
+    proc = summarize_cli(run)
     assert proc.returncode == 0, proc.stderr
-    html = (run / "report.html").read_text()
+    html = (run / "page.html").read_text()
     assert "not finished: no metrics.json" in html
     assert "no validation sample grids" in html and "no final samples" in html and "no figures" in html
     assert "row(s) of the CSV history unreadable" in html
     assert re.search(r"<td>last\.ckpt</td>.*?is not a readable checkpoint", html, re.S)  # named, not fatal
-    data = page_data(run / "report.html")
+    data = page_data(run / "page.html")
     loss = next(c for c in data["charts"] if c["title"] == "train/loss")
     assert loss["series"][0]["y"] == pytest.approx(logged)  # the rows before the tear, nothing of it
     # No CSV at all: the page says so and shows no chart.
     shutil.rmtree(run / "csv")
-    assert report_cli(run).returncode == 0
-    assert "no CSV history" in (run / "report.html").read_text() and page_data(run / "report.html")["charts"] == []
+    assert summarize_cli(run).returncode == 0
+    assert "no CSV history" in (run / "page.html").read_text() and page_data(run / "page.html")["charts"] == []
 
 
 def test_the_run_page_shows_what_evaluate_scored(sweep: Path, mnist_dir: Path, tmp_path: Path) -> None:
@@ -262,10 +262,10 @@ def test_the_run_page_shows_what_evaluate_scored(sweep: Path, mnist_dir: Path, t
                                            f"hydra.run.dir={tmp_path / 'outputs' / 'evaluate' / 'runs' / name}",
                                            *common], cwd=tmp_path)  # a path relative to cwd
         assert proc.returncode == 0, proc.stderr[-2000:]
-    text = (run / "report.html").read_text()  # rewritten by evaluate.py at its end
+    text = (run / "page.html").read_text()  # rewritten by evaluate.py at its end
     scores = json.loads((tmp_path / "outputs" / "evaluate" / "runs" / "mine" / "metrics.json").read_text())
     assert "<summary>mine " in text and "<summary>not_mine " not in text
-    assert f"<td>samples.mnist_fid</td><td class=\"num\">{scores['samples']['mnist_fid']:.4g}</td>" in text
+    assert f"<td>samples.classifier_fid</td><td class=\"num\">{scores['samples']['classifier_fid']:.4g}</td>" in text
     assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="Samples">', text)  # evaluate's grid.png
 
 
@@ -277,10 +277,10 @@ def test_a_path_that_is_no_run_stops_with_one_line(tmp_path: Path, kind: str) ->
         (path / "notes.txt").write_text("no runs here")
     elif kind == "file":
         path.write_text("not a folder")
-    proc = report_cli(path)
+    proc = summarize_cli(path)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {path}"), proc.stderr
-    assert not (path / "report.html").exists() if path.is_dir() else True
+    assert not (path / "page.html").exists() if path.is_dir() else True
 
 
 def test_train_writes_the_page_also_when_the_run_fails(tmp_path: Path) -> None:
@@ -300,10 +300,10 @@ def test_train_writes_the_page_also_when_the_run_fails(tmp_path: Path) -> None:
                              "trainer.log_every_n_steps=1"], tmp_path / "run", data)
     with pytest.raises(RuntimeError, match="injected failure"):
         train(cfg, extra_callbacks=[Boom()])
-    html = (tmp_path / "run" / "report.html").read_text()
+    html = (tmp_path / "run" / "page.html").read_text()
     assert "not finished: no metrics.json" in html
     assert [p.stem for p in (tmp_path / "run" / "samples").glob("epoch_*.png")] == ["epoch_000"]
-    assert page_data(tmp_path / "run" / "report.html")["grids"] == [0]
+    assert page_data(tmp_path / "run" / "page.html")["grids"] == [0]
     assert "<td>trainer.limit_train_batches</td><td><code>2</code></td>" in html  # the config of train(cfg)
 
 
@@ -311,7 +311,7 @@ def _noisy_digit_grids(run: Path, mnist_dir: Path, epochs: int) -> None:
     """``epochs`` validation grids of 64 real test digits with Gaussian noise, σ 0.2 at the first
     epoch to 0.02 at the last (a PNG of them is larger than the quick run's own grids: 42-47 KB against 29-36 KB
     as data URIs)."""
-    images, _ = load_mnist_split(mnist_dir / "MNIST" / "raw", train=False)
+    images, _ = load_idx_split(mnist_dir / "MNIST" / "raw", train=False)
     generator = torch.Generator().manual_seed(0)
     for epoch in range(epochs):
         digits = images[epoch * 64 % 9000:][:64].float().div(255).unsqueeze(1)
@@ -323,7 +323,7 @@ def _noisy_digit_grids(run: Path, mnist_dir: Path, epochs: int) -> None:
 @pytest.mark.parametrize("epochs", [50, 400])
 def test_a_long_run_page_stays_light(sweep: Path, mnist_dir: Path, tmp_path: Path, epochs: int) -> None:
     """A 50-epoch run keeps every epoch's grid under 5 MB; 400 epochs are thinned to fit, and say so.
-    The history: the report's batch 128 (469 steps an epoch), logged every 10 steps."""
+    The history: the study's batch 128 (469 steps an epoch), logged every 10 steps."""
     run = tmp_path / "long"
     shutil.copytree(sweep / "0" / ".hydra", run / ".hydra")
     shutil.copytree(sweep / "0" / "figures", run / "figures")
@@ -344,7 +344,7 @@ def test_a_long_run_page_stays_light(sweep: Path, mnist_dir: Path, tmp_path: Pat
     seconds = time.perf_counter() - start
     size = page.stat().st_size
     data = page_data(page)
-    print(f"{epochs} epochs: report.html {size / MB:.2f} MB, {len(data['grids'])} grids, written in {seconds:.1f} s")
+    print(f"{epochs} epochs: page.html {size / MB:.2f} MB, {len(data['grids'])} grids, written in {seconds:.1f} s")
     assert size < 5 * MB
     loss = next(c for c in data["charts"] if c["title"] == "train/loss")
     assert len(loss["series"][0]["x"]) <= 1500 and loss["series"][0]["x"][-1] == max(range(9, epochs * 469, 10))
@@ -399,7 +399,7 @@ def test_run_page_in_a_browser(browser, sweep: Path) -> None:
 
     from ddpm_lit.reporting.screenshot import wait_until
 
-    page = sweep / "0" / "report.html"
+    page = sweep / "0" / "page.html"
     _opened(browser, page)
     data = page_data(page)
     for chart in data["charts"]:  # every chart drew its line, and the picture is not blank
@@ -451,7 +451,7 @@ def test_sweep_page_in_a_browser(browser, sweep: Path) -> None:
 
     from ddpm_lit.reporting.screenshot import wait_until
 
-    page = sweep / "report.html"
+    page = sweep / "page.html"
     _opened(browser, page)
     data = page_data(page)
     for chart in data["charts"]:  # one line per job
@@ -504,13 +504,13 @@ def test_a_sweep_with_a_diverged_and_an_unfinished_job_still_gets_its_page(sweep
     (copy / "1" / "metrics.json").write_text(json.dumps({**metrics, "val/loss": float("nan")}))  # NaN, as json writes it
     (copy / "0" / "metrics.json").unlink()  # still going
     shutil.rmtree(copy / "0" / "csv")
-    (copy / "report.html").unlink()
-    proc = report_cli(copy)
+    (copy / "page.html").unlink()
+    proc = summarize_cli(copy)
     assert proc.returncode == 0, proc.stderr
-    data = page_data(copy / "report.html")
+    data = page_data(copy / "page.html")
     assert [c["series"][0]["name"] for c in data["charts"] if c["title"] == "train/loss"] == ["1"]
     assert data["scatter"][0]["points"] == []  # no job has a finite objective to plot
-    text = (copy / "report.html").read_text()
+    text = (copy / "page.html").read_text()
     assert re.search(r'<td class="warn">not finished</td>', text) and ">nan</td>" in text
 
 
@@ -580,27 +580,27 @@ def _hostile_sweep(sweep: Path, tmp_path: Path) -> Path:
     copy = shutil.copytree(sweep, tmp_path / "hostile")
     config = (copy / "1" / ".hydra" / "config.yaml").read_text()
     (copy / "1" / ".hydra" / "config.yaml").write_text(config.replace("seed: 42", 'seed: "<!--<script></script>"', 1))
-    (copy / "report.html").unlink()
+    (copy / "page.html").unlink()
     return copy
 
 
 def test_settings_that_look_like_html_stay_text(sweep: Path, tmp_path: Path) -> None:
     copy = _hostile_sweep(sweep, tmp_path)
-    assert report_cli(copy).returncode == 0
-    text = (copy / "report.html").read_text()
+    assert summarize_cli(copy).returncode == 0
+    text = (copy / "page.html").read_text()
     assert "<!--<script>" not in text  # escaped in the table, \u003c in the page's JSON
-    seed = next(item for item in page_data(copy / "report.html")["scatter"] if item["setting"] == "seed")
+    seed = next(item for item in page_data(copy / "page.html")["scatter"] if item["setting"] == "seed")
     assert seed["points"][1]["value"] == "<!--<script></script>"
 
 
 def test_a_multi_objective_optuna_study_has_no_single_best(sweep: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(sweep, tmp_path / "multi")
     (copy / "optimization_results.yaml").write_text("name: optuna\nsolutions:\n- params: {a: 1}\n  values: [0.1, 0.2]\n")
-    assert report_cli(copy).returncode == 0
-    assert 'id="optuna-best"' not in (copy / "report.html").read_text()
+    assert summarize_cli(copy).returncode == 0
+    assert 'id="optuna-best"' not in (copy / "page.html").read_text()
     (copy / "optimization_results.yaml").write_text("name: optuna\nbest_params: {a: 1}\nbest_value: 0.25\n")
-    assert report_cli(copy).returncode == 0
-    assert "Optuna's best: 0.25 with" in (copy / "report.html").read_text()
+    assert summarize_cli(copy).returncode == 0
+    assert "Optuna's best: 0.25 with" in (copy / "page.html").read_text()
 
 
 @pytest.mark.slow
@@ -613,9 +613,9 @@ def test_hostile_settings_and_smoothing_in_a_browser(browser, sweep: Path, tmp_p
     from ddpm_lit.reporting.screenshot import wait_until
 
     copy = _hostile_sweep(sweep, tmp_path)
-    assert report_cli(copy).returncode == 0
-    _opened(browser, copy / "report.html")
-    assert all(_lines(browser, chart["id"]) == 2 for chart in page_data(copy / "report.html")["charts"])
+    assert summarize_cli(copy).returncode == 0
+    _opened(browser, copy / "page.html")
+    assert all(_lines(browser, chart["id"]) == 2 for chart in page_data(copy / "page.html")["charts"])
 
     run = shutil.copytree(sweep / "0", tmp_path / "long")
     with (run / "csv" / "version_0" / "metrics.csv").open("a") as f:

@@ -223,7 +223,7 @@ def test_data_custom_trains_on_a_folder_of_ones_own(tmp_path: Path) -> None:
     folder = _png_folder(tmp_path / "shapes", {"circle": 40, "square": 40})
     cfg = compose_train_cfg([*TINY, "data=custom", "data.dataset=shapes", f"data.images={folder}", "data.val_size=8",
                              "data.batch_size=16", "logger=csv", "trainer.max_steps=2", "model.net.num_classes=2",
-                             "model.val_fid=false", "final_samples.num=4"], tmp_path / "run", tmp_path / "data")
+                             "model.val_classifier_fid=false", "final_samples.num=4"], tmp_path / "run", tmp_path / "data")
     dm = build(cfg.data)
     dm.prepare_data()
     dm.setup()
@@ -329,11 +329,11 @@ def test_a_run_does_not_continue_on_another_data_set_unless_asked(tmp_path: Path
 
     from ddpm_lit.apps.train import train
 
-    ckpt = train_tiny(tmp_path / "a", ["trainer.max_steps=2", "model.val_fid=false"])  # synthetic MNIST
+    ckpt = train_tiny(tmp_path / "a", ["trainer.max_steps=2", "model.val_classifier_fid=false"])  # synthetic MNIST
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["dataset"] == {"dataset": "mnist"}
     other = make_synthetic_mnist(tmp_path / "fm")
     (other / "MNIST").rename(other / "FashionMNIST")  # synthetic files under Fashion-MNIST's folder
-    base = [*TINY, "logger=csv", "data=fashion_mnist", "data.check_md5=false", "model.val_fid=false",
+    base = [*TINY, "logger=csv", "data=fashion_mnist", "data.check_md5=false", "model.val_classifier_fid=false",
             "trainer.max_steps=4", f"ckpt_path={ckpt}"]
     with pytest.raises(DataError, match="ckpt_path=.* was trained on mnist, the data is fashion_mnist"):
         train(compose_train_cfg(base, tmp_path / "b", other))
@@ -349,7 +349,7 @@ def test_the_module_refuses_a_fit_on_another_set_outside_train_py(tmp_path: Path
 
     from ddpm_lit.training.loading import load_module
 
-    ckpt = train_tiny(tmp_path / "a", ["trainer.max_steps=1", "model.val_fid=false"])
+    ckpt = train_tiny(tmp_path / "a", ["trainer.max_steps=1", "model.val_classifier_fid=false"])
     module, _ = load_module(ckpt, torch.device("cpu"))
     assert module.trained_on == {"dataset": "mnist"}
     other = make_synthetic_mnist(tmp_path / "fm")
@@ -367,7 +367,7 @@ def test_evaluate_scores_a_fashion_mnist_checkpoint_against_fashion_mnist(fashio
 
     from ddpm_lit.apps.train import train
 
-    cfg = compose_train_cfg([*TINY, "logger=csv", "data=fashion_mnist", "data.limit_train=600", "model.val_fid=false",
+    cfg = compose_train_cfg([*TINY, "logger=csv", "data=fashion_mnist", "data.limit_train=600", "model.val_classifier_fid=false",
                              "trainer.max_steps=2", "model.net.num_classes=10"], tmp_path / "run", fashion_classifier_dir)
     train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -380,8 +380,8 @@ def test_evaluate_scores_a_fashion_mnist_checkpoint_against_fashion_mnist(fashio
     src = metrics["source"]
     assert src["dataset"] == "fashion_mnist" and src["classifier"].startswith("fashion-mnist-cnn-")
     assert src["class_names"][9] == "Ankle boot" and 0.8 < src["classifier_test_accuracy"] < 0.99
-    assert set(metrics["samples"]["class_accuracy_per_digit"]) == {str(c) for c in range(10)}  # 2 of each class asked
-    report = (tmp_path / "eval" / "report.md").read_text()
+    assert set(metrics["samples"]["class_accuracy_per_class"]) == {str(c) for c in range(10)}  # 2 of each class asked
+    report = (tmp_path / "eval" / "evaluation.md").read_text()
     assert "Fashion-MNIST-FID (classifier features)" in report and "| 9: Ankle boot |" in report
     assert "MNIST-FID (classifier" not in report.replace("Fashion-MNIST-FID", "")
     assert (tmp_path / "eval" / "class_histogram.png").stat().st_size > 10_000

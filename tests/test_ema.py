@@ -105,7 +105,7 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     from ddpm_lit.training.module import DDPMModule
 
     cfg = compose_train_cfg(
-        [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",
+        [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_classifier_fid=false",
          "model.optimizer.lr=0.02", "callbacks.ema.decay=1.0", "callbacks.ema.warmup=false", "final_samples.num=0"],
         tmp_path, synthetic_mnist_dir,
     )  # fmt: skip
@@ -129,7 +129,7 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     raw_grid, _ = validation_grid(ckpt["current_model_state"], "raw")
     assert not torch.equal(ema_grid, raw_grid)  # the two weights do draw different images
     assert torch.equal(grid, ema_grid)
-    # val/ssim scores the same images: the report's pairing with the first test images
+    # val/ssim scores the same images: the study's pairing with the first test images
     from torchmetrics.functional.image import (
         structural_similarity_index_measure as ssim,
     )
@@ -153,7 +153,7 @@ def test_the_final_samples_come_from_the_ema_weights(synthetic_mnist_dir: Path, 
     from ddpm_lit.training.module import DDPMModule
 
     cfg = compose_train_cfg(
-        [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_fid=false",
+        [*TINY, "logger=csv", "trainer.max_epochs=1", "data.check_md5=false", "model.val_classifier_fid=false",
          "model.optimizer.lr=0.02", "callbacks.ema.decay=1.0", "callbacks.ema.warmup=false", "final_samples.num=4",
          "final_samples.steps=5", "final_samples.seed=3"],
         tmp_path, synthetic_mnist_dir,

@@ -175,12 +175,12 @@ def test_bad_samples_files_are_refused_with_a_reason(arrays, words, tmp_path: Pa
 @pytest.fixture(scope="module")
 def mnist_sets(mnist_dir: Path) -> dict[str, torch.Tensor]:
     from ddpm_lit.core.pixels import to_model_range
-    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.data.mnist import load_idx_split
 
     raw = mnist_dir / "MNIST" / "raw"
     return {
-        "train": to_model_range(load_mnist_split(raw, train=True)[0], 28),
-        "test": to_model_range(load_mnist_split(raw, train=False)[0], 28),
+        "train": to_model_range(load_idx_split(raw, train=True)[0], 28),
+        "test": to_model_range(load_idx_split(raw, train=False)[0], 28),
     }
 
 
@@ -214,11 +214,11 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier,
     assert real["nn_train_distance_mean"] > 3.0
     # distribution metrics: real digits near the floor, noise far from it
     assert real["precision"] > 0.7 and real["recall"] > 0.7 and noise["precision"] < 0.1
-    assert real["mnist_fid"] < 10 and noise["mnist_fid"] > 100 * real["mnist_fid"]
-    assert real["mnist_fid"] < blurred["mnist_fid"] < noise["mnist_fid"]
+    assert real["classifier_fid"] < 10 and noise["classifier_fid"] > 100 * real["classifier_fid"]
+    assert real["classifier_fid"] < blurred["classifier_fid"] < noise["classifier_fid"]
     assert blurred["recall"] < 0.5 * real["recall"] and blurred["inception_score"] < real["inception_score"]
     assert real["inception_score"] > real_inception_score and real["min_class_share"] > 0.05
-    # the report's SSIM: a test image is never paired with itself, so its SSIM is far from 1
+    # the study's SSIM: a test image is never paired with itself, so its SSIM is far from 1
     assert 0.05 < real["ssim"] < 0.5 and real_px["ssim"].max() < 0.999
     assert noise["ssim"] < real["ssim"]
 
@@ -289,12 +289,12 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
                          f"hydra.run.dir={tmp_path / 'a'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "a"
-    for name in ("metrics.json", "report.md", "samples.npz", "grid.png", "ssim_histogram.png",
+    for name in ("metrics.json", "evaluation.md", "samples.npz", "grid.png", "ssim_histogram.png",
                  "nearest_training.png", "bound_terms.png"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     samples = metrics["samples"]
-    assert samples["num_images"] == 24 and samples["mnist_fid"] > 0 and 0 <= samples["precision"] <= 1
+    assert samples["num_images"] == 24 and samples["classifier_fid"] > 0 and 0 <= samples["precision"] <= 1
     assert (samples["fid"] > 0) if inception else ("fid" not in samples)
     assert metrics["nll"]["num_images"] == 4 and metrics["nll"]["bpd"] > metrics["nll"]["l0_bpd"] > 0
     assert metrics["source"]["sampler"]["steps"] == 4 and metrics["source"]["ema_weights"] is False
@@ -304,16 +304,16 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
         assert not {"fid", "fid_reference"} & set(metrics["timings"])
     with np.load(run / "samples.npz") as f:
         assert f["arr_0"].shape == (24, 28, 28, 1) and f["arr_0"].dtype == np.uint8
-    report = (run / "report.md").read_text()
-    assert f"{samples['mnist_fid']:.3f}" in report and "bits/dim" in report
+    report = (run / "evaluation.md").read_text()
+    assert f"{samples['classifier_fid']:.3f}" in report and "bits/dim" in report
     (wandb_run,) = run.glob("wandb/offline-run-*")  # logged to W&B, offline
-    assert b"eval/samples/mnist_fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
+    assert b"eval/samples/classifier_fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
 
     # the same images from the file: the same numbers, no bound (no model), reference from the cache
     proc = run_evaluate([f"samples_path={run / 'samples.npz'}", f"hydra.run.dir={tmp_path / 'b'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    for key in ("fid", "mnist_fid", "kid", "precision", "recall", "ssim", "nn_train_ssim", "nn_train_distance_mean"):
+    for key in ("fid", "classifier_fid", "kid", "precision", "recall", "ssim", "nn_train_ssim", "nn_train_distance_mean"):
         if key in samples or key in again["samples"]:
             assert again["samples"][key] == pytest.approx(samples[key], rel=1e-6, abs=1e-9), key
     assert "nll" not in again and "sampling" not in again["timings"]
@@ -361,10 +361,10 @@ def test_evaluate_a_conditional_learned_variance_model(mnist_dir: Path, classifi
     proc = run_evaluate([*common, f"hydra.run.dir={tmp_path / 'a'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert 0 <= metrics["samples"]["class_accuracy"] <= 1 and len(metrics["samples"]["class_accuracy_per_digit"]) == 10
+    assert 0 <= metrics["samples"]["class_accuracy"] <= 1 and len(metrics["samples"]["class_accuracy_per_class"]) == 10
     assert metrics["nll"]["variance"] == "learned" and metrics["source"]["guidance_scale"] == 2.0
     proc = run_evaluate([*common, "guidance_scale=0", "nll.variance=posterior", f"hydra.run.dir={tmp_path / 'b'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     other = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert other["source"]["guidance_scale"] == 0 and other["nll"]["variance"] == "posterior"
-    assert other["nll"]["bpd"] != metrics["nll"]["bpd"] and other["samples"]["mnist_fid"] != metrics["samples"]["mnist_fid"]
+    assert other["nll"]["bpd"] != metrics["nll"]["bpd"] and other["samples"]["classifier_fid"] != metrics["samples"]["classifier_fid"]

@@ -40,7 +40,7 @@ class PixelModule(OnePassModule):
     loss_keys = (("train/loss",), ())
 
     def __init__(self, latent_dim: int = 4, sample_every_n_epochs: int = 0, num_val_samples: int = 8, val_seed: int = 0,
-                 nn_reference_size: int = 16, val_fid: bool = False, fid_reference_size: int = 16) -> None:
+                 nn_reference_size: int = 16, val_classifier_fid: bool = False, fid_reference_size: int = 16) -> None:
         super().__init__()
         check_hook_settings(locals())
         self.save_hyperparameters(logger=False)
@@ -248,7 +248,7 @@ def _scored_run(tmp_path: Path, target: str, global_step: int, source: dict[str,
                    run / ".hydra" / "config.yaml")
     (run / "metrics.json").write_text(json.dumps({"fit_seconds": 60.0, "global_step": global_step, "params": 1000}))
     (evaluation / "metrics.json").write_text(json.dumps({
-        "samples": {"num_images": 10, "mnist_fid": 1.0, "classes_present": 10}, "timings": {"sampling": 1.0},
+        "samples": {"num_images": 10, "classifier_fid": 1.0, "classes_present": 10}, "timings": {"sampling": 1.0},
         "source": source}))
     return run, evaluation
 

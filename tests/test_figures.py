@@ -1,4 +1,4 @@
-"""The report's figures: the exact 1-D two-mode forward density, the CSV history, and that every figure is a PNG."""
+"""The study's figures: the exact 1-D two-mode forward density, the CSV history, and that every figure is a PNG."""
 
 import math
 from pathlib import Path
@@ -250,7 +250,7 @@ def test_metric_by_step_keeps_the_last_value_of_a_repeated_step(resumed_run: Pat
     history = Run(resumed_run).history()
     assert metric_by_step(history, "train/loss") == ([0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 0.8, 0.5, 0.4, 0.3])
     assert metric_by_step(history, "val/loss") == ([1.0, 3.0], [0.7, 0.35])
-    assert metric_by_step(history, "val/fid") == ([], [])
+    assert metric_by_step(history, "val/classifier_fid") == ([], [])
 
 
 def test_smooth_is_a_debiased_exponential_moving_average() -> None:

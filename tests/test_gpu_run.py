@@ -32,7 +32,7 @@ def test_gpu_script_runs_every_step_and_returns_few_small_files(mnist_dir: Path,
         "TRAINER": "cpu",
         "TRAIN_MINUTES": "null",
         "TRAIN_OVERRIDES": f"{tiny} paths.data_dir={mnist_dir} data.limit_train=1000 data.val_size=64 "
-                           "trainer.max_epochs=2 model.val_fid=false",
+                           "trainer.max_epochs=2 model.val_classifier_fid=false",
         "EVAL_OVERRIDES": f"paths.data_dir={mnist_dir} cache_dir={tmp_path / 'cache'} reference_size=200",
         "BENCH_ARGS": "bench.steps=2 bench.warmup=1 bench.repeats=1 bench.sample_steps=[2]"
                       + (" bench.diffusers=true" if importlib.util.find_spec("diffusers") else ""),
@@ -70,7 +70,7 @@ def test_gpu_script_runs_every_step_and_returns_few_small_files(mnist_dir: Path,
             assert f["arr_0"].shape == (n, 28, 28, 1) and f["arr_0"].dtype == np.uint8, name
     with tarfile.open(out / "run.tar.gz") as tar:
         members = set(tar.getnames())
-    assert {"train/metrics.json", "train/train.log", "eval_ddpm_1000/report.md", "env.txt"} <= members
+    assert {"train/metrics.json", "train/train.log", "eval_ddpm_1000/evaluation.md", "env.txt"} <= members
     assert any(m.startswith("train/figures/") for m in members)
 
     # the shards are the run's EMA weights, in float16

@@ -38,7 +38,7 @@ def test_an_app_imports_no_figures_pages_or_training(app: str) -> None:
     assert loaded(modules, HEAVY) == []
 
 
-@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "train.py", "-m ddpm_lit.run_figures", "-m ddpm_lit.report",
+@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "train.py", "-m ddpm_lit.run_figures", "-m ddpm_lit.summarize",
                                     "-m ddpm_lit.compare", "-m ddpm_lit.families", "-m ddpm_lit.bench"])
 def test_help_needs_hydra_alone(script: str) -> None:
     proc = run_python("-X", "importtime", *script.split(), "--help")

@@ -39,7 +39,7 @@ def test_the_installed_package_trains_samples_and_evaluates_outside_the_checkout
           "final_samples.steps=2", "logger=csv", data, "hydra.run.dir=run"], elsewhere, env)
     run = elsewhere / "run"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["global_step"] == 2 and (run / "samples" / "final.npz").is_file() and (run / "report.html").is_file()
+    assert metrics["global_step"] == 2 and (run / "samples" / "final.npz").is_file() and (run / "page.html").is_file()
     assert not (elsewhere / "conf").exists()  # nothing of the checkout was needed or copied
 
     _run([str(site / "bin" / "ddpm-sample"), f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "n=4", "sampler.steps=2",

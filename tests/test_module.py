@@ -45,7 +45,7 @@ def test_bad_hyperparameters_are_rejected() -> None:
 
 
 def test_sample_takes_the_sampler_and_its_options_by_name() -> None:
-    model = tiny_ddpm(50, val_fid=False)
+    model = tiny_ddpm(50, val_classifier_fid=False)
     a = model.sample(3, generator=torch.Generator().manual_seed(0), steps=5, sampler="ddim")
     b = model.sample(3, generator=torch.Generator().manual_seed(0), steps=5, sampler="ddim")
     c = model.sample(3, generator=torch.Generator().manual_seed(0), steps=5, sampler="ddim", eta=1.0)

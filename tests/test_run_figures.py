@@ -1,4 +1,4 @@
-"""The report's figures of a run: written at the end of training, logged to W&B, and redrawn by one command."""
+"""The study's figures of a run: written at the end of training, logged to W&B, and redrawn by one command."""
 
 from __future__ import annotations
 

@@ -58,14 +58,14 @@ def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path, re
     from reference_metrics import ClassifierFeatures, class_statistics, feature_fid_kid
 
     from ddpm_lit.core.pixels import to_model_range
-    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.data.mnist import load_idx_split
     from ddpm_lit.evaluation.classifier import load_or_train
     from ddpm_lit.evaluation.metrics import precision_recall
 
     classifier = load_or_train(real_classifier_dir)  # the real one (3 epochs on 60,000 images)
     extractor = ClassifierFeatures(classifier)
-    train_images, _ = load_mnist_split(mnist_dir / "MNIST" / "raw", train=True)
-    test_images, _ = load_mnist_split(mnist_dir / "MNIST" / "raw", train=False)
+    train_images, _ = load_idx_split(mnist_dir / "MNIST" / "raw", train=True)
+    test_images, _ = load_idx_split(mnist_dir / "MNIST" / "raw", train=False)
     real = to_model_range(train_images[:1000], 28)
     candidates = {
         "test": to_model_range(test_images[:1000], 28),
@@ -89,7 +89,7 @@ def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path, re
 def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> None:
     """The standard FID (TF-Inception-v3) of 200 images against 500 training images."""
     from ddpm_lit.core.pixels import to_model_range
-    from ddpm_lit.data.mnist import load_mnist_split
+    from ddpm_lit.data.mnist import load_idx_split
     from ddpm_lit.evaluation.features import (
         batched_features,
         fid_from_statistics,
@@ -99,8 +99,8 @@ def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> 
 
     inception = InceptionFeatures(batch_size=16)
     raw = mnist_dir / "MNIST" / "raw"
-    train = to_model_range(load_mnist_split(raw, train=True)[0][:500], 28)
-    test = to_model_range(load_mnist_split(raw, train=False)[0][:200], 28)
+    train = to_model_range(load_idx_split(raw, train=True)[0][:500], 28)
+    test = to_model_range(load_idx_split(raw, train=False)[0][:200], 28)
     reference = fid_statistics(batched_features(inception, train, 16))
     fid = {
         name: fid_from_statistics(reference, fid_statistics(batched_features(inception, images, 16)))

@@ -1,5 +1,5 @@
-"""Multirun setups: the SLURM launcher (hydra/launcher=slurm) and the Optuna search of val/fid
-(hparams_search=val_fid_optuna)."""
+"""Multirun setups: the SLURM launcher (hydra/launcher=slurm) and the Optuna search of val/classifier_fid
+(hparams_search=val_classifier_fid_optuna)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from omegaconf.errors import InterpolationValidationError
 from ddpm_lit.apps.train import build
 
 SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
-SEARCH = "hparams_search=val_fid_optuna"
+SEARCH = "hparams_search=val_classifier_fid_optuna"
 
 
 def compose_with_hydra(overrides: list[str]) -> DictConfig:
@@ -152,7 +152,7 @@ def test_lightning_accepts_the_slurm_tasks_it_is_given(tmp_path: Path, monkeypat
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")  # Optuna 2's SQLAlchemy 1.x imports
-def test_val_fid_search_space() -> None:
+def test_val_classifier_fid_search_space() -> None:
     import optuna
     from hydra_plugins.hydra_optuna_sweeper._impl import (
         create_optuna_distribution_from_override,
@@ -162,7 +162,7 @@ def test_val_fid_search_space() -> None:
     sweeper = cfg.hydra.sweeper
     assert cfg.hydra.runtime.choices["hydra/sweeper"] == "optuna"
     assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    assert cfg.optimized_metric == "val/fid" and cfg.model.val_fid is True and cfg.model.sample_every_n_epochs >= 1
+    assert cfg.optimized_metric == "val/classifier_fid" and cfg.model.val_classifier_fid is True and cfg.model.sample_every_n_epochs >= 1
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert sweeper.direction == "minimize" and sweeper.storage is None and sweeper.n_jobs == 1
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed is not None
@@ -177,7 +177,7 @@ def test_val_fid_search_space() -> None:
     }
 
 
-def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+def test_val_classifier_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     proc = run_command("train.py", [SEARCH, *TINY, "logger=csv", "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}",
                     f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                     "trainer.limit_val_batches=1", "final_samples.num=0", "data.val_size=32",
@@ -191,8 +191,8 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     trials = []
     for job in jobs:
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-        assert cfg.optimized_metric == "val/fid"
-        fid = json.loads((job / "metrics.json").read_text())["val/fid"]
+        assert cfg.optimized_metric == "val/classifier_fid"
+        fid = json.loads((job / "metrics.json").read_text())["val/classifier_fid"]
         assert math.isfinite(fid) and fid > 0
         params = {"model.optimizer.lr": cfg.model.optimizer.lr, "schedule": cfg.schedule.name, "model.warmup_steps": cfg.model.warmup_steps}
         assert 1e-4 <= params["model.optimizer.lr"] <= 2e-3
@@ -205,15 +205,15 @@ def test_val_fid_search_runs_trials_and_reports_the_best(synthetic_mnist_dir: Pa
     assert results.best_value == pytest.approx(best_fid, rel=1e-12)
     assert OmegaConf.to_container(results.best_params) == best_params
 
-    # The sweep report: what the trials varied, their val/fid, Optuna's best, and val/fid per epoch.
-    proc = run_command("ddpm_lit.report", [f"dirs={sweep_dir}"], cwd=tmp_path)
+    # The sweep summary: what the trials varied, their val/classifier_fid, Optuna's best, and val/classifier_fid per epoch.
+    proc = run_command("ddpm_lit.summarize", [f"dirs={sweep_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    text = (sweep_dir / "report.md").read_text()
+    text = (sweep_dir / "runs.md").read_text()
     assert "| model.optimizer.lr |" in text and "Optuna's best: " in text and f"{best_fid:.2f}" in text
-    assert (sweep_dir / "report_val_fid.png").is_file() and (sweep_dir / "report_loss.png").is_file()
+    assert (sweep_dir / "runs_val_classifier_fid.png").is_file() and (sweep_dir / "runs_loss.png").is_file()
     # The sweep's page, written by the SweepPage callback when the multirun ended: Optuna's best on it.
-    page = (sweep_dir / "report.html").read_text()
+    page = (sweep_dir / "page.html").read_text()
     assert re.search(rf'id="optuna-best"[^>]*>Optuna\'s best: {best_fid:.4g} with', page.replace("&#39;", "'")), page[:500]
-    # and the same job as the page's best by val/fid, which the metric catalogue says is better lower
+    # and the same job as the page's best by val/classifier_fid, which the metric catalogue says is better lower
     best_job = jobs[[fid for fid, _ in trials].index(best_fid)].name
-    assert re.search(rf'id="best-job"[^>]*>best by val/fid \(lower is better\): job <strong>{best_job}</strong>', page)
+    assert re.search(rf'id="best-job"[^>]*>best by val/classifier_fid \(lower is better\): job <strong>{best_job}</strong>', page)

@@ -325,7 +325,7 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
     """Hydra's basic launcher runs the jobs one after another in the command's process (here, this
     one); joblib's starts worker processes from a real command line (slow tier)."""
     args = ["--multirun", "schedule=linear,cosine", *launcher, *TINY, "trainer.max_epochs=1",
-            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "model.val_fid=false",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "model.val_classifier_fid=false",
             "data.check_md5=false", f"paths.data_dir={synthetic_mnist_dir}", "final_samples.num=0"]
     # Run from tmp_path with the default paths, as a user would from the repo.
     proc = run_cli(args, cwd=tmp_path) if launcher else run_command("train.py", args, cwd=tmp_path)
@@ -343,30 +343,30 @@ def test_multirun_gives_one_output_dir_and_wandb_run_per_job(launcher, synthetic
         assert runs[-1]["group"] == sweep.name and f"schedule={schedule}" in runs[-1]["name"]
     assert runs[0]["id"] != runs[1]["id"]
 
-    # The sweep report: the setting that differs, the final metrics, and a plot per metric.
-    proc = run_command("ddpm_lit.report", [f"dirs={sweep}"], cwd=tmp_path)
+    # The sweep summary: the setting that differs, the final metrics, and a plot per metric.
+    proc = run_command("ddpm_lit.summarize", [f"dirs={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = (sweep / "report.md").read_text()
+    report = (sweep / "runs.md").read_text()
     header, _, row0, row1 = report.split("\n")[2:6]
     assert "| schedule.name |" in header and "seed" not in header  # only what differs
     assert row0.startswith("| 0 | `linear` |") and row1.startswith("| 1 | `cosine` |")
     for job, row in zip(jobs, (row0, row1)):
         assert f"{json.loads((job / 'metrics.json').read_text())['val/loss']:.4f}" in row
-    assert (sweep / "report_loss.png").is_file() and not (sweep / "report_val_fid.png").exists()  # no val/fid logged
+    assert (sweep / "runs_loss.png").is_file() and not (sweep / "runs_val_classifier_fid.png").exists()  # no val/classifier_fid logged
 
 
-def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+def test_val_classifier_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
     cfg = compose_train_cfg(
         [*TINY, "logger=csv", "trainer.max_epochs=3", "data.check_md5=false", "data.val_size=32",
-         "model.fid_reference_size=32", "callbacks.model_checkpoint.monitor=val/fid", "optimized_metric=val/fid"],
+         "model.fid_reference_size=32", "callbacks.model_checkpoint.monitor=val/classifier_fid", "optimized_metric=val/classifier_fid"],
         tmp_path, synthetic_mnist_dir,
     )
     metrics = train(cfg)
     rows = list(csvlib.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
-    fid = {int(r["epoch"]): float(r["val/fid"]) for r in rows if r.get("val/fid")}
+    fid = {int(r["epoch"]): float(r["val/classifier_fid"]) for r in rows if r.get("val/classifier_fid")}
     assert sorted(fid) == [0, 1, 2]
     assert all(math.isfinite(v) and v > 0 for v in fid.values())
-    assert metrics["val/fid"] == pytest.approx(fid[2])
+    assert metrics["val/classifier_fid"] == pytest.approx(fid[2])
     (best,) = (tmp_path / "checkpoints").glob("epoch_*.ckpt")
     assert best.name == f"epoch_{min(fid, key=fid.get):03d}.ckpt"
     # the classifier was trained for this data once and cached beside it, not saved in checkpoints
@@ -379,14 +379,14 @@ def test_val_fid_is_logged_and_can_be_the_checkpoint_monitor(synthetic_mnist_dir
     "overrides, words",
     [
         (["model.sample_every_n_epochs=2"], "only logged on sampling epochs"),
-        (["model.val_fid=false"], "needs model.val_fid=true"),
+        (["model.val_classifier_fid=false"], "needs model.val_classifier_fid=true"),
         (["optimized_metric=val/fdi"], "optimized_metric=val/fdi: a ddpm does not log it"),
-        (["optimized_metric=val/fid", "model.val_fid=false"], "optimized_metric=val/fid needs model.val_fid=true"),
+        (["optimized_metric=val/classifier_fid", "model.val_classifier_fid=false"], "optimized_metric=val/classifier_fid needs model.val_classifier_fid=true"),
     ],
 )
-def test_val_fid_monitor_needs_it_every_epoch(overrides, words, tmp_path: Path) -> None:
+def test_val_classifier_fid_monitor_needs_it_every_epoch(overrides, words, tmp_path: Path) -> None:
     cfg = compose_train_cfg(
-        [*TINY, "logger=csv", "callbacks.model_checkpoint.monitor=val/fid", *overrides], tmp_path, tmp_path / "empty"
+        [*TINY, "logger=csv", "callbacks.model_checkpoint.monitor=val/classifier_fid", *overrides], tmp_path, tmp_path / "empty"
     )
     with pytest.raises(ConfigError, match=words):
         train(cfg)

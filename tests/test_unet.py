@@ -1,4 +1,4 @@
-"""The report's UNet: shapes, size, config validation, normalisation choice and the
+"""The study's UNet: shapes, size, config validation, normalisation choice and the
 dependence of the output on the timestep."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_output_shape_other_channels_and_size() -> None:
 
 
 def test_parameter_count_default_config() -> None:
-    net = UNet()  # base_channels=128, time_emb_dim=256: the report's ≈ 14.1 M
+    net = UNet()  # base_channels=128, time_emb_dim=256: the study's ≈ 14.1 M
     n = sum(p.numel() for p in net.parameters())
     assert abs(n - 14.1e6) / 14.1e6 < 0.01, n
     assert n == 14_141_185  # pins the architecture: any change to a layer shows here

@@ -1,1 +1,1 @@
-"""The commands (train, evaluate, sample, figures, report, compare, bench, shards) and what they share."""
+"""The commands (train, evaluate, sample, run_figures, summarize, compare, families, bench, shards), and nothing else."""

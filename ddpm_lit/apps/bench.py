@@ -134,7 +134,7 @@ def bench_cfg(cfg: DictConfig, steps: int, warmup: int, out_dir: Path) -> DictCo
         cfg.time_budget_minutes = None
         cfg.ckpt_path = None
         cfg.model.sample_every_n_epochs = 0
-        cfg.model.val_fid = False
+        cfg.model.val_classifier_fid = False
         if cfg.get("final_samples"):
             cfg.final_samples.num = 0
         if cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint"):

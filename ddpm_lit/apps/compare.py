@@ -211,13 +211,13 @@ def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, s
     images = load_samples_npz(save_samples_npz(drawn, out / f"{stem}.npz"))  # scored as saved, 8-bit
     save_grid(to_unit_range(images[:64]), out / f"{stem}.png")
     metrics, _ = scorer.score(images, "samples", labels=labels)
-    log.info("%s: MNIST-FID %.3f, FID %s, %.0f s", key, metrics["mnist_fid"], metrics.get("fid"), seconds)
+    log.info("%s: MNIST-FID %.3f, FID %s, %.0f s", key, metrics["classifier_fid"], metrics.get("fid"), seconds)
     return {
         "model": name, "sampler": sampler, "steps": steps, "guidance": guidance,
-        "mnist_fid": metrics["mnist_fid"], "fid": metrics.get("fid"), "kid": metrics["kid"],
+        "classifier_fid": metrics["classifier_fid"], "fid": metrics.get("fid"), "kid": metrics["kid"],
         "precision": metrics["precision"], "recall": metrics["recall"],
         "class_accuracy": metrics.get("class_accuracy"),
-        "class_accuracy_per_digit": metrics.get("class_accuracy_per_digit"),
+        "class_accuracy_per_class": metrics.get("class_accuracy_per_class"),
         "sampling_seconds": seconds,
     }  # fmt: skip
 

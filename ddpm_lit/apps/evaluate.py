@@ -1,6 +1,6 @@
-"""``evaluate(cfg)``: draw samples from a checkpoint (or read an .npz), score them, write a report.
+"""``evaluate(cfg)``: draw samples from a checkpoint (or read an .npz), score them, write evaluation.md.
 
-The run dir gets ``metrics.json``, ``report.md``, ``samples.npz`` (checkpoints only),
+The run dir gets ``metrics.json``, ``evaluation.md``, ``samples.npz`` (checkpoints only),
 ``grid.png``, ``ssim_histogram.png``, ``nearest_training.png`` and ``bound_terms.png``.
 """
 
@@ -93,8 +93,8 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         results["source"].update(dataset=source.dataset, dataset_title=source.title, class_names=scorer.class_names,
                                  classifier_test_accuracy=classifier.record.get("test_accuracy"))
         Run(out_dir).write_metrics(results)
-        write_text(out_dir / "report.md", evaluation_report(results))
-        log.info("metrics and report written to %s", out_dir)
+        write_text(out_dir / "evaluation.md", evaluation_report(results))
+        log.info("metrics.json and evaluation.md written to %s", out_dir)
         _log(loggers, results, out_dir)
         run = Run.of_file(s.ckpt_path or s.samples_path)
         if run is not None:  # the training run's page shows its evaluations: this one too, from now
@@ -209,7 +209,7 @@ def _bound(s: EvaluateSettings, module: Any, test: torch.Tensor, device: torch.d
 
 def _source(s: EvaluateSettings, module: Any, ema: bool, reference_size: int, classifier_id: str, inception: Any,
             device: torch.device) -> dict[str, Any]:
-    """What was scored and how, for metrics.json and the report."""
+    """What was scored and how, for metrics.json and evaluation.md."""
     return {
         "ckpt_path": str(s.ckpt_path) if s.ckpt_path else None,
         "samples_path": str(s.samples_path) if s.samples_path else None,

@@ -1,4 +1,4 @@
-"""The report's chapter 2, measured: train (or load) a DDPM, a VAE and a GAN at an equal
+"""The study's chapter 2, measured: train (or load) a DDPM, a VAE and a GAN at an equal
 wall-clock budget and several seeds, score each with ``evaluate.py``, and write one table and one figure
 (conf/families.yaml):
 
@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 
 from ddpm_lit.config.schema import flag, integer, integers, is_number, plain
 from ddpm_lit.core.pixels import to_unit_range
-from ddpm_lit.data.mnist import ensure_mnist, load_mnist_split
+from ddpm_lit.data.mnist import ensure_mnist, load_idx_split
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.io import atomic_write, write_text
@@ -134,7 +134,7 @@ def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, 
     run_config = Run(run_dir).load_config()
     samples = scored["samples"]
     row: dict[str, Any] = {"family": family, "seed": seed, "run_dir": str(run_dir)}
-    row.update({k: samples[k] for k in ("fid", "mnist_fid", "kid", "precision", "recall", "classes_present",
+    row.update({k: samples[k] for k in ("fid", "classifier_fid", "kid", "precision", "recall", "classes_present",
                                         "class_entropy", "nn_train_distance_mean") if k in samples})
     nll = scored.get("nll") or {}
     row.update({k: nll[k] for k in ("bpd", "bpd_stderr", "iwae_bpd", "iwae_bpd_stderr") if k in nll})
@@ -165,8 +165,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 mean = sum(values) / len(values)
                 std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
                 summary[key] = {"mean": mean, "std": std}
-        fids = [r["mnist_fid"] for r in runs]
-        summary["mnist_fid_range"] = [min(fids), max(fids)]
+        fids = [r["classifier_fid"] for r in runs]
+        summary["classifier_fid_range"] = [min(fids), max(fids)]
         summary["collapsed"] = {str(r["seed"]): r["collapsed"] for r in runs if r["collapsed"]}
         out[family] = summary
     return out
@@ -174,7 +174,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def samples_figure(args: FamiliesSettings, families: list[str], seed: int, path: Path) -> Path:
     """Real test digits, then each family's first 64 samples of ``seed``, side by side."""
-    test, _ = load_mnist_split(ensure_mnist(args.data_dir), train=False)
+    test, _ = load_idx_split(ensure_mnist(args.data_dir), train=False)
     grids = {"real test digits": test[:64].unsqueeze(1).float() / 255}
     for family in families:
         samples = load_samples_npz(args.out / "eval" / f"{family}_seed{seed}" / "samples.npz")

@@ -1,8 +1,8 @@
-"""The report's figures of one training run: ``python -m ddpm_lit.run_figures run_dir=<run dir>``
+"""The study's figures of one training run: ``python -m ddpm_lit.run_figures run_dir=<run dir>``
 (conf/run_figures.yaml).
 
 Writes ``<run dir>/figures/``:
-  loss_curves.png          train/loss per step and val/loss per epoch (report Fig. 4.1)
+  loss_curves.png          train/loss per step and val/loss per epoch (the study's Fig. 4.1)
   trajectory.png           8 samples along the reverse chain, every T/10 steps (Fig. 4.5)
   ssim_histogram.png       per-sample SSIM against test images, beside real test images (Fig. 4.6)
   forward_process.png      one test digit noised to several t, linear and cosine (Figs. 1.1–1.5)

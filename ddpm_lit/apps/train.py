@@ -272,7 +272,7 @@ def family_of(model_class: str) -> str:
 
 def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = None) -> None:
     """The sweep's optimized metric must be a metric the run logs; a metric of the sampling hook
-    needs the hook (and val/fid needs model.val_fid); a checkpoint monitoring one needs it every epoch."""
+    needs the hook (and val/classifier_fid needs model.val_classifier_fid); a checkpoint monitoring one needs it every epoch."""
     every = model.hparams.get("sample_every_n_epochs", 1)
     logged = type(model).monitorable_metrics()
     watched = [("optimized_metric", optimized)] if optimized is not None else []
@@ -289,8 +289,8 @@ def _check_monitors(callbacks: list[Any], model: Any, optimized: str | None = No
             + (" (callbacks.model_checkpoint=null keeps last.ckpt only)" if "callbacks" in unlogged[-1] else "")
         )
     for key, metric in watched:
-        if metric == "val/fid" and not model.hparams.get("val_fid", False):
-            raise ConfigError(f"{key}=val/fid needs model.val_fid=true")
+        if metric == "val/classifier_fid" and not model.hparams.get("val_classifier_fid", False):
+            raise ConfigError(f"{key}=val/classifier_fid needs model.val_classifier_fid=true")
         if metric in SAMPLED_METRICS and every == 0:
             raise ConfigError(f"{key}={metric} needs the sampling hook: model.sample_every_n_epochs ≥ 1")
         if key != "optimized_metric" and metric in SAMPLED_METRICS and every != 1:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class SweepPage(Callback):
-    """The sweep page (``<sweep dir>/report.html``) when a multirun ends (conf/hydra/train.yaml)."""
+    """The sweep page (``<sweep dir>/page.html``) when a multirun ends (conf/hydra/train.yaml)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from ddpm_lit.reporting.pages import write_sweep_page  # jinja2 and vl-convert: for the multirun's end only
@@ -25,4 +25,4 @@ class SweepPage(Callback):
         try:
             log.info("sweep page: %s", write_sweep_page(sweep))
         except Exception as err:  # noqa: BLE001 - the jobs ran; the page can be written later
-            log.warning("no %s written for %s: %s (python -m ddpm_lit.report dirs=%s html=true)", PAGE, sweep, err, sweep)
+            log.warning("no %s written for %s: %s (python -m ddpm_lit.summarize dirs=%s html=true)", PAGE, sweep, err, sweep)

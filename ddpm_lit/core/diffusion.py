@@ -3,7 +3,7 @@ reverse step and the training loss.
 
 The denoiser is any callable ``net(x_t, t) -> output`` and never sees the schedule; the
 schedule lives here as float32 buffers derived once from float64 values. What the output
-means is the process's business: ε (the report's), x0 or v (``objective``), followed by C more
+means is the process's business: ε (the study's), x0 or v (``objective``), followed by C more
 channels that set the reverse variance when it is learned (``variance="learned"``). Indexing follows
 ``ddpm_lit.core.schedules``: position ``i`` of every buffer is step ``t = i + 1`` of the paper,
 and the network is called with ``i``.
@@ -68,14 +68,14 @@ class GaussianDiffusion(nn.Module):
         betas: optional explicit (T,) β, overriding ``schedule`` (used by ``respace``).
         timestep_map: optional (T,) long, the network timestep index of each position;
             defaults to ``arange(T)``. A respaced process keeps the original indices here.
-        objective: what the network predicts: ``"eps"`` (Ho et al. 2020, the report's),
+        objective: what the network predicts: ``"eps"`` (Ho et al. 2020, the study's),
             ``"x0"``, or ``"v"`` = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022).
-        variance: σ_t² of p_θ(x_{t−1} | x_t): ``"posterior"`` β̃_t (the report's), ``"beta"``
+        variance: σ_t² of p_θ(x_{t−1} | x_t): ``"posterior"`` β̃_t (the study's), ``"beta"``
             β_t, or ``"learned"``, log σ_t² = f log β_t + (1 − f) log β̃_t with f = (u + 1)/2 read
             from C extra output channels u (Nichol & Dhariwal 2021, eq. 15).
         loss_weighting: weight of the per-image MSE of the target: ``"simple"`` 1 (Ho et al.
             eq. 14); ``"vlb"`` the true bound's weight β_t²/(2σ_t²α_t(1−ᾱ_t)) on ‖ε − ε̂‖²
-            (Ho et al. eq. 12, the report's last equation); ``"min_snr"`` min(SNR_t, γ)/SNR_t on
+            (Ho et al. eq. 12, the study's last equation); ``"min_snr"`` min(SNR_t, γ)/SNR_t on
             ‖ε − ε̂‖² (Hang et al. 2023). The last two are expressed in ε's units and converted
             to the target's, so they weigh the same error whatever the objective.
         min_snr_gamma: γ of ``min_snr`` (Hang et al. use 5).
@@ -297,7 +297,7 @@ class GaussianDiffusion(nn.Module):
         variance: str | None = None,
     ) -> dict[str, torch.Tensor]:
         """Parameters of p_θ(x_{t−1} | x_t); ``variance`` overrides the process's σ_t² (see
-        ``log_variance``): the report's is ``"posterior"``, σ_t² = β̃_t.
+        ``log_variance``): the study's is ``"posterior"``, σ_t² = β̃_t.
 
         1. The network's output, read as ε, x0 or v and converted to x̂0 (eq. 4 inverted).
         2. x̂0 optionally clipped to the data range [−1, 1].

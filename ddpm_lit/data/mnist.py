@@ -83,7 +83,7 @@ def ensure_mnist(data_dir: str | Path, download: bool = True, check_md5: bool = 
     return ensure_files("MNIST", raw_dir, MNIST_FILES, sources, download, check_md5, fix)
 
 
-def load_mnist_split(raw_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def load_idx_split(raw_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 28, 28), labels long (N,)) of one split of the IDX files in ``raw_dir``."""
     prefix = "train" if train else "t10k"
     return read_idx(raw_dir / f"{prefix}-images-idx3-ubyte"), read_idx(raw_dir / f"{prefix}-labels-idx1-ubyte").long()

@@ -140,8 +140,8 @@ class DataSource:
         """The set's images and labels (fetching a built-in set's files first when allowed)."""
         if self.builtin is not None:
             raw = self.builtin.ensure(self.data_dir, self.download, self.check_md5)
-            train_images, train_labels = mnist.load_mnist_split(raw, train=True)  # the same four IDX names
-            test_images, test_labels = mnist.load_mnist_split(raw, train=False)
+            train_images, train_labels = mnist.load_idx_split(raw, train=True)  # the same four IDX names
+            test_images, test_labels = mnist.load_idx_split(raw, train=False)
             return ImageSet(self.dataset, self.title, train_images, train_labels, test_images, test_labels,
                             self.builtin.class_names)
         self.prepare()

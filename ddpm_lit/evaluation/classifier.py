@@ -74,7 +74,7 @@ def train_classifier(
     """Adam with a one-cycle schedule and ±2-pixel random shifts. images: (N, 1, 28, 28) in [−1, 1].
 
     The global random state is restored afterwards, so training the classifier inside a seeded
-    run (``val/fid`` on first use) does not change that run's noise or data order.
+    run (``val/classifier_fid`` on first use) does not change that run's noise or data order.
     """
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # weight init and dropout; CUDA generators untouched

@@ -207,7 +207,7 @@ class Scorer:
         test labels); adds the classifier's accuracy on them, overall and per class.
         ``cache``: keep this set's features on disk too (for fixed sets such as the test images).
         ``test_indices``: when the images are test images, their indices in ``test``, so that
-        the report's SSIM never pairs an image with itself.
+        the study's SSIM never pairs an image with itself.
         Timings of samples' metrics are recorded under their metric names, others' under
         ``<name>/<metric>``.
         """
@@ -226,9 +226,9 @@ class Scorer:
         with t(prefix + "classifier_features"):
             ref_f = self.reference_features()
             feats, logits = self.classifier_outputs(images, cache=cache)
-        with t(prefix + "mnist_fid_kid"):
+        with t(prefix + "classifier_fid_kid"):
             fk = fid_kid_from_features(ref_f, feats, self.kid_subset_size, seed=self.seed)
-            out.update(mnist_fid=fk["fid"], kid=fk["kid"], kid_std=fk["kid_std"])
+            out.update(classifier_fid=fk["fid"], kid=fk["kid"], kid_std=fk["kid_std"])
         with t(prefix + "precision_recall"):
             pr_ref = ref_f
             if len(ref_f) > len(feats):  # equal-size sets, as in Kynkäänniemi et al. (2019)
@@ -256,7 +256,7 @@ class Scorer:
                 raise ValueError(f"{len(logits)} images need {len(logits)} labels, got shape {tuple(labels.shape)}")
             correct = (logits.argmax(1).cpu() == labels.cpu()).float()
             out["class_accuracy"] = float(correct.mean())
-            out["class_accuracy_per_digit"] = {str(int(k)): float(correct[labels.cpu() == k].mean()) for k in labels.unique()}
+            out["class_accuracy_per_class"] = {str(int(k)): float(correct[labels.cpu() == k].mean()) for k in labels.unique()}
         return out
 
     def _memorisation(self, unit: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -270,7 +270,7 @@ class Scorer:
     def _ssim(
         self, unit: torch.Tensor, candidates: torch.Tensor, test_indices: torch.Tensor | None
     ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """The report's SSIM (each image against a random test image, never itself) and the best
+        """The study's SSIM (each image against a random test image, never itself) and the best
         SSIM over the nearest training images by pixel distance: the SSIM of the closest match
         without scoring each image against all 60k."""
         gen = torch.Generator().manual_seed(self.seed)

@@ -17,14 +17,14 @@ from ddpm_lit.generation.protocol import GenerativeModel
 Callback = Callable[[dict[str, Any]], None]
 
 
-def digit_labels(num_samples: int, num_classes: int) -> torch.Tensor:
+def cycled_labels(num_samples: int, num_classes: int) -> torch.Tensor:
     """Every class equally often, in turn: 0, 1, …, k − 1, 0, … (N,)."""
     return torch.arange(num_samples) % num_classes
 
 
 def labels_for(model: GenerativeModel, num_samples: int) -> torch.Tensor | None:
-    """``digit_labels`` for a class-conditional model, None for an unconditional one."""
-    return None if model.num_classes is None else digit_labels(num_samples, model.num_classes)
+    """``cycled_labels`` for a class-conditional model, None for an unconditional one."""
+    return None if model.num_classes is None else cycled_labels(num_samples, model.num_classes)
 
 
 def check_labels(class_labels: Any, num_samples: int, num_classes: int) -> torch.Tensor:
@@ -148,7 +148,7 @@ def draw(
 ) -> Drawn:
     """``model.sample`` with a CPU generator seeded ``seed`` (the same images on every device),
     keeping the first ``trajectory`` samples at x_T and after each step whose timestep index is
-    a multiple of ``every`` (None: T/10, the report's Fig. 4.5: every 100 of T = 1000 steps)."""
+    a multiple of ``every`` (None: T/10, the study's Fig. 4.5: every 100 of T = 1000 steps)."""
     every = every or max(getattr(model, "num_timesteps", 10) // 10, 1)
     kept: list[tuple[int, torch.Tensor]] = []
 

@@ -1,4 +1,4 @@
-"""The report's UNet: a denoiser ε_θ(x_t, t) for 28×28 images.
+"""The study's UNet: a denoiser ε_θ(x_t, t) for 28×28 images.
 
 Encoder ResidualBlock(C→c) ↓ ResidualBlock(c→2c) ↓ ResidualBlock(2c→4c); bottleneck
 ResidualBlock(4c→4c) + multi-head self-attention; decoder ↑ cat ResidualBlock(4c→2c),
@@ -71,14 +71,14 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε-prediction UNet of the report.
+    """ε-prediction UNet of the study.
 
     Args:
         in_channels: image channels C (1 for MNIST).
         base_channels: c; the levels have c, 2c and 4c channels.
         time_emb_dim: width of the sinusoidal embedding and of its MLP.
         attn_heads: heads of the bottleneck attention; must divide 4c.
-        norm: ``"batch"`` (the report) or ``"group"``.
+        norm: ``"batch"`` (the study) or ``"group"``.
         image_size: side of the square input; must be divisible by 4 (two 2× poolings).
         out_channels: output channels (None: C; 2C when the diffusion also learns σ_t²).
         num_classes: None for an unconditional model; else a label embedding with one more

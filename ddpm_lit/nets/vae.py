@@ -4,7 +4,7 @@ per-pixel (mean, log σ) of a discretised Gaussian p(x|z) (the DDPM's L_0 densit
 Encoder: Conv3×3(C→c) · Conv3×3(c→c) · ↓Conv4×4(c→2c) · Conv3×3(2c→2c) · ↓Conv4×4(2c→4c) ·
 Linear(4c·(S/4)² → 2Z). Decoder: the mirror image with transposed convolutions, ending in
 Conv3×3(c→2C). SiLU between layers. At c = 32, Z = 32 it has ≈ 1.0 M parameters (the quick
-DDPM's UNet: 0.94 M); at c = 128, Z = 64 ≈ 12 M (the report's UNet: 14.1 M).
+DDPM's UNet: 0.94 M); at c = 128, Z = 64 ≈ 12 M (the study's UNet: 14.1 M).
 """
 
 from __future__ import annotations

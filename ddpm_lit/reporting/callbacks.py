@@ -108,7 +108,7 @@ class RunFigures(L.Callback):
 
 
 class RunPage(L.Callback):
-    """The run's page (``report.html``), also when the fit fails or is stopped."""
+    """The run's page (``page.html``), also when the fit fails or is stopped."""
 
     def __init__(self, out_dir: str, enabled: bool = True) -> None:
         self.out_dir, self.enabled = Path(out_dir), enabled

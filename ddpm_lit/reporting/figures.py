@@ -33,7 +33,7 @@ def ssim_histogram(values: dict[str, dict[str, torch.Tensor]], path: str | Path)
     """Histograms of per-image SSIM, one line per image set (e.g. samples, test images).
 
     values: {set name: {"ssim": (N,), "nn_ssim": (N,)}}. Left: against a random test image
-    (the report's protocol, its Fig. 4.6); right: against the most similar training image.
+    (the study's protocol, its Fig. 4.6); right: against the most similar training image.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     panels = (("ssim", "SSIM against a random test image"), ("nn_ssim", "SSIM against the closest training image"))
@@ -66,7 +66,7 @@ def class_histogram(results: dict[str, Any], class_names: list[str] | None, data
         shares = [metrics.get(f"class_share_{c}", float("nan")) for c in range(k)]
         bars = ax.bar([c + (j - (len(sets) - 1) / 2) * width for c in range(k)], shares, width,
                       label="samples" if name == "samples" else "real test images")
-        per_class = metrics.get("class_accuracy_per_digit") if name == "samples" else None
+        per_class = metrics.get("class_accuracy_per_class") if name == "samples" else None
         if per_class:
             for c, bar in enumerate(bars):
                 if str(c) in per_class:
@@ -77,7 +77,7 @@ def class_histogram(results: dict[str, Any], class_names: list[str] | None, data
     ax.set_xticklabels(names, rotation=30 if max(map(len, names)) > 3 else 0, ha="right" if max(map(len, names)) > 3 else "center")
     ax.set_ylabel("share of images")
     title = f"Classes as the {dataset} classifier sees them"
-    if any(m.get("class_accuracy_per_digit") for m in sets.values()):
+    if any(m.get("class_accuracy_per_class") for m in sets.values()):
         title += " (% above a bar: accuracy on the class asked for)"
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
@@ -123,7 +123,7 @@ def bound_terms_figure(terms: torch.Tensor, prior: float, path: str | Path, titl
     return save_figure(fig, path)
 
 
-# ---- the report's figures ------------------------------------------------------------
+# ---- the study's figures ------------------------------------------------------------
 
 
 def _check_timestep_indices(timesteps: Sequence[int], num_timesteps: int) -> list[int]:

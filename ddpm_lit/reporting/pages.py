@@ -1,6 +1,6 @@
-"""Self-contained HTML pages of a run and of a sweep, ``report.html``, readable offline.
+"""Self-contained HTML pages of a run and of a sweep, ``page.html``, readable offline.
 
-``python -m ddpm_lit.report dirs=<run dir or sweep dir> html=true`` writes them (train.py writes the run's
+``python -m ddpm_lit.summarize dirs=<run dir or sweep dir> html=true`` writes them (train.py writes the run's
 own at its end, and a multirun the sweep's). One file each: the charts are Vega-Lite, whose
 JavaScript (vl-convert's bundle of Vega, Vega-Lite and vega-embed) is inlined with the data and
 every image, so the page opens by double-click with nothing fetched from any host.
@@ -355,7 +355,7 @@ def _templates() -> jinja2.Environment:
 
 
 def better(key: str) -> str:
-    """Which way the metric of ``key`` (``val/fid``, or an evaluation's ``samples.fid``) is better,
+    """Which way the metric of ``key`` (``val/classifier_fid``, or an evaluation's ``samples.fid``) is better,
     in words from the metric catalogue; "" for one without a direction."""
     metric = find(key) or find(key.rsplit(".", 1)[-1])
     return f"{metric.better} is better" if metric is not None and metric.better else ""
@@ -400,7 +400,7 @@ def render(kind: str, data: dict[str, Any]) -> str:
 
 
 def write_run_page(run: str | Path, config: dict[str, Any] | None = None) -> Path:
-    """``<run>/report.html``. ``config``: the run's composed config as a plain dict, for a run dir
+    """``<run>/page.html``. ``config``: the run's composed config as a plain dict, for a run dir
     without ``.hydra`` (``train(cfg)`` called from Python); NotARunError for a folder that holds nothing of a run."""
     run = Run(run)
     if not run.looks_like_run() and config is None:
@@ -409,7 +409,7 @@ def write_run_page(run: str | Path, config: dict[str, Any] | None = None) -> Pat
 
 
 def write_sweep_page(sweep: str | Path) -> Path:
-    """``<sweep>/report.html`` and the page of every job that has none yet (a job whose page
+    """``<sweep>/page.html`` and the page of every job that has none yet (a job whose page
     fails is logged and left without one; the sweep's page is still written)."""
     sweep = Sweep(sweep)
     jobs = sweep.runs()

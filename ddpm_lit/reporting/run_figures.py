@@ -50,7 +50,7 @@ def draw_final_samples(module: Any, run: Run, num: int, steps: int | None = None
 
 
 def ssim_per_image(samples: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict[str, torch.Tensor]:
-    """For images in [−1, 1]: SSIM of image i against test image i (the report's protocol) and
+    """For images in [−1, 1]: SSIM of image i against test image i (the study's protocol) and
     against its most similar image of ``train``. Returns {"ssim": (N,), "nn_ssim": (N,)}."""
     a, b = to_unit_range(samples.float()), to_unit_range(test[: len(samples)].float())
     return {

@@ -1,4 +1,4 @@
-"""A page (``report.html``) in headless Chromium: ``python -m ddpm_lit.reporting.screenshot PAGE OUT.png``.
+"""A page (``page.html``) in headless Chromium: ``python -m ddpm_lit.reporting.screenshot PAGE OUT.png``.
 
 Opens the page from disk with the network cut off (every host resolves nowhere), waits until its
 charts are drawn, and writes a PNG of the whole page (or of its first ``--height`` pixels). Needs

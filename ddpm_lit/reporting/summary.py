@@ -1,4 +1,4 @@
-"""A table and comparison plots of finished runs (``python -m ddpm_lit.report``), for the runs
+"""A table and comparison plots of finished runs (``python -m ddpm_lit.summarize``), for the runs
 under one or more folders."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _label(run: Run, config: dict[str, Any], differ: list[str]) -> str:
 
 
 def comparison_plots(runs: list[Run], out_dir: Path) -> list[Path]:
-    """report_loss.png (train and val loss per epoch) and, when logged, report_val_fid.png."""
+    """runs_loss.png (train and val loss per epoch) and, when logged, runs_val_classifier_fid.png."""
     differ, configs = differing_settings(runs)
     histories = [run.history() for run in runs]
     written = []
@@ -37,27 +37,27 @@ def comparison_plots(runs: list[Run], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    written.append(save_figure(fig, out_dir / "report_loss.png"))
-    if any(by_epoch(h, "val/fid")[1] for h in histories):
+    written.append(save_figure(fig, out_dir / "runs_loss.png"))
+    if any(by_epoch(h, "val/classifier_fid")[1] for h in histories):
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for run, config, history in zip(runs, configs, histories):
-            epochs, values = by_epoch(history, "val/fid")
+            epochs, values = by_epoch(history, "val/classifier_fid")
             if values:
                 ax.plot(epochs, values, "o-", markersize=3, label=_label(run, config, differ))
-        ax.set_title("val/fid per epoch (classifier FID of the validation samples)")
+        ax.set_title("val/classifier_fid per epoch (classifier FID of the validation samples)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("val/fid")
+        ax.set_ylabel("val/classifier_fid")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        written.append(save_figure(fig, out_dir / "report_val_fid.png"))
+        written.append(save_figure(fig, out_dir / "runs_val_classifier_fid.png"))
     else:
         plt.close("all")
     return written
 
 
 def markdown(runs: list[Run], plots: list[Path], out_dir: Path) -> str:
-    """report.md: the runs table (``tables.runs_table``), Optuna's best when ``out_dir`` is its sweep, the plots."""
+    """runs.md: the runs table (``tables.runs_table``), Optuna's best when ``out_dir`` is its sweep, the plots."""
     lines = [f"# Runs under `{out_dir}`", "", runs_table(runs), ""]
     result = Sweep(out_dir).optuna_best()
     if result is not None:

@@ -1,4 +1,4 @@
-"""The markdown tables: evaluate.py's ``report.md``, the runs table of ``python -m ddpm_lit.report``,
+"""The markdown tables: evaluate.py's ``evaluation.md``, the runs table of ``python -m ddpm_lit.summarize``,
 the families table (``python -m ddpm_lit.apps.families``) and the samplers' table
 (``python -m ddpm_lit.apps.compare``). Each names the metrics it shows; their titles, formats and
 scales come from the metric catalogue (``ddpm_lit.catalogue``), so a metric reads alike in all of them.
@@ -14,14 +14,14 @@ from ddpm_lit.runs import Run, differing_settings
 # The final metrics of a training run (metrics.json): the runs table and the sweep page's columns.
 RUN_COLUMNS: tuple[Metric, ...] = tuple(metric(k) for k in (
     "params", "epochs", "global_step", "fit_seconds", "final_samples_seconds", "train/loss_epoch", "val/loss",
-    "val/fid", "val/ssim", "val/nn_ssim"))
-# evaluate.py's scores of samples (and real test images), in report.md's order.
+    "val/classifier_fid", "val/ssim", "val/nn_ssim"))
+# evaluate.py's scores of samples (and real test images), in evaluation.md's order.
 EVALUATION_ROWS: tuple[Metric, ...] = tuple(metric(k) for k in (
-    "fid", "mnist_fid", "kid", "precision", "recall", "inception_score", "class_accuracy", "class_entropy",
+    "fid", "classifier_fid", "kid", "precision", "recall", "inception_score", "class_accuracy", "class_entropy",
     "min_class_share", "classes_present", "nn_train_distance_mean", "nn_train_distance_median", "ssim", "nn_train_ssim"))
 # A family's row of the families table (mean ± std over seeds); a missing value shows as –.
 FAMILY_COLUMNS: tuple[Metric, ...] = tuple(metric(k) for k in (
-    "fid", "mnist_fid", "kid", "precision", "recall", "classes_present", "class_entropy", "nn_train_distance_mean",
+    "fid", "classifier_fid", "kid", "precision", "recall", "classes_present", "class_entropy", "nn_train_distance_mean",
     "bpd", "iwae_bpd", "sampling_ms_per_image", "evaluations_per_image", "fit_minutes", "training_images_k",
     "params_m"))
 
@@ -48,14 +48,14 @@ def runs_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-# ---- an evaluation (evaluate.py's report.md) -----------------------------------------------------
+# ---- an evaluation (evaluate.py's evaluation.md) -----------------------------------------------------
 def class_table(samples: dict[str, Any], test: dict[str, Any] | None, class_names: list[str] | None) -> list[str]:
     """The share of each class among the samples (and test images) and, for a conditional model,
     the classifier's accuracy on each requested class, by name."""
     shares = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in samples.items() if k.startswith("class_share_"))
     if not shares:
         return []
-    per_class = samples.get("class_accuracy_per_digit") or {}
+    per_class = samples.get("class_accuracy_per_class") or {}
     header = "| class | share of samples |" + (" share of test images |" if test else "") + (" accuracy |" if per_class else "")
     lines = ["", "Classes as the data set's classifier sees them:", "", header,
              "|---|---:|" + ("---:|" if test else "") + ("---:|" if per_class else "")]
@@ -90,7 +90,7 @@ def _bound_lines(nll: dict[str, Any]) -> list[str]:
 
 
 def evaluation_report(results: dict[str, Any]) -> str:
-    """evaluate.py's report.md of its ``results`` (metrics.json's content): what was scored, the
+    """evaluate.py's evaluation.md of its ``results`` (metrics.json's content): what was scored, the
     metrics of the samples (and real test images), the likelihood bound, classes, timings, figures."""
     samples, test = results["samples"], results.get("test")
     src = results["source"]
@@ -155,10 +155,10 @@ def families_table(results: dict[str, Any]) -> str:
         if results.get("test"):
             cells.append(m.show(test[m.key]) if m.key in test else "–")
         lines.append(f"| {m.label()} | " + " | ".join(cells) + " |")
-    fid = metric("mnist_fid")
+    fid = metric("classifier_fid")
     lines += ["", "| stability | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
     lines.append(f"| {fid.label()} range over seeds | " + " | ".join(
-        " – ".join(fid.show(v) for v in summary[f]["mnist_fid_range"]) for f in families) + " |")
+        " – ".join(fid.show(v) for v in summary[f]["classifier_fid_range"]) for f in families) + " |")
     lines.append("| seeds collapsed | " + " | ".join(
         (", ".join(f"seed {s}: {why}" for s, why in summary[f]["collapsed"].items()) or "none") for f in families) + " |")
     lines += ["", "| family | seed | " + " | ".join(m.label() for m in FAMILY_COLUMNS) + " | collapsed |",
@@ -178,7 +178,7 @@ def compare_table(results: dict[str, Any], fid: bool) -> str:
         lines += ["| model | checkpoint | training |", "|---|---|---|"]
         lines += [f"| {name} | `{m['ckpt']}` | {m['describe']} |" for name, m in models.items()]
         lines.append("")
-    shown = [metric("mnist_fid")] + ([metric("fid")] if fid else []) + [metric("class_accuracy"), metric("sampling_seconds")]
+    shown = [metric("classifier_fid")] + ([metric("fid")] if fid else []) + [metric("class_accuracy"), metric("sampling_seconds")]
     header = ["model", "sampler", "steps", "guidance"] + [m.label(results.get("dataset_title", "MNIST")) for m in shown]
     lines += [_row(header), "|" + "---|" * len(header)]
     for cell in results.get("cells", {}).values():

@@ -38,7 +38,7 @@ from ddpm_lit.internals import logging_step, set_logging_step
 # Where a checkpoint names the class that loads it (training.loading.load_module reads it).
 MODEL_CLASS_KEY = "model_class"
 # The metrics of the validation hook (logged on sampling epochs only).
-SAMPLED_METRICS = ("val/fid", "val/ssim", "val/nn_ssim")
+SAMPLED_METRICS = ("val/classifier_fid", "val/ssim", "val/nn_ssim")
 # Where a checkpoint keeps the seed of the training noise (GenerativeModule.on_train_batch_start).
 NOISE_SEED_KEY = "noise_seed"
 # Where it keeps the count of training batches done, the step of the loggers' history.
@@ -74,8 +74,8 @@ def check_hook_settings(args: Mapping[str, Any]) -> None:
     for name, low in HOOK_SETTINGS.items():
         if args[name] < low:
             raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
-    if args["val_fid"] and args["num_val_samples"] < 2:
-        raise ValueError(f"model.num_val_samples must be ≥ 2 for val/fid (a covariance), got {args['num_val_samples']}")
+    if args["val_classifier_fid"] and args["num_val_samples"] < 2:
+        raise ValueError(f"model.num_val_samples must be ≥ 2 for val/classifier_fid (a covariance), got {args['num_val_samples']}")
 
 
 def refuse_options(family: str, options: Mapping[str, Any]) -> None:
@@ -117,9 +117,9 @@ COMMON_RUN_FIGURES = ("loss_curves", "ssim_histogram")
 class GenerativeModule(L.LightningModule):
     """A LightningModule of one model family, with the validation hook every family shares:
     every ``sample_every_n_epochs`` epochs (and at the last), ``num_val_samples`` images drawn
-    with the seed ``val_seed`` are scored (``val/ssim``, the report's SSIM against test images;
+    with the seed ``val_seed`` are scored (``val/ssim``, the study's SSIM against test images;
     ``val/nn_ssim`` against the most similar of ``nn_reference_size`` validation images;
-    ``val/fid``, the classifier FID (MNIST-FID on MNIST) against ``fid_reference_size`` of them, when ``val_fid``) and
+    ``val/classifier_fid``, the classifier FID (MNIST-FID on MNIST) against ``fid_reference_size`` of them, when ``val_classifier_fid``) and
     saved as ``samples/epoch_NNN.png`` (and to W&B / TensorBoard)."""
 
     family: ClassVar[str] = ""
@@ -194,8 +194,8 @@ class GenerativeModule(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self._reference: dict[str, torch.Tensor] = {}
-        self._fid_reference: dict[str, torch.Tensor] | None = None  # val/fid's reference statistics
-        # val/fid's classifier; in a tuple, so that it is not a submodule and stays out of checkpoints
+        self._fid_reference: dict[str, torch.Tensor] | None = None  # val/classifier_fid's reference statistics
+        # val/classifier_fid's classifier; in a tuple, so that it is not a submodule and stays out of checkpoints
         self._classifier: tuple[torch.nn.Module] | None = None
 
     # ---- what a family gives ------------------------------------------------------------
@@ -242,7 +242,7 @@ class GenerativeModule(L.LightningModule):
 
     def _check_dataset(self, datamodule: Any) -> None:
         """Refuse a datamodule whose set is not the checkpoint's (unless allowed), a conditional
-        model on a set without labels or with another number of classes, and ``val_fid`` without
+        model on a set without labels or with another number of classes, and ``val_classifier_fid`` without
         labels (its classifier needs them); then record the set."""
         source = getattr(datamodule, "source", None)
         if source is None:  # a datamodule of another kind: nothing to check against
@@ -254,9 +254,9 @@ class GenerativeModule(L.LightningModule):
             if self.num_classes is not None and image_set.num_classes != self.num_classes:
                 have = "has no labels" if image_set.num_classes is None else f"has {image_set.num_classes} classes"
                 raise DataError(f"the model is conditional on {self.num_classes} classes, but {source.title} {have}")
-            if self.hparams.get("val_fid") and self.hparams.get("sample_every_n_epochs") and not image_set.labelled:
-                raise DataError(f"model.val_fid=true needs a labelled set (its feature classifier); {source.title} "
-                                "has no labels: model.val_fid=false")
+            if self.hparams.get("val_classifier_fid") and self.hparams.get("sample_every_n_epochs") and not image_set.labelled:
+                raise DataError(f"model.val_classifier_fid=true needs a labelled set (its feature classifier); {source.title} "
+                                "has no labels: model.val_classifier_fid=false")
         self.trained_on = record
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -286,11 +286,11 @@ class GenerativeModule(L.LightningModule):
 
     # ---- the validation hook --------------------------------------------------------------
     def on_fit_start(self) -> None:
-        # Load (or train, once) the val/fid classifier now: validation runs without gradients,
+        # Load (or train, once) the val/classifier_fid classifier now: validation runs without gradients,
         # and a missing classifier is better found before the first epoch than after it.
         datamodule = getattr(self.trainer, "datamodule", None)
         self._check_dataset(datamodule)
-        if self.hparams.val_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "data_dir"):
+        if self.hparams.val_classifier_fid and self.hparams.sample_every_n_epochs and hasattr(datamodule, "data_dir"):
             if self.trainer.is_global_zero:
                 self._feature_classifier(datamodule)
 
@@ -323,16 +323,16 @@ class GenerativeModule(L.LightningModule):
         if datamodule is not None and hasattr(datamodule, "reference_images"):
             test = self._reference_batch(datamodule, "test", len(unit))
             ref = self._reference_batch(datamodule, "val", self.hparams.nn_reference_size)
-            # (a) the report's measure: mean SSIM of sample i against test image i
+            # (a) the study's measure: mean SSIM of sample i against test image i
             metrics["val/ssim"] = float(ssim(unit, test[: len(unit)], data_range=1.0))
             # (b) each sample against its most similar reference image
             metrics["val/nn_ssim"] = float(nearest_neighbour_ssim(unit, ref).mean())
-            if self.hparams.val_fid and hasattr(datamodule, "data_dir"):
-                metrics["val/fid"] = self._val_fid(datamodule, samples)
+            if self.hparams.val_classifier_fid and hasattr(datamodule, "data_dir"):
+                metrics["val/classifier_fid"] = self._val_classifier_fid(datamodule, samples)
         self._log_grid(unit)
         return metrics
 
-    def _val_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
+    def _val_classifier_fid(self, datamodule: Any, samples: torch.Tensor) -> float:
         """The classifier FID (MNIST-FID on MNIST) of ``samples`` (in [−1, 1]) against the validation
         reference, in the features of the data set's classifier."""
         classifier = self._feature_classifier(datamodule).to(self.device).eval()
@@ -344,7 +344,7 @@ class GenerativeModule(L.LightningModule):
         return fid_from_statistics(self._fid_reference, fid_statistics(features))
 
     def _feature_classifier(self, datamodule: Any) -> torch.nn.Module:
-        """The data set's evaluation classifier, whose features give ``val/fid`` (cached under the
+        """The data set's evaluation classifier, whose features give ``val/classifier_fid`` (cached under the
         datamodule's ``data_dir``; trained once, in about 2 minutes on 2 cores, when missing)."""
         if self._classifier is None:
             source = getattr(datamodule, "source", None)

@@ -62,7 +62,7 @@ class GANModule(OnePassModule):
         num_val_samples: int = 64,
         val_seed: int = 0,
         nn_reference_size: int = 1000,
-        val_fid: bool = True,
+        val_classifier_fid: bool = True,
         fid_reference_size: int = 1000,
     ) -> None:
         super().__init__()

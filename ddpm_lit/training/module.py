@@ -14,7 +14,7 @@ from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.generation.generate import (
     check_labels,
     check_request,
-    digit_labels,
+    cycled_labels,
     generate,
 )
 from ddpm_lit.nets.unet import UNet
@@ -52,13 +52,13 @@ def _check_settings(args: Mapping[str, Any]) -> None:
 
 
 class DDPMModule(GenerativeModule):
-    """DDPM training (by default the report's ε-MSE loss), and validation by reverse sampling.
+    """DDPM training (by default the study's ε-MSE loss), and validation by reverse sampling.
 
     Args:
         net: the denoiser, ``UNet`` (or its Hydra spec: a dict with ``_target_``); its
             ``num_classes`` makes the model class-conditional.
         diffusion: the ``GaussianDiffusion`` (or its spec): schedule, T, training target,
-            reverse variance and loss; the defaults are the report's: ε, β̃_t, unweighted MSE.
+            reverse variance and loss; the defaults are the study's: ε, β̃_t, unweighted MSE.
         optimizer: a function of the parameters that returns the optimizer, e.g.
             ``functools.partial(torch.optim.Adam, lr=2e-4)`` (Hydra's ``_partial_: true``), or its spec.
         cond_drop_prob: probability of training a sample without its label (the "no label"
@@ -70,12 +70,12 @@ class DDPMModule(GenerativeModule):
             with r = ``min_lr_ratio`` and p the fraction of training done (``training_progress``:
             by steps, or by wall-clock under ``trainer.max_time``, whichever is further).
         sample_every_n_epochs: run reverse sampling in validation every N epochs (0: never).
-        num_val_samples: K, the images drawn by that hook (the report: 64).
+        num_val_samples: K, the images drawn by that hook (the study: 64).
         val_sample_steps: reverse steps of that hook (None: all T; fewer respaces the chain).
         clip_denoised: clip the predicted x0 to [−1, 1] while sampling.
         val_seed: seed of the validation noise, timesteps and samples, so epochs compare.
         nn_reference_size: validation images searched for each sample's nearest neighbour.
-        val_fid: also log ``val/fid``, the classifier FID (MNIST-FID on MNIST) of the K samples
+        val_classifier_fid: also log ``val/classifier_fid``, the classifier FID (MNIST-FID on MNIST) of the K samples
             against ``fid_reference_size`` validation images; needs a datamodule with
             ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
         channels_last: keep the network's conv weights (and so its activations) in NHWC order.
@@ -106,7 +106,7 @@ class DDPMModule(GenerativeModule):
         clip_denoised: bool = True,
         val_seed: int = 0,
         nn_reference_size: int = 1000,
-        val_fid: bool = True,
+        val_classifier_fid: bool = True,
         fid_reference_size: int = 1000,
         cond_drop_prob: float = 0.1,
         guidance_scale: float = 1.0,
@@ -284,7 +284,7 @@ class DDPMModule(GenerativeModule):
         ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
         ``steps`` respaces the chain (None: all T); ``batch_size`` bounds memory (None: all at
         once); ``sampler`` is a name of ``ddpm_lit.core.samplers.SAMPLERS`` (``ddpm``: ancestral,
-        the report's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
+        the study's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
         ``spacing``). A conditional model draws ``class_labels`` (N,) (None: 0, 1, …, 9, 0, …)
         with classifier-free guidance ``guidance_scale`` (None: the model's). ``callback``
         gets ``{"batch", "start", "i", "t", "x", ...}`` with the starting noise (``i`` = 0,
@@ -294,7 +294,7 @@ class DDPMModule(GenerativeModule):
         check_request(num_samples, sampler)
         k = self.num_classes
         if k is not None:
-            class_labels = check_labels(digit_labels(num_samples, k) if class_labels is None else class_labels,
+            class_labels = check_labels(cycled_labels(num_samples, k) if class_labels is None else class_labels,
                                         num_samples, k)
             guidance_scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
         elif class_labels is not None or guidance_scale is not None:
