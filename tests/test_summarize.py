@@ -53,7 +53,7 @@ def test_curves_keep_the_last_row_of_each_epoch_across_versions(tmp_path: Path) 
     assert by_epoch(run.history(), "val/classifier_fid") == ([], [])
 
 
-def test_the_command_writes_the_report_and_plots(tmp_path: Path) -> None:
+def test_the_command_writes_the_table_and_plots(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     fake_run(sweep / "0", config(1e-3, "a"), {"val/loss": 0.25, "val/classifier_fid": 20.0}, [CSV])
     fake_run(sweep / "1", config(2e-3, "b"), {"val/loss": 0.3}, RESUMED)
@@ -62,7 +62,7 @@ def test_the_command_writes_the_report_and_plots(tmp_path: Path) -> None:
     proc = run_command("ddpm_lit.summarize", [f"dirs={sweep}"], cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     text = (sweep / "runs.md").read_text()
-    assert "![report_loss](runs_loss.png)" in text and "![runs_val_classifier_fid](runs_val_classifier_fid.png)" in text
+    assert "![runs_loss](runs_loss.png)" in text and "![runs_val_classifier_fid](runs_val_classifier_fid.png)" in text
     assert (sweep / "runs_loss.png").stat().st_size > 10_000 and (sweep / "runs_val_classifier_fid.png").is_file()
     assert "| 1 | 0.002 |" in proc.stdout
     # Hydra left nothing of its own, neither where the command ran nor in the folder it read
