@@ -130,3 +130,31 @@ def test_the_cycle_check_finds_a_cycle(tmp_path: Path, monkeypatch: pytest.Monke
         test_no_import_cycle()
     with pytest.raises(AssertionError, match=r"ddpm_lit/io.py:\d+ f: json"):
         test_no_import_inside_a_function()
+
+
+# The door: a command's config becomes typed values in the entry points, the commands and
+# ddpm_lit.config; no layer below them takes or returns a DictConfig.
+ABOVE_THE_DOOR = ("ddpm_lit/apps/", "ddpm_lit/config/")
+
+
+def _takes_a_dict_config(path: Path) -> list[str]:
+    """The functions of ``path`` whose signature names DictConfig, and its imports of DictConfig."""
+    tree = ast.parse(path.read_text())
+    found = [f"{path.relative_to(ROOT)}:{node.lineno} imports DictConfig" for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and any(a.name in ("DictConfig", "ListConfig") for a in node.names)]
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotations = [a.annotation for a in fn.args.args + fn.args.kwonlyargs if a.annotation] + [fn.returns]
+            if any(a is not None and "DictConfig" in ast.unparse(a) for a in annotations):
+                found.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name}")
+    return found
+
+
+def test_no_layer_below_the_commands_takes_a_dict_config() -> None:
+    below = [p for p in sorted(PACKAGE.rglob("*.py"))
+             if not str(p.relative_to(ROOT)).startswith(ABOVE_THE_DOOR) and "\nimport hydra\n" not in p.read_text()]
+    assert len(below) > 40  # every module of the layers below (not an empty glob)
+    found = [line for p in below for line in _takes_a_dict_config(p)]
+    assert found == [], "\n".join(found)
+    # the check sees one where there is one: the commands take the composed config
+    assert _takes_a_dict_config(PACKAGE / "apps" / "train.py")
