@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ddpm_lit.config.schema import flag, integer, is_int, is_number, plain
+from ddpm_lit.config.schema import flag, integer, is_int, is_number, plain, required
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.data.sets import DataSource, check_same_dataset
@@ -120,15 +120,13 @@ class CompareSettings:
 
     @classmethod
     def parse(cls, cfg: DictConfig) -> CompareSettings:
-        if cfg.get("out") is None:
-            raise ConfigError("give the folder of the table: out=<dir>")
+        required(cfg, "out", "the folder of the table: out=<dir>")
         models, raw_models = parse_models(plain(cfg.models), "models"), parse_models(plain(cfg.raw_models), "raw_models")
         if not models and not raw_models:
             raise ConfigError("give at least one checkpoint: models={name:<ckpt>} or raw_models={name:<ckpt>}")
         if set(models) & set(raw_models):
             raise ConfigError(f"model names must differ between models and raw_models: {sorted(set(models) & set(raw_models))}")
-        if cfg.get("grid") is None:
-            raise ConfigError("give the samplers and steps: grid=[ddpm:20,1000,ddim:20]")
+        required(cfg, "grid", "the samplers and steps: grid=[ddpm:20,1000,ddim:20]")
         grid = parse_grid(plain(cfg.grid))
         conditional = parse_grid(plain(cfg.conditional_grid), "conditional_grid") if cfg.conditional_grid else grid
         guidance = plain(cfg.get("guidance"))

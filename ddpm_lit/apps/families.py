@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ddpm_lit.config.schema import flag, integer, integers, is_number, plain
+from ddpm_lit.config.schema import flag, integer, integers, is_number, plain, required
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.mnist import ensure_mnist, load_idx_split
 from ddpm_lit.errors import ConfigError
@@ -247,8 +247,7 @@ class FamiliesSettings:
 
     @classmethod
     def parse(cls, cfg: DictConfig) -> FamiliesSettings:
-        if cfg.get("out") is None:
-            raise ConfigError("give the folder of the runs, the table and the figure: out=<dir>")
+        required(cfg, "out", "the folder of the runs, the table and the figure: out=<dir>")
         gpu = flag(cfg, "gpu")
         minutes = cfg.get("minutes", None)
         if minutes is None:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ddpm_lit.config.schema import flag, integer
-from ddpm_lit.errors import ConfigError
+from ddpm_lit.config.schema import flag, integer, required
 from ddpm_lit.reporting.run_figures import run_figures
 
 
@@ -41,8 +40,7 @@ class FiguresSettings:
 
     @classmethod
     def parse(cls, cfg: DictConfig) -> FiguresSettings:
-        if cfg.get("run_dir") is None:
-            raise ConfigError("give the run whose figures to draw: run_dir=outputs/train/runs/<run>")
+        required(cfg, "run_dir", "the run whose figures to draw: run_dir=outputs/train/runs/<run>")
         steps = None if cfg.get("steps") is None else integer(cfg, "steps", 1)
         return cls(run_dir=Path(cfg.run_dir), ckpt_path=None if cfg.get("ckpt_path") is None else Path(cfg.ckpt_path),
                    num_samples=integer(cfg, "num_samples", 2), steps=steps, seed=integer(cfg, "seed", 0),

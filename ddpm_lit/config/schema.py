@@ -57,6 +57,14 @@ def flag(cfg: DictConfig, key: str) -> bool:
     return value
 
 
+def required(cfg: DictConfig, key: str, what: str) -> Any:
+    """``cfg``'s value at ``key``, or a ConfigError ``give <what>`` when it is null."""
+    value = cfg.get(key)
+    if value is None:
+        raise ConfigError(f"give {what}")
+    return value
+
+
 def guidance_scale(cfg: DictConfig) -> float | None:
     """``guidance_scale``: null (the model's) or a finite number ≥ 0."""
     value = cfg.get("guidance_scale")
@@ -124,8 +132,7 @@ class SampleSettings:
 
     @classmethod
     def parse(cls, cfg: DictConfig) -> SampleSettings:
-        if cfg.get("ckpt_path") is None:
-            raise ConfigError("give the checkpoint to sample from: ckpt_path=<run dir>/checkpoints/last.ckpt")
+        required(cfg, "ckpt_path", "the checkpoint to sample from: ckpt_path=<run dir>/checkpoints/last.ckpt")
         ints = {key: integer(cfg, key, low) for key, low in (("n", 1), ("batch_size", 1), ("nrow", 1), ("trajectory", 0),
                                                              ("seed", 0))}
         classes, digits = plain(cfg.get("classes")), plain(cfg.get("digits"))
