@@ -105,7 +105,7 @@ METRICS = (
     Metric("nn_train_ssim", "SSIM vs closest training image"),
     Metric("bpd", "bits/dim (DDPM bound or VAE ELBO)", better="lower", families=LIKELIHOOD),
     Metric("iwae_bpd", "bits/dim IWAE", better="lower", families=("vae",)),
-    # the families' comparison (python -m ddpm_lit.apps.families) and the samplers' (apps.compare)
+    # the families' comparison (python -m ddpm_lit.families) and the samplers' (python -m ddpm_lit.compare)
     Metric("sampling_ms_per_image", "sampling ms/image", "{:.2f}", better="lower"),
     Metric("sampling_seconds", "sampling (s)", "{:.0f}", better="lower"),
     Metric("evaluations_per_image", "network evaluations/image", "{:.0f}", better="lower"),

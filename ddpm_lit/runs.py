@@ -2,7 +2,8 @@
 
 A run dir of train.py holds (evaluate.py's and sample.py's hold some of the same)::
 
-    .hydra/config.yaml, overrides.yaml, hydra.yaml   what Hydra composed the run from (Hydra writes them)
+    .hydra/config.yaml, overrides.yaml, hydra.yaml   what Hydra composed the run from (Hydra writes them;
+                                                     train(cfg) from Python the config alone)
     metrics.json                                     the final metrics (train.py and evaluate.py, at their end)
     csv/version_<n>/metrics.csv                      Lightning's CSVLogger history, one version a (re)start
     samples/epoch_<NNN>.png                          the validation grid of each epoch
@@ -159,12 +160,12 @@ class Run:
         return self.path / PAGE
 
     def is_hydra_run(self) -> bool:
-        """A run dir Hydra made: it has ``.hydra/config.yaml``."""
+        """A run dir with its config: ``.hydra/config.yaml`` (``@hydra.main`` or ``train(cfg)`` wrote it)."""
         return self.config_file.is_file()
 
     def looks_like_run(self) -> bool:
-        """A run dir: ``.hydra/config.yaml``, or (``train(cfg)`` called from Python writes no
-        ``.hydra``) ``metrics.json``, a CSV history or checkpoints."""
+        """A run dir: ``.hydra/config.yaml``, or ``metrics.json``, a CSV history or checkpoints (a
+        run that stopped before writing its config, or one of an earlier version without it)."""
         return (self.is_hydra_run() or self.metrics_file.is_file() or (self.path / "csv").is_dir()
                 or self.checkpoint_dir.is_dir())
 
@@ -438,7 +439,7 @@ class Sweep:
 def find_runs(paths: Iterable[str | Path], finished_only: bool = True) -> list[Run]:
     """The run dirs at or below ``paths``, sweep jobs in numeric order: a folder below with
     ``.hydra/config.yaml`` (and ``metrics.json`` when ``finished_only``); a given path itself
-    counts with ``metrics.json`` alone (a run of ``train(cfg)`` called from Python has no ``.hydra``)."""
+    counts with ``metrics.json`` alone (a folder that holds no config of its own)."""
     found = set()
     for path in map(Path, paths):
         if (path / "metrics.json").is_file():

@@ -152,8 +152,6 @@ def describe(module: Any) -> str:
     return ", ".join(parts)
 
 
-
-
 def _data_source(checkpoints: list[Path], data_dir: Path) -> DataSource:
     """The set every checkpoint was trained on (their record; none: MNIST), or a DataError when they differ:
     one table scores every model against one set."""

@@ -221,6 +221,6 @@ def _timestep_fractions(T: int, fractions: tuple[float, ...]) -> list[int]:
 def _load_newest(run: Run, ckpt_path: str | Path | None, device: str) -> Any:
     path = Path(ckpt_path) if ckpt_path else run.newest_checkpoint()
     if path is None:
-        raise DataError(f"{run.checkpoint_dir} has no last.ckpt to draw samples from (or pass --ckpt)")
+        raise DataError(f"{run.checkpoint_dir} has no last.ckpt to draw samples from (or give ckpt_path=)")
     module, _ = load_module(path, resolve_device(device))
     return module

@@ -1,6 +1,6 @@
 """The markdown tables: evaluate.py's ``evaluation.md``, the runs table of ``python -m ddpm_lit.summarize``,
-the families table (``python -m ddpm_lit.apps.families``) and the samplers' table
-(``python -m ddpm_lit.apps.compare``). Each names the metrics it shows; their titles, formats and
+the families table (``python -m ddpm_lit.families``) and the samplers' table
+(``python -m ddpm_lit.compare``). Each names the metrics it shows; their titles, formats and
 scales come from the metric catalogue (``ddpm_lit.catalogue``), so a metric reads alike in all of them.
 """
 
@@ -129,7 +129,7 @@ def evaluation_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---- the families (python -m ddpm_lit.apps.families) -------------------------------------------
+# ---- the families (python -m ddpm_lit.families) -------------------------------------------
 def _mean_std(m: Metric, value: dict[str, Any] | None) -> str:
     if value is None:
         return "–"
@@ -169,7 +169,7 @@ def families_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---- the samplers (python -m ddpm_lit.apps.compare) ----------------------------------------------
+# ---- the samplers (python -m ddpm_lit.compare) ----------------------------------------------
 def compare_table(results: dict[str, Any], fid: bool) -> str:
     """Rows: model × sampler × steps (× guidance); columns: the metrics and the time to sample."""
     lines = []
