@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FAMILIES = ("ddpm", "vae", "gan")
+FAMILIES = ("ddpm", "vae", "gan")  # the model families a metric can belong to, and families= compares
 LIKELIHOOD = ("ddpm", "vae")  # the families with a likelihood bound: bits/dim
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ddpm_lit.catalogue import FAMILIES
 from ddpm_lit.config.schema import flag, integer, integers, is_number, plain, required
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.mnist import ensure_mnist, load_idx_split
@@ -46,7 +47,6 @@ from ddpm_lit.training.base import GenerativeModule, family_class
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("ddpm", "vae", "gan")
 CPU_PRESETS = {"ddpm": "quick", "vae": "vae_quick", "gan": "gan_quick"}
 GPU_PRESETS = {"ddpm": "seed", "vae": "vae_seed", "gan": "gan_seed"}
 MIN_DIGITS_PRESENT = 8
