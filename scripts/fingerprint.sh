@@ -2,6 +2,7 @@
 # The numbers every app prints, at tiny sizes and fixed seeds, in one JSON: a change to the
 # code's structure must leave them unchanged. Run it before and after, then compare:
 #   bash scripts/fingerprint.sh OUT_DIR  ->  OUT_DIR/fingerprint.json
+#   python scripts/fingerprint_diff.py BEFORE/fingerprint.json AFTER/fingerprint.json
 # MODULE_PREFIX is the package whose modules are the commands run_figures, summarize and compare
 # (ddpm_lit: python -m ddpm_lit.compare key=value ...), so a checkout that keeps them elsewhere runs it too.
 set -euo pipefail
