@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs, here, what scripts/gpu_run.sh needs on a GPU machine that has PyTorch and Lightning but
 # no network: the missing packages as wheels (Python 3.12, x86-64), MNIST's four IDX files
-# gzipped, and this machine's evaluation classifier (so MNIST-FID there and here agree).
+# gzipped, and this machine's evaluation classifier and judge (so MNIST-FID and confidence there and here agree).
 #   bash scripts/gpu_prepare.sh        # writes .gpu/ (git-ignored, ~15 MB)
 # Then carry .gpu with the working tree and run `bash scripts/gpu_run.sh` there.
 set -euo pipefail
@@ -19,7 +19,7 @@ done
 python3 -m pip wheel -q --no-deps -w "$DEST/wheels" antlr4-python3-runtime==4.9.3 2>&1 | { grep -v "is ignored" || true; }
 python3 -c "from ddpm_lit.data.mnist import ensure_mnist; ensure_mnist('data')"
 for f in data/MNIST/raw/*-ubyte; do gzip -c "$f" > "$DEST/mnist/$(basename "$f").gz"; done
-python3 -c "from ddpm_lit.evaluation.classifier import load_or_train; load_or_train('data')"
-cp data/classifier/mnist_cnn.pt "$DEST/classifier/"
+python3 -c "from ddpm_lit.evaluation.classifier import load_or_train; load_or_train('data'); load_or_train('data', judge=True)"
+cp data/classifier/mnist_cnn.pt data/classifier/mnist_judge.pt "$DEST/classifier/"
 ls -l "$DEST"/wheels "$DEST"/mnist "$DEST"/classifier
 du -sh "$DEST"

@@ -59,9 +59,11 @@ if [[ -d .gpu/mnist ]]; then
     [[ -f $target ]] || gunzip -c "$f" > "$target"
   done
 fi
-if [[ -f .gpu/classifier/mnist_cnn.pt && ! -f data/classifier/mnist_cnn.pt ]]; then
-  mkdir -p data/classifier && cp .gpu/classifier/mnist_cnn.pt data/classifier/
-fi
+for weights in mnist_cnn.pt mnist_judge.pt; do
+  if [[ -f .gpu/classifier/$weights && ! -f data/classifier/$weights ]]; then
+    mkdir -p data/classifier && cp ".gpu/classifier/$weights" data/classifier/
+  fi
+done
 
 environment() {
   python3 - <<'PY'

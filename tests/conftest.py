@@ -52,42 +52,45 @@ def real_mnist_dir() -> Path:
     return data_dir
 
 
-def kept_classifier(data_dir: Path, dataset: str, real: bool = False) -> Path:
+def kept_classifier(data_dir: Path, dataset: str, real: bool = False, judge: bool = False) -> Path:
     """``dataset``'s evaluation classifier under ``data_dir``, where evaluation looks for it, with its
     record (test accuracy on the whole test split) beside it: the real one (``load_or_train_for``:
     3 epochs on the whole training split, minutes), or one at test size (the first
     TEST_CLASSIFIER_IMAGES images, TEST_CLASSIFIER_EPOCHS epochs, seconds). Trained once a
     machine and kept under <repo>/data/test_classifiers/, keyed by the training code's digest (so a
-    change to it trains anew); pytest-xdist's workers take turns, the others copy it."""
+    change to it trains anew); pytest-xdist's workers take turns, the others copy it. ``judge``:
+    the set's judge (outlier exposure) instead, made the same way."""
     import hashlib
 
     from ddpm_lit.core.pixels import to_model_range
     from ddpm_lit.data.sets import DataSource
     from ddpm_lit.evaluation import classifier
     from ddpm_lit.evaluation.classifier import (
+        JUDGE_OUTLIER_EXPOSURE,
         load_or_train_for,
         train_classifier,
         weights_path,
     )
 
-    recipe = "real" if real else f"{TEST_CLASSIFIER_IMAGES}x{TEST_CLASSIFIER_EPOCHS}"
+    recipe = ("real" if real else f"{TEST_CLASSIFIER_IMAGES}x{TEST_CLASSIFIER_EPOCHS}") + ("-judge" if judge else "")
     code = hashlib.sha256(Path(classifier.__file__).read_bytes() + recipe.encode()).hexdigest()[:12]
     kept = ROOT / "data" / "test_classifiers" / f"{dataset}-{recipe}-{code}"
     kept.mkdir(parents=True, exist_ok=True)
     source = DataSource(dataset, str(data_dir))
-    path = weights_path(source)
+    path = weights_path(source, judge=judge)
     with FileLock(kept / "lock"):
         if not (kept / "weights.json").is_file():
             if real:
-                load_or_train_for(source)
+                load_or_train_for(source, judge=judge)
             else:
                 image_set = source.load()
                 n = TEST_CLASSIFIER_IMAGES
                 model = train_classifier(to_model_range(image_set.train_images[:n], 28), image_set.train_labels[:n],
-                                         epochs=TEST_CLASSIFIER_EPOCHS, num_classes=image_set.num_classes)
+                                         epochs=TEST_CLASSIFIER_EPOCHS, num_classes=image_set.num_classes,
+                                         outlier_exposure=JUDGE_OUTLIER_EXPOSURE if judge else 0.0)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(model.state_dict(), path)
-                load_or_train_for(source)  # loads these weights and records their test accuracy beside them
+                load_or_train_for(source, judge=judge)  # loads these weights and records their test accuracy beside them
             shutil.copy(path, kept / "weights.pt")
             shutil.copy(path.with_suffix(".json"), kept / "weights.json")  # last: it marks the entry whole
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +103,7 @@ def mnist_with_classifier(real_mnist_dir: Path, data_dir: Path, real: bool) -> P
     """``data_dir`` holding the real MNIST files (copied from <repo>/data) beside a kept classifier."""
     shutil.copytree(real_mnist_dir / "MNIST", data_dir / "MNIST")
     kept_classifier(data_dir, "mnist", real=real)
+    kept_classifier(data_dir, "mnist", real=real, judge=True)
     return data_dir
 
 

@@ -254,6 +254,7 @@ def fashion_classifier_dir(fashion_mnist_dir: Path, tmp_path_factory: pytest.Tem
     data_dir = tmp_path_factory.mktemp("fashion")
     shutil.copytree(fashion_mnist_dir / "FashionMNIST", data_dir / "FashionMNIST")
     kept_classifier(data_dir, "fashion_mnist")
+    kept_classifier(data_dir, "fashion_mnist", judge=True)
     return data_dir
 
 

@@ -86,6 +86,34 @@ def test_feature_metrics_rank_real_above_blurred_above_noise(mnist_dir: Path, re
 
 
 @pytest.mark.slow
+def test_the_real_judge_reads_real_digits_and_not_noise_or_blur(real_classifier_dir: Path) -> None:
+    """The judge evaluate.py uses (3 epochs on 60,000 images with outlier exposure): real test
+    digits at ≥ 90 % confidence nearly always, uniform noise, Gaussian noise and blurred digits
+    (σ = 3, and a 5×5 box) almost never; a digit softened with σ = 1 still mostly."""
+    import torchvision
+
+    from ddpm_lit.core.pixels import to_model_range
+    from ddpm_lit.data.mnist import load_idx_split
+    from ddpm_lit.evaluation.classifier import confident_share, load_or_train
+
+    judge = load_or_train(real_classifier_dir, judge=True)
+    images, _ = load_idx_split(real_classifier_dir / "MNIST" / "raw", train=False)
+    real = to_model_range(images, 28)
+    gen = torch.Generator().manual_seed(0)
+    assert judge.record["test_accuracy"] > 0.99 and judge.record["test_confident_share"] > 0.97
+    assert confident_share(judge, real) == pytest.approx(judge.record["test_confident_share"])
+    unreadable = {
+        "uniform noise": torch.rand(1000, 1, 28, 28, generator=gen) * 2 - 1,
+        "gaussian noise": (torch.randn(1000, 1, 28, 28, generator=gen) * 0.5).clamp(-1, 1),
+        "blurred, σ = 3": torchvision.transforms.functional.gaussian_blur(real[:1000], 9, 3.0),
+        "blurred, 5×5 box": torch.nn.functional.avg_pool2d(real[:1000], 5, 1, 2),
+    }
+    for name, x in unreadable.items():
+        assert confident_share(judge, x) < 0.02, name
+    assert confident_share(judge, torchvision.transforms.functional.gaussian_blur(real[:1000], 5, 1.0)) > 0.5
+
+
+@pytest.mark.slow
 def test_inception_fid_ranks_real_above_blurred_above_noise(mnist_dir: Path) -> None:
     """The standard FID (TF-Inception-v3) of 200 images against 500 training images."""
     from ddpm_lit.core.pixels import to_model_range

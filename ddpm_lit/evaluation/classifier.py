@@ -1,5 +1,5 @@
 """A small classifier per labelled data set whose features judge samples:
-``python -m ddpm_lit.evaluation.classifier [--dataset fashion_mnist]``.
+``python -m ddpm_lit.evaluation.classifier [--dataset fashion_mnist] [--judge]``.
 
 Its penultimate layer (128 features) is the feature space of the classifier FID (MNIST-FID on
 MNIST), KID, precision and recall; its softmax gives the class histogram and a classifier
@@ -7,6 +7,15 @@ Inception Score. Training is deterministic (fixed seeds, one thread order); the 
 cached beside the data at ``<data_dir>/classifier/<set>_cnn.pt`` (a set of one's own:
 ``<name>-<digest of its training images>_cnn.pt``) with ``<...>.json`` beside them recording
 the set, its class names and the classifier's test accuracy, and retrained when missing.
+
+A classifier trained on digits alone is sure of itself on anything: it gives uniform noise and
+blurred digits a top class at probability ~1. The set's *judge* (``<set>_judge.pt``, the same
+network) is trained with outlier exposure (Hendrycks et al. 2019, "Deep anomaly detection with
+outlier exposure"): beside each batch of digits, images no one would read (uniform noise,
+smooth blobs, heavily blurred and thickened digits) are trained towards the uniform
+distribution over the classes, and crosses of two digits of different classes towards half of
+each. Its top-class probability is the per-sample ``confidence`` of evaluate.py. The feature
+classifier is left as it was, so classifier FIDs keep their meaning.
 """
 
 from __future__ import annotations
@@ -67,22 +76,78 @@ class FeatureClassifier(nn.Module):
 MNISTClassifier = FeatureClassifier
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image of x (B, 1, H, W) blurred with its own σ (B,): a separable 9-tap Gaussian."""
+    r = torch.arange(-4, 5, dtype=x.dtype)
+    k = torch.exp(-(r[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(dim=1, keepdim=True)  # (B, 9)
+    b, _, h, w = x.shape
+    rows = F.conv2d(F.pad(x, (4, 4, 0, 0), mode="replicate").reshape(1, b, h, w + 8), k[:, None, None, :], groups=b)
+    out = F.conv2d(F.pad(rows, (0, 0, 4, 4), mode="replicate"), k[:, None, :, None], groups=b)
+    return out.reshape(b, 1, h, w)
+
+
+def outliers(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images no one would read as one class, made from a batch of digits, and the class
+    probabilities a judge should give them: (B, 1, H, W) in [−1, 1] and (B, K).
+
+    A quarter each of: uniform noise and smooth blobs (noise at 4×4–7×7 upsampled); digits blurred
+    with σ in [2, 3.5] or thickened into blobs (a 5×5 max filter); a quarter of a digit magnified
+    to the whole image (strokes of no class), each towards all classes equally; and crosses of
+    two digits (the pixel-wise maximum), towards half of each class (one class when both are one)."""
+    b = len(images)
+    uniform = torch.full((num_classes,), 1.0 / num_classes)
+    kind = torch.arange(b) % 4
+    x = torch.empty_like(images)
+    target = uniform.expand(b, -1).clone()
+    n = int((kind == 0).sum())
+    noise = torch.rand(n, 1, *images.shape[2:], generator=gen) * 2 - 1
+    size = int(torch.randint(4, 8, (1,), generator=gen))
+    blobs = F.interpolate(torch.randn(n, 1, size, size, generator=gen), size=images.shape[2:], mode="bilinear",
+                          align_corners=False).tanh()
+    smooth = torch.rand(n, generator=gen) < 0.5
+    x[kind == 0] = torch.where(smooth[:, None, None, None], blobs, noise)
+    digits = images[kind == 1]
+    blurred = _gaussian_blur(digits, 2.0 + 1.5 * torch.rand(len(digits), generator=gen))
+    thick = F.max_pool2d(digits, 5, stride=1, padding=2)
+    x[kind == 1] = torch.where((torch.rand(len(digits), generator=gen) < 0.5)[:, None, None, None], blurred, thick)
+    pieces = images[kind == 2]  # a quarter of a digit, magnified: strokes that belong to no class
+    h, w = images.shape[2:]
+    top, left = (int(v) for v in torch.randint(0, h // 2 + 1, (2,), generator=gen))
+    x[kind == 2] = F.interpolate(pieces[:, :, top : top + h // 2, left : left + w // 2], size=(h, w), mode="bilinear",
+                                 align_corners=False)
+    first = (kind == 3).nonzero().flatten()
+    other = torch.randint(0, b, (len(first),), generator=gen)
+    x[first] = torch.maximum(images[first], images[other])
+    mixed = F.one_hot(labels[first], num_classes).float() / 2 + F.one_hot(labels[other], num_classes).float() / 2
+    target[first] = mixed  # a cross of a digit with one of its own class is that class: target one-hot
+    return x, target
+
+
 def train_classifier(
     images: torch.Tensor, labels: torch.Tensor, epochs: int = 3, batch_size: int = 128, seed: int = 0,
-    num_classes: int = 10,
+    num_classes: int = 10, outlier_exposure: float = 0.0,
 ) -> FeatureClassifier:
     """Adam with a one-cycle schedule and ±2-pixel random shifts. images: (N, 1, 28, 28) in [−1, 1].
+
+    ``outlier_exposure`` λ > 0: each batch also trains half as many ``outliers`` towards their
+    target probabilities, weighted λ (Hendrycks et al. 2019 use 0.5), and a quarter of its digits
+    softened by a Gaussian blur of σ in [0.5, 1] as their own class (a slightly soft digit is
+    still read; one blurred with σ ≥ 2 is not): a judge.
 
     The global random state is restored afterwards, so training the classifier inside a seeded
     run (``val/classifier_fid`` on first use) does not change that run's noise or data order.
     """
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # weight init and dropout; CUDA generators untouched
-        return _train_classifier(images, labels, epochs, batch_size, seed, num_classes)
+        return _train_classifier(images, labels, epochs, batch_size, seed, num_classes, outlier_exposure)
 
 
 def _train_classifier(
-    images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int, seed: int, num_classes: int
+    images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int, seed: int, num_classes: int,
+    outlier_exposure: float,
 ) -> FeatureClassifier:
     if len(images) < batch_size:
         raise DataError(f"{len(images)} labelled images are too few to train the evaluation classifier (batch {batch_size})")
@@ -98,13 +163,35 @@ def _train_classifier(
             idx = order[i * batch_size : (i + 1) * batch_size]
             dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
             x = torch.roll(images[idx], shifts=(dy, dx), dims=(2, 3))
-            loss = F.cross_entropy(model(x), labels[idx])
+            if outlier_exposure > 0:
+                # a digit softened a little (σ ≤ 1) is still that digit: a quarter of the batch, as its class
+                soft = slice(0, batch_size // 4)
+                x[soft] = _gaussian_blur(x[soft], 0.5 + 0.5 * torch.rand(batch_size // 4, generator=gen))
+                half = idx[: batch_size // 2]
+                odd, target = outliers(x[: len(half)], labels[half], num_classes, gen)
+                logits = model(torch.cat([x, odd]))
+                loss = F.cross_entropy(logits[:batch_size], labels[idx])
+                loss = loss + outlier_exposure * F.cross_entropy(logits[batch_size:], target)
+            else:
+                loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         log.info("classifier epoch %d: last batch loss %.4f", epoch + 1, float(loss.detach()))
     return model.eval()
+
+
+# A judge's weight on the outliers' loss (Hendrycks et al. 2019's λ).
+JUDGE_OUTLIER_EXPOSURE = 0.5
+
+
+@torch.no_grad()
+def confident_share(model: FeatureClassifier, images: torch.Tensor, threshold: float = 0.9, batch_size: int = 1000) -> float:
+    """The share of ``images`` whose top class ``model`` gives probability ≥ ``threshold``."""
+    model.eval()
+    top = torch.cat([model(images[i : i + batch_size]).softmax(1).max(1).values for i in range(0, len(images), batch_size)])
+    return float((top >= threshold).double().mean())
 
 
 @torch.no_grad()
@@ -117,26 +204,29 @@ def accuracy(model: FeatureClassifier, images: torch.Tensor, labels: torch.Tenso
     return correct / len(images)
 
 
-def weights_path(source: DataSource, image_set: ImageSet | None = None) -> Path:
+def weights_path(source: DataSource, image_set: ImageSet | None = None, judge: bool = False) -> Path:
     """Where the classifier of ``source``'s set is cached: ``<data_dir>/classifier/<set>_cnn.pt``
     for a built-in set (its files are md5-checked), ``<name>-<digest>_cnn.pt`` for one's own (the
-    digest of its training images and labels, so changed files train a new one)."""
+    digest of its training images and labels, so changed files train a new one); the judge's
+    ``..._judge.pt``."""
     folder = Path(source.data_dir) / "classifier"
+    suffix = "judge" if judge else "cnn"
     if source.builtin is not None:
-        return folder / f"{source.dataset}_cnn.pt"
+        return folder / f"{source.dataset}_{suffix}.pt"
     image_set = image_set if image_set is not None else source.load()
-    return folder / f"{source.dataset}-{image_set.fingerprint()}_cnn.pt"
+    return folder / f"{source.dataset}-{image_set.fingerprint()}_{suffix}.pt"
 
 
-def load_or_train_for(source: DataSource, epochs: int = 3) -> FeatureClassifier:
-    """The cached classifier of ``source``'s set, trained on its training images when missing;
-    its test accuracy is printed (logged) when trained and kept beside the weights
+def load_or_train_for(source: DataSource, epochs: int = 3, judge: bool = False) -> FeatureClassifier:
+    """The cached classifier of ``source``'s set (``judge``: its judge, trained with outlier
+    exposure), trained on its training images when missing; its test accuracy (a judge's also
+    its confident share of the test images) is logged when trained and kept beside the weights
     (``<weights>.json``, also in ``model.record``). A set without labels has none: DataError."""
     image_set = None if source.builtin is not None else source.load()
     if image_set is not None and not image_set.labelled:
         raise DataError(f"{source.title} has no labels, so it has no evaluation classifier (its features give the "
                         "classifier FID, KID, precision and recall): give the set labels")
-    path = weights_path(source, image_set)
+    path = weights_path(source, image_set, judge)
     record_path = path.with_suffix(".json")
     seconds: float | None = None  # of training, when it trained now
     # Two jobs that need it (a sweep's first two) take turns: one trains, the other loads its weights.
@@ -152,17 +242,19 @@ def load_or_train_for(source: DataSource, epochs: int = 3) -> FeatureClassifier:
         else:
             image_set = image_set if image_set is not None else source.load()
             assert image_set.num_classes is not None
-            log.info("training the evaluation classifier of %s (%d images, %d epochs; cached in %s)",
-                     source.title, len(image_set.train_images), epochs, path)
+            log.info("training the evaluation %s of %s (%d images, %d epochs; cached in %s)",
+                     "judge" if judge else "classifier", source.title, len(image_set.train_images), epochs, path)
             start = time.perf_counter()
             model = train_classifier(to_model_range(image_set.train_images, 28), image_set.train_labels,
-                                     epochs=epochs, num_classes=image_set.num_classes)
+                                     epochs=epochs, num_classes=image_set.num_classes,
+                                     outlier_exposure=JUDGE_OUTLIER_EXPOSURE if judge else 0.0)
             seconds = time.perf_counter() - start
             with atomic_write(path) as f:
                 torch.save(model.state_dict(), f)
         image_set = image_set if image_set is not None else source.load()
-        test_accuracy = accuracy(model, to_model_range(image_set.test_images, 28), image_set.test_labels)
-        log.info("evaluation classifier of %s: test accuracy %.4f on %d test images (%s)",
+        test_images = to_model_range(image_set.test_images, 28)
+        test_accuracy = accuracy(model, test_images, image_set.test_labels)
+        log.info("evaluation %s of %s: test accuracy %.4f on %d test images (%s)", "judge" if judge else "classifier",
                  source.title, test_accuracy, len(image_set.test_images), path)
         model.record = {
             "dataset": source.dataset, "title": source.title, "class_names": list(image_set.class_names or ()),
@@ -170,16 +262,20 @@ def load_or_train_for(source: DataSource, epochs: int = 3) -> FeatureClassifier:
             "epochs": epochs if seconds is not None else None,
             "training_seconds": round(seconds, 1) if seconds is not None else None,
         }  # fmt: skip
+        if judge:
+            model.record.update(outlier_exposure=JUDGE_OUTLIER_EXPOSURE,
+                                test_confident_share=confident_share(model, test_images))
         write_text(record_path, json.dumps(model.record, indent=2))
     return model
 
 
 def load_or_train(
-    data_dir: str | Path, epochs: int = 3, download: bool = True, check_md5: bool = True, dataset: str = DEFAULT_DATASET
+    data_dir: str | Path, epochs: int = 3, download: bool = True, check_md5: bool = True, dataset: str = DEFAULT_DATASET,
+    judge: bool = False,
 ) -> FeatureClassifier:
-    """The cached classifier of the built-in set ``dataset`` under ``data_dir``, trained when
-    missing (``download`` and ``check_md5`` apply to fetching the set for that)."""
-    return load_or_train_for(DataSource(dataset, str(data_dir), download=download, check_md5=check_md5), epochs)
+    """The cached classifier (or ``judge``) of the built-in set ``dataset`` under ``data_dir``,
+    trained when missing (``download`` and ``check_md5`` apply to fetching the set for that)."""
+    return load_or_train_for(DataSource(dataset, str(data_dir), download=download, check_md5=check_md5), epochs, judge)
 
 
 @torch.no_grad()
@@ -198,14 +294,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="a built-in set: mnist, fashion_mnist")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--retrain", action="store_true", help="train even when cached weights exist")
+    parser.add_argument("--judge", action="store_true", help="the judge (outlier exposure) instead of the classifier")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     source = DataSource(args.dataset, args.data_dir)
+    path = weights_path(source, judge=args.judge)
     if args.retrain:
-        weights_path(source).unlink(missing_ok=True)
-        weights_path(source).with_suffix(".json").unlink(missing_ok=True)
-    model = load_or_train_for(source, args.epochs)
-    print(f"{source.title} test accuracy: {model.record['test_accuracy']:.4f} (weights: {weights_path(source)})")
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+    model = load_or_train_for(source, args.epochs, judge=args.judge)
+    confident = model.record.get("test_confident_share")
+    print(f"{source.title} test accuracy: {model.record['test_accuracy']:.4f}"
+          + (f", confident share {confident:.4f}" if confident is not None else "") + f" (weights: {path})")
 
 
 if __name__ == "__main__":

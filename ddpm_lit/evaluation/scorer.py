@@ -33,9 +33,11 @@ from ddpm_lit.evaluation.features import (
 )
 from ddpm_lit.evaluation.metrics import (
     class_statistics_from_logits,
+    confidence_metrics,
     fid_kid_from_features,
     nearest_neighbours,
     precision_recall,
+    top_class_probability,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,14 @@ def references(
     return train, test, classifier
 
 
+def judge_for(source: DataSource, epochs: int = 3) -> FeatureClassifier:
+    """The set's judge (``ddpm_lit.evaluation.classifier``: the classifier trained with outlier
+    exposure), cached beside its classifier; trained when missing. Call after ``references``,
+    which fetches and checks the set's files."""
+    checked = DataSource(**{**source.record(), "data_dir": source.data_dir, "download": False, "check_md5": False})
+    return load_or_train_for(checked, epochs=epochs, judge=True)
+
+
 def mnist_references(
     data_dir: str | Path, download: bool = True, check_md5: bool = True, classifier_epochs: int = 3,
     dataset: str = DEFAULT_DATASET,
@@ -98,6 +108,8 @@ class Scorer:
         train, test: the set's training (MNIST: 60k) and test images, (N, 1, 28, 28) in [−1, 1].
         classifier: the set's evaluation classifier (features for the classifier FID, KID,
             precision, recall; logits for the Inception Score and the class histogram).
+        judge: the set's judge (``load_or_train_for(..., judge=True)``), whose top-class
+            probability is each image's ``confidence``; None: no per-sample confidence.
         inception: ``InceptionFeatures`` for the standard FID, or None to skip it.
         reference_size: training images (a fixed random subset, drawn with ``reference_seed``)
             that the distribution metrics compare with; None: all of them. Precision and recall
@@ -112,6 +124,7 @@ class Scorer:
         test: torch.Tensor,
         classifier: torch.nn.Module,
         inception: torch.nn.Module | None = None,
+        judge: torch.nn.Module | None = None,
         reference_size: int | None = 10000,
         cache_dir: str | Path | None = None,
         device: torch.device | str = "cpu",
@@ -130,6 +143,7 @@ class Scorer:
         self.device = torch.device(device)
         self.classifier = classifier.eval().to(self.device)
         self.inception = inception.to(self.device) if inception is not None else None
+        self.judge = judge.eval().to(self.device) if judge is not None else None
         self.cache_dir = cache_dir
         self.seed = seed
         self.reference_seed = reference_seed
@@ -169,6 +183,14 @@ class Scorer:
         out = cached(self.cache_dir if cache else None, "classifier", key, compute)
         return out["features"], out["logits"]
 
+    def judge_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The judge's top class of each image and its probability: ``predicted_class`` (N,) and
+        ``confidence`` (N,), of the 8-bit images (as every score here)."""
+        assert self.judge is not None
+        logits = batched_features(lambda x: self.judge(quantize(x)), images, self.classifier_batch_size, self.device)
+        predicted, confidence = top_class_probability(logits)
+        return {"predicted_class": predicted.cpu(), "confidence": confidence.cpu()}
+
     def inception_statistics(self, images: torch.Tensor, cache: bool = False, desc: str | None = None) -> dict[str, torch.Tensor]:
         assert self.inception is not None
 
@@ -201,7 +223,9 @@ class Scorer:
         test_indices: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """Metrics of ``images`` (N, 1, 28, 28) in [−1, 1], and per-image values for figures.
+        """Metrics of ``images`` (N, 1, 28, 28) in [−1, 1], and per-image values (N,) for figures and
+        per_sample.csv: ``nn_train_distance``/``nn_train_index``, ``ssim``, ``nn_ssim`` and, with a
+        judge, ``predicted_class`` and ``confidence`` (its top class and that class's probability).
 
         ``labels`` (N,): the classes the images should show (a class-conditional model's, or the
         test labels); adds the classifier's accuracy on them, overall and per class.
@@ -237,10 +261,16 @@ class Scorer:
             out.update(precision_recall(pr_ref, feats, k=3))
         with t(prefix + "class_statistics"):
             out.update(self._class_metrics(logits, labels))
+        judged = {}
+        if self.judge is not None:
+            with t(prefix + "confidence"):
+                judged = self.judge_images(images)
+                out.update(confidence_metrics(judged["confidence"]))
         unit = to_unit_range(images)
         with t(prefix + "memorisation"):
             memorisation, per_image = self._memorisation(unit)
             out.update(memorisation)
+        per_image.update(judged)
         with t(prefix + "ssim"):
             ssims, per_ssim = self._ssim(unit, per_image.pop("nn_train_candidates"), test_indices)
             out.update(ssims)
