@@ -12,6 +12,7 @@ A run dir of train.py holds (evaluate.py's and sample.py's hold some of the same
     checkpoints/*.ckpt                               Lightning's checkpoints
     wandb/[offline-]run-<time>-<id>/                 the W&B run
     sample.json                                      what sample.py drew (its run dirs)
+    per_sample.csv                                   evaluate.py's values of each sample (its run dirs)
     page.html, *.log                               the run's page, Hydra's job log
 
 Everything is read as plain dicts and lists (interpolations as written). A file that is missing
@@ -348,6 +349,33 @@ class Run:
 
     def write_sample_record(self, record: dict[str, Any]) -> Path:
         return write_text(self.path / "sample.json", json.dumps(record, indent=2))
+
+    @property
+    def per_sample_file(self) -> Path:
+        return self.path / "per_sample.csv"
+
+    def write_per_sample(self, columns: dict[str, Any]) -> Path:
+        """per_sample.csv: a row per image (``index`` first), a column per name of ``columns``
+        (sequences or 1-d tensors of one length); floats to 6 significant digits."""
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"per-sample columns of different lengths: {lengths}")
+        names = list(columns)
+        values = [v.tolist() if hasattr(v, "tolist") else list(v) for v in columns.values()]
+        lines = [",".join(["index", *names])]
+        for i, row in enumerate(zip(*values)):
+            lines.append(",".join([str(i)] + [f"{v:.6g}" if isinstance(v, float) else str(v) for v in row]))
+        return write_text(self.per_sample_file, "\n".join(lines) + "\n")
+
+    def per_sample(self) -> list[dict[str, float]]:
+        """per_sample.csv's rows as {column: float}; [] without one (or one that does not parse)."""
+        try:
+            with self.per_sample_file.open(newline="") as f:
+                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError, csv.Error) as err:
+            if self.per_sample_file.exists():
+                log.warning("%s does not parse (%s): left out", self.per_sample_file, first_line(err))
+            return []
 
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the run's newest ``*.log`` ("" without one)."""

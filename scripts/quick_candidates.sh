@@ -23,6 +23,9 @@ declare -A RUNS=(
   [v_b32_lr4e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3 model.channels_last=true model.compile=true"
   [v_b32_lr2e-3_fast_b99]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.optimizer.betas=[0.9,0.99]"
   [eps_b32]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=1e-3"
+  [eps_b32_lr2e-3_fast]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true"
+  [v_b32_lr2e-3_fast_c48]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.base_channels=48"
+  [v_b32_lr2e-3_fast_linear]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true schedule=linear"
 )
 ORDER=("$@")
 [[ ${#ORDER[@]} -gt 0 ]] || ORDER=(v v_b64 v_b32 v_b64_lr2e-3 v_b32_lr2e-3)
@@ -44,12 +47,13 @@ import json, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 root, names = Path(sys.argv[1]), sys.argv[2:]
-rows = ["| candidate | objective | batch | lr | speed-ups | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) |",
-        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+rows = ["| candidate | objective | batch | lr | speed-ups | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) | confident share | real test digits | mean confidence |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
 for name in names:
     run = root / name
     train = json.loads((run / "train" / "metrics.json").read_text())
-    ev = json.loads((run / "eval" / "metrics.json").read_text())["samples"]
+    scored = json.loads((run / "eval" / "metrics.json").read_text())
+    ev, source = scored["samples"], scored["source"]
     cfg = OmegaConf.load(run / "train" / ".hydra" / "config.yaml")
     log = (run / "train" / "train.log").read_text()
     precision = log.split(", precision ", 1)[1].split()[0] if ", precision " in log else "?"
@@ -61,7 +65,8 @@ for name in names:
     rows.append(f"| {name} | {cfg.model.diffusion.objective} | {cfg.data.batch_size} | {cfg.model.optimizer.lr:g} | "
                 f"{', '.join(fast + weighting) or '–'} | {precision} | "
                 f"{train['global_step']:.0f} | {minutes:.1f} | {ev['classifier_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
-                f"{ev['recall']:.3f} | {min(shares):.3f}–{max(shares):.3f} |")
+                f"{ev['recall']:.3f} | {min(shares):.3f}–{max(shares):.3f} | {ev['confident_share']:.3f} | "
+                f"{source['judge_test_confident_share']:.3f} | {ev['mean_confidence']:.3f} |")
 table = "\n".join(rows)
 (root / "table.md").write_text(table + "\n")
 print(table)

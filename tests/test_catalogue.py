@@ -121,7 +121,8 @@ def test_the_figure_catalogue_is_what_run_figures_writes_and_the_pages_caption(t
 
     assert run_figures.FIGURES == figures_of("run_figures") == (
         "loss_curves", "trajectory", "ssim_histogram", "forward_process", "schedules", "two_mode_diffusion")
-    assert set(figures_of("evaluate")) == {"ssim_histogram", "nearest_training", "bound_terms", "grid"}
+    assert set(figures_of("evaluate")) == {"ssim_histogram", "least_confident", "class_histogram", "nearest_training",
+                                           "bound_terms", "grid"}
     assert sorted(["zeta", "grid", "loss_curves"], key=figure_order) == ["loss_curves", "grid", "zeta"]
     paths = []
     for name in ("trajectory", "mine"):

@@ -39,6 +39,9 @@ def test_grid_parsing_and_errors() -> None:
     assert parse_grid("ddim:4") == [("ddim", 4)]
     assert parse_grid(["ddim/eta=1/spacing=quadratic:5"]) == [("ddim/eta=1/spacing=quadratic", 5)]
     assert split_sampler("ddim/eta=1/spacing=quadratic") == ("ddim", {"eta": 1.0, "spacing": "quadratic"})
+    # booleans are booleans: the string "false" is truthy, and clipped as if it said true
+    assert split_sampler("ddpm/clip_denoised=false") == ("ddpm", {"clip_denoised": False})
+    assert split_sampler("ddim/clip_denoised=True") == ("ddim", {"clip_denoised": True})
     for bad in ("euler:10", "ddim", "ddim:ten", "ddim/eta:10", "ddim/=1:10", 10, 2.5):
         with pytest.raises(ConfigError, match="grid"):
             parse_grid([bad])

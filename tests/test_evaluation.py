@@ -24,6 +24,7 @@ from ddpm_lit.evaluation.features import (
 )
 from ddpm_lit.evaluation.inception import tf1_bilinear_resize
 from ddpm_lit.evaluation.scorer import Scorer
+from ddpm_lit.runs import Run
 from ddpm_lit.generation.files import load_samples_npz, save_samples_npz
 
 
@@ -199,9 +200,11 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier,
                                                          which: str, real_inception_score: float) -> None:
     from ddpm_lit.evaluation.classifier import load_or_train
 
-    classifier = classifier if which == "test_size" else load_or_train(request.getfixturevalue("real_classifier_dir"))
+    data_dir = request.getfixturevalue("mnist_dir" if which == "test_size" else "real_classifier_dir")
+    classifier = classifier if which == "test_size" else load_or_train(data_dir)
+    judge = load_or_train(data_dir, judge=True)
     train, test = mnist_sets["train"], mnist_sets["test"]
-    scorer = Scorer(train, test, classifier, inception=None, reference_size=1000, ssim_candidates=3)
+    scorer = Scorer(train, test, classifier, inception=None, judge=judge, reference_size=1000, ssim_candidates=3)
     g = torch.Generator().manual_seed(1)
     real, real_px = scorer.score(test[:300], "test", test_indices=torch.arange(300))
     copies, copies_px = scorer.score(train[5000:5300])
@@ -221,6 +224,11 @@ def test_scorer_tells_copies_real_digits_and_noise_apart(mnist_sets, classifier,
     # the study's SSIM: a test image is never paired with itself, so its SSIM is far from 1
     assert 0.05 < real["ssim"] < 0.5 and real_px["ssim"].max() < 0.999
     assert noise["ssim"] < real["ssim"]
+    # per sample: the judge reads real digits, not noise nor blurred digits; copies of training digits as well as real ones
+    assert real["confident_share"] > 0.75 and noise["confident_share"] < 0.02 and blurred["confident_share"] < 0.05
+    assert real["mean_confidence"] > max(noise["mean_confidence"], blurred["mean_confidence"]) + 0.4
+    assert copies["confident_share"] > 0.75
+    assert real_px["confidence"].shape == (300,) and real_px["predicted_class"].dtype == torch.long
 
 
 def test_scorer_refuses_wrong_shapes_and_reference_sizes(mnist_sets, classifier) -> None:
@@ -289,8 +297,8 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
                          f"hydra.run.dir={tmp_path / 'a'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "a"
-    for name in ("metrics.json", "evaluation.md", "samples.npz", "grid.png", "ssim_histogram.png",
-                 "nearest_training.png", "bound_terms.png"):
+    for name in ("metrics.json", "evaluation.md", "per_sample.csv", "samples.npz", "grid.png", "least_confident.png",
+                 "class_histogram.png", "ssim_histogram.png", "nearest_training.png", "bound_terms.png"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     samples = metrics["samples"]
@@ -306,6 +314,17 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
         assert f["arr_0"].shape == (24, 28, 28, 1) and f["arr_0"].dtype == np.uint8
     report = (run / "evaluation.md").read_text()
     assert f"{samples['classifier_fid']:.3f}" in report and "bits/dim" in report
+    # every sample's values, in samples.npz's order; the set's confidence metrics are their summary
+    rows = Run(run).per_sample()
+    assert [r["index"] for r in rows] == list(range(24))
+    confidence = torch.tensor([r["confidence"] for r in rows], dtype=torch.float64)
+    assert samples["mean_confidence"] == pytest.approx(float(confidence.mean()), abs=1e-5)
+    assert samples["confident_share"] == pytest.approx(float((confidence >= 0.9).double().mean()))
+    assert all(0 <= r["predicted_class"] <= 9 and r["nn_train_distance"] >= 0 for r in rows)
+    source = metrics["source"]
+    assert source["judge"] == "mnist_judge.pt" and 0.5 < source["judge_test_confident_share"] <= 1
+    assert f"{samples['confident_share']:.1%}** of the samples" in report
+    assert f"{source['judge_test_confident_share']:.1%} of all real test images" in report
     (wandb_run,) = run.glob("wandb/offline-run-*")  # logged to W&B, offline
     assert b"eval/samples/classifier_fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
 
@@ -313,7 +332,8 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     proc = run_evaluate([f"samples_path={run / 'samples.npz'}", f"hydra.run.dir={tmp_path / 'b'}", *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    for key in ("fid", "classifier_fid", "kid", "precision", "recall", "ssim", "nn_train_ssim", "nn_train_distance_mean"):
+    for key in ("fid", "classifier_fid", "kid", "precision", "recall", "ssim", "nn_train_ssim", "nn_train_distance_mean",
+                "confident_share", "mean_confidence"):
         if key in samples or key in again["samples"]:
             assert again["samples"][key] == pytest.approx(samples[key], rel=1e-6, abs=1e-9), key
     assert "nll" not in again and "sampling" not in again["timings"]

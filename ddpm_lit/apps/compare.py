@@ -30,7 +30,7 @@ from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.data.sets import DataSource, check_same_dataset
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.evaluation.inception import InceptionFeatures
-from ddpm_lit.evaluation.scorer import Scorer, references
+from ddpm_lit.evaluation.scorer import Scorer, judge_for, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import labels_for
 from ddpm_lit.generation.protocol import has_chain
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 
 def _value(text: str) -> Any:
+    """An option's value: ``true``/``false`` as booleans (a string "false" would be truthy), a
+    number as a float, anything else as written."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     try:
         return float(text)
     except ValueError:
@@ -212,6 +216,7 @@ def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, s
         "model": name, "sampler": sampler, "steps": steps, "guidance": guidance,
         "classifier_fid": metrics["classifier_fid"], "fid": metrics.get("fid"), "kid": metrics["kid"],
         "precision": metrics["precision"], "recall": metrics["recall"],
+        "confident_share": metrics.get("confident_share"), "mean_confidence": metrics.get("mean_confidence"),
         "class_accuracy": metrics.get("class_accuracy"),
         "class_accuracy_per_class": metrics.get("class_accuracy_per_class"),
         "sampling_seconds": seconds,
@@ -236,9 +241,11 @@ def compare_models(args: CompareSettings) -> dict[str, Any]:
     source = _data_source([*models.values(), *raw_models.values()], Path(args.data_dir))
     results.setdefault("dataset_title", source.title)
     train, test, classifier = references(source)
+    judge = judge_for(source)
+    results.setdefault("test_confident_share", judge.record.get("test_confident_share"))
     inception = InceptionFeatures(batch_size=16 if device.type == "cpu" else 256) if args.fid else None
     scorer = Scorer(
-        train, test, classifier, inception, reference_size=args.reference_size,
+        train, test, classifier, inception, judge=judge, reference_size=args.reference_size,
         cache_dir=Path(args.data_dir) / "eval_cache", device=device, seed=args.seed,
     )  # fmt: skip
 

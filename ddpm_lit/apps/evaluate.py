@@ -1,7 +1,9 @@
 """``evaluate(cfg)``: draw samples from a checkpoint (or read an .npz), score them, write evaluation.md.
 
-The run dir gets ``metrics.json``, ``evaluation.md``, ``samples.npz`` (checkpoints only),
-``grid.png``, ``ssim_histogram.png``, ``nearest_training.png`` and ``bound_terms.png``.
+The run dir gets ``metrics.json``, ``evaluation.md``, ``per_sample.csv`` (each sample's top class,
+the classifier's confidence in it, its nearest training image and SSIMs), ``samples.npz``
+(checkpoints only), ``grid.png``, ``least_confident.png``, ``class_histogram.png``,
+``ssim_histogram.png``, ``nearest_training.png`` and ``bound_terms.png``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm_lit.catalogue import figures_of
 from ddpm_lit.config.build import build_dict
 from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwargs
 from ddpm_lit.config.schema import EvaluateSettings
@@ -44,9 +47,10 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
     """Score the model or samples file of ``s``; return the nested metrics written to metrics.json."""
     # Lightning, W&B, torchmetrics, matplotlib and the pages take seconds to import: a config
     # error above is told without waiting for them
-    from ddpm_lit.evaluation.scorer import Scorer, Timings, references
+    from ddpm_lit.evaluation.scorer import Scorer, Timings, judge_for, references
     from ddpm_lit.reporting.figures import (
         class_histogram,
+        least_confident_figure,
         nearest_neighbour_figure,
         ssim_histogram,
     )
@@ -61,6 +65,7 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
     inception = InceptionFeatures(batch_size=s.fid_batch_size) if s.fid else None
     source = data_source(s, module)
     train, test, classifier = references(source, s.classifier_epochs)
+    judge = judge_for(source, s.classifier_epochs)
     wandb_mode = os.environ.get("WANDB_MODE")
     loggers = open_loggers(list(loggers))
     try:
@@ -73,7 +78,7 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         if s.grid_size:
             save_grid(to_unit_range(samples[: s.grid_size]), out_dir / "grid.png")
         scorer = Scorer(
-            train, test, classifier, inception, reference_size=s.reference_size, cache_dir=s.cache_dir,
+            train, test, classifier, inception, judge=judge, reference_size=s.reference_size, cache_dir=s.cache_dir,
             device=device, seed=s.seed, reference_seed=s.reference_seed, classifier_batch_size=s.classifier_batch_size,
             inception_batch_size=s.fid_batch_size, ssim_candidates=s.ssim_candidates,
             kid_subset_size=s.kid_subset_size, timings=timings,
@@ -82,6 +87,11 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         if module is not None and nll_wanted(s, module):
             with timings("nll"):
                 results["nll"] = _bound(s, module, test, device, out_dir)
+        scored = per_image["samples"]
+        Run(out_dir).write_per_sample(per_sample_columns(scored, labels))
+        least_confident_figure(samples, scored["predicted_class"], scored["confidence"], out_dir / "least_confident.png",
+                               scorer.class_names,
+                               floor=results.get("test", {}).get("confident_share", judge.record.get("test_confident_share")))
         ssim_histogram(per_image, out_dir / "ssim_histogram.png")
         class_histogram(results, scorer.class_names, source.title, out_dir / "class_histogram.png")
         nearest_neighbour_figure(
@@ -91,7 +101,9 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         results["timings"] = dict(timings.seconds)
         results["source"] = _source(s, module, ema, len(train), scorer.classifier_id, inception, device)
         results["source"].update(dataset=source.dataset, dataset_title=source.title, class_names=scorer.class_names,
-                                 classifier_test_accuracy=classifier.record.get("test_accuracy"))
+                                 classifier_test_accuracy=classifier.record.get("test_accuracy"),
+                                 judge=judge.record.get("weights"), judge_test_accuracy=judge.record.get("test_accuracy"),
+                                 judge_test_confident_share=judge.record.get("test_confident_share"))
         Run(out_dir).write_metrics(results)
         write_text(out_dir / "evaluation.md", evaluation_report(results))
         log.info("metrics.json and evaluation.md written to %s", out_dir)
@@ -188,6 +200,18 @@ def _score(
     return results, per_image
 
 
+def per_sample_columns(scored: dict[str, torch.Tensor], labels: torch.Tensor | None) -> dict[str, Any]:
+    """per_sample.csv's columns, in samples.npz's order: the classifier's top class and its
+    probability (and the class asked for, from a conditional model), the nearest training image
+    and the distance to it, and the two SSIMs."""
+    columns: dict[str, Any] = {"predicted_class": scored["predicted_class"], "confidence": scored["confidence"]}
+    if labels is not None:
+        columns["requested_class"] = labels.cpu()
+    columns.update(nn_train_index=scored["nn_train_index"], nn_train_distance=scored["nn_train_distance"],
+                   ssim=scored["ssim"], nn_ssim=scored["nn_ssim"])
+    return columns
+
+
 def _bound(s: EvaluateSettings, module: Any, test: torch.Tensor, device: torch.device, out_dir: Path) -> dict[str, Any]:
     """The model's likelihood bound in bits/dim on ``nll.num_images`` test images; the terms of a
     bound that has them (a DDPM's) as a figure and a file."""
@@ -235,7 +259,7 @@ def _log(loggers: list[Any], results: dict[str, Any], out_dir: Path) -> None:
     for logger in loggers:
         logger.log_metrics(flat, step=0)
         if isinstance(logger, WandbLogger):
-            for name in ("grid", "ssim_histogram", "nearest_training", "bound_terms"):
+            for name in figures_of("evaluate"):
                 if (out_dir / f"{name}.png").is_file():
                     logger.log_image(key=f"eval/{name}", images=[str(out_dir / f"{name}.png")])
         logger.save()

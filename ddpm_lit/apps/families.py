@@ -134,8 +134,9 @@ def run_row(family: str, seed: int, run_dir: Path, eval_dir: Path) -> dict[str, 
     run_config = Run(run_dir).load_config()
     samples = scored["samples"]
     row: dict[str, Any] = {"family": family, "seed": seed, "run_dir": str(run_dir)}
-    row.update({k: samples[k] for k in ("fid", "classifier_fid", "kid", "precision", "recall", "classes_present",
-                                        "class_entropy", "nn_train_distance_mean") if k in samples})
+    row.update({k: samples[k] for k in ("fid", "classifier_fid", "kid", "precision", "recall", "confident_share",
+                                        "mean_confidence", "classes_present", "class_entropy", "nn_train_distance_mean")
+                if k in samples})
     nll = scored.get("nll") or {}
     row.update({k: nll[k] for k in ("bpd", "bpd_stderr", "iwae_bpd", "iwae_bpd_stderr") if k in nll})
     row["sampling_ms_per_image"] = 1000 * scored["timings"]["sampling"] / samples["num_images"]

@@ -108,6 +108,37 @@ def nearest_neighbour_figure(
     return save_figure(fig, path)
 
 
+def least_confident_figure(
+    images: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor, path: str | Path,
+    class_names: Sequence[str] | None = None, floor: float | None = None, n: int = 16, threshold: float = 0.9,
+) -> Path:
+    """The ``n`` images the classifier is least sure of, least first, each titled with its top
+    class and that class's probability; the title gives the set's confident share (and real
+    test images' as the floor).
+
+    images: (N, 1, H, W) in [−1, 1]; predicted, confidence: (N,) each image's top class and its
+    probability; floor: real test images' confident share, or None.
+    """
+    order = confidence.argsort()[:n].tolist()
+    cols = min(8, len(order))
+    rows = math.ceil(len(order) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order):
+        ax.imshow(((images[i, 0].float() + 1) / 2).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+        c = int(predicted[i])
+        name = class_names[c] if class_names and c < len(class_names) else str(c)
+        ax.set_title(f"{name[:9]}: {float(confidence[i]):.2f}", fontsize=8)
+    share = float((confidence >= threshold).double().mean())
+    title = (f"The {len(order)} least-confident of {len(confidence)} images (top class: probability); "
+             f"{share:.1%} read with ≥ {threshold:.0%}")
+    if floor is not None:
+        title += f", real test images {floor:.1%}"
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def bound_terms_figure(terms: torch.Tensor, prior: float, path: str | Path, title: str = "") -> Path:
     """Each term of the bound against t, bits/dim (log scale): L_0 at t = 1, L_{t−1} above, L_T noted."""
     t = torch.arange(1, len(terms) + 1)

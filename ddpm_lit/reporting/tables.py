@@ -17,11 +17,12 @@ RUN_COLUMNS: tuple[Metric, ...] = tuple(metric(k) for k in (
     "val/classifier_fid", "val/ssim", "val/nn_ssim"))
 # evaluate.py's scores of samples (and real test images), in evaluation.md's order.
 EVALUATION_ROWS: tuple[Metric, ...] = tuple(metric(k) for k in (
-    "fid", "classifier_fid", "kid", "precision", "recall", "inception_score", "class_accuracy", "class_entropy",
-    "min_class_share", "classes_present", "nn_train_distance_mean", "nn_train_distance_median", "ssim", "nn_train_ssim"))
+    "fid", "classifier_fid", "kid", "precision", "recall", "confident_share", "mean_confidence", "inception_score",
+    "class_accuracy", "class_entropy", "min_class_share", "classes_present", "nn_train_distance_mean", "nn_train_distance_median", "ssim", "nn_train_ssim"))
 # A family's row of the families table (mean ± std over seeds); a missing value shows as –.
 FAMILY_COLUMNS: tuple[Metric, ...] = tuple(metric(k) for k in (
-    "fid", "classifier_fid", "kid", "precision", "recall", "classes_present", "class_entropy", "nn_train_distance_mean",
+    "fid", "classifier_fid", "kid", "precision", "recall", "confident_share", "mean_confidence", "classes_present",
+    "class_entropy", "nn_train_distance_mean",
     "bpd", "iwae_bpd", "sampling_ms_per_image", "evaluations_per_image", "fit_minutes", "training_images_k",
     "params_m"))
 
@@ -89,6 +90,22 @@ def _bound_lines(nll: dict[str, Any]) -> list[str]:
     ]
 
 
+def _confidence_lines(samples: dict[str, Any], src: dict[str, Any]) -> list[str]:
+    """The confident share in a sentence, beside that of every real test image: the floor."""
+    if "confident_share" not in samples:
+        return []
+    floor = src.get("judge_test_confident_share")
+    accuracy = src.get("judge_test_accuracy")
+    return [
+        "",
+        f"Readable samples: the set's judge (`{src.get('judge')}`, trained with outlier exposure"
+        + (f"; test accuracy {accuracy:.4f}" if accuracy is not None else "")
+        + f") reads **{samples['confident_share']:.1%}** of the samples with ≥ 90 % confidence"
+        + (f", and {floor:.1%} of all real test images" if floor is not None else "")
+        + "; the least confident are in least_confident.png, every sample's value in per_sample.csv.",
+    ]
+
+
 def evaluation_report(results: dict[str, Any]) -> str:
     """evaluate.py's evaluation.md of its ``results`` (metrics.json's content): what was scored, the
     metrics of the samples (and real test images), the likelihood bound, classes, timings, figures."""
@@ -117,13 +134,14 @@ def evaluation_report(results: dict[str, Any]) -> str:
             if test:
                 row += f" {m.show(test[m.key]) if m.key in test else '–'} |"
             lines.append(row)
+    lines += _confidence_lines(samples, src)
     if "nll" in results:
         lines += _bound_lines(results["nll"])
     lines += class_table(samples, test, src.get("class_names"))
     lines += ["", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in results["timings"].items()]
-    lines += ["", "![samples](grid.png)", "", "![classes](class_histogram.png)", "", "![SSIM](ssim_histogram.png)", "",
-              "![nearest](nearest_training.png)"]
+    lines += ["", "![samples](grid.png)", "", "![least confident](least_confident.png)", "", "![classes](class_histogram.png)",
+              "", "![SSIM](ssim_histogram.png)", "", "![nearest](nearest_training.png)"]
     if "nll" in results and results["nll"].get("bound") == "ddpm":
         lines += ["", "![bound](bound_terms.png)"]
     return "\n".join(lines) + "\n"
@@ -178,7 +196,8 @@ def compare_table(results: dict[str, Any], fid: bool) -> str:
         lines += ["| model | checkpoint | training |", "|---|---|---|"]
         lines += [f"| {name} | `{m['ckpt']}` | {m['describe']} |" for name, m in models.items()]
         lines.append("")
-    shown = [metric("classifier_fid")] + ([metric("fid")] if fid else []) + [metric("class_accuracy"), metric("sampling_seconds")]
+    shown = [metric("classifier_fid")] + ([metric("fid")] if fid else []) + [
+        metric("recall"), metric("confident_share"), metric("class_accuracy"), metric("sampling_seconds")]
     header = ["model", "sampler", "steps", "guidance"] + [m.label(results.get("dataset_title", "MNIST")) for m in shown]
     lines += [_row(header), "|" + "---|" * len(header)]
     for cell in results.get("cells", {}).values():
@@ -192,6 +211,8 @@ def compare_table(results: dict[str, Any], fid: bool) -> str:
         "",
         f"{n} samples per cell (seed {results.get('seed')}), against {ref} training images; FID is biased upwards "
         "at small N, so compare cells of one table, not with numbers at other N. Accuracy: the project "
-        "classifier's agreement with the requested digits (conditional models, digits 0–9 equally often).",
+        "classifier's agreement with the requested digits (conditional models, digits 0–9 equally often). "
+        "Confident share: the images the set's judge reads with ≥ 90 % confidence"
+        + (f" (real test images: {results['test_confident_share']:.3f})." if results.get("test_confident_share") is not None else "."),
     ]
     return "\n".join(lines) + "\n"
