@@ -25,6 +25,8 @@ declare -A RUNS=(
   [eps_b32]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=1e-3"
   [eps_b32_lr2e-3_fast]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true"
   [v_b32_lr2e-3_fast_c48]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.base_channels=48"
+  [v_b32_lr2e-3_fast_gn]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.norm=group"
+  [v_b32_lr2e-3_fast_cond]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.num_classes=10"
   [v_b32_lr2e-3_fast_linear]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true schedule=linear"
 )
 ORDER=("$@")

@@ -306,6 +306,13 @@ def test_the_families_settings_choose_presets_and_budget(tmp_path: Path) -> None
     gpu = families_settings(f"out={tmp_path}", "gpu=true", "presets.vae=vae_quick")
     assert gpu.presets == {"ddpm": "seed", "vae": "vae_quick", "gan": "gan_seed"} and gpu.minutes is None
     assert families_settings(f"out={tmp_path}", "gpu=true", "minutes=3").minutes == 3
+    # the comparison is of unconditional generators: the class-conditional quick DDPM drops its labels
+    assert cpu.family_overrides == {"ddpm": ["model.net.num_classes=null"], "vae": [], "gan": []}
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        assert compose("train", overrides=["experiment=quick"]).model.net.num_classes == 10
+        assert compose("train", overrides=["experiment=quick", *cpu.family_overrides["ddpm"]]).model.net.num_classes is None
+    with pytest.raises(ConfigError, match="family_overrides takes"):
+        families_settings(f"out={tmp_path}", "+family_overrides.vit=[a=b]")
     with pytest.raises(ConfigError, match=r"iwae must be an integer ≥ 1, got 0"):
         families_settings(f"out={tmp_path}", "iwae=0")
 

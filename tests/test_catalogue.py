@@ -82,14 +82,19 @@ def test_a_metric_reads_alike_in_every_table() -> None:
              "ddpm_steps": 1, "machine": "m"}
     summary = {"ddpm": {"fid": {"mean": 7.891, "std": None}, "classifier_fid": {"mean": 12.34567, "std": None},
                         "classifier_fid_range": [12.34567, 12.34567], "collapsed": {}}}
-    families = families_table({"summary": summary, "runs": [row], "setup": setup, "test": None})
+    summary["ddpm"]["confident_share"] = {"mean": 0.81234, "std": 0.01}
+    families = families_table({"summary": summary, "runs": [row], "setup": setup, "test": {"confident_share": 0.9784}})
     assert "| FID | 7.89 |" in families and "| MNIST-FID | 12.346 |" in families
+    assert "| confident share | 0.812 ± 0.010 | 0.978 |" in families
     assert "| ddpm | 0 | 7.89 | 12.346 |" in families
     cell = {"model": "m", "sampler": "ddpm", "steps": 10, "guidance": None, "classifier_fid": 12.34567, "fid": 7.891,
-            "class_accuracy": None, "sampling_seconds": 3.2}
-    compare = compare_table({"cells": {"m|ddpm|10": cell}, "dataset_title": "MNIST"}, fid=True)
-    assert "| model | sampler | steps | guidance | MNIST-FID | FID | accuracy | sampling (s) |" in compare
-    assert "| m | ddpm | 10 | – | 12.346 | 7.89 | – | 3 |" in compare
+            "recall": 0.8765, "confident_share": 0.81234, "class_accuracy": None, "sampling_seconds": 3.2}
+    compare = compare_table({"cells": {"m|ddpm|10": cell}, "dataset_title": "MNIST", "test_confident_share": 0.9784},
+                            fid=True)
+    assert ("| model | sampler | steps | guidance | MNIST-FID | FID | recall | confident share | accuracy | sampling (s) |"
+            in compare)
+    assert "| m | ddpm | 10 | – | 12.346 | 7.89 | 0.877 | 0.812 | – | 3 |" in compare
+    assert "(real test images: 0.978)" in compare
 
 
 def test_the_fid_of_the_classifier_is_titled_by_the_data_set() -> None:

@@ -267,6 +267,10 @@ def test_the_run_page_shows_what_evaluate_scored(sweep: Path, mnist_dir: Path, t
     assert "<summary>mine " in text and "<summary>not_mine " not in text
     assert f"<td>samples.classifier_fid</td><td class=\"num\">{scores['samples']['classifier_fid']:.4g}</td>" in text
     assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="Samples">', text)  # evaluate's grid.png
+    # the per-sample view: the confident share (higher is better) and the least-confident samples
+    share = scores["samples"]["confident_share"]
+    assert re.search(rf'<td>samples.confident_share</td><td class="num">{share:.4g}</td><td class="sub">[^<]*higher', text)
+    assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="Least-confident samples">', text)
 
 
 @pytest.mark.parametrize("kind", ["empty folder", "file", "missing"])

@@ -108,7 +108,8 @@ def train_run(args: FamiliesSettings, family: str, seed: int, run_dir: Path) -> 
         cmd.append("time_budget_minutes=null")
     if (run_dir / "checkpoints").is_dir():
         cmd.append("ckpt_path=last")
-    _run(cmd + list(args.train_overrides), run_dir / "train.log", f"training {family} seed {seed}")
+    overrides = [*args.family_overrides.get(family, []), *args.train_overrides]
+    _run(cmd + overrides, run_dir / "train.log", f"training {family} seed {seed}")
 
 
 def evaluate_run(args: FamiliesSettings, family: str, run_dir: Path, eval_dir: Path, score_test: bool) -> None:
@@ -245,6 +246,7 @@ class FamiliesSettings:
     data_dir: Path
     train_overrides: list[str]
     eval_overrides: list[str]
+    family_overrides: dict[str, list[str]]
 
     @classmethod
     def parse(cls, cfg: DictConfig) -> FamiliesSettings:
@@ -263,7 +265,7 @@ class FamiliesSettings:
         return cls(out=Path(cfg.out).resolve(), minutes=minutes, seeds=list(integers(cfg, "seeds", 0)), families=chosen,
                    presets=_presets(plain(cfg.get("presets")) or {}, gpu), **ints, fid=flag(cfg, "fid"),
                    data_dir=Path(cfg.paths.data_dir).resolve(), train_overrides=_overrides(cfg, "train_overrides"),
-                   eval_overrides=_overrides(cfg, "eval_overrides"))
+                   eval_overrides=_overrides(cfg, "eval_overrides"), family_overrides=_family_overrides(cfg))
 
 
 def _presets(given: dict[str, Any], gpu: bool) -> dict[str, str]:
@@ -278,6 +280,20 @@ def _presets(given: dict[str, Any], gpu: bool) -> dict[str, str]:
                 raise ConfigError(f"presets.{family} must name an experiment (conf/experiment/), got {preset!r}")
             presets[family] = preset
     return presets
+
+
+def _family_overrides(cfg: DictConfig) -> dict[str, list[str]]:
+    """``family_overrides``: {family: [override, ...]} of the families in ``FAMILIES``."""
+    given = plain(cfg.get("family_overrides")) or {}
+    if not isinstance(given, dict) or any(f not in FAMILIES for f in given):
+        raise ConfigError(f"family_overrides takes FAMILY: [overrides] with FAMILY in {', '.join(FAMILIES)}, got {given!r}")
+    out = {}
+    for family, values in given.items():
+        values = values or []
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"family_overrides.{family} must be a list of overrides, got {values!r}")
+        out[family] = values
+    return out
 
 
 def _overrides(cfg: DictConfig, key: str) -> list[str]:
