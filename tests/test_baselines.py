@@ -312,7 +312,7 @@ def test_the_families_settings_choose_presets_and_budget(tmp_path: Path) -> None
         assert compose("train", overrides=["experiment=quick"]).model.net.num_classes == 10
         assert compose("train", overrides=["experiment=quick", *cpu.family_overrides["ddpm"]]).model.net.num_classes is None
     with pytest.raises(ConfigError, match="family_overrides takes"):
-        families_settings(f"out={tmp_path}", "+family_overrides.vit=[a=b]")
+        families_settings(f"out={tmp_path}", "+family_overrides.vit=[]")
     with pytest.raises(ConfigError, match=r"iwae must be an integer ≥ 1, got 0"):
         families_settings(f"out={tmp_path}", "iwae=0")
 
