@@ -49,7 +49,7 @@ import json, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 root, names = Path(sys.argv[1]), sys.argv[2:]
-rows = ["| candidate | objective | batch | lr | speed-ups | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) | confident share | real test digits | mean confidence |",
+rows = ["| candidate | objective | batch | lr | other settings | precision | steps | minutes | MNIST-FID | FID | precision (k=3) | recall (k=3) | class shares (min–max) | confident share | real test digits | mean confidence |",
         "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
 for name in names:
     run = root / name
@@ -63,7 +63,12 @@ for name in names:
     minutes = int((run / "train" / "wall_seconds").read_text()) / 60
     fid = f"{ev['fid']:.2f}" if "fid" in ev else "–"
     fast = [k for k in ("channels_last", "compile") if cfg.model.get(k)]
-    weighting = [] if cfg.model.get("loss_weighting", "simple") == "simple" else [f"{cfg.model.diffusion.loss_weighting} loss"]
+    weighting = [] if cfg.model.diffusion.get("loss_weighting", "simple") == "simple" else [f"{cfg.model.diffusion.loss_weighting} loss"]
+    net = cfg.model.net
+    weighting += [f"c = {net.base_channels}"] if net.base_channels != 32 else []
+    weighting += [f"{net.norm} norm"] if net.get("norm", "batch") != "batch" else []
+    weighting += [f"{cfg.schedule.name} schedule"] if cfg.schedule.name != "cosine" else []
+    weighting += [f"{net.num_classes} classes, w = {cfg.model.guidance_scale:g}"] if net.get("num_classes") else []
     rows.append(f"| {name} | {cfg.model.diffusion.objective} | {cfg.data.batch_size} | {cfg.model.optimizer.lr:g} | "
                 f"{', '.join(fast + weighting) or '–'} | {precision} | "
                 f"{train['global_step']:.0f} | {minutes:.1f} | {ev['classifier_fid']:.2f} | {fid} | {ev['precision']:.3f} | "
