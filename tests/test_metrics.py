@@ -153,7 +153,7 @@ def test_inception_score_does_not_depend_on_the_global_random_state() -> None:
 
 
 def test_confidence_counts_the_top_class_probability_at_or_above_the_threshold() -> None:
-    """Known logits: softmax maxima 0.95 (two equal others), 0.9 exactly, 0.5, and a uniform row."""
+    """Known logits: softmax maxima 0.95 (two equal others), 0.92, 0.5, and a uniform row."""
     import math
 
     from ddpm_lit.evaluation.metrics import confidence_metrics, top_class_probability
@@ -161,13 +161,14 @@ def test_confidence_counts_the_top_class_probability_at_or_above_the_threshold()
     def row(top: float, k: int = 3) -> list[float]:  # logits whose softmax top is ``top``, others equal
         return [math.log(top), *[math.log((1 - top) / (k - 1))] * (k - 1)]
 
-    logits = torch.tensor([row(0.95)[::-1], row(0.9), row(0.5), [0.0, 0.0, 0.0]])
+    logits = torch.tensor([row(0.95)[::-1], row(0.92), row(0.5), [0.0, 0.0, 0.0]])
     predicted, probability = top_class_probability(logits)
     assert predicted.tolist() == [2, 0, 0, 0]  # ties (the uniform row) go to the first class
-    assert probability.tolist() == pytest.approx([0.95, 0.9, 0.5, 1 / 3], abs=1e-6)
+    assert probability.tolist() == pytest.approx([0.95, 0.92, 0.5, 1 / 3], abs=1e-6)
     out = confidence_metrics(probability)
-    assert out["confident_share"] == pytest.approx(0.5)  # 0.95 and 0.9 (≥ counts), not 0.5 nor 1/3
-    assert out["mean_confidence"] == pytest.approx((0.95 + 0.9 + 0.5 + 1 / 3) / 4, abs=1e-6)
+    assert out["confident_share"] == pytest.approx(0.5)  # 0.95 and 0.92, not 0.5 nor 1/3
+    assert out["mean_confidence"] == pytest.approx((0.95 + 0.92 + 0.5 + 1 / 3) / 4, abs=1e-6)
+    assert confidence_metrics(torch.tensor([0.9, 0.8999]))["confident_share"] == 0.5  # at the threshold counts
     assert confidence_metrics(probability, threshold=0.96)["confident_share"] == 0.0
     with pytest.raises(ValueError, match="threshold"):
         confidence_metrics(probability, threshold=1.0)
