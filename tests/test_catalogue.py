@@ -88,7 +88,7 @@ def test_a_metric_reads_alike_in_every_table() -> None:
     assert "| confident share | 0.812 ± 0.010 | 0.978 |" in families
     assert "| ddpm | 0 | 7.89 | 12.346 |" in families
     cell = {"model": "m", "sampler": "ddpm", "steps": 10, "guidance": None, "classifier_fid": 12.34567, "fid": 7.891,
-            "recall": 0.8765, "confident_share": 0.81234, "class_accuracy": None, "sampling_seconds": 3.2}
+            "recall": 0.8768, "confident_share": 0.81234, "class_accuracy": None, "sampling_seconds": 3.2}
     compare = compare_table({"cells": {"m|ddpm|10": cell}, "dataset_title": "MNIST", "test_confident_share": 0.9784},
                             fid=True)
     assert ("| model | sampler | steps | guidance | MNIST-FID | FID | recall | confident share | accuracy | sampling (s) |"
