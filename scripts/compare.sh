@@ -13,7 +13,7 @@ ROOT=outputs/compare/epochs_${EPOCHS}
 # The quick preset as these runs were measured: a fixed number of epochs at batch 128 in fp32,
 # constant learning rate, ε-prediction unless a run says otherwise (the preset itself now trains
 # for a wall-clock budget; see scripts/quick_candidates.sh).
-BASE="time_budget_minutes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.diffusion.objective=eps model.val_classifier_fid=true"
+BASE="time_budget_minutes=null model.net.num_classes=null trainer.precision=32-true model.lr_schedule=constant data.batch_size=128 model.diffusion.objective=eps model.val_classifier_fid=true"
 declare -A RUNS=(
   [eps]=""
   [x0]="model.diffusion.objective=x0"

@@ -13,8 +13,8 @@ N=${1:-1000}
 GUIDANCE=${GUIDANCE:-2}
 ROOT=outputs/datasets
 declare -A RUNS=(
-  [mnist]="data=mnist"
-  [fashion_mnist]="data=fashion_mnist"
+  [mnist]="data=mnist model.net.num_classes=null"
+  [fashion_mnist]="data=fashion_mnist model.net.num_classes=null"
   [fashion_mnist_cond]="data=fashion_mnist model.net.num_classes=10"
 )
 ORDER=(fashion_mnist_cond fashion_mnist mnist)
