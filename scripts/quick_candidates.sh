@@ -9,25 +9,26 @@ set -euo pipefail
 N=${1:-1000}
 shift || true
 ROOT=outputs/quick_candidates
-# Settings in full, so that a candidate means the same whatever the preset now says.
+# Settings in full, so that a candidate means the same whatever the preset now says (the preset is
+# class-conditional since v_b32_lr2e-3_fast_cond; the others are unconditional).
 declare -A RUNS=(
-  [v]="model.diffusion.objective=v data.batch_size=128 model.optimizer.lr=1e-3"
-  [v_b64]="model.diffusion.objective=v data.batch_size=64 model.optimizer.lr=1e-3"
-  [v_b32]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=1e-3"
-  [v_b64_lr2e-3]="model.diffusion.objective=v data.batch_size=64 model.optimizer.lr=2e-3"
-  [v_b32_lr2e-3]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3"
-  [v_b16_lr2e-3]="model.diffusion.objective=v data.batch_size=16 model.optimizer.lr=2e-3"
-  [v_b32_lr2e-3_minsnr]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.diffusion.loss_weighting=min_snr"
-  [v_b32_lr4e-3]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3"
-  [v_b32_lr2e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true"
-  [v_b32_lr4e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3 model.channels_last=true model.compile=true"
-  [v_b32_lr2e-3_fast_b99]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.optimizer.betas=[0.9,0.99]"
-  [eps_b32]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=1e-3"
-  [eps_b32_lr2e-3_fast]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true"
-  [v_b32_lr2e-3_fast_c48]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.base_channels=48"
-  [v_b32_lr2e-3_fast_gn]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.norm=group"
+  [v]="model.diffusion.objective=v data.batch_size=128 model.optimizer.lr=1e-3 model.net.num_classes=null"
+  [v_b64]="model.diffusion.objective=v data.batch_size=64 model.optimizer.lr=1e-3 model.net.num_classes=null"
+  [v_b32]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=1e-3 model.net.num_classes=null"
+  [v_b64_lr2e-3]="model.diffusion.objective=v data.batch_size=64 model.optimizer.lr=2e-3 model.net.num_classes=null"
+  [v_b32_lr2e-3]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.net.num_classes=null"
+  [v_b16_lr2e-3]="model.diffusion.objective=v data.batch_size=16 model.optimizer.lr=2e-3 model.net.num_classes=null"
+  [v_b32_lr2e-3_minsnr]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.diffusion.loss_weighting=min_snr model.net.num_classes=null"
+  [v_b32_lr4e-3]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3 model.net.num_classes=null"
+  [v_b32_lr2e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.num_classes=null"
+  [v_b32_lr4e-3_fast]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=4e-3 model.channels_last=true model.compile=true model.net.num_classes=null"
+  [v_b32_lr2e-3_fast_b99]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.optimizer.betas=[0.9,0.99] model.net.num_classes=null"
+  [eps_b32]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=1e-3 model.net.num_classes=null"
+  [eps_b32_lr2e-3_fast]="model.diffusion.objective=eps data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.num_classes=null"
+  [v_b32_lr2e-3_fast_c48]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.base_channels=48 model.net.num_classes=null"
+  [v_b32_lr2e-3_fast_gn]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.norm=group model.net.num_classes=null"
   [v_b32_lr2e-3_fast_cond]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true model.net.num_classes=10"
-  [v_b32_lr2e-3_fast_linear]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true schedule=linear"
+  [v_b32_lr2e-3_fast_linear]="model.diffusion.objective=v data.batch_size=32 model.optimizer.lr=2e-3 model.channels_last=true model.compile=true schedule=linear model.net.num_classes=null"
 )
 ORDER=("$@")
 [[ ${#ORDER[@]} -gt 0 ]] || ORDER=(v v_b64 v_b32 v_b64_lr2e-3 v_b32_lr2e-3)
