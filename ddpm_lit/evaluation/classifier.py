@@ -34,6 +34,7 @@ from torch import nn
 from ddpm_lit.core.pixels import to_model_range
 from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource, ImageSet
 from ddpm_lit.errors import DataError
+from ddpm_lit.evaluation.metrics import confidence_metrics, top_class_probability
 from ddpm_lit.io import atomic_write, only_one_at_a_time, write_text
 
 log = logging.getLogger(__name__)
@@ -187,11 +188,11 @@ JUDGE_OUTLIER_EXPOSURE = 0.5
 
 
 @torch.no_grad()
-def confident_share(model: FeatureClassifier, images: torch.Tensor, threshold: float = 0.9, batch_size: int = 1000) -> float:
-    """The share of ``images`` whose top class ``model`` gives probability ≥ ``threshold``."""
+def confident_share(model: FeatureClassifier, images: torch.Tensor, batch_size: int = 1000) -> float:
+    """The share of ``images`` whose top class ``model`` gives probability ≥ ``CONFIDENT`` (0.9)."""
     model.eval()
-    top = torch.cat([model(images[i : i + batch_size]).softmax(1).max(1).values for i in range(0, len(images), batch_size)])
-    return float((top >= threshold).double().mean())
+    logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return confidence_metrics(top_class_probability(logits)[1])["confident_share"]
 
 
 @torch.no_grad()
