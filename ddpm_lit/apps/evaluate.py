@@ -1,7 +1,7 @@
 """``evaluate(cfg)``: draw samples from a checkpoint (or read an .npz), score them, write evaluation.md.
 
 The run dir gets ``metrics.json``, ``evaluation.md``, ``per_sample.csv`` (each sample's top class,
-the classifier's confidence in it, its nearest training image and SSIMs), ``samples.npz``
+the judge's confidence in it, its nearest training image and SSIMs), ``samples.npz``
 (checkpoints only), ``grid.png``, ``least_confident.png``, ``class_histogram.png``,
 ``ssim_histogram.png``, ``nearest_training.png`` and ``bound_terms.png``.
 """
@@ -201,7 +201,7 @@ def _score(
 
 
 def per_sample_columns(scored: dict[str, torch.Tensor], labels: torch.Tensor | None) -> dict[str, Any]:
-    """per_sample.csv's columns, in samples.npz's order: the classifier's top class and its
+    """per_sample.csv's columns, in samples.npz's order: the judge's top class and its
     probability (and the class asked for, from a conditional model), the nearest training image
     and the distance to it, and the two SSIMs."""
     columns: dict[str, Any] = {"predicted_class": scored["predicted_class"], "confidence": scored["confidence"]}

@@ -287,17 +287,16 @@ def _family_overrides(cfg: DictConfig) -> dict[str, list[str]]:
     given = plain(cfg.get("family_overrides")) or {}
     if not isinstance(given, dict) or any(f not in FAMILIES for f in given):
         raise ConfigError(f"family_overrides takes FAMILY: [overrides] with FAMILY in {', '.join(FAMILIES)}, got {given!r}")
-    out = {}
-    for family, values in given.items():
-        values = values or []
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise ConfigError(f"family_overrides.{family} must be a list of overrides, got {values!r}")
-        out[family] = values
-    return out
+    return {family: _override_list(values, f"family_overrides.{family}") for family, values in given.items()}
 
 
 def _overrides(cfg: DictConfig, key: str) -> list[str]:
-    values = plain(cfg.get(key)) or []
+    return _override_list(plain(cfg.get(key)), key)
+
+
+def _override_list(values: Any, key: str) -> list[str]:
+    """``values`` as a list of override strings ([] for None), or a ConfigError naming ``key``."""
+    values = values or []
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ConfigError(f"{key} must be a list of overrides, e.g. '{key}=[\"trainer.max_steps=4\"]', got {values!r}")
     return values

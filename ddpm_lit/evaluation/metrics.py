@@ -1,7 +1,7 @@
 """Sample-quality measures on feature vectors that torchmetrics does not provide.
 
 FID, KID and SSIM come from torchmetrics; the k-NN precision and recall of Kynkäänniemi et
-al. (2019), the nearest-neighbour memorisation distance and the classifier's confidence in each
+al. (2019), the nearest-neighbour memorisation distance and a classifier's confidence in each
 sample are written here.
 """
 
@@ -143,7 +143,7 @@ def class_statistics_from_logits(logits: torch.Tensor) -> dict[str, float]:
     return out
 
 
-# A sample is "confident" when the set's classifier gives its top class at least this probability:
+# A sample is "confident" when the set's judge gives its top class at least this probability:
 # a readable digit. Real MNIST test digits reach it ~98-99 % of the time; blobs, broken strokes and
 # crosses of two classes do not, though they can sit inside the feature statistics FID compares.
 CONFIDENT = 0.9

@@ -65,8 +65,7 @@ def references(
     image_set = source.load()
     train = to_model_range(image_set.train_images, 28)
     test = to_model_range(image_set.test_images, 28)
-    checked = DataSource(**{**source.record(), "data_dir": source.data_dir, "download": False, "check_md5": False})
-    classifier = load_or_train_for(checked, epochs=classifier_epochs)  # the files were checked above
+    classifier = load_or_train_for(_checked(source), epochs=classifier_epochs)  # the files were checked above
     return train, test, classifier
 
 
@@ -74,8 +73,12 @@ def judge_for(source: DataSource, epochs: int = 3) -> FeatureClassifier:
     """The set's judge (``ddpm_lit.evaluation.classifier``: the classifier trained with outlier
     exposure), cached beside its classifier; trained when missing. Call after ``references``,
     which fetches and checks the set's files."""
-    checked = DataSource(**{**source.record(), "data_dir": source.data_dir, "download": False, "check_md5": False})
-    return load_or_train_for(checked, epochs=epochs, judge=True)
+    return load_or_train_for(_checked(source), epochs=epochs, judge=True)
+
+
+def _checked(source: DataSource) -> DataSource:
+    """``source`` as one whose files were fetched and md5-checked already (by ``references``)."""
+    return DataSource(**{**source.record(), "data_dir": source.data_dir, "download": False, "check_md5": False})
 
 
 def mnist_references(

@@ -17,6 +17,7 @@ from torchvision.utils import make_grid  # noqa: E402
 
 from ddpm_lit.core.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm_lit.core.schedules import SCHEDULES  # noqa: E402
+from ddpm_lit.evaluation.metrics import CONFIDENT, confidence_metrics  # noqa: E402
 from ddpm_lit.io import atomic_write  # noqa: E402
 
 
@@ -110,9 +111,9 @@ def nearest_neighbour_figure(
 
 def least_confident_figure(
     images: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor, path: str | Path,
-    class_names: Sequence[str] | None = None, floor: float | None = None, n: int = 16, threshold: float = 0.9,
+    class_names: Sequence[str] | None = None, floor: float | None = None, n: int = 16,
 ) -> Path:
-    """The ``n`` images the classifier is least sure of, least first, each titled with its top
+    """The ``n`` images the judge is least sure of, least first, each titled with its top
     class and that class's probability; the title gives the set's confident share (and real
     test images' as the floor).
 
@@ -130,9 +131,9 @@ def least_confident_figure(
         c = int(predicted[i])
         name = class_names[c] if class_names and c < len(class_names) else str(c)
         ax.set_title(f"{name[:9]}: {float(confidence[i]):.2f}", fontsize=8)
-    share = float((confidence >= threshold).double().mean())
+    share = confidence_metrics(confidence)["confident_share"]
     title = (f"The {len(order)} least-confident of {len(confidence)} images (top class: probability); "
-             f"{share:.1%} read with ≥ {threshold:.0%}")
+             f"{share:.1%} read with ≥ {CONFIDENT:.0%}")
     if floor is not None:
         title += f", real test images {floor:.1%}"
     fig.suptitle(title, fontsize=9)
