@@ -333,3 +333,18 @@ def test_the_families_command_trains_scores_and_tabulates(mnist_dir: Path, tmp_p
     assert (tmp_path / "samples.png").is_file() and "| MNIST-FID |" in (tmp_path / "table.md").read_text()
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stderr.count("before, kept") == 6
+
+
+def test_the_families_ddpm_runs_are_started_unconditional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train_run's command line: the DDPM's training drops the quick preset's labels, the VAE's does not get
+    the DDPM's override, and the user's train_overrides come after (so they can still set it)."""
+    from ddpm_lit.apps import families as fam
+
+    commands: dict[str, list[str]] = {}
+    monkeypatch.setattr(fam, "_run", lambda cmd, log_path, what: commands.setdefault(what.split()[1], cmd))
+    args = families_settings(f"out={tmp_path}", 'train_overrides=["trainer.max_steps=4"]')
+    for family in ("ddpm", "vae"):
+        fam.train_run(args, family, 0, tmp_path / family)
+    assert commands["ddpm"][-2:] == ["model.net.num_classes=null", "trainer.max_steps=4"]
+    assert "experiment=quick" in commands["ddpm"]
+    assert "model.net.num_classes=null" not in commands["vae"] and commands["vae"][-1] == "trainer.max_steps=4"
