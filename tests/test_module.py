@@ -139,3 +139,10 @@ def test_a_resumed_run_may_change_how_the_network_runs_but_not_what_it_is(tmp_pa
     _check_same_model(str(path), _tiny(channels_last=True, compile=True, optimizer=_adam(fused=True)))
     with pytest.raises(ConfigError, match="model.optimizer.lr"):
         _check_same_model(str(path), _tiny(optimizer=_adam(lr=1e-3)))
+
+
+def test_the_start_up_line_says_whether_the_model_is_conditional() -> None:
+    """``describe()`` is the "model:" line train.py prints before it starts: a class-conditional
+    model (the quick preset) says so, with its guidance; an unconditional one does not."""
+    assert "conditional on 10 classes (guidance w = 1)" in tiny_ddpm(num_classes=10).describe()
+    assert "conditional" not in tiny_ddpm().describe()

@@ -212,8 +212,10 @@ class DDPMModule(GenerativeModule):
         return self.sample(self.hparams.num_val_samples, generator=generator, steps=steps)
 
     def describe(self) -> str:
+        conditional = (f", conditional on {self.num_classes} classes (guidance w = {self.hparams.guidance_scale:g})"
+                       if self.num_classes is not None else "")
         return (f"DDPM, {self.diffusion.num_timesteps} steps, {self.diffusion.schedule} schedule, "
-                f"objective {self.diffusion.objective}")
+                f"objective {self.diffusion.objective}{conditional}")
 
     # ---- what the commands ask -------------------------------------------------------
     @classmethod
