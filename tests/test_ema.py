@@ -102,6 +102,7 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
 
     from ddpm_lit.core.pixels import to_unit_range
     from ddpm_lit.generation.files import save_grid
+    from ddpm_lit.generation.generate import image_generators
     from ddpm_lit.training.module import DDPMModule
 
     cfg = compose_train_cfg(
@@ -120,8 +121,9 @@ def test_validation_samples_and_scores_the_ema_weights(synthetic_mnist_dir: Path
     def validation_grid(state: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, float]:
         module = DDPMModule(**ckpt["hyper_parameters"])
         module.load_state_dict(state)
-        gen = torch.Generator().manual_seed(cfg.model.val_seed)
-        unit = to_unit_range(module.sample(cfg.model.num_val_samples, generator=gen, steps=cfg.model.val_sample_steps))
+        n = cfg.model.num_val_samples
+        gens = image_generators(cfg.model.val_seed, range(n))  # the hook's noise: image i from (val_seed, i)
+        unit = to_unit_range(module.sample(n, generator=gens, steps=cfg.model.val_sample_steps))
         save_grid(unit, tmp_path / f"{name}.png")
         return png(tmp_path / f"{name}.png"), unit
 

@@ -12,7 +12,8 @@ import torch
 from conftest import Command, run_command, tiny_ddpm
 from PIL import Image
 
-from ddpm_lit.apps.sample import draw, parse_classes
+from ddpm_lit.apps.sample import parse_classes
+from ddpm_lit.generation.generate import draw, image_generators, image_seed
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import load_samples_npz
 from ddpm_lit.training.module import DDPMModule
@@ -117,3 +118,30 @@ def test_draw_keeps_the_trajectory_every_tenth_of_the_chain() -> None:
     assert drawn.frames[0].std() > 0.8 and drawn.samples.shape == (5, 1, 28, 28)
     again = draw(module, 5, seed=3, trajectory=0, batch_size=3)
     assert torch.equal(again.samples, drawn.samples) and again.timesteps == []
+
+
+def test_an_image_depends_on_its_index_only_not_on_the_batch_or_the_others_drawn() -> None:
+    """Per-image noise: a draw of 6 in batches of 4 (the last padded, as for a compiled network),
+    of 6 in one batch and of images 3–5 alone give the same images 3–5, with every step's noise."""
+    torch.manual_seed(0)
+    module = tiny_module().eval()
+    whole = draw(module, 6, seed=5, trajectory=0, batch_size=6).samples
+    padded = draw(module, 6, seed=5, trajectory=0, batch_size=4, fixed_batch=True).samples
+    part = draw(module, 6, seed=5, trajectory=0, indices=[3, 4, 5], batch_size=2).samples
+    assert padded.shape == whole.shape == (6, 1, 28, 28)
+    torch.testing.assert_close(padded, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(part, whole[3:], rtol=0, atol=1e-5)
+    other = draw(module, 6, seed=6, trajectory=0, batch_size=6).samples
+    assert (other - whole).abs().mean() > 0.1  # another seed, other images
+    assert len({image_seed(0, i) for i in range(1000)} | {image_seed(1, i) for i in range(1000)}) == 2000
+
+
+def test_per_row_generators_draw_each_row_from_its_own() -> None:
+    from ddpm_lit.core.diffusion import randn
+
+    gens = image_generators(3, [0, 1, 2])
+    rows = randn((3, 2, 4), gens, torch.device("cpu"))
+    for i in range(3):
+        assert torch.equal(rows[i], torch.randn(2, 4, generator=torch.Generator().manual_seed(image_seed(3, i))))
+    with pytest.raises(ValueError, match="2 generators for 3 rows"):
+        randn((3, 2), gens[:2], torch.device("cpu"))

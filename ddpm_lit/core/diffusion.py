@@ -41,12 +41,23 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def randn(
-    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype=None
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    device: torch.device,
+    dtype=None,
 ) -> torch.Tensor:
     """N(0, I) noise drawn on the generator's own device, then moved to ``device``.
 
     A seeded CPU generator thus works for a model on a GPU and gives the same numbers there.
+    ``generator`` may also be one generator per row (``len(generator) == shape[0]``): row i is
+    drawn from generator i alone, so an image's noise does not depend on the batch it is in
+    (as diffusers' ``randn_tensor`` takes a list of generators).
     """
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows of noise")
+        rows = [torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype).to(device) for g in generator]
+        return torch.stack(rows) if rows else torch.empty(tuple(shape), device=device, dtype=dtype)
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +32,9 @@ from ddpm_lit.evaluation.classifier import classifier_features, load_or_train_fo
 from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.generation.files import save_grid
-from ddpm_lit.generation.generate import check_request
+from ddpm_lit.generation.generate import check_request, image_generators, labels_for
+from ddpm_lit.generation.ranks import gather_in_order, rank_indices
+from ddpm_lit.generation.speed import PRECISIONS, autocast
 from ddpm_lit.internals import logging_step, set_logging_step
 
 # Where a checkpoint names the class that loads it (training.loading.load_module reads it).
@@ -206,9 +208,22 @@ class GenerativeModule(L.LightningModule):
     def sample(self, num_samples: int, generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def validation_samples(self, generator: torch.Generator) -> torch.Tensor:
-        """The hook's ``num_val_samples`` images (N, C, H, W) in [−1, 1]."""
-        return self.sample(self.hparams.num_val_samples, generator=generator)
+    def validation_samples(self, seed: int, indices: Sequence[int] | None = None,
+                           precision: str = "32-true") -> torch.Tensor:
+        """Images ``indices`` (None: all) of the hook's ``num_val_samples`` (len(indices), C, H, W)
+        in [−1, 1]: image i from the noise of ``(seed, i)`` (``image_generators``) and, for a
+        conditional model, with label i of ``labels_for``, so any split over ranks draws the same
+        images; the network in ``precision``."""
+        num = self.hparams.num_val_samples
+        indices = list(range(num)) if indices is None else list(indices)
+        labels = labels_for(self, num)
+        extra = {} if labels is None else {"class_labels": labels[indices]}
+        return self.sample(len(indices), generator=image_generators(seed, indices), precision=precision,
+                           **extra, **self.validation_sampler())
+
+    def validation_sampler(self) -> dict[str, Any]:
+        """The sampler options of the validation hook's draw (none for a one-pass model)."""
+        return {}
 
     def describe(self) -> str:
         """The model in a few words, for the console at the start of training."""
@@ -301,22 +316,33 @@ class GenerativeModule(L.LightningModule):
         last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
         if (self.current_epoch + 1) % every and not last:
             return
+        samples = self._validation_draw()  # each rank its share, all of them on every rank
         metrics: dict[str, float] = {}
-        if self.trainer.is_global_zero:  # every rank would draw the same images
-            metrics = self._sample_and_score()
+        if self.trainer.is_global_zero:
+            metrics = self._score_samples(samples)
         # Every rank logs the same values, so any of them can be a checkpoint monitor under DDP.
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         for name, value in metrics.items():
             self.log(name, value)
 
-    def _sample_and_score(self) -> dict[str, float]:
-        """Draw the validation samples, save their grid, and score them (rank 0 only)."""
+    def _validation_draw(self) -> torch.Tensor:
+        """The ``num_val_samples`` images, split over the ranks (one batch each) and gathered in
+        order, drawn in the trainer's precision: Lightning runs ``validation_step`` under the
+        precision plugin's autocast but not ``on_validation_epoch_end``, where this is called."""
+        num, world = self.hparams.num_val_samples, self.trainer.world_size
+        share = -(-num // world)
+        precision = str(self.trainer.precision)
         was_training = self.training
         self.eval()
         try:
-            samples = self.validation_samples(torch.Generator().manual_seed(self.hparams.val_seed))
+            local = self.validation_samples(self.hparams.val_seed, rank_indices(num, share, self.global_rank, world),
+                                            precision=precision if precision in PRECISIONS else "32-true")
         finally:
             self.train(was_training)
+        return gather_in_order(local.float(), num, share, world, self.all_gather)
+
+    def _score_samples(self, samples: torch.Tensor) -> dict[str, float]:
+        """Save the validation samples' grid and score them (rank 0)."""
         unit = to_unit_range(samples.float())
         metrics: dict[str, float] = {}
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -387,12 +413,15 @@ class OnePassModule(GenerativeModule):
     @torch.no_grad()
     def sample(
         self, num_samples: int, generator: torch.Generator | None = None, batch_size: int | None = None,
-        progress: bool = False, class_labels: torch.Tensor | None = None, callback: Any = None, **options: Any,
+        progress: bool = False, class_labels: torch.Tensor | None = None, callback: Any = None,
+        precision: str = "32-true", fixed_batch: bool = False, **options: Any,
     ) -> torch.Tensor:
-        """``num_samples`` images (N, C, H, W) in [−1, 1]. ``generator`` may live on any device (a
-        CPU one gives the same images on a GPU); the noise is drawn up front, so the batch size
-        does not change which noise each image gets. Chain options (a sampler, steps, guidance)
-        are refused; ``callback`` is accepted and never called (there is no chain to follow)."""
+        """``num_samples`` images (N, C, H, W) in [−1, 1]. ``generator`` (one, or one per image) may
+        live on any device (a CPU one gives the same images on a GPU); the noise is drawn up
+        front, so the batch size does not change which noise each image gets. The network runs
+        in ``precision`` (autocast); ``fixed_batch`` is accepted (a one-pass network is not
+        compiled by the front end). Chain options (a sampler, steps, guidance) are refused;
+        ``callback`` is accepted and never called (there is no chain to follow)."""
         check_request(num_samples, "ddpm")
         refuse_options(self.family, {**options, "class_labels": class_labels})
         batch_size = batch_size or num_samples
@@ -403,7 +432,8 @@ class OnePassModule(GenerativeModule):
         try:
             for start in tqdm(range(0, num_samples, batch_size), desc="sampling", unit="batch", disable=not progress):
                 batch = {k: v[start : start + batch_size] for k, v in noise.items()}
-                out.append(self.generate(batch).clamp(-1, 1).float())
+                with autocast(self.device, precision):
+                    out.append(self.generate(batch).float().clamp(-1, 1))
         finally:
             self.train(was_training)
         return torch.cat(out)

@@ -206,10 +206,9 @@ class DDPMModule(GenerativeModule):
             self.net.compile(dynamic=False)
             self._net_compiled = True
 
-    def validation_samples(self, generator: torch.Generator) -> torch.Tensor:
+    def validation_sampler(self) -> dict[str, Any]:
         # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
-        steps = 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps
-        return self.sample(self.hparams.num_val_samples, generator=generator, steps=steps)
+        return {"steps": 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps}
 
     def describe(self) -> str:
         conditional = (f", conditional on {self.num_classes} classes (guidance w = {self.hparams.guidance_scale:g})"

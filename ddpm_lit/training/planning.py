@@ -15,7 +15,6 @@ import logging
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.generation.speed import autocast, sync, timed_steps
 
 # Precisions ``trainer.precision=auto`` chooses from; the first is kept unless another is faster
 # by more than ``MIN_SPEEDUP`` (timings of a few steps vary by a few per cent).
@@ -30,20 +30,6 @@ CANDIDATE_PRECISIONS = ("32-true", "bf16-mixed")
 MIN_SPEEDUP = 1.1
 
 log = logging.getLogger(__name__)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of a Lightning precision name (``bf16-mixed``, ``16-mixed``, ``32-true``)."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -152,24 +138,6 @@ def matmul_speedup(device: torch.device, dtype: torch.dtype = torch.bfloat16, n:
     """How many times faster an n×n matmul runs in ``dtype`` than in fp32 on ``device`` (best of
     three timings each, ~0.2 s on a 2-core CPU)."""
     return matmul_seconds(device, torch.float32, n) / matmul_seconds(device, dtype, n)
-
-
-def timed_steps(step: Callable[[], Any], device: torch.device, *, warmup: int = 0, steps: int = 3,
-                min_seconds: float = 0.0) -> tuple[int, float]:
-    """Run ``step`` ``warmup`` times untimed, then at least ``steps`` times and for at least
-    ``min_seconds``; return (timed steps, their seconds), the device synchronised around them.
-    The one timing loop of the speed probe (``SpeedProbe.measure``) and of ``bench``'s plain loop."""
-    for _ in range(warmup):
-        step()
-    sync(device)
-    start, done = time.perf_counter(), 0
-    while done < steps or time.perf_counter() - start < min_seconds:
-        step()
-        done += 1
-        if done >= steps and min_seconds > 0:
-            sync(device)  # the clock below must see the work done
-    sync(device)
-    return done, time.perf_counter() - start
 
 
 def screen_candidates(device: torch.device, candidates: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
