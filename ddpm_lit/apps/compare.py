@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ddpm_lit.config.schema import flag, integer, is_int, is_number, plain, required
+from ddpm_lit.config.sampling import plan_for
+from ddpm_lit.config.schema import flag, integer, is_int, is_number, plain, required, speed_settings
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.data.sets import DataSource, check_same_dataset
@@ -32,8 +33,9 @@ from ddpm_lit.errors import ConfigError
 from ddpm_lit.evaluation.inception import InceptionFeatures
 from ddpm_lit.evaluation.scorer import Scorer, judge_for, references
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
-from ddpm_lit.generation.generate import labels_for
+from ddpm_lit.generation.generate import image_generators, labels_for
 from ddpm_lit.generation.protocol import has_chain
+from ddpm_lit.generation.speed import SamplingPlan, SpeedSettings
 from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.reporting.tables import compare_table
 from ddpm_lit.training.base import recorded_dataset
@@ -115,7 +117,7 @@ class CompareSettings:
     conditional_grid: list[tuple[str, int]]
     guidance: list[float]
     num_samples: int
-    batch_size: int
+    speed: SpeedSettings
     seed: int
     reference_size: int
     fid: bool
@@ -139,7 +141,7 @@ class CompareSettings:
             raise ConfigError(f"guidance takes numbers ≥ 0, e.g. guidance=[0,1,2,4], got {plain(cfg.guidance)!r}")
         return cls(out=Path(cfg.out), models=models, raw_models=raw_models, grid=grid, conditional_grid=conditional,
                    guidance=[float(g) for g in guidance], num_samples=integer(cfg, "num_samples", 4),
-                   batch_size=integer(cfg, "batch_size", 1), seed=integer(cfg, "seed", 0),
+                   speed=speed_settings(cfg), seed=integer(cfg, "seed", 0),
                    reference_size=integer(cfg, "reference_size", 4), fid=flag(cfg, "fid"),
                    data_dir=Path(cfg.paths.data_dir), device=str(cfg.device))
 
@@ -194,7 +196,7 @@ def _load(name: str, ckpt: Path, raw: bool, device: torch.device) -> tuple[Any, 
 
 
 def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, sampler: str, steps: int,
-                guidance: float | None) -> dict[str, Any]:
+                guidance: float | None, plan: SamplingPlan) -> dict[str, Any]:
     """Draw ``num_samples`` with one sampler, steps and guidance; save them and their grid; score them."""
     key = cell_key(name, sampler, steps, guidance)
     labels = labels_for(module, args.num_samples)
@@ -202,8 +204,8 @@ def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, s
     name_only, options = split_sampler(sampler)
     start = time.perf_counter()
     drawn = module.sample(
-        args.num_samples, generator=torch.Generator().manual_seed(args.seed), steps=steps,
-        batch_size=args.batch_size, progress=True, sampler=name_only, **options, **extra,
+        args.num_samples, generator=image_generators(args.seed, range(args.num_samples)), steps=steps,
+        progress=True, sampler=name_only, **options, **extra, **plan.sample_kwargs(),
     )  # fmt: skip
     seconds = time.perf_counter() - start
     stem = key.replace("|", "_").replace("=", "").replace("/", "_")
@@ -219,7 +221,8 @@ def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, s
         "confident_share": metrics.get("confident_share"), "mean_confidence": metrics.get("mean_confidence"),
         "class_accuracy": metrics.get("class_accuracy"),
         "class_accuracy_per_class": metrics.get("class_accuracy_per_class"),
-        "sampling_seconds": seconds,
+        "sampling_seconds": seconds, "nfe_per_s": args.num_samples * module.evaluations_per_image(steps, guidance) / seconds,
+        "speed": plan.describe(),
     }  # fmt: skip
 
 
@@ -259,13 +262,18 @@ def compare_models(args: CompareSettings) -> dict[str, Any]:
         label = describe(module) + ("" if ema else ", raw weights (no EMA)")
         results["models"][name] = {"ckpt": str(ckpt), "describe": label, "ema_weights": ema}
         conditional = module.num_classes is not None
-        for sampler, steps in cond_grid if conditional else grid:
+        cells = cond_grid if conditional else grid
+        most = max(module.evaluations_per_image(steps, g) for _, steps in cells for g in (scales or [None]))
+        plan = None
+        for sampler, steps in cells:
             for guidance in (scales or [None]) if conditional else [None]:
                 key = cell_key(name, sampler, steps, guidance)
                 if key in results["cells"]:
                     log.info("%s: done before, skipped", key)
                     continue
-                results["cells"][key] = _score_cell(args, scorer, module, name, sampler, steps, guidance)
+                if plan is None:  # timed once per model, for its longest cell
+                    plan = plan_for(args.speed, module, args.num_samples, most, None)
+                results["cells"][key] = _score_cell(args, scorer, module, name, sampler, steps, guidance, plan)
                 save()
         del module
     save()

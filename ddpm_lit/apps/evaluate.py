@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm_lit.catalogue import figures_of
 from ddpm_lit.config.build import build_dict
-from ddpm_lit.config.sampling import check_sampling, sample_with, sampling_kwargs
+from ddpm_lit.config.sampling import check_sampling, draw_over_ranks, plan_for, sampling_kwargs
 from ddpm_lit.config.schema import EvaluateSettings
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.sets import DataSource, check_same_dataset
@@ -30,6 +30,7 @@ from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.reporting.tables import evaluation_report
 from ddpm_lit.runs import Run, flatten
 from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
+from ddpm_lit.training.ranks import Ranks, launch_ranks
 
 if TYPE_CHECKING:
     from ddpm_lit.evaluation.scorer import Scorer
@@ -57,11 +58,15 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
     from ddpm_lit.reporting.pages import write_page_quietly
     from ddpm_lit.training.loggers import close_loggers, open_loggers
 
-    device = resolve_device(s.device)
+    ranks = launch_ranks(s.devices, resolve_device(s.device)) if s.ckpt_path else Ranks(device=resolve_device(s.device))
+    device = ranks.device
     out_dir = Path(s.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = Timings()
     module, ema, samples = _inputs(s, device)  # what can be wrong is checked before anything long runs
+    if not ranks.is_zero:  # the other ranks draw their share of the samples; rank 0 scores them all
+        _draw(s, module, out_dir, ranks)
+        return {}
     inception = InceptionFeatures(batch_size=s.fid_batch_size) if s.fid else None
     source = data_source(s, module)
     train, test, classifier = references(source, s.classifier_epochs)
@@ -71,10 +76,10 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
     try:
         for logger in loggers:
             logger.log_hyperparams(hparams or {})
-        labels = None
+        labels, plan = None, None
         if module is not None:
             with timings("sampling"):
-                samples, labels = _draw(s, module, out_dir)
+                samples, labels, plan = _draw(s, module, out_dir, ranks)
         if s.grid_size:
             save_grid(to_unit_range(samples[: s.grid_size]), out_dir / "grid.png")
         scorer = Scorer(
@@ -100,6 +105,7 @@ def score_model(s: EvaluateSettings, loggers: list[Any] = (), hparams: dict[str,
         )
         results["timings"] = dict(timings.seconds)
         results["source"] = _source(s, module, ema, len(train), scorer.classifier_id, inception, device)
+        results["source"].update(speed=plan.record() if plan is not None else None, ranks=ranks.world_size)
         results["source"].update(dataset=source.dataset, dataset_title=source.title, class_names=scorer.class_names,
                                  classifier_test_accuracy=classifier.record.get("test_accuracy"),
                                  judge=judge.record.get("weights"), judge_test_accuracy=judge.record.get("test_accuracy"),
@@ -173,14 +179,18 @@ def check_likelihood(s: EvaluateSettings, module: Any) -> None:
         raise ConfigError(f"{e}; {s.ckpt_path} is a {family}") from None
 
 
-def _draw(s: EvaluateSettings, module: Any, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Draw ``s.num_samples`` (every digit equally often from a conditional model), save them
-    as samples.npz and return them as saved (8-bit, so rescoring the file agrees), with their labels."""
+def _draw(s: EvaluateSettings, module: Any, out_dir: Path, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+    """Draw ``s.num_samples`` (every digit equally often from a conditional model) over the
+    ranks, save them as samples.npz (rank 0) and return them as saved (8-bit, so rescoring the
+    file agrees), with their labels and the sampling plan."""
     labels = labels_for(module, s.num_samples)
-    drawn = sample_with(s.sampler, s.batch_size, s.guidance_scale, module, s.num_samples, torch.Generator().manual_seed(s.seed), labels, progress=True)
-    path = save_samples_npz(drawn, out_dir / "samples.npz")
-    log.info("samples written to %s", path)
-    return load_samples_npz(path), labels
+    plan = plan_for(s.speed, module, s.num_samples, s.sampler.steps, guidance_used(module, s.guidance_scale), ranks)
+    drawn = draw_over_ranks(s.sampler, plan, s.guidance_scale, module, s.num_samples, s.seed, labels, ranks)
+    if not ranks.is_zero:
+        return drawn.samples, labels, plan
+    path = save_samples_npz(drawn.samples, out_dir / "samples.npz")
+    log.info("samples written to %s (%s)", path, plan.describe())
+    return load_samples_npz(path), labels, plan
 
 
 def _score(

@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ddpm_lit.config.sampling import check_sampling, sampling_kwargs
+from ddpm_lit.config.sampling import check_sampling, draw_over_ranks, plan_for, sampling_kwargs
 from ddpm_lit.config.schema import SampleSettings
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.files import save_grid, save_samples_npz
-from ddpm_lit.generation.generate import draw
 from ddpm_lit.runs import Run
 from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
+from ddpm_lit.training.ranks import launch_ranks
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +42,41 @@ def parse_classes(classes: Any, n: int, num_classes: int) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.long).repeat(-(-n // len(values)))[:n]
 
 
+def _nfe_per_s(module: Any, s: SampleSettings, seconds: float) -> float:
+    """Network evaluations per second of the whole draw, planning and compiling included."""
+    steps = s.sampler.steps if sampling_kwargs(s.sampler, module) else None
+    num_timesteps = getattr(module, "num_timesteps", None)
+    evals = module.evaluations_per_image(steps, guidance_used(module, s.guidance_scale), num_timesteps=num_timesteps)
+    return round(s.n * evals / seconds, 1)
+
+
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """``python sample.py``: the config checked at the door, then ``draw_samples``."""
     return draw_samples(SampleSettings.parse(cfg))
 
 
 def draw_samples(s: SampleSettings) -> dict[str, Any]:
-    """Draw ``s.n`` images from ``s.ckpt_path``; write the files listed above; return sample.json's content."""
-    device = resolve_device(s.device)
+    """Draw ``s.n`` images from ``s.ckpt_path`` (over ``s.devices`` ranks); write the files listed
+    above (rank 0); return sample.json's content (an empty dict on the other ranks)."""
+    ranks = launch_ranks(s.devices, resolve_device(s.device))
+    device = ranks.device
     module, ema = load_module(s.ckpt_path, device)
     if module.num_classes is None and (s.classes is not None or s.guidance_scale is not None):
         raise ConfigError(f"classes and guidance_scale need a class-conditional model; {s.ckpt_path} is an "
                           f"unconditional {module.family}")
     check_sampling(s.sampler, s.guidance_scale, module, s.ckpt_path)
     labels = None
-    options = sampling_kwargs(s.sampler, module)
     if module.num_classes is not None:
         labels = parse_classes(s.classes, s.n, module.num_classes)
-        options["guidance_scale"] = s.guidance_scale
 
     out = s.output_dir
     start = time.perf_counter()
-    drawn = draw(module, s.n, seed=s.seed, trajectory=min(s.trajectory, s.n), labels=labels,
-                 batch_size=s.batch_size, progress=True, **options)
+    plan = plan_for(s.speed, module, s.n, s.sampler.steps, guidance_used(module, s.guidance_scale), ranks)
+    drawn = draw_over_ranks(s.sampler, plan, s.guidance_scale, module, s.n, s.seed, labels, ranks,
+                            trajectory=min(s.trajectory, s.n))
     seconds = time.perf_counter() - start
+    if not ranks.is_zero:
+        return {}
     save_grid(to_unit_range(drawn.samples), out / "samples.png", nrow=s.nrow)
     save_samples_npz(drawn.samples, out / "samples.npz", labels=labels)
     has_trajectory = bool(s.trajectory and drawn.timesteps)  # a one-pass model has no chain to show
@@ -80,11 +91,14 @@ def draw_samples(s: SampleSettings) -> dict[str, Any]:
         "seed": s.seed,
         "family": module.family,
         "dataset": module.trained_on,  # evaluate.py samples_path= scores against this set
-        "sampler": s.sampler.record() if options.get("sampler") else None,
+        "sampler": s.sampler.record() if sampling_kwargs(s.sampler, module) else None,
+        "speed": plan.record(),
+        "ranks": ranks.world_size,
         "classes": labels.tolist() if labels is not None else None,
         "guidance_scale": guidance_used(module, s.guidance_scale),
         "device": str(device),
-        "seconds": seconds,
+        "seconds": seconds,  # planning and compiling included
+        "nfe_per_s": _nfe_per_s(module, s, seconds),
         "files": ["samples.png", "samples.npz"] + (["trajectory.png"] if has_trajectory else []),
     }
     Run(out).write_sample_record(info)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from ddpm_lit.config.schema import SamplerSettings
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.generation.generate import Drawn, draw
 from ddpm_lit.generation.protocol import has_chain
+from ddpm_lit.generation.ranks import gather_in_order, rank_indices
+from ddpm_lit.generation.speed import SamplingPlan, SpeedSettings, eager_plan, plan_sampling
+from ddpm_lit.training.ranks import Ranks
+
+log = logging.getLogger(__name__)
 
 
 def check_sampling(sampler: SamplerSettings, guidance_scale: float | None, module: Any, ckpt_path: str) -> None:
@@ -35,13 +42,45 @@ def sampling_kwargs(sampler: SamplerSettings, module: Any) -> dict[str, Any]:
     return dict(steps=sampler.steps, clip_denoised=sampler.clip_denoised, sampler=sampler.name, **sampler.options)
 
 
-def sample_with(
-    sampler: SamplerSettings, batch_size: int, guidance_scale: float | None, model: Any, num: int,
-    generator: torch.Generator, labels: torch.Tensor | None = None, **kwargs: Any,
-) -> torch.Tensor:
-    """``model.sample`` with the sampler settings, batch size and guidance; ``labels`` for a
-    conditional model. ``kwargs`` go to ``sample`` (``progress``, ``callback``)."""
+def plan_for(speed: SpeedSettings, module: Any, num: int, steps: int | None, guidance_scale: float | None,
+             ranks: Ranks | None = None) -> SamplingPlan:
+    """How ``module`` draws ``num`` images with ``steps`` sampler steps (``speed``'s auto settings
+    timed here). Over several ranks rank 0 decides and every rank follows, so that the ranks
+    draw the batches of one plan. A one-pass model is drawn as loaded."""
+    ranks = ranks or Ranks(device=module.device)
+    if not has_chain(module):
+        plan = eager_plan(module, speed.batch_size if speed.batch_size != "auto" else min(num, 256))
+        plan.note = f"a {module.family} draws in one network pass"
+        return plan
+    guided = guidance_scale if module.num_classes is not None else None
+    evals = module.evaluations_per_image(steps, guided, num_timesteps=module.num_timesteps)
+    plan = plan_sampling(module, speed, num, evals, guidance_scale=guided, log=log.info) if ranks.is_zero else None
+    if ranks.world_size > 1:
+        plan = ranks.broadcast(plan)
+        if not ranks.is_zero:  # the chosen format and compilation, untimed
+            module.net.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+            if plan.compiled:
+                module.compile_network()
+    return plan
+
+
+def draw_over_ranks(
+    sampler: SamplerSettings, plan: SamplingPlan, guidance_scale: float | None, model: Any, num: int, seed: int,
+    labels: torch.Tensor | None = None, ranks: Ranks | None = None, trajectory: int = 0, progress: bool = True,
+) -> Drawn:
+    """``num`` images drawn with the sampler settings and ``plan``, image i from the noise of
+    ``(seed, i)``; over several ranks each draws its share and every rank gets all of them in
+    order (the trajectory is rank 0's). ``labels`` (num,) for a conditional model."""
+    ranks = ranks or Ranks(device=model.device)
     options = sampling_kwargs(sampler, model)
     if labels is not None:
-        options.update(class_labels=labels, guidance_scale=guidance_scale)
-    return model.sample(num, generator=generator, batch_size=batch_size, **options, **kwargs)
+        options["guidance_scale"] = guidance_scale
+    batch = plan.batch_size or num
+    indices = rank_indices(num, batch, ranks.rank, ranks.world_size)
+    drawn = draw(model, num, seed=seed, trajectory=trajectory if ranks.is_zero else 0, labels=labels, indices=indices,
+                 progress=progress and ranks.is_zero, **options, **plan.sample_kwargs())
+    if ranks.world_size > 1:
+        drawn.samples = gather_in_order(drawn.samples.to(ranks.device), num, batch, ranks.world_size,
+                                        ranks.all_gather).cpu()
+        drawn.labels = labels
+    return drawn

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ddpm_lit.core.samplers import SAMPLERS
+from ddpm_lit.generation.speed import SpeedSettings
 from ddpm_lit.errors import ConfigError, first_line
 
 
@@ -115,12 +116,29 @@ def _sampler_settings_given(node: DictConfig) -> list[str]:
     return [f"sampler.{k}={v}" for k, v in node.items() if v != defaults.get(k)]
 
 
+def speed_settings(cfg: DictConfig) -> SpeedSettings:
+    """``speed.*`` (conf/speed/) and ``batch_size`` of sample.py, evaluate.py and compare: how the
+    network runs while drawing, each setting ``auto`` or fixed."""
+    node = cfg.get("speed") or {}
+    try:
+        return SpeedSettings(precision=node.get("precision", "auto"), channels_last=node.get("channels_last", "auto"),
+                             compile=node.get("compile", "auto"), batch_size=cfg.get("batch_size", "auto"))
+    except ValueError as e:
+        raise ConfigError(f"speed: {e}") from None
+
+
+def devices(cfg: DictConfig) -> int:
+    """``devices``: the processes (ranks) that draw the samples between them, ≥ 1."""
+    return integer(cfg, "devices", 1) if cfg.get("devices") is not None else 1
+
+
 # ---- sample.py --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampleSettings:
     ckpt_path: str
     n: int
-    batch_size: int
+    speed: SpeedSettings
+    devices: int
     nrow: int
     trajectory: int
     seed: int
@@ -133,12 +151,12 @@ class SampleSettings:
     @classmethod
     def parse(cls, cfg: DictConfig) -> SampleSettings:
         required(cfg, "ckpt_path", "the checkpoint to sample from: ckpt_path=<run dir>/checkpoints/last.ckpt")
-        ints = {key: integer(cfg, key, low) for key, low in (("n", 1), ("batch_size", 1), ("nrow", 1), ("trajectory", 0),
-                                                             ("seed", 0))}
+        ints = {key: integer(cfg, key, low) for key, low in (("n", 1), ("nrow", 1), ("trajectory", 0), ("seed", 0))}
         classes, digits = plain(cfg.get("classes")), plain(cfg.get("digits"))
         if classes is not None and digits is not None:
             raise ConfigError("give classes= (digits= is its other name), not both")
-        return cls(ckpt_path=str(cfg.ckpt_path), **ints, classes=classes if digits is None else digits,
+        return cls(ckpt_path=str(cfg.ckpt_path), **ints, speed=speed_settings(cfg), devices=devices(cfg),
+                   classes=classes if digits is None else digits,
                    guidance_scale=guidance_scale(cfg),
                    device=str(cfg.device), sampler=SamplerSettings.parse(cfg.sampler),
                    output_dir=Path(cfg.paths.output_dir))
@@ -159,7 +177,8 @@ class EvaluateSettings:
     ckpt_path: str | None
     samples_path: str | None
     num_samples: int
-    batch_size: int
+    speed: SpeedSettings
+    devices: int
     guidance_scale: float | None
     seed: int
     device: str
@@ -186,7 +205,7 @@ class EvaluateSettings:
         if (cfg.get("ckpt_path") is None) == (cfg.get("samples_path") is None):
             raise ConfigError("give exactly one of ckpt_path=<.ckpt> or samples_path=<.npz>")
         ints = {key: integer(cfg, key, low) for key, low in (
-            ("num_samples", 4), ("batch_size", 1), ("reference_seed", 0), ("grid_size", 0), ("ssim_candidates", 1),
+            ("num_samples", 4), ("reference_seed", 0), ("grid_size", 0), ("ssim_candidates", 1),
             ("nll.num_images", 1), ("nll.batch_size", 1), ("fid.batch_size", 1), ("kid_subset_size", 2))}
         ref = cfg.get("reference_size")
         if ref is not None and (not is_int(ref) or not 4 <= ref <= 60000):
@@ -200,7 +219,8 @@ class EvaluateSettings:
             raise ConfigError(f"nll.variance must be null (the model's), posterior, beta or learned, got {nll.variance!r}")
         return cls(
             ckpt_path=_str_or_none(cfg.ckpt_path), samples_path=_str_or_none(cfg.samples_path),
-            num_samples=ints["num_samples"], batch_size=ints["batch_size"], guidance_scale=guidance_scale(cfg), seed=cfg.seed,
+            num_samples=ints["num_samples"], speed=speed_settings(cfg), devices=devices(cfg),
+            guidance_scale=guidance_scale(cfg), seed=cfg.seed,
             device=str(cfg.device), allow_other_dataset=bool(cfg.get("allow_other_dataset", False)), reference_size=ref,
             reference_seed=ints["reference_seed"], cache_dir=_str_or_none(cfg.cache_dir), score_test=bool(cfg.score_test),
             fid=bool(cfg.fid.enabled), fid_batch_size=ints["fid.batch_size"], classifier_epochs=cfg.classifier.epochs,
