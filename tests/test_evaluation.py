@@ -306,6 +306,9 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     assert (samples["fid"] > 0) if inception else ("fid" not in samples)
     assert metrics["nll"]["num_images"] == 4 and metrics["nll"]["bpd"] > metrics["nll"]["l0_bpd"] > 0
     assert metrics["source"]["sampler"]["steps"] == 4 and metrics["source"]["ema_weights"] is False
+    speed = metrics["source"]["speed"]  # what conf/speed/auto chose, and what it timed to choose it
+    assert speed["batch_size"] == 10 and speed["precision"] in ("32-true", "bf16-mixed") and speed["timed_nfe_per_s"]
+    assert metrics["source"]["ranks"] == 1
     inception_timings = {"fid", "fid_reference"} if inception else set()
     assert {"sampling", "nll", "memorisation", "ssim", *inception_timings} <= set(metrics["timings"])
     if not inception:
@@ -349,6 +352,40 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     assert sampler == {"name": "ddim", "steps": 3, "eta": 0.5, "spacing": "uniform", "clip_denoised": None}
 
 
+@pytest.mark.slow
+def test_two_gloo_ranks_draw_and_score_what_one_rank_does(tiny_checkpoint: Path, mnist_dir: Path, classifier,
+                                                         tmp_path: Path) -> None:
+    """``devices=2``: Fabric starts a second process (the same command line, in the same Hydra run
+    dir), each rank draws its batches, rank 0 gathers and scores them: samples.npz is the same
+    bit for bit as one rank's, and so are the metrics."""
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env["WANDB_MODE"] = "disabled"
+
+    def evaluate(devices: int) -> Path:
+        out = tmp_path / f"ranks{devices}"
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={tiny_checkpoint}", f"paths.data_dir={mnist_dir}",
+             f"cache_dir={tmp_path / 'cache'}", "reference_size=200", "score_test=false", "nll.enabled=false",
+             "fid.enabled=false", "num_samples=14", "batch_size=3", "sampler.steps=4", "speed=off",
+             f"devices={devices}", "logger=csv", f"hydra.run.dir={out}"],
+            capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return out
+
+    one, two = evaluate(1), evaluate(2)
+    with np.load(one / "samples.npz") as a, np.load(two / "samples.npz") as b:
+        assert a["arr_0"].shape == (14, 28, 28, 1) and np.array_equal(a["arr_0"], b["arr_0"])
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert m2["source"]["ranks"] == 2 and m1["source"]["ranks"] == 1
+    assert m1["samples"] == m2["samples"]
+    assert (two / "train_ddp_process_1.log").is_file()  # rank 1 ran, in rank 0's run dir
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -358,6 +395,8 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
         (["samples_path=missing.npz", "num_samples=0"], "num_samples must be an integer ≥ 4"),
         (["samples_path=missing.npz", "reference_size=70000"], "reference_size must be in [4, 60000]"),
         (["samples_path=missing.npz", "nll.variance=fixed"], "nll.variance"),
+        (["samples_path=missing.npz", "speed.precision=fp8"], "speed: precision must be auto or one of"),
+        (["samples_path=missing.npz", "batch_size=0"], "speed: batch_size must be auto or a positive integer"),
     ],
 )
 def test_evaluate_bad_input_prints_one_message(args, words, tmp_path: Path) -> None:

@@ -140,8 +140,9 @@ def _memory_format(net: torch.nn.Module, channels_last: bool) -> None:
 
 def _is_channels_last(net: torch.nn.Module) -> bool:
     weights = [p for p in net.parameters() if p.dim() == 4]
-    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                                 for p in weights)
+    # a weight with one input channel is both; one with several tells the formats apart
+    return (bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+            and any(not p.is_contiguous() for p in weights))
 
 
 def measure_nfe(model: Any, batch: int, precision: str, *, guidance_scale: float | None = None, steps: int = 2,
@@ -235,10 +236,14 @@ def plan_sampling(model: Any, settings: SpeedSettings, num_images: int, evaluati
         batch = max(rates, key=rates.get) if rates else probe_batch
     batch = min(batch, num_images)
 
-    eager_rate = best_of.get((precision, channels_last)) or measure_nfe(model, batch, precision, guidance_scale=guidance_scale)
-    eager_seconds = num_images * evaluations_per_image / eager_rate
-    compile_it = settings.compile if settings.compile != "auto" else eager_seconds > COMPILE_AFTER_SECONDS
     note = ""
+    if settings.compile == "auto":
+        eager_rate = best_of.get((precision, channels_last)) or measure_nfe(model, batch, precision,
+                                                                            guidance_scale=guidance_scale)
+        eager_seconds = num_images * evaluations_per_image / eager_rate
+        compile_it = eager_seconds > COMPILE_AFTER_SECONDS
+    else:
+        compile_it = bool(settings.compile)
     if compile_it:
         model.compile_network()
         timings[f"{precision}, compiled, batch {batch}"] = round(measure_nfe(model, batch, precision, guidance_scale=guidance_scale,
@@ -248,8 +253,8 @@ def plan_sampling(model: Any, settings: SpeedSettings, num_images: int, evaluati
     plan = SamplingPlan(precision, channels_last, bool(compile_it), batch, str(device), timings,
                         time.perf_counter() - start, note)
     if log is not None:
-        log(f"sampling with {plan.describe()} (chosen in {plan.seconds:.0f} s: "
-            + "; ".join(f"{k}: {v} NFE/s" for k, v in timings.items()) + ")")
+        timed = "; ".join(f"{k}: {v} NFE/s" for k, v in timings.items())
+        log(f"sampling with {plan.describe()}" + (f" (chosen in {plan.seconds:.0f} s: {timed})" if timed else ""))
     return plan
 
 
