@@ -14,6 +14,8 @@ def main(cfg: DictConfig) -> float | None:
     )
 
     metrics = exit_on_user_error(evaluate, cfg)
+    if not metrics:  # a rank other than 0 of devices=N: it drew its share, rank 0 scored them all
+        return None
     samples = metrics["samples"]
     return samples.get("fid", samples["classifier_fid"])
 

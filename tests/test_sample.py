@@ -145,3 +145,30 @@ def test_per_row_generators_draw_each_row_from_its_own() -> None:
         assert torch.equal(rows[i], torch.randn(2, 4, generator=torch.Generator().manual_seed(image_seed(3, i))))
     with pytest.raises(ValueError, match="2 generators for 3 rows"):
         randn((3, 2), gens[:2], torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_draw_what_one_rank_draws(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """``sample.py devices=2``: each rank draws its batches of a conditional model (labels and
+    noise follow the image's index), rank 0 writes them: the same samples.npz bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+
+    def sample(devices: int) -> Path:
+        out = tmp_path / f"ranks{devices}"
+        proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), f"ckpt_path={checkpoints['cond']}", "n=11",
+                               "batch_size=2", "sampler=dpmpp_2m", "sampler.steps=3", "speed=off", f"devices={devices}",
+                               f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return out
+
+    one, two = sample(1), sample(2)
+    with np.load(one / "samples.npz") as a, np.load(two / "samples.npz") as b:
+        assert a["arr_0"].shape == (11, 28, 28, 1) and np.array_equal(a["arr_0"], b["arr_0"])
+        assert np.array_equal(a["arr_1"], b["arr_1"])
+    assert json.loads((two / "sample.json").read_text())["ranks"] == 2
