@@ -90,3 +90,26 @@ def test_ablation_prints_one_row_per_change_with_its_ratio(synthetic_mnist_dir: 
     assert [r[0] for r in rows] == ["model.channels_last=true", "model.channels_last=true model.optimizer.fused=true"], out
     assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
     assert len(re.findall(r"^  round [12], model.channels_last=true model.optimizer.fused=true: plain", out, re.M)) == 2
+
+
+def test_the_sampling_table_sets_the_front_end_before_and_now_beside_a_plain_loop(tmp_path: Path, monkeypatch) -> None:
+    """bench.sampling_ckpt: the front end as loaded (fp32, eager) and with speed=auto's choice, and
+    the bare network calls, in network evaluations/s of one chain; the training part skipped."""
+    import lightning as L
+    from conftest import tiny_ddpm
+
+    model = tiny_ddpm(100, sample_every_n_epochs=0, num_classes=10)
+    data = torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8) % 10)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
+    trainer.save_checkpoint(tmp_path / "tiny.ckpt")
+    monkeypatch.setattr(bench, "SAMPLING_MIN_SECONDS", 0.2)
+    out = bench_cli("bench.training=false", f"bench.sampling_ckpt={tmp_path / 'tiny.ckpt'}", "bench.sample_steps=[3]",
+                    "bench.repeats=2", "bench.sampling_num=16")
+    rows = dict(re.findall(r"^\| (front end as loaded \(speed=off, before\)|front end, speed=auto \(now\)|plain loop of "
+                           r"the network calls) \|[^|]+\| (\d+) \|", out, re.M))
+    assert len(rows) == 3 and all(int(v) > 0 for v in rows.values()), out
+    assert "| 1.00 |" in out and "3-step chain" in out
+    assert len(re.findall(r"^  round \d: before \d+, after \d+, plain \d+ NFE/s$", out, re.M)) == 2, out
+    assert "train images/s" not in out  # bench.training=false

@@ -13,6 +13,10 @@ Prints, for the model of the composed config on the current device:
 - optionally (``bench.diffusers=true``, the ``bench`` extra) diffusers' ``UNet2DModel`` sized to about the
   same parameter count, trained by the same ε-loss step in the same plain loop;
 - sampling images/s of the ancestral sampler at each of ``bench.sample_steps``;
+- with ``bench.sampling_ckpt=<ckpt>``, the network evaluations/s of the sampling front end that
+  sample.py and evaluate.py use, as loaded (``speed=off``: fp32, eager) and with the settings
+  ``speed=auto`` chooses here, beside a plain loop of the bare network calls in those settings
+  (``bench.training=false`` skips the training measurements);
 - peak memory (GPU: ``torch.cuda.max_memory_allocated``; CPU: the process's resident set);
 - with ``bench.ablate=[OVERRIDE, ...]``, the plain loop and the real run again with each override, and
   each one's speed relative to the configuration as composed.
@@ -45,7 +49,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddpm_lit.apps.train import build, quiet_lightning_tips, train
 from ddpm_lit.config.schema import flag, integer, integers, plain
 from ddpm_lit.errors import ConfigError
-from ddpm_lit.training.planning import autocast, choose_precision, matmul_seconds, sync, timed_steps
+from ddpm_lit.generation.speed import SpeedSettings, autocast, measure_nfe, plan_sampling, sync, timed_steps
+from ddpm_lit.training.loading import guidance_used, load_module
+from ddpm_lit.training.planning import choose_precision, matmul_seconds
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # ddpm_lit/conf, shipped with the package
 
@@ -319,6 +325,9 @@ class BenchSettings:
     sample_batch: int | None
     diffusers: bool
     ablate: tuple[str, ...]
+    training: bool = True
+    sampling_ckpt: str | None = None
+    sampling_num: int = 10000
     overrides: tuple[str, ...] = ()
 
     @classmethod
@@ -332,7 +341,11 @@ class BenchSettings:
                    repeats=integer(cfg, "bench.repeats", 1), lightning=flag(cfg, "bench.lightning"),
                    sample_steps=integers(cfg, "bench.sample_steps", 1),
                    sample_batch=None if batch is None else integer(cfg, "bench.sample_batch", 1),
-                   diffusers=flag(cfg, "bench.diffusers"), ablate=tuple(ablate), overrides=tuple(overrides))
+                   diffusers=flag(cfg, "bench.diffusers"), ablate=tuple(ablate),
+                   training=flag(cfg, "bench.training") if cfg.bench.get("training") is not None else True,
+                   sampling_ckpt=cfg.bench.get("sampling_ckpt"),
+                   sampling_num=integer(cfg, "bench.sampling_num", 1) if cfg.bench.get("sampling_num") else 10000,
+                   overrides=tuple(overrides))
 
 
 @dataclass
@@ -455,12 +468,72 @@ def _print_ablation(args: BenchSettings, rates: dict[str, Rates], overrides: lis
         print(row)
 
 
+# Seconds each sampling measurement runs for at least (one chain of a small batch lasts ~0.1 s).
+SAMPLING_MIN_SECONDS = 2.0
+
+
+@torch.no_grad()
+def plain_sampling_loop(model: Any, batch: int, steps: int, precision: str, channels_last: bool) -> float:
+    """Network evaluations/s of the bare calls a ``steps``-step chain makes (no sampler, noise
+    or guidance), in ``precision`` on ``model.net`` as it stands (compiled or not)."""
+    device = model.device
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, *model.image_shape, device=device).contiguous(memory_format=fmt)
+    labels = {"class_labels": torch.arange(batch, device=device) % model.num_classes} if model.num_classes else {}
+    ts = [torch.full((batch,), int(t), device=device, dtype=torch.long)
+          for t in torch.linspace(model.num_timesteps - 1, 0, steps)]
+
+    def chain() -> None:
+        with autocast(device, precision):
+            for t in ts:
+                model.net(x, t, **labels)
+
+    done, seconds = timed_steps(chain, device, warmup=1, steps=1, min_seconds=SAMPLING_MIN_SECONDS)
+    return done * steps * batch / seconds
+
+
+def bench_sampling_front_end(ckpt: str, device: torch.device, steps: int, num: int, repeats: int) -> None:
+    """Print the sampling table: the front end as loaded (``speed=off``) and with ``speed=auto``'s
+    settings for a draw of ``num`` images, and the plain loop in those settings, in network
+    evaluations/s of a ``steps``-step ancestral chain; rounds alternate, medians are printed."""
+    before, _ = load_module(ckpt, device)
+    after, _ = load_module(ckpt, device)
+    guidance = guidance_used(after, None)
+    plan = plan_sampling(after, SpeedSettings(), num, after.evaluations_per_image(steps, guidance),
+                         guidance_scale=guidance, log=lambda line: print(line, flush=True))
+    old_batch = min(256, num)  # sample.py's batch before conf/speed
+    rows: dict[str, list[float]] = {"before": [], "after": [], "plain": []}
+    for r in range(repeats):
+        rows["before"].append(measure_nfe(before, old_batch, "32-true", guidance_scale=guidance, steps=steps,
+                                          min_seconds=SAMPLING_MIN_SECONDS))
+        rows["after"].append(measure_nfe(after, plan.batch_size, plan.precision, guidance_scale=guidance, steps=steps,
+                                         min_seconds=SAMPLING_MIN_SECONDS, fixed_batch=plan.compiled))
+        rows["plain"].append(plain_sampling_loop(after, plan.batch_size, steps, plan.precision, plan.channels_last))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " NFE/s", flush=True)
+    base = rows["before"]
+    print(f"\n| sampling, {steps}-step chain | settings | NFE/s | × before |  (medians of {repeats} rounds)")
+    print("|---|---|---:|---:|")
+    print(f"| front end as loaded (speed=off, before) | 32-true, as loaded, eager, batch {old_batch} | "
+          f"{Rates.median(base):.0f} | 1.00 |")
+    print(f"| front end, speed=auto (now) | {plan.describe()} | {Rates.median(rows['after']):.0f} | "
+          f"{_ratio(rows['after'], base):.2f} |")
+    print(f"| plain loop of the network calls | the same | {Rates.median(rows['plain']):.0f} | "
+          f"{_ratio(rows['plain'], base):.2f} |")
+
+
 def bench(cfg: DictConfig) -> None:
     """``python -m ddpm_lit.bench``: the benchmark's settings checked at the door, then every
     measurement of the composed training config (see the module docstring)."""
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     args = BenchSettings.parse(cfg, list(overrides))
     quiet_lightning_tips()
+    if args.sampling_ckpt:
+        from ddpm_lit.training.loading import resolve_device
+
+        device = resolve_device("auto")
+        bench_sampling_front_end(args.sampling_ckpt, device, args.sample_steps[0], args.sampling_num, args.repeats)
+        if not args.training:
+            return
     s = _setting(cfg, args)
     configs: list[tuple[str, DictConfig]] = [("as composed", s.cfg)]
     for override in args.ablate:

@@ -163,22 +163,28 @@ def sample_dpmpp_2m(
     steps: int | None = None,
     spacing: str = "logsnr",
     clip_denoised: bool = True,
+    eta: float = 0.0,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
-    solver of the diffusion ODE in data prediction x̂0, with ``steps`` network calls.
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep solver in data
+    prediction x̂0, with ``steps`` network calls; deterministic (the diffusion ODE) at ``eta`` = 0,
+    and with ``eta`` = 1 the SDE variant of Lu et al. (2022, App. B; "SDE-DPM-Solver++(2M)").
 
     With α_t = √ᾱ_t, σ_t = √(1−ᾱ_t), λ_t = log(α_t/σ_t) and h_i = λ_{t_i} − λ_{t_{i−1}}:
 
         D_i = (1 + 1/(2 r_i)) x̂0_i − 1/(2 r_i) x̂0_{i−1},   r_i = h_{i−1} / h_i   (D_1 = x̂0_1)
-        x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) x_{t_{i−1}} − α_{t_i} (e^{−h_i} − 1) D_i
+        x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) e^{−η h_i} x_{t_{i−1}} + α_{t_i} (1 − e^{−(1+η) h_i}) D_i
+                  + σ_{t_i} √(1 − e^{−2η h_i}) z
 
+    (η = 0: the ODE step of eq. 16; η = 1: the SDE step, which adds as much fresh noise as the
+    step removes, and so forgets part of the error of earlier steps.)
     ``spacing``: ``logsnr`` (default; equal h, as Lu et al. recommend), or DDIM's ``uniform`` or
     ``quadratic`` subsequences, whose unequal h near t = 0 make the extrapolation (1/(2r) large)
     amplify errors at some step counts. The last step goes from the smallest
     timestep to the data (σ = 0), where the update reduces to x = x̂0, so the first and last
-    steps are first order (DDIM). ``generator`` is unused (no noise); it keeps the signature.
+    steps are first order. ``generator`` draws the SDE's noise z (unused at η = 0).
     """
-    del generator
+    if eta < 0:
+        raise ValueError(f"eta must be ≥ 0, got {eta}")
     steps = steps or diffusion.num_timesteps
     if spacing == "logsnr":
         taus = logsnr_timesteps(diffusion, steps)[::-1]  # descending
@@ -207,11 +213,35 @@ def sample_dpmpp_2m(
             else:
                 r = h_prev / h
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-            x = float(sigma[i + 1] / sigma[i]) * x - float(alpha[i + 1] * math.expm1(-h)) * d
+            # 3. the step: decay of x_{t_{i−1}}, the pull toward D, and (η > 0) fresh noise
+            x = (float(sigma[i + 1] / sigma[i] * math.exp(-eta * h)) * x
+                 - float(alpha[i + 1] * math.expm1(-(1 + eta) * h)) * d)
+            if eta > 0:
+                x = x + float(sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * randn(
+                    x.shape, generator, x.device, x.dtype)
         x0_prev, h_prev = x0, h
         if callback is not None:
             callback({"i": i + 1, "t": int(diffusion.timestep_map[step]), "x": x, "pred_x0": x0, "total": total})
     return x.clamp(-1.0, 1.0)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(
+    net: Denoiser,
+    diffusion: GaussianDiffusion,
+    x_T: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    steps: int | None = None,
+    spacing: str = "logsnr",
+    clip_denoised: bool = True,
+    eta: float = 1.0,
+) -> torch.Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, App. B): ``sample_dpmpp_2m`` with ``eta`` = 1, the
+    stochastic step; the same arguments."""
+    return sample_dpmpp_2m(net, diffusion, x_T, generator=generator, callback=callback, steps=steps, spacing=spacing,
+                           clip_denoised=clip_denoised, eta=eta)
 
 
 class ClassifierFreeGuidance:
@@ -256,4 +286,5 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
 }
