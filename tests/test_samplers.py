@@ -12,6 +12,7 @@ from ddpm_lit.core.samplers import (
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
 )
 
 
@@ -66,6 +67,7 @@ def test_every_sampler_recovers_a_one_image_data_set_with_the_exact_eps() -> Non
         lambda: sample_ddim(exact, d, x_T, steps=10, eta=1.0, generator=torch.Generator().manual_seed(1)),
         lambda: sample_dpmpp_2m(exact, d, x_T, steps=5),
         lambda: sample_dpmpp_2m(exact, d, x_T, steps=5, spacing="quadratic"),
+        lambda: sample_dpmpp_2m_sde(exact, d, x_T, steps=5, generator=torch.Generator().manual_seed(1)),
         lambda: sample_ddpm(exact, d, x_T, generator=torch.Generator().manual_seed(1)),
     ):
         assert torch.allclose(run(), x_star.expand_as(x_T), atol=1e-3)
@@ -105,6 +107,8 @@ def gaussian_problem(mu: float = 0.1, s: float = 0.2, T: int = 1000, variance: s
         (sample_ddim, {}, "posterior"),  # first order: all T steps for this tolerance
         (sample_dpmpp_2m, {"steps": 10}, "posterior"),
         (sample_dpmpp_2m, {"steps": 10}, "learned"),  # the variance channels are ignored by ODE solvers
+        (sample_dpmpp_2m_sde, {"steps": 50}, "posterior"),  # the SDE's fresh noise keeps the spread
+        (sample_dpmpp_2m, {"steps": 50, "eta": 0.5}, "posterior"),
     ],
 )
 def test_samplers_with_the_exact_eps_recover_a_gaussian_data_distribution(sampler, options, variance) -> None:
@@ -125,6 +129,18 @@ def test_fixed_small_variance_underdisperses_gaussian_data() -> None:
     d, exact, _ = gaussian_problem(0.1, 0.2, variance="learned")
     y = sample_ddpm(exact, d, x_T, generator=torch.Generator().manual_seed(1), clip_denoised=False)
     assert float(x.std()) < 0.196 and float(x.std()) < float(y.std()) - 0.002
+
+
+def test_the_sde_solver_at_eta_0_is_the_ode_solver_and_at_eta_1_depends_on_its_noise() -> None:
+    d, exact, _ = gaussian_problem(0.1, 0.2)
+    x_T = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    ode = sample_dpmpp_2m(exact, d, x_T, steps=10, clip_denoised=False)
+    assert torch.equal(sample_dpmpp_2m_sde(exact, d, x_T, steps=10, clip_denoised=False, eta=0.0), ode)
+    a, b = (sample_dpmpp_2m_sde(exact, d, x_T, steps=10, clip_denoised=False, generator=torch.Generator().manual_seed(k))
+            for k in (1, 2))
+    assert (a - b).abs().mean() > 0.01 and (a - ode).abs().mean() > 0.01
+    with pytest.raises(ValueError, match="eta must be ≥ 0"):
+        sample_dpmpp_2m_sde(exact, d, x_T, steps=10, eta=-1.0)
 
 
 def test_dpm_solver_pp_2m_is_closer_to_the_ode_solution_than_ddim() -> None:

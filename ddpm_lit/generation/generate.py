@@ -186,18 +186,19 @@ def draw(
     """``model.sample`` with one CPU generator per image (``image_generators(seed, …)``: the
     same images on every device, at every batch size and over any number of ranks), keeping the
     first ``trajectory`` samples at x_T and after each step whose timestep index is a multiple
-    of ``every`` (None: T/10, the study's Fig. 4.5: every 100 of T = 1000 steps).
+    of ``every``; None: after every tenth of the chain's steps (the study's Fig. 4.5 on the
+    1000-step chain: every 100 steps; a 20-step solver: every 2).
 
     ``indices``: the images of the draw of ``num`` to make here (a rank's share; None: all), with
     ``labels`` (N,) given for all ``num``; the samples come back in the order of ``indices``."""
-    every = every or max(getattr(model, "num_timesteps", 10) // 10, 1)
     kept: list[tuple[int, torch.Tensor]] = []
     indices = list(range(num)) if indices is None else [int(i) for i in indices]
     if labels is not None:
         labels = labels[indices]
 
     def keep(info: dict[str, Any]) -> None:
-        if info["batch"] == 0 and trajectory and (info["i"] == 0 or info["t"] % every == 0):
+        at = info["t"] % every == 0 if every else info["i"] % max(info.get("total", 10) // 10, 1) == 0
+        if info["batch"] == 0 and trajectory and (info["i"] == 0 or at):
             kept.append((int(info["t"]), info["x"][:trajectory].float().cpu()))
 
     if not indices:

@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 
 from ddpm_lit.reporting.pages import write_page_quietly
+from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.reporting.run_figures import draw_final_samples, run_figures
 from ddpm_lit.runs import Run
 from ddpm_lit.training.loggers import log_figures
@@ -48,13 +49,17 @@ class FitTimer(L.Callback):
 
 
 class FinalSamples(L.Callback):
-    """``num`` samples drawn with ``steps`` reverse steps (null: all T) and a fixed ``seed`` into
-    ``<out_dir>/samples/``: final.png, final.npz (evaluate.py's layout) and trajectory.pt."""
+    """``num`` samples drawn with ``sampler`` (None: ancestral) in ``steps`` steps (null: all T)
+    and a fixed ``seed`` into ``<out_dir>/samples/``: final.png, final.npz (evaluate.py's layout)
+    and trajectory.pt."""
 
-    def __init__(self, out_dir: str, num: int = 64, steps: int | None = None, seed: int = 0) -> None:
+    def __init__(self, out_dir: str, num: int = 64, steps: int | None = None, seed: int = 0,
+                 sampler: str | None = None) -> None:
         if not isinstance(num, int) or isinstance(num, bool) or num < 0:
             raise ValueError(f"final_samples.num must be an integer ≥ 0, got {num!r}")
-        self.out_dir, self.num, self.steps, self.seed = Path(out_dir), num, steps, seed
+        if sampler is not None and sampler not in SAMPLERS:
+            raise ValueError(f"final_samples.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        self.out_dir, self.num, self.steps, self.seed, self.sampler = Path(out_dir), num, steps, seed, sampler
         self.seconds: float | None = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -62,7 +67,8 @@ class FinalSamples(L.Callback):
             return
         pl_module.to(trainer.strategy.root_device)  # the strategy's teardown left it on the CPU
         start = time.perf_counter()
-        draw_final_samples(pl_module, Run(self.out_dir), num=self.num, steps=self.steps, seed=self.seed)
+        draw_final_samples(pl_module, Run(self.out_dir), num=self.num, steps=self.steps, seed=self.seed,
+                           sampler=self.sampler)
         self.seconds = time.perf_counter() - start
         log.info("samples written to %s", self.out_dir / "samples")
 

@@ -19,6 +19,7 @@ from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.evaluation.scorer import paired_ssim
 from ddpm_lit.generation.files import load_samples_npz, save_grid, save_samples_npz
 from ddpm_lit.generation.generate import draw, labels_for
+from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.io import atomic_write
 from ddpm_lit.reporting.figures import (
     forward_process_figure,
@@ -37,12 +38,15 @@ log = logging.getLogger(__name__)
 FIGURES = figures_of("run_figures")  # the files of figures/, as ddpm_lit.catalogue lists them
 
 
-def draw_final_samples(module: Any, run: Run, num: int, steps: int | None = None, seed: int = 0) -> None:
-    """Draw ``num`` samples with a fixed seed (every class in turn for a conditional model) and
-    save the run's final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at
-    x_T and every T/10 steps."""
+def draw_final_samples(module: Any, run: Run, num: int, steps: int | None = None, seed: int = 0,
+                       sampler: str | None = None) -> None:
+    """Draw ``num`` samples with a fixed seed (every class in turn for a conditional model) with
+    ``sampler`` (a name of ``core.samplers.SAMPLERS``; None: ancestral) and ``steps``, and save
+    the run's final.png, final.npz (evaluate.py's layout) and trajectory.pt: the first 8 at x_T
+    and after every tenth of the chain's steps."""
     labels = labels_for(module, num)
-    drawn = draw(module, num, seed=seed, labels=labels, steps=steps, progress=True)
+    chain = {"steps": steps, **({"sampler": sampler} if sampler else {})} if has_chain(module) else {}
+    drawn = draw(module, num, seed=seed, labels=labels, progress=True, **chain)
     save_grid(to_unit_range(drawn.samples), run.final_grid)
     save_samples_npz(drawn.samples, run.final_samples, labels=drawn.labels)
     with atomic_write(run.trajectory) as f:

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from ddpm_lit.core.diffusion import GaussianDiffusion
+from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
 from ddpm_lit.generation.generate import (
     check_labels,
@@ -48,6 +49,8 @@ def _check_settings(args: Mapping[str, Any]) -> None:
         raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {args['min_lr_ratio']}")
     if args["warmup_steps"] < 0:
         raise ValueError(f"model.warmup_steps must be ≥ 0, got {args['warmup_steps']}")
+    if args["val_sampler"] not in SAMPLERS:
+        raise ValueError(f"model.val_sampler must be one of {', '.join(SAMPLERS)}, got {args['val_sampler']!r}")
     check_hook_settings(args)
 
 
@@ -72,6 +75,7 @@ class DDPMModule(GenerativeModule):
         sample_every_n_epochs: run reverse sampling in validation every N epochs (0: never).
         num_val_samples: K, the images drawn by that hook (the study: 64).
         val_sample_steps: reverse steps of that hook (None: all T; fewer respaces the chain).
+        val_sampler: the sampler of that hook, a name of ``core.samplers.SAMPLERS``.
         clip_denoised: clip the predicted x0 to [−1, 1] while sampling.
         val_seed: seed of the validation noise, timesteps and samples, so epochs compare.
         nn_reference_size: validation images searched for each sample's nearest neighbour.
@@ -103,6 +107,7 @@ class DDPMModule(GenerativeModule):
         sample_every_n_epochs: int = 1,
         num_val_samples: int = 64,
         val_sample_steps: int | None = None,
+        val_sampler: str = "ddpm",
         clip_denoised: bool = True,
         val_seed: int = 0,
         nn_reference_size: int = 1000,
@@ -208,7 +213,8 @@ class DDPMModule(GenerativeModule):
 
     def validation_sampler(self) -> dict[str, Any]:
         # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
-        return {"steps": 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps}
+        return {"steps": 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps,
+                "sampler": self.hparams.get("val_sampler", "ddpm")}
 
     def describe(self) -> str:
         conditional = (f", conditional on {self.num_classes} classes (guidance w = {self.hparams.guidance_scale:g})"
