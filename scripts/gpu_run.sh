@@ -3,8 +3,9 @@
 # one folder of at most 8 files of at most 16 MiB (what a lent GPU machine can send back), inside
 # the 10 minutes one command may run there:
 #   environment, benchmark (bench.txt), training of `experiment=seed trainer=gpu` (50 epochs, or as
-#   many as TRAIN_MINUTES allows: the run's log says which), 10,000 samples at 20 steps with
-#   DPM-Solver++(2M) and with the respaced ancestral sampler, 1,000 samples with all 1,000 steps
+#   many as TRAIN_MINUTES allows: the run's log says which), the sampling front end's NFE/s before and
+#   after conf/speed (bench), 10,000 samples at 20 steps with DPM-Solver++(2M) and with the respaced
+#   ancestral sampler, timed with the speed settings sample.py chooses, 1,000 samples with all 1,000 steps
 #   scored by evaluate.py with the bits/dim of 1,000 test images, the EMA weights as float16
 #   shards, and metrics.json summing it all up.
 #
@@ -84,11 +85,18 @@ phase bench python3 -m ddpm_lit.bench experiment=seed trainer="$TRAINER" logger=
   | quiet | tee "$WORK/bench.txt"
 
 # The study's run. The validation hook samples 64 images with a 100-step chain each epoch
-# (the full 1,000-step chain would cost ~20 % of the training time); the final grid uses all T.
+# (the full 1,000-step chain would cost ~20 % of the training time); the final grid uses all T,
+# with the study's trajectory every 100 steps.
 # shellcheck disable=SC2086
 phase train python3 train.py experiment=seed trainer="$TRAINER" logger=csv time_budget_minutes="$TRAIN_MINUTES" \
-  post_fit_reserve_seconds=30 model.val_sample_steps=100 hydra.run.dir="$WORK/train" $TRAIN_OVERRIDES 2>&1 | quiet | tee "$WORK/train.txt"
+  post_fit_reserve_seconds=30 model.val_sample_steps=100 final_samples.steps=null hydra.run.dir="$WORK/train" \
+  $TRAIN_OVERRIDES 2>&1 | quiet | tee "$WORK/train.txt"
 CKPT=$WORK/train/checkpoints/last.ckpt
+
+# The sampling front end on the trained weights: as loaded (fp32, eager) against conf/speed/auto's
+# choice for 10,000 images, beside the bare network calls, in NFE/s of a 20-step chain.
+phase bench_sampling python3 -m ddpm_lit.bench bench.training=false bench.sampling_ckpt="$CKPT" \
+  "bench.sample_steps=[20]" bench.repeats=2 bench.sampling_num="$N_FAST" 2>&1 | quiet | tee "$WORK/bench_sampling.txt"
 
 for sampler in dpmpp_2m ddpm; do
   phase "sample_${sampler}_20" python3 sample.py ckpt_path="$CKPT" n="$N_FAST" sampler=$sampler sampler.steps=20 \
@@ -125,12 +133,13 @@ summary = {
                  for name in ("sample_dpmpp_2m_20", "sample_ddpm_20")},
     "evaluate_ddpm_1000": {k: evaluation[k] for k in ("samples", "test", "nll", "timings") if k in evaluation},
     "bench": (work / "bench.txt").read_text().splitlines(),
+    "bench_sampling": (work / "bench_sampling.txt").read_text().splitlines(),
 }
 (out / "metrics.json").write_text(json.dumps(summary, indent=2))
 print(f"epochs {len(losses)}, last train/loss_epoch {losses[-1][1] if losses else float('nan'):.4f}, "
       f"{summary['seconds_per_epoch']:.1f} s per epoch, bits/dim {evaluation.get('nll', {}).get('bpd', float('nan')):.3f}")
 PY
-tar -czf "$OUT/run.tar.gz" -C "$WORK" env.txt train.txt timings.txt train/metrics.json train/train.log train/csv \
+tar -czf "$OUT/run.tar.gz" -C "$WORK" env.txt train.txt timings.txt bench_sampling.txt train/metrics.json train/train.log train/csv \
   train/samples train/figures sample_dpmpp_2m_20/samples.png sample_ddpm_20/samples.png \
   eval_ddpm_1000/metrics.json eval_ddpm_1000/evaluation.md eval_ddpm_1000/grid.png eval_ddpm_1000/bound_terms.png
 ls -l "$OUT"

@@ -309,6 +309,7 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     speed = metrics["source"]["speed"]  # what conf/speed/auto chose, and what it timed to choose it
     assert speed["batch_size"] == 10 and speed["precision"] in ("32-true", "bf16-mixed") and speed["timed_nfe_per_s"]
     assert metrics["source"]["ranks"] == 1
+    assert f"Drawn in {speed['precision']}, " in (run / "evaluation.md").read_text()
     inception_timings = {"fid", "fid_reference"} if inception else set()
     assert {"sampling", "nll", "memorisation", "ssim", *inception_timings} <= set(metrics["timings"])
     if not inception:

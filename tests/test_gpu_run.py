@@ -60,6 +60,10 @@ def test_gpu_script_runs_every_step_and_returns_few_small_files(mnist_dir: Path,
         metrics["wall_seconds"])
     assert metrics["sampling"]["sample_dpmpp_2m_20"]["sampler"]["name"] == "dpmpp_2m"
     assert metrics["sampling"]["sample_ddpm_20"]["sampler"]["steps"] == 20
+    speed = metrics["sampling"]["sample_ddpm_20"]["speed"]  # the 10,000 samples' settings, and their rate
+    assert speed["batch_size"] == 10 and speed["precision"] in ("32-true", "bf16-mixed")
+    assert metrics["sampling"]["sample_ddpm_20"]["nfe_per_s"] > 0 and "bench_sampling" in metrics["wall_seconds"]
+    assert any(line.startswith("| front end, speed=auto (now) |") for line in metrics["bench_sampling"])
     evaluation = metrics["evaluate_ddpm_1000"]
     assert evaluation["samples"]["num_images"] == 8 and evaluation["nll"]["num_images"] == 4
     assert evaluation["nll"]["bpd"] > 0

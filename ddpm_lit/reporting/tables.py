@@ -117,6 +117,12 @@ def evaluation_report(results: dict[str, Any]) -> str:
         lines.append(f"Sampler: {src['sampler']}; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
     elif src.get("family"):
         lines.append(f"A {src['family']}: one network pass per image; EMA weights: {'yes' if src['ema_weights'] else 'no'}.")
+    speed = src.get("speed")
+    if speed:
+        ranks = src.get("ranks") or 1
+        lines.append(f"Drawn in {speed['precision']}, {'channels-last' if speed['channels_last'] else 'contiguous'}, "
+                     f"{'compiled' if speed['compiled'] else 'eager'}, batches of {speed['batch_size']} on {speed['device']}"
+                     + (f" over {ranks} ranks" if ranks > 1 else "") + " (conf/speed/; metrics.json: source.speed).")
     lines += [
         f"{int(samples['num_images'])} samples"
         + (f", {int(test['num_images'])} real test images" if test else "")
