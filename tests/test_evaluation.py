@@ -307,7 +307,7 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     assert metrics["nll"]["num_images"] == 4 and metrics["nll"]["bpd"] > metrics["nll"]["l0_bpd"] > 0
     assert metrics["source"]["sampler"]["steps"] == 4 and metrics["source"]["ema_weights"] is False
     speed = metrics["source"]["speed"]  # what conf/speed/auto chose, and what it timed to choose it
-    assert speed["batch_size"] == 10 and speed["precision"] in ("32-true", "bf16-mixed") and speed["timed_nfe_per_s"]
+    assert speed["batch_size"] == 10 and speed["precision"] == "32-true" and speed["note"].startswith("not timed")
     assert metrics["source"]["ranks"] == 1
     assert f"Drawn in {speed['precision']}, " in (run / "evaluation.md").read_text()
     inception_timings = {"fid", "fid_reference"} if inception else set()

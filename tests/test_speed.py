@@ -68,8 +68,8 @@ def test_fixed_settings_are_applied_untimed() -> None:
 
 def test_auto_times_each_candidate_and_keeps_fp32_unless_another_is_clearly_faster() -> None:
     model = tiny_ddpm(100, sample_every_n_epochs=0, num_classes=10).eval()
-    plan = plan_sampling(model, SpeedSettings(compile="auto", batch_size=16), num_images=16, evaluations_per_image=2,
-                         guidance_scale=1.0)
+    plan = plan_sampling(model, SpeedSettings(compile="auto", batch_size=16), num_images=16,
+                         evaluations_per_image=1000, guidance_scale=1.0)
     eager = {k: v for k, v in plan.timings.items() if "eager" in k}
     assert len(eager) == 4  # fp32 and bf16, contiguous and channels-last
     first = eager["32-true, contiguous, eager, batch 16"]
@@ -102,3 +102,12 @@ def test_the_validation_hook_draws_in_the_trainers_precision(synthetic_mnist_dir
                             tmp_path, synthetic_mnist_dir)
     train(cfg)
     assert dtypes and set(dtypes) == {torch.bfloat16}
+
+
+def test_a_small_draw_is_not_timed() -> None:
+    """Timing costs ~20 two-step chains: a draw of fewer than TIME_AFTER_NFE evaluations runs as
+    loaded, in fp32, at the batch asked for."""
+    model = tiny_ddpm(100, sample_every_n_epochs=0).eval()
+    plan = plan_sampling(model, SpeedSettings(batch_size=3), num_images=8, evaluations_per_image=5)
+    assert (plan.precision, plan.compiled, plan.batch_size, plan.timings) == ("32-true", False, 3, {})
+    assert plan.note.startswith("not timed: 40 network evaluations")

@@ -30,6 +30,9 @@ MIN_SPEEDUP = 1.1
 # compiling the quick model costs 10–60 s on 2 CPU cores (Inductor caches it afterwards) and
 # gains 10–15 % there, more on a GPU.
 COMPILE_AFTER_SECONDS = 120.0
+# A draw of fewer network evaluations than this is not worth timing (the timing itself makes
+# ~20 two-step chains, ~5 s on 2 CPU cores): it runs as loaded, in fp32.
+TIME_AFTER_NFE = 5000
 # ``batch_size: auto`` candidates on a CPU (larger batches ran slower on 2 cores: 1,700 NFE/s at
 # 128 images, 1,450 at 512) and the share of free GPU memory a batch may take.
 CPU_BATCHES = (64, 128, 256)
@@ -190,6 +193,19 @@ def plan_sampling(model: Any, settings: SpeedSettings, num_images: int, evaluati
     device = model.device
     net = model.net
     was = _is_channels_last(net)
+    fixed = settings.batch_size if settings.batch_size != "auto" else None
+    if num_images * evaluations_per_image < TIME_AFTER_NFE:
+        channels_last = was if settings.channels_last in (None, "auto") else bool(settings.channels_last)
+        _memory_format(net, channels_last)
+        plan = SamplingPlan("32-true" if settings.precision == "auto" else settings.precision, channels_last,
+                            settings.compile is True, min(fixed or 128, max(num_images, 1)), str(device),
+                            note=f"not timed: {num_images * evaluations_per_image:.0f} network evaluations, under "
+                                 f"{TIME_AFTER_NFE}")
+        if plan.compiled:
+            model.compile_network()
+        if log is not None:
+            log(f"sampling with {plan.describe()} ({plan.note})")
+        return plan
     if settings.channels_last is None:
         formats = [was]
     else:
@@ -200,7 +216,6 @@ def plan_sampling(model: Any, settings: SpeedSettings, num_images: int, evaluati
         precisions = ["32-true", "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"]
     else:
         precisions = ["32-true", "bf16-mixed"]
-    fixed = settings.batch_size if settings.batch_size != "auto" else None
     probe_batch = min(fixed or 128, max(num_images, 1))
     timings: dict[str, float] = {}
     candidates = [(p, f) for f in formats for p in precisions]
