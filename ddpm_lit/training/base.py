@@ -334,9 +334,11 @@ class GenerativeModule(L.LightningModule):
         precision = str(self.trainer.precision)
         was_training = self.training
         self.eval()
+        indices = rank_indices(num, share, self.global_rank, world)  # none when there are more ranks than images
         try:
-            local = self.validation_samples(self.hparams.val_seed, rank_indices(num, share, self.global_rank, world),
-                                            precision=precision if precision in PRECISIONS else "32-true")
+            local = (self.validation_samples(self.hparams.val_seed, indices,
+                                             precision=precision if precision in PRECISIONS else "32-true")
+                     if indices else torch.empty(0, *self.image_shape, device=self.device))
         finally:
             self.train(was_training)
         return gather_in_order(local.float(), num, share, world, self.all_gather)
