@@ -49,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddpm_lit.apps.train import build, quiet_lightning_tips, train
 from ddpm_lit.config.schema import flag, integer, integers, plain
 from ddpm_lit.errors import ConfigError
+from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.generation.speed import SpeedSettings, autocast, measure_nfe, plan_sampling, sync, timed_steps
 from ddpm_lit.training.loading import guidance_used, load_module
 from ddpm_lit.training.planning import choose_precision, matmul_seconds
@@ -497,6 +498,9 @@ def bench_sampling_front_end(ckpt: str, device: torch.device, steps: int, num: i
     settings for a draw of ``num`` images, and the plain loop in those settings, in network
     evaluations/s of a ``steps``-step ancestral chain; rounds alternate, medians are printed."""
     before, _ = load_module(ckpt, device)
+    if not has_chain(before):
+        raise ConfigError(f"bench.sampling_ckpt: {ckpt} is a {before.family}, which draws in one network pass; "
+                          "the sampling table times the chain of a DDPM checkpoint")
     after, _ = load_module(ckpt, device)
     guidance = guidance_used(after, None)
     plan = plan_sampling(after, SpeedSettings(), num, after.evaluations_per_image(steps, guidance),
@@ -527,6 +531,8 @@ def bench(cfg: DictConfig) -> None:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     args = BenchSettings.parse(cfg, list(overrides))
     quiet_lightning_tips()
+    if not args.training and not args.sampling_ckpt:
+        raise ConfigError("bench.training=false leaves only the sampling table, which needs bench.sampling_ckpt=<ckpt>")
     if args.sampling_ckpt:
         from ddpm_lit.training.loading import resolve_device
 

@@ -40,7 +40,7 @@ from ddpm_lit.io import atomic_write, write_text
 from ddpm_lit.reporting.tables import compare_table
 from ddpm_lit.training.base import recorded_dataset
 from ddpm_lit.training.checkpointing import read_checkpoint
-from ddpm_lit.training.loading import load_module, resolve_device
+from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,8 @@ def _score_cell(args: CompareSettings, scorer: Scorer, module: Any, name: str, s
         "confident_share": metrics.get("confident_share"), "mean_confidence": metrics.get("mean_confidence"),
         "class_accuracy": metrics.get("class_accuracy"),
         "class_accuracy_per_class": metrics.get("class_accuracy_per_class"),
-        "sampling_seconds": seconds, "nfe_per_s": args.num_samples * module.evaluations_per_image(steps, guidance) / seconds,
+        "sampling_seconds": seconds,
+        "nfe_per_s": args.num_samples * module.evaluations_per_image(steps, guidance_used(module, guidance)) / seconds,
         "speed": plan.describe(),
     }  # fmt: skip
 
@@ -263,7 +264,8 @@ def compare_models(args: CompareSettings) -> dict[str, Any]:
         results["models"][name] = {"ckpt": str(ckpt), "describe": label, "ema_weights": ema}
         conditional = module.num_classes is not None
         cells = cond_grid if conditional else grid
-        most = max(module.evaluations_per_image(steps, g) for _, steps in cells for g in (scales or [None]))
+        most = max(module.evaluations_per_image(steps, guidance_used(module, g))
+                   for _, steps in cells for g in ((scales or [None]) if conditional else [None]))
         plan = None
         for sampler, steps in cells:
             for guidance in (scales or [None]) if conditional else [None]:

@@ -57,6 +57,8 @@ def plan_for(speed: SpeedSettings, module: Any, num: int, steps: int | None, gui
     plan = plan_sampling(module, speed, num, evals, guidance_scale=guided, log=log.info) if ranks.is_zero else None
     if ranks.world_size > 1:
         plan = ranks.broadcast(plan)
+        # at least one batch per rank: a batch of all the images would leave the other ranks idle
+        plan.batch_size = min(plan.batch_size or num, -(-num // ranks.world_size))
         if not ranks.is_zero:  # the chosen format and compilation, untimed
             module.net.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
             if plan.compiled:
@@ -83,4 +85,5 @@ def draw_over_ranks(
         drawn.samples = gather_in_order(drawn.samples.to(ranks.device), num, batch, ranks.world_size,
                                         ranks.all_gather).cpu()
         drawn.labels = labels
+        ranks.finish()
     return drawn

@@ -56,8 +56,12 @@ def randn(
     if isinstance(generator, Sequence):
         if len(generator) != shape[0]:
             raise ValueError(f"{len(generator)} generators for {shape[0]} rows of noise")
-        rows = [torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype).to(device) for g in generator]
-        return torch.stack(rows) if rows else torch.empty(tuple(shape), device=device, dtype=dtype)
+        if not generator:
+            return torch.empty(tuple(shape), device=device, dtype=dtype)
+        rows = [torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+        if len({r.device for r in rows}) > 1:
+            rows = [r.to(device) for r in rows]
+        return torch.stack(rows).to(device)  # one copy to ``device``, not one per row
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 

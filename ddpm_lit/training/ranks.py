@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ddpm_lit.errors import ConfigError
+
 
 @dataclass
 class Ranks:
@@ -22,6 +24,7 @@ class Ranks:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     fabric: Any = None
+    threads: int | None = None  # the CPU threads before Fabric divided them between the ranks
 
     @property
     def is_zero(self) -> bool:
@@ -41,15 +44,32 @@ class Ranks:
         if self.fabric is not None:
             self.fabric.barrier()
 
+    def finish(self) -> None:
+        """After the last collective: rank 0 works alone from here, on all the CPU threads."""
+        if self.threads is not None and self.is_zero:
+            torch.set_num_threads(self.threads)
+
 
 def launch_ranks(devices: int, device: torch.device) -> Ranks:
     """One rank on ``device`` when ``devices`` is 1 and no launcher started this process;
-    otherwise Fabric's DDP over ``devices`` processes (CUDA devices when ``device`` is CUDA)."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    otherwise Fabric's DDP over ``devices`` processes (CUDA devices when ``device`` is CUDA), or
+    over the processes ``torchrun`` started (its ``WORLD_SIZE``, whatever ``devices`` says).
+
+    Fabric divides the CPU threads between the ranks of one machine; ``Ranks.finish`` gives rank
+    0 all of them back for what it does alone after the draw (scoring, the likelihood bound)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = world > 1 and "LOCAL_RANK" in os.environ
     if devices == 1 and not launched:
         return Ranks(device=device)
+    from hydra.core.hydra_config import HydraConfig
     from lightning.fabric import Fabric
 
-    fabric = Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=devices, strategy="ddp")
+    if not launched and HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
+        raise ConfigError(f"devices={devices} cannot run inside a local --multirun (each rank reruns the command "
+                          "line, so would restart the sweep); run the jobs one at a time, or under torchrun")
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if launched else devices
+    threads = torch.get_num_threads()
+    fabric = Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=per_node,
+                    num_nodes=max(world // per_node, 1) if launched else 1, strategy="ddp")
     fabric.launch()
-    return Ranks(fabric.global_rank, fabric.world_size, fabric.device, fabric)
+    return Ranks(fabric.global_rank, fabric.world_size, fabric.device, fabric, threads)
