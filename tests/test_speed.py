@@ -111,3 +111,16 @@ def test_a_small_draw_is_not_timed() -> None:
     plan = plan_sampling(model, SpeedSettings(batch_size=3), num_images=8, evaluations_per_image=5)
     assert (plan.precision, plan.compiled, plan.batch_size, plan.timings) == ("32-true", False, 3, {})
     assert plan.note.startswith("not timed: 40 network evaluations")
+
+
+def test_over_ranks_every_rank_gets_a_batch() -> None:
+    """A plan's batch of all N images would leave the other ranks nothing to draw: over ranks the
+    batch is capped at N / ranks, and rank 0 (which keeps the trajectory) has images."""
+    from ddpm_lit.config.sampling import plan_for
+    from ddpm_lit.training.ranks import Ranks
+
+    model = tiny_ddpm(100, sample_every_n_epochs=0).eval()
+    plan = plan_for(SpeedSettings("32-true", None, False, 64), model, 64, 2, None, Ranks(0, 2, model.device))
+    assert plan.batch_size == 32 and rank_indices(64, plan.batch_size, 0, 2) == list(range(32))
+    plan = plan_for(SpeedSettings("32-true", None, False, 64), model, 64, 2, None, Ranks(0, 1, model.device))
+    assert plan.batch_size == 64
