@@ -34,6 +34,6 @@ def test_a_bad_setting_stops_with_one_line_and_leaves_nothing_behind(module: str
 def test_closed_sets_list_their_values(tmp_path: Path) -> None:
     (tmp_path / "x.ckpt").write_bytes(b"")  # the grid is checked before any checkpoint is read
     proc = run_command("ddpm_lit.compare", ["out=o", "models={a:x.ckpt}", "grid=[euler:10]"], cwd=tmp_path)
-    assert proc.returncode == 2 and "with SAMPLER in ddpm, ddim, dpmpp_2m; got 'euler:10'" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "with SAMPLER in ddpm, ddim, dpmpp_2m, dpmpp_2m_sde; got 'euler:10'" in proc.stderr, proc.stderr
     proc = run_command("ddpm_lit.families", ["out=o", "+presets.flow=quick"], cwd=tmp_path)
     assert proc.returncode == 2 and "with FAMILY in ddpm, vae, gan, got presets.flow" in proc.stderr, proc.stderr

@@ -51,7 +51,7 @@ from ddpm_lit.config.schema import flag, integer, integers, plain
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.generation.speed import SpeedSettings, autocast, measure_nfe, plan_sampling, sync, timed_steps
-from ddpm_lit.training.loading import guidance_used, load_module
+from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
 from ddpm_lit.training.planning import choose_precision, matmul_seconds
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # ddpm_lit/conf, shipped with the package
@@ -534,8 +534,6 @@ def bench(cfg: DictConfig) -> None:
     if not args.training and not args.sampling_ckpt:
         raise ConfigError("bench.training=false leaves only the sampling table, which needs bench.sampling_ckpt=<ckpt>")
     if args.sampling_ckpt:
-        from ddpm_lit.training.loading import resolve_device
-
         device = resolve_device("auto")
         bench_sampling_front_end(args.sampling_ckpt, device, args.sample_steps[0], args.sampling_num, args.repeats)
         if not args.training:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 from ddpm_lit.errors import ConfigError
 
@@ -61,8 +62,7 @@ def launch_ranks(devices: int, device: torch.device) -> Ranks:
     launched = world > 1 and "LOCAL_RANK" in os.environ
     if devices == 1 and not launched:
         return Ranks(device=device)
-    from hydra.core.hydra_config import HydraConfig
-    from lightning.fabric import Fabric
+    from lightning.fabric import Fabric  # here: the commands' config errors are told before Lightning loads
 
     if not launched and HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
         raise ConfigError(f"devices={devices} cannot run inside a local --multirun (each rank reruns the command "
