@@ -7,6 +7,7 @@ logging, so the same loop serves training-time validation, scripts and tests.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -225,23 +226,9 @@ def sample_dpmpp_2m(
     return x.clamp(-1.0, 1.0)
 
 
-@torch.no_grad()
-def sample_dpmpp_2m_sde(
-    net: Denoiser,
-    diffusion: GaussianDiffusion,
-    x_T: torch.Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    steps: int | None = None,
-    spacing: str = "logsnr",
-    clip_denoised: bool = True,
-    eta: float = 1.0,
-) -> torch.Tensor:
-    """SDE-DPM-Solver++(2M) (Lu et al. 2022, App. B): ``sample_dpmpp_2m`` with ``eta`` = 1, the
-    stochastic step; the same arguments."""
-    return sample_dpmpp_2m(net, diffusion, x_T, generator=generator, callback=callback, steps=steps, spacing=spacing,
-                           clip_denoised=clip_denoised, eta=eta)
+# SDE-DPM-Solver++(2M) (Lu et al. 2022, App. B): ``sample_dpmpp_2m`` with ``eta`` = 1, the
+# stochastic step; the same arguments (``eta`` may still be given).
+sample_dpmpp_2m_sde = functools.partial(sample_dpmpp_2m, eta=1.0)
 
 
 class ClassifierFreeGuidance:
