@@ -41,8 +41,8 @@ DDP = [
 
 def run_train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    for key in ("WANDB_MODE", "HYDRA_FULL_ERROR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR",
-                "MASTER_PORT"):
+    for key in ("WANDB_MODE", "HYDRA_FULL_ERROR", "WANDB_SERVICE", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE",
+                "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)

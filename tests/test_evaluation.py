@@ -364,7 +364,7 @@ def test_two_gloo_ranks_draw_and_score_what_one_rank_does(tiny_checkpoint: Path,
 
     from conftest import ROOT
 
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "WANDB_SERVICE")}
     env["WANDB_MODE"] = "disabled"
 
     def evaluate(devices: int) -> Path:

@@ -89,7 +89,10 @@ def test_the_training_order_depends_on_the_seed_and_epoch_alone_and_resumes_at_a
 # ---- SIGKILL at random instants ------------------------------------------------------------
 def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1"}  # output as it happens
-    for key in ("WANDB_MODE", "HYDRA_FULL_ERROR"):
+    # WANDB_SERVICE: the W&B service an in-process test of this worker started; a child sharing it
+    # would find its killed predecessor's run still open there ("run ID is in use"), which a
+    # user's shell, starting each run's own service, never does
+    for key in ("WANDB_MODE", "HYDRA_FULL_ERROR", "WANDB_SERVICE"):
         env.pop(key, None)
     # one stream: Lightning's progress bars go to stdout, its log lines and tracebacks to stderr
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,

@@ -157,7 +157,7 @@ def test_two_gloo_ranks_draw_what_one_rank_draws(checkpoints: dict[str, Path], t
 
     from conftest import ROOT
 
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "WANDB_SERVICE")}
 
     def sample(devices: int) -> Path:
         out = tmp_path / f"ranks{devices}"
