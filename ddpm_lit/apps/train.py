@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -42,6 +41,7 @@ from ddpm_lit.training.loggers import (
 )
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule
 from ddpm_lit.training.planning import format_seconds, plan_run
+from ddpm_lit.training.ranks import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _check_launcher(trainer: L.Trainer) -> None:
     --multirun would start the whole sweep again in every rank: refuse it before it starts."""
     if not reruns_command_line(trainer.strategy) or trainer.world_size == 1:
         return
-    if HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
+    if in_multirun():
         raise ConfigError(
             "trainer=ddp with several devices cannot run inside a local --multirun (each rank would restart the "
             "sweep); run the jobs one at a time, or use hydra/launcher=slurm, which starts one task per device"

@@ -60,9 +60,7 @@ def plan_for(speed: SpeedSettings, module: Any, num: int, steps: int | None, gui
         # at least one batch per rank: a batch of all the images would leave the other ranks idle
         plan.batch_size = min(plan.batch_size or num, -(-num // ranks.world_size))
         if not ranks.is_zero:  # the chosen format and compilation, untimed
-            module.net.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
-            if plan.compiled:
-                module.compile_network()
+            plan.apply(module)
     return plan
 
 

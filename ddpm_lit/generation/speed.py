@@ -132,6 +132,13 @@ class SamplingPlan:
                 "batch_size": self.batch_size, "device": self.device, "timed_nfe_per_s": dict(self.timings),
                 "planning_seconds": round(self.seconds, 1), **({"note": self.note} if self.note else {})}
 
+    def apply(self, model: Any) -> None:
+        """Put ``model.net`` in the plan's memory format and compile it if the plan says so (the
+        plan's own choices, untimed: another rank following rank 0's plan)."""
+        _memory_format(model.net, self.channels_last)
+        if self.compiled:
+            model.compile_network()
+
     def describe(self) -> str:
         return (f"{self.precision}, {'channels-last' if self.channels_last else 'contiguous'}, "
                 f"{'compiled' if self.compiled else 'eager'}, batches of {self.batch_size}")
@@ -196,13 +203,11 @@ def plan_sampling(model: Any, settings: SpeedSettings, num_images: int, evaluati
     fixed = settings.batch_size if settings.batch_size != "auto" else None
     if num_images * evaluations_per_image < TIME_AFTER_NFE:
         channels_last = was if settings.channels_last in (None, "auto") else bool(settings.channels_last)
-        _memory_format(net, channels_last)
         plan = SamplingPlan("32-true" if settings.precision == "auto" else settings.precision, channels_last,
                             settings.compile is True, min(fixed or 128, max(num_images, 1)), str(device),
                             note=f"not timed: {num_images * evaluations_per_image:.0f} network evaluations, under "
                                  f"{TIME_AFTER_NFE}")
-        if plan.compiled:
-            model.compile_network()
+        plan.apply(model)
         if log is not None:
             log(f"sampling with {plan.describe()} ({plan.note})")
         return plan

@@ -51,6 +51,12 @@ class Ranks:
             torch.set_num_threads(self.threads)
 
 
+def in_multirun() -> bool:
+    """Whether this process is a job of a Hydra ``--multirun``: ranks started by rerunning its
+    command line would restart the whole sweep."""
+    return HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN"
+
+
 def launch_ranks(devices: int, device: torch.device) -> Ranks:
     """One rank on ``device`` when ``devices`` is 1 and no launcher started this process;
     otherwise Fabric's DDP over ``devices`` processes (CUDA devices when ``device`` is CUDA), or
@@ -64,7 +70,7 @@ def launch_ranks(devices: int, device: torch.device) -> Ranks:
         return Ranks(device=device)
     from lightning.fabric import Fabric  # here: the commands' config errors are told before Lightning loads
 
-    if not launched and HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN":
+    if not launched and in_multirun():
         raise ConfigError(f"devices={devices} cannot run inside a local --multirun (each rank reruns the command "
                           "line, so would restart the sweep); run the jobs one at a time, or under torchrun")
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if launched else devices
