@@ -1,8 +1,8 @@
 """How the network runs while images are drawn: its precision, memory format, compilation and
 batch size, chosen on the machine at hand by timing the real front end.
 
-On a 2-core AMD EPYC without AMX the quick model drew at ~740 network evaluations/s in fp32,
-eager, and at ~1,900 in bf16 autocast, channels-last and compiled; on another CPU bf16 may be
+On a 2-core AMD EPYC without AMX the quick model drew at 759 network evaluations/s in fp32,
+eager, and at 1,717 in bf16 autocast, channels-last and compiled (bench's sampling table); on another CPU bf16 may be
 slower than fp32 and channels-last may not pay. So ``precision``, ``channels_last`` and
 ``batch_size`` set to ``auto`` are decided by a few timed two-step chains of the model itself
 (seconds), and ``compile: auto`` compiles the network when the draw is long enough to repay the
@@ -27,14 +27,14 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # few per cent, and fp32 is the exact one.
 MIN_SPEEDUP = 1.1
 # ``compile: auto`` compiles the network when the draw would take longer than this eagerly:
-# compiling the quick model costs 10–60 s on 2 CPU cores (Inductor caches it afterwards) and
-# gains 10–15 % there, more on a GPU.
+# compiling the quick model costs tens of seconds on 2 CPU cores (Inductor caches it afterwards)
+# and there drew 1,664 NFE/s against 1,394 eager (the plan's own timings, docs/sampling.md).
 COMPILE_AFTER_SECONDS = 120.0
 # A draw of fewer network evaluations than this is not worth timing (the timing itself makes
 # ~20 two-step chains, ~5 s on 2 CPU cores): it runs as loaded, in fp32.
 TIME_AFTER_NFE = 5000
-# ``batch_size: auto`` candidates on a CPU (larger batches ran slower on 2 cores: 1,700 NFE/s at
-# 128 images, 1,450 at 512) and the share of free GPU memory a batch may take.
+# ``batch_size: auto`` candidates on a CPU (on 2 cores the plan timed 1,394, 1,351 and 1,324 NFE/s
+# at 64, 128 and 256 images) and the share of free GPU memory a batch may take.
 CPU_BATCHES = (64, 128, 256)
 GPU_MEMORY_SHARE = 0.7
 MAX_BATCH = 8192
