@@ -37,7 +37,7 @@ from ddpm_lit.catalogue import CAPTIONS, figure_order, find
 from ddpm_lit.errors import DataError, UserError, first_line
 from ddpm_lit.io import write_text
 from ddpm_lit.reporting.figures import metric_by_step
-from ddpm_lit.reporting.tables import RUN_COLUMNS
+from ddpm_lit.reporting.tables import RUN_COLUMNS, optuna_best_note
 from ddpm_lit.runs import PAGE, Run, Sweep, differing_settings, flatten
 from ddpm_lit.training.checkpointing import read_checkpoint
 
@@ -323,6 +323,7 @@ def sweep_page_data(sweep: Sweep) -> dict[str, Any]:
                             "objective": j["objective"]} for j in jobs if j["objective"] is not None]}
                for n, key in enumerate(differ[:MAX_SCATTER])]
     metric = find(objective)
+    optuna = sweep.optuna_best()
     return {
         "title": sweep.name, "path": str(sweep.path.resolve()),
         "jobs": jobs, "differ": differ, "columns": [m.label() for m in RUN_COLUMNS],
@@ -330,7 +331,7 @@ def sweep_page_data(sweep: Sweep) -> dict[str, Any]:
         "better": metric.better if metric is not None else None, "best": best_job(jobs, objective),
         "charts": charts, "scatter": scatter,
         "settings_left_out": max(0, len(differ) - MAX_SCATTER),
-        "optuna": sweep.optuna_best(),
+        "optuna": optuna, "optuna_note": optuna_best_note(optuna) if optuna else "",
         "missing": [] if runs else ["no runs yet"],
     }
 

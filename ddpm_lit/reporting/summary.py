@@ -9,7 +9,7 @@ from typing import Any
 from matplotlib.ticker import MaxNLocator
 
 from ddpm_lit.reporting.figures import by_epoch, plt, save_figure
-from ddpm_lit.reporting.tables import runs_table
+from ddpm_lit.reporting.tables import optuna_best_note, runs_table
 from ddpm_lit.runs import Run, Sweep, differing_settings
 
 
@@ -61,6 +61,6 @@ def markdown(runs: list[Run], plots: list[Path], out_dir: Path) -> str:
     lines = [f"# Runs under `{out_dir}`", "", runs_table(runs), ""]
     result = Sweep(out_dir).optuna_best()
     if result is not None:
-        lines += [f"Optuna's best: {result.get('best_value')} with `{result.get('best_params')}`", ""]
+        lines += [f"Optuna's best: {result.get('best_value')} with `{result.get('best_params')}`{optuna_best_note(result)}", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -49,6 +49,19 @@ def runs_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def optuna_best_note(result: dict[str, Any]) -> str:
+    """What follows "Optuna's best: <value> with <params>" in runs.md and on the sweep page: for a
+    study in a storage (``optimization_results.yaml`` as ``ddpm_lit.config.sweeper`` writes it),
+    the best trial's number (its job dir) and the study's trials when the file was written, every
+    process's; "" for the plugin's own file (a study in one process's memory: its trials are the jobs)."""
+    if "best_trial" not in result:
+        return ""
+    note = (f" (trial {result['best_trial']}, the best of the {result.get('complete_trials')} complete trials of "
+            f"study {result.get('study_name')}, from every process that shares it")
+    running = result.get("running_trials")
+    return note + (f"; {running} more were running" if running else "") + ")"
+
+
 # ---- an evaluation (evaluate.py's evaluation.md) -----------------------------------------------------
 def class_table(samples: dict[str, Any], test: dict[str, Any] | None, class_names: list[str] | None) -> list[str]:
     """The share of each class among the samples (and test images) and, for a conditional model,
