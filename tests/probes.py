@@ -88,7 +88,14 @@ class DDPProbe(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loader = trainer.train_dataloader
         sampler = loader.sampler  # under DDP, Lightning's DistributedSamplerWrapper of EpochShuffle (iterating it draws an epoch)
+        # Iterating it draws an epoch from the EpochShuffle inside it (Lightning's wrapper keeps it as
+        # dataset._sampler), which would move the run's training order on by one: put it back, so
+        # that a run with this probe trains as one without it (a resumed run is compared with one).
+        inner = getattr(getattr(sampler, "dataset", None), "_sampler", sampler)
+        position = getattr(inner, "position", None)
         positions = [int(i) for i in sampler]  # the fit loop set this epoch on the sampler before this hook
+        if position is not None:
+            inner.position = position
         split = getattr(loader.dataset, "indices", None)  # random_split's Subset: positions -> dataset indices
         self.record.update(world_size=trainer.world_size, global_rank=trainer.global_rank,
                            sampler=type(sampler).__name__, pid=os.getpid(),
@@ -120,7 +127,8 @@ class DDPProbe(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = self._epoch(trainer)
-        epoch["logged_train_loss_epoch"] = float(trainer.callback_metrics["train/loss_epoch"])
+        logged = trainer.callback_metrics.get("train/loss_epoch")  # none in an epoch resumed at its end
+        epoch["logged_train_loss_epoch"] = None if logged is None else float(logged)
         ema = self._ema(trainer)
         epoch["raw_weights"] = self._fingerprint(list(pl_module.parameters()))
         epoch["ema_weights"] = self._fingerprint(list(ema.parameters())) if ema is not None else None
