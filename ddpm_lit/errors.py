@@ -27,6 +27,11 @@ class TrainingDiverged(UserError):
     """A loss or gradient became NaN or infinite; the message names the step and the checkpoint to go back to."""
 
 
+class RankLost(UserError):
+    """Another rank of a multi-process run stopped (killed, or lost with its node): the ranks
+    left end with one message naming it, instead of a collective call's traceback."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none): the part of
     another library's error that fits in a one-line message."""

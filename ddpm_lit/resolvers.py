@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ddpm_lit.launches import agreed, external_launch, slurm_step_name
 from ddpm_lit.runs import Sweep
 
 
@@ -60,9 +61,39 @@ def _new_dir(parent: str, name: str) -> str:
 
 def _run_dir(ckpt_path: str | None, runs_dir: str, timestamp: str) -> str:
     """``hydra.run.dir`` of train.py: the dir of the run that ``ckpt_path`` continues, else a new
-    one of its own (``_new_dir``)."""
-    resumed = Sweep(runs_dir).run_to_resume(ckpt_path)
-    return str(resumed.path) if resumed is not None else _new_dir(runs_dir, timestamp)
+    one of its own (``_new_dir``).
+
+    The ranks of one torchrun or SLURM launch share one. Under SLURM it is the job step's own,
+    ``slurm-<job>.<step>``, for a step of several tasks and for ``ckpt_path=last``: a requeued
+    job's step gets it back and continues there (not in the folder's newest run, which may be
+    another job's). torchrun's ranks take the one their rank 0 names (``launches.agreed``), so
+    no rank makes a dir of its own."""
+    step, launch = slurm_step_name(), external_launch()
+    several = launch is not None and launch.world_size > 1
+    if step is not None and (str(ckpt_path) == "last" or (ckpt_path is None and several)):
+        path = Path(runs_dir) / step
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def name() -> str:
+        resumed = Sweep(runs_dir).run_to_resume(ckpt_path)
+        return str(resumed.path) if resumed is not None else _new_dir(runs_dir, timestamp)
+
+    return agreed("run_dir", name)
+
+
+def _rank_zero_only(value: Any) -> Any:
+    """``value`` in rank 0 of a torchrun or SLURM launch (and outside one), None in its other
+    ranks: ``hydra.output_subdir``, so that they write no config over rank 0's."""
+    launch = external_launch()
+    return value if launch is None or launch.rank == 0 else None
+
+
+def _rank_suffix() -> str:
+    """``_rank_<r>`` in rank r > 0 of a torchrun or SLURM launch, else "": the Hydra log file of
+    each rank in the shared run dir (``train_rank_1.log``)."""
+    launch = external_launch()
+    return "" if launch is None or launch.rank == 0 else f"_rank_{launch.rank}"
 
 
 def _output_channels(variance: str, in_channels: int) -> int:
@@ -78,6 +109,8 @@ def register() -> None:
         ("sweep_group", _sweep_group),
         ("sweep_job_name", _sweep_job_name),
         ("run_dir", _run_dir),
+        ("rank_zero_only", _rank_zero_only),
+        ("rank_suffix", _rank_suffix),
         ("output_channels", _output_channels),
     ):
         if not OmegaConf.has_resolver(name):

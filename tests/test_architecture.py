@@ -23,7 +23,10 @@ LAZY_IMPORTS = {"diffusers", "selenium", "lightning", "torchvision", "ddpm_lit.r
                 "ddpm_lit.training.loggers", "ddpm_lit.data.datamodule", "ddpm_lit.evaluation.scorer", "ddpm_lit.training",
                 # the entry modules (ddpm_lit/train.py, ...) import their command in main(): --help needs Hydra alone
                 "ddpm_lit.apps.train", "ddpm_lit.apps.sample", "ddpm_lit.apps.evaluate", "ddpm_lit.apps.run_figures",
-                "ddpm_lit.apps.summarize", "ddpm_lit.apps.compare", "ddpm_lit.apps.families", "ddpm_lit.apps.bench"}
+                "ddpm_lit.apps.summarize", "ddpm_lit.apps.compare", "ddpm_lit.apps.families", "ddpm_lit.apps.bench",
+                # torchrun's store (ddpm_lit.launches): the ranks of a torchrun launch alone need it, and the
+                # resolvers that name the run dir are loaded by every command, --help included
+                "torch.distributed"}
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm_lit.config.build import build, build_dict, build_loggers
 from ddpm_lit.config.schema import TrainSettings
 from ddpm_lit.data.sets import check_same_dataset
-from ddpm_lit.errors import ConfigError, DataError
+from ddpm_lit.errors import ConfigError, DataError, RankLost, first_line
 from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files
+from ddpm_lit.launches import external_launch, is_rank_zero, lost_a_peer, missing_ranks
 from ddpm_lit.reporting.callbacks import fit_metrics
 from ddpm_lit.runs import Run, flatten
 from ddpm_lit.training.base import (
@@ -89,6 +90,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
         # on_exception.ckpt. Exit as a terminated process, so schedulers and sweeps see it.
         log.warning("stopped by SIGTERM at step %d; continue with ckpt_path=last", trainer.global_step)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except RuntimeError as e:
+        if not lost_a_peer(e):
+            raise
+        raise RankLost(rank_lost_message(trainer, Run(s.output_dir), e)) from None
     finally:
         close_loggers(loggers, wandb_mode)
     metrics = fit_metrics(trainer.callbacks) or {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -97,10 +102,24 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     return metrics
 
 
+def rank_lost_message(trainer: L.Trainer, run: Run, error: BaseException) -> str:
+    """What the ranks left say when a collective call lost another rank: which one, where it
+    stopped and the checkpoint to go on from (the ranks still alive answer a roll call first)."""
+    launch = external_launch()
+    me = launch.describe() if launch is not None else f"rank {trainer.global_rank} of {trainer.world_size}"
+    missing = missing_ranks()
+    who = (f"rank {', '.join(map(str, missing))} stopped" if missing
+           else f"another rank stopped ({first_line(error)[:120]})")
+    ckpt = run.newest_checkpoint()
+    after = (f"continue from {ckpt} by restarting every rank with ckpt_path=last" if ckpt is not None
+             else "no checkpoint was written yet")
+    return f"{me}: {who} at step {trainer.global_step} (killed, or lost with its node); {after}"
+
+
 def prepare_run_dir(s: TrainSettings, model: Any, datamodule: Any) -> str | None:
     """The checkpoint the run continues from (None: a fresh start), checked against the model
     and data the config builds; the files a killed run left half-written removed (rank 0)."""
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # rank 0 alone writes checkpoints
+    if is_rank_zero():  # rank 0 alone writes checkpoints
         for stale in remove_partial_files(s.output_dir):  # a write (checkpoint, figure, ...) the last run was killed in
             log.info("removed %s, half-written when the run was killed", stale)
     ckpt_path = resume_checkpoint(s.ckpt_path, Run(s.output_dir))
@@ -115,7 +134,7 @@ def keep_config(cfg: DictConfig, run_dir: Path) -> None:
     """The run's config in its folder (``Run.write_config``) when ``train(cfg)`` was called from
     Python: ``@hydra.main`` has written it otherwise."""
     run = Run(run_dir)
-    if not run.config_file.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+    if not run.config_file.exists() and is_rank_zero():
         config = OmegaConf.to_container(cfg, resolve=False)
         config.pop("hydra", None)
         run.write_config(config)
