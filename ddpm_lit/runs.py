@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # What the last_checkpoint and on_exception ModelCheckpoints write; ``ckpt_path=last``
 # continues from the newest of them, as Lightning's own "last" does.
 RESUME_PATTERNS = ("last*.ckpt", "on_exception.ckpt")
+# What Lightning saves in the run dir (its default_root_dir) when SLURM signals a job that is about
+# to be stopped (SLURMEnvironment's auto-requeue, SIGUSR1): the requeued job continues from it too.
+SLURM_REQUEUE_PATTERN = "hpc_ckpt_*.ckpt"
 # Settings that name where a run wrote things or how it was started, not what it trained.
 IGNORED = ("paths.", "hydra.", "logger.", "ckpt_path", "tags", "task_name", "html_page")
 PAGE = "page.html"
@@ -70,8 +73,10 @@ def read_json(path: Path) -> Any:
 
 
 def newest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest ``last*.ckpt`` or ``on_exception.ckpt`` in ``checkpoint_dir`` (None: none)."""
+    """The newest ``last*.ckpt`` or ``on_exception.ckpt`` in ``checkpoint_dir``, or
+    ``hpc_ckpt_<n>.ckpt`` in the run dir above it (None: none)."""
     found = [p for pattern in RESUME_PATTERNS for p in Path(checkpoint_dir).glob(pattern) if p.is_file()]
+    found += [p for p in Path(checkpoint_dir).parent.glob(SLURM_REQUEUE_PATTERN) if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

@@ -15,16 +15,17 @@ import torch
 
 
 class SigtermAtStep(L.Callback):
-    """Send this process a real SIGTERM once ``step`` optimizer steps are done (mid-epoch)."""
+    """Send this process a real SIGTERM (or ``signal_name``) once ``step`` optimizer steps are done (mid-epoch)."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
         self.step = step
+        self.signum = signal.Signals[signal_name]
         self.sent = False
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step >= self.step and not self.sent:
             self.sent = True
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
 class RecordResume(L.Callback):
