@@ -88,17 +88,14 @@ _AGREED: dict[str, str] = {}
 
 def agreed(name: str, make: Callable[[], str], timeout: float = AGREE_TIMEOUT_SECONDS) -> str:
     """``make()`` in rank 0 of a torchrun launch, and the same string in its other ranks, read
-    from torchrun's store; ``make()`` alone anywhere else. The same process asking again gets
-    the same answer."""
-    if name in _AGREED:
-        return _AGREED[name]
+    from torchrun's store; ``make()`` alone anywhere else. A rank of a torchrun launch asking
+    again gets the same answer."""
     launch = external_launch()
     if launch is None or launch.by != "torchrun" or launch.world_size < 2:
-        value = make()
-    else:
-        value = _agree_over_torchrun(name, make, launch, timeout)
-    _AGREED[name] = value
-    return value
+        return make()
+    if name not in _AGREED:  # rank 0 sets it once; the others read it once
+        _AGREED[name] = _agree_over_torchrun(name, make, launch, timeout)
+    return _AGREED[name]
 
 
 def _agree_over_torchrun(name: str, make: Callable[[], str], launch: Launch, timeout: float) -> str:
