@@ -89,8 +89,12 @@ class SharedStudySweeper(OptunaSweeperImpl):
                      type(self.sampler).__name__)
         super().sweep(arguments)
         if self.storage is not None and len(self._get_directions()) == 1:
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
-            write_text(Path(self.config.hydra.sweep.dir) / RESULTS, OmegaConf.to_yaml(study_results(study)))
+            results = Path(self.config.hydra.sweep.dir) / RESULTS
+            # read and written under one lock: the process writing last has read the study last, so
+            # the file never goes back to an earlier state of it
+            with only_one_at_a_time(results):
+                study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+                write_text(results, OmegaConf.to_yaml(study_results(study)))
 
 
 def study_results(study: optuna.Study) -> dict[str, Any]:
