@@ -85,3 +85,12 @@ def drop_anonymous_wandb_init(logger: WandbLogger) -> None:
     answers with "The anonymous setting has no effect"."""
     if logger._wandb_init.get("anonymous", False) is None:
         del logger._wandb_init["anonymous"]
+
+
+def process_group_store() -> torch.distributed.Store | None:
+    """The store the default process group rendezvoused through (hosted by rank 0, whatever
+    launched the ranks: SLURM, Lightning's own launcher, torchrun); None before the group exists.
+    torch has no public accessor for it."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    return torch.distributed.distributed_c10d._get_default_store()

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from ddpm_lit.errors import ConfigError
 
@@ -130,23 +130,25 @@ def lost_a_peer(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error) for m in PEER_LOST_MARKERS)
 
 
-def missing_ranks(wait: float = ROLL_CALL_SECONDS) -> list[int] | None:
-    """After a lost peer, in a torchrun launch: the ranks that do not answer a roll call in
-    torchrun's store within ``wait`` seconds (every live rank answers it as it fails); None
-    where it cannot be held (not under torchrun, or its store is gone with its node)."""
-    launch = external_launch()
-    if launch is None or launch.by != "torchrun" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        return None
+def missing_ranks(rank: int, world_size: int, store: Any = None, wait: float = ROLL_CALL_SECONDS) -> list[int] | None:
+    """After a lost peer: the ranks that do not answer a roll call within ``wait`` seconds
+    (every live rank answers it as it fails), held in torchrun's store under torchrun, else in
+    ``store`` (the process group's, which rank 0 hosts); None where it cannot be held (no store,
+    or the store went with its node)."""
     import torch.distributed as dist  # here: --help and the ranks outside torchrun never need it
 
     try:
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                              timeout=timedelta(seconds=wait))
-        store.set(f"ddpm_lit/roll_call/{launch.rank}", "here")
-        keys = [f"ddpm_lit/roll_call/{r}" for r in range(launch.world_size)]
+        launch = external_launch()
+        if launch is not None and launch.by == "torchrun" and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                  timeout=timedelta(seconds=wait))
+        if store is None:
+            return None
+        store.set(f"ddpm_lit/roll_call/{rank}", "here")
+        keys = [f"ddpm_lit/roll_call/{r}" for r in range(world_size)]
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and not store.check(keys):
             time.sleep(0.1)
         return [r for r, key in enumerate(keys) if not store.check([key])]
-    except (dist.DistError, RuntimeError, OSError, ValueError):
+    except (RuntimeError, OSError, ValueError):  # torch's DistError is a RuntimeError
         return None

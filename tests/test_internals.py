@@ -105,3 +105,19 @@ def test_batches_done_and_the_logging_step_are_lightnings_counts() -> None:
     assert module.seen == [(b, b, e * 3 + b, e * 3 + b) for e in range(2) for b in range(3)]
     set_logging_step(trainer, 41)
     assert logging_step(trainer) == 41
+
+
+def test_process_group_store_is_the_store_the_ranks_rendezvoused_through(tmp_path: Path) -> None:
+    from ddpm_lit.internals import process_group_store
+
+    assert process_group_store() is None  # no process group yet
+    rendezvous = torch.distributed.FileStore(str(tmp_path / "rendezvous"), 1)
+    torch.distributed.init_process_group("gloo", store=rendezvous, rank=0, world_size=1)
+    try:
+        store = process_group_store()
+        store.set("ddpm_lit/probe", "here")
+        assert store.check(["ddpm_lit/probe"]) and store.get("ddpm_lit/probe") == b"here"
+        assert isinstance(store, torch.distributed.Store)
+    finally:
+        torch.distributed.destroy_process_group()
+    assert process_group_store() is None

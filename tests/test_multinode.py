@@ -230,10 +230,13 @@ def test_the_ranks_left_hold_a_roll_call_that_names_the_missing_one(monkeypatch)
     port = free_port()
     store = torch.distributed.TCPStore("localhost", port, is_master=True, wait_for_workers=False)
     torchrun_worker(monkeypatch, 0, port)
-    assert launches.missing_ranks(wait=0.5) == [1]
+    assert launches.missing_ranks(0, 2, wait=0.5) == [1]
     store.set("ddpm_lit/roll_call/1", "here")  # rank 1 alive and failing too
-    assert launches.missing_ranks(wait=0.5) == []
-    monkeypatch.delenv("TORCHELASTIC_RUN_ID")  # not under torchrun: no roll call to hold
-    assert launches.missing_ranks(wait=0.5) is None
+    assert launches.missing_ranks(0, 2, wait=0.5) == []
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")  # not under torchrun: the store given (the process group's), if any
+    assert launches.missing_ranks(0, 2, wait=0.5) is None
+    other = torch.distributed.TCPStore("localhost", free_port(), is_master=True, wait_for_workers=False)
+    other.set("ddpm_lit/roll_call/2", "here")
+    assert launches.missing_ranks(1, 3, store=other, wait=0.5) == [0]
     assert launches.lost_a_peer(RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:9618"))
     assert not launches.lost_a_peer(RuntimeError("CUDA out of memory")) and not launches.lost_a_peer(ValueError("Broken pipe"))

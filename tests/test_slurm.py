@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -176,20 +177,22 @@ def free_port_in(low: int, high: int) -> int:
     raise RuntimeError(f"no free port in {low}–{high}")
 
 
-@pytest.mark.slow
-def test_two_slurm_tasks_started_by_srun_train_as_one_run(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
-    # srun on this machine: the step's tasks as processes, each with the variables SLURM gives it
+def two_task_step(tmp_path: Path, data: Path) -> tuple[dict[str, str], list[str]]:
+    """A fake ``srun`` that starts the step's tasks as processes on this machine, each with the
+    variables SLURM gives it (their pids in ``<tmp>/task_<i>``), the job's variables for a step
+    of two tasks on two "nodes", and the tiny run's overrides."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text("""#!/usr/bin/env bash
+    (bin_dir / "srun").write_text(f"""#!/usr/bin/env bash
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do
     SLURM_PROCID=$i SLURM_LOCALID=$((i % SLURM_NTASKS_PER_NODE)) SLURM_NODEID=$((i / SLURM_NTASKS_PER_NODE)) \\
         SLURM_STEP_ID=0 "$@" &
     pids+=($!)
+    echo $! > {tmp_path}/task_$i
 done
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+for pid in "${{pids[@]}}"; do wait "$pid" || status=$?; done
 exit $status
 """)
     (bin_dir / "srun").chmod(0o755)
@@ -199,9 +202,42 @@ exit $status
            "SLURM_JOB_NAME": "ddpm-lit", "SLURM_NODELIST": "localhost", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     tiny = [a for a in TINY if a != "trainer=cpu"]  # the template's trainer=ddp
     args = overridden(tiny, "trainer.accelerator=cpu", "trainer.sync_batchnorm=false", "data.check_md5=false",
-                      "logger=csv", "trainer.max_epochs=2", "data.limit_train=272", "data.val_size=80",
-                      "final_samples.num=0", f"paths.data_dir={synthetic_mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
-                      "+callbacks.ddp_probe._target_=probes.DDPProbe", f"+callbacks.ddp_probe.out={tmp_path / 'probe'}")
+                      "logger=csv", "data.limit_train=272", "data.val_size=80", "final_samples.num=0",
+                      f"paths.data_dir={data}", f"paths.log_dir={tmp_path / 'logs'}")
+    return env, args
+
+
+@pytest.mark.slow
+def test_a_slurm_task_that_dies_stops_the_other_in_one_line_naming_it(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    env, args = two_task_step(tmp_path, synthetic_mnist_dir)
+    environ = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES
+               and k not in ("WANDB_MODE", "HYDRA_FULL_ERROR", "WANDB_SERVICE")}
+    environ.update(env, PYTHON=sys.executable, PYTHONPATH=str(TESTS), PYTHONUNBUFFERED="1")
+    step = subprocess.Popen(["bash", str(TEMPLATE), *args, "trainer.max_epochs=1000"], cwd=tmp_path, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    for line in iter(step.stdout.readline, ""):  # "\r" ends a line too: the progress bars
+        lines.append(line)
+        if "Epoch 2:" in line:
+            break
+    os.kill(int((tmp_path / "task_1").read_text()), signal.SIGKILL)
+    out = "".join(lines) + step.communicate(timeout=120)[0]
+    assert step.returncode != 0
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out[-3000:]
+    assert "rank 0 of 2 (slurm): rank 1 stopped at step" in errors[0] and "ckpt_path=last" in errors[0]
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert not list(run.rglob(".*.part"))
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_started_by_srun_train_as_one_run(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+    env, args = two_task_step(tmp_path, synthetic_mnist_dir)
+    job = env["SLURM_JOB_ID"]
+    args += ["trainer.max_epochs=2", "+callbacks.ddp_probe._target_=probes.DDPProbe",
+             f"+callbacks.ddp_probe.out={tmp_path / 'probe'}"]
     proc = run_template(args, env, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()

@@ -21,7 +21,7 @@ from ddpm_lit.config.build import build, build_dict, build_loggers
 from ddpm_lit.config.schema import TrainSettings
 from ddpm_lit.data.sets import check_same_dataset
 from ddpm_lit.errors import ConfigError, DataError, RankLost, first_line
-from ddpm_lit.internals import reruns_command_line, syncs_batchnorm, wandb_offline
+from ddpm_lit.internals import process_group_store, reruns_command_line, syncs_batchnorm, wandb_offline
 from ddpm_lit.io import remove_partial_files
 from ddpm_lit.launches import external_launch, is_rank_zero, lost_a_peer, missing_ranks
 from ddpm_lit.reporting.callbacks import fit_metrics
@@ -107,7 +107,7 @@ def rank_lost_message(trainer: L.Trainer, run: Run, error: BaseException) -> str
     stopped and the checkpoint to go on from (the ranks still alive answer a roll call first)."""
     launch = external_launch()
     me = launch.describe() if launch is not None else f"rank {trainer.global_rank} of {trainer.world_size}"
-    missing = missing_ranks()
+    missing = missing_ranks(trainer.global_rank, trainer.world_size, store=process_group_store())
     who = (f"rank {', '.join(map(str, missing))} stopped" if missing
            else f"another rank stopped ({first_line(error)[:120]})")
     ckpt = run.newest_checkpoint()
