@@ -120,7 +120,9 @@ def _agree_over_torchrun(name: str, make: Callable[[], str], launch: Launch, tim
 
 # What a collective call raises in a rank whose peer is gone: gloo's and NCCL's words for it
 PEER_LOST_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
-                     "NCCL communicator was aborted", "remote process exited", "Socket Timeout")
+                     "NCCL communicator was aborted", "remote process exited", "Socket Timeout",
+                     "Timed out waiting", "Application timeout caused pair closure",
+                     "Watchdog caught collective operation timeout")
 ROLL_CALL_SECONDS = 5.0
 
 

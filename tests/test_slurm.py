@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,12 +164,12 @@ def test_the_sbatch_template_runs_one_task_per_device_and_asks_for_the_requeue_s
     proc = run_template(["schedule=cosine", "trainer.max_epochs=3"], job, tmp_path, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "srun_args").read_text().splitlines() == [
-        sys.executable, "-m", "ddpm_lit.train", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4",
+        "--kill-on-bad-exit=1", sys.executable, "-m", "ddpm_lit.train", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4",
         "ckpt_path=last", "schedule=cosine", "trainer.max_epochs=3"]
 
 
 def free_port_in(low: int, high: int) -> int:
-    for port in range(low, high):
+    for port in random.sample(range(low, high), high - low):  # at random: another run of the suite may be looking too
         with socket.socket() as s:
             try:
                 s.bind(("localhost", port))
@@ -183,7 +185,11 @@ def two_task_step(tmp_path: Path, data: Path) -> tuple[dict[str, str], list[str]
     of two tasks on two "nodes", and the tiny run's overrides."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    # srun's --kill-on-bad-exit=1 as SLURM does it: the first task to fail is reported, and the
+    # step's other tasks get SIGTERM, then SIGKILL after KillWait (5 s here)
     (bin_dir / "srun").write_text(f"""#!/usr/bin/env bash
+kill_on_bad_exit=0
+while [[ $1 == --* ]]; do [[ $1 == --kill-on-bad-exit=1 ]] && kill_on_bad_exit=1; shift; done
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do
     SLURM_PROCID=$i SLURM_LOCALID=$((i % SLURM_NTASKS_PER_NODE)) SLURM_NODEID=$((i / SLURM_NTASKS_PER_NODE)) \\
@@ -192,7 +198,21 @@ for ((i = 0; i < SLURM_NTASKS; i++)); do
     echo $! > {tmp_path}/task_$i
 done
 status=0
-for pid in "${{pids[@]}}"; do wait "$pid" || status=$?; done
+killing=0
+for ((n = 0; n < SLURM_NTASKS; n++)); do
+    wait -n -p ended; code=$?
+    if ((code != 0 && !killing)); then
+        status=$code
+        for i in "${{!pids[@]}}"; do [[ ${{pids[$i]}} == "$ended" ]] && task=$i; done
+        if ((code > 128)); then how=Killed; else how="Exited with exit code $code"; fi
+        echo "srun: error: localhost: task $task: $how" >&2
+        if ((kill_on_bad_exit)); then
+            killing=1
+            kill -TERM "${{pids[@]}}" 2>/dev/null
+            (sleep 5; kill -KILL "${{pids[@]}}" 2>/dev/null) & disown
+        fi
+    fi
+done
 exit $status
 """)
     (bin_dir / "srun").chmod(0o755)
@@ -208,24 +228,40 @@ exit $status
 
 
 @pytest.mark.slow
-def test_a_slurm_task_that_dies_stops_the_other_in_one_line_naming_it(synthetic_mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])  # a task that dies; one that hangs, neither dead nor answering
+def test_a_slurm_task_that_dies_or_hangs_stops_the_other_in_one_line_naming_it(
+        synthetic_mnist_dir: Path, tmp_path: Path, fault: str) -> None:
     env, args = two_task_step(tmp_path, synthetic_mnist_dir)
     environ = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES
                and k not in ("WANDB_MODE", "HYDRA_FULL_ERROR", "WANDB_SERVICE")}
     environ.update(env, PYTHON=sys.executable, PYTHONPATH=str(TESTS), PYTHONUNBUFFERED="1")
-    step = subprocess.Popen(["bash", str(TEMPLATE), *args, "trainer.max_epochs=1000"], cwd=tmp_path, env=environ,
+    timeout = 15  # trainer.strategy.timeout: how long a collective call waits for a rank that does not answer
+    step = subprocess.Popen(["bash", str(TEMPLATE), *args, "trainer.max_epochs=1000",
+                             f"trainer.strategy.timeout.seconds={timeout}"], cwd=tmp_path, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     for line in iter(step.stdout.readline, ""):  # "\r" ends a line too: the progress bars
         lines.append(line)
         if "Epoch 2:" in line:
             break
-    os.kill(int((tmp_path / "task_1").read_text()), signal.SIGKILL)
-    out = "".join(lines) + step.communicate(timeout=120)[0]
+    task_1 = int((tmp_path / "task_1").read_text())
+    os.kill(task_1, signal.Signals[fault])
+    started = time.monotonic()
+    try:
+        out = "".join(lines) + step.communicate(timeout=180)[0]  # rank 0 fails, and srun ends the step
+    finally:
+        if step.poll() is None:
+            os.kill(task_1, signal.SIGKILL)
+    print(f"\n{fault} of rank 1: the step ended {time.monotonic() - started:.1f} s later")
     assert step.returncode != 0
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, out[-3000:]
-    assert "rank 0 of 2 (slurm): rank 1 stopped at step" in errors[0] and "ckpt_path=last" in errors[0]
+    errors = [line for line in out.splitlines() if line.startswith(("error:", "srun: error:"))]
+    if fault == "SIGKILL":  # srun names the task that died and ends the step at once
+        assert "srun: error: localhost: task 1: Killed" in out, out[-3000:]
+    else:  # the rank left waits for it in a collective call up to the timeout, names it and fails; srun ends the step
+        assert "srun: error: localhost: task 0: Exited with exit code 2" in out, errors  # (after a progress bar's \r)
+        ours = [line for line in errors if line.startswith("error:")]
+        assert len(ours) == 1 and ours[0].startswith("error: rank 0 of 2 (slurm): rank 1 stopped at step"), out[-3000:]
+        assert "ckpt_path=last" in ours[0]
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert not list(run.rglob(".*.part"))
     for ckpt in (run / "checkpoints").glob("*.ckpt"):
