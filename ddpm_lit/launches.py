@@ -98,14 +98,25 @@ def agreed(name: str, make: Callable[[], str], timeout: float = AGREE_TIMEOUT_SE
     return _AGREED[name]
 
 
+def _torchrun_store(timeout: float) -> Any:
+    """A client of the store torchrun's agents serve their workers (``TORCHELASTIC_USE_AGENT_STORE``),
+    whose calls wait up to ``timeout`` seconds; None outside torchrun or where it shares none."""
+    import torch.distributed as dist  # here: --help and the ranks outside torchrun never need it
+
+    launch = external_launch()
+    if launch is None or launch.by != "torchrun" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                         timeout=timedelta(seconds=timeout))
+
+
 def _agree_over_torchrun(name: str, make: Callable[[], str], launch: Launch, timeout: float) -> str:
     import torch.distributed as dist  # here: --help and the ranks outside torchrun never need it
 
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+    store = _torchrun_store(timeout)
+    if store is None:
         raise ConfigError(f"{launch.describe()}: torchrun's rendezvous shares no store with its workers, so the ranks "
                           "cannot agree on a run dir; use --rdzv-backend c10d, or give them one with hydra.run.dir=...")
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                          timeout=timedelta(seconds=timeout))
     key = f"ddpm_lit/{name}"
     if launch.rank == 0:
         value = make()
@@ -137,13 +148,9 @@ def missing_ranks(rank: int, world_size: int, store: Any = None, wait: float = R
     (every live rank answers it as it fails), held in torchrun's store under torchrun, else in
     ``store`` (the process group's, which rank 0 hosts); None where it cannot be held (no store,
     or the store went with its node)."""
-    import torch.distributed as dist  # here: --help and the ranks outside torchrun never need it
-
     try:
-        launch = external_launch()
-        if launch is not None and launch.by == "torchrun" and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                  timeout=timedelta(seconds=wait))
+        torchrun = _torchrun_store(wait)
+        store = torchrun if torchrun is not None else store
         if store is None:
             return None
         store.set(f"ddpm_lit/roll_call/{rank}", "here")
