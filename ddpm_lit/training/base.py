@@ -23,7 +23,6 @@ import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
-from tqdm.auto import tqdm
 
 from ddpm_lit.core.pixels import to_unit_range
 from ddpm_lit.data.sets import DEFAULT_DATASET, DataSource, check_same_dataset
@@ -32,9 +31,10 @@ from ddpm_lit.evaluation.classifier import classifier_features, load_or_train_fo
 from ddpm_lit.evaluation.features import fid_from_statistics, fid_statistics
 from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.generation.files import save_grid
-from ddpm_lit.generation.generate import check_request, image_generators, labels_for
+from ddpm_lit.generation.generate import image_generators, labels_for
+from ddpm_lit.generation.models import StandaloneModel, sample_in_one_pass
 from ddpm_lit.generation.ranks import gather_in_order, rank_indices
-from ddpm_lit.generation.speed import PRECISIONS, autocast
+from ddpm_lit.generation.speed import PRECISIONS
 from ddpm_lit.internals import logging_step, set_logging_step
 
 # Where a checkpoint names the class that loads it (training.loading.load_module reads it).
@@ -78,14 +78,6 @@ def check_hook_settings(args: Mapping[str, Any]) -> None:
             raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
     if args["val_classifier_fid"] and args["num_val_samples"] < 2:
         raise ValueError(f"model.num_val_samples must be ≥ 2 for val/classifier_fid (a covariance), got {args['num_val_samples']}")
-
-
-def refuse_options(family: str, options: Mapping[str, Any]) -> None:
-    """A ValueError naming the sampling options a one-pass model does not take (a sampler,
-    steps, guidance, …); None values and ``clip_denoised=True`` pass."""
-    given = sorted(k for k, v in options.items() if v is not None and not (k == "clip_denoised" and v is True))
-    if given:
-        raise ValueError(f"{', '.join(given)}: not an option of a {family} (it draws in one network pass)")
 
 
 def class_name(cls: type) -> str:
@@ -207,6 +199,11 @@ class GenerativeModule(L.LightningModule):
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def standalone(self) -> StandaloneModel:
+        """The model outside Lightning over this module's own networks (no copy): what it samples
+        with, and what ``export.py`` writes (``ddpm_lit.generation.pretrained``)."""
+        raise NotImplementedError(f"a {self.family or type(self).__name__} has no model outside Lightning")
 
     def validation_samples(self, seed: int, indices: Sequence[int] | None = None,
                            precision: str = "32-true") -> torch.Tensor:
@@ -412,30 +409,13 @@ class OnePassModule(GenerativeModule):
         """Images (B, C, H, W) from a batch of ``draw_noise``'s inputs."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def sample(
-        self, num_samples: int, generator: torch.Generator | None = None, batch_size: int | None = None,
-        progress: bool = False, class_labels: torch.Tensor | None = None, callback: Any = None,
-        precision: str = "32-true", fixed_batch: bool = False, **options: Any,
-    ) -> torch.Tensor:
-        """``num_samples`` images (N, C, H, W) in [−1, 1]. ``generator`` (one, or one per image) may
-        live on any device (a CPU one gives the same images on a GPU); the noise is drawn up
-        front, so the batch size does not change which noise each image gets. The network runs
-        in ``precision`` (autocast); ``fixed_batch`` is accepted (a one-pass network is not
-        compiled by the front end). Chain options (a sampler, steps, guidance) are refused;
-        ``callback`` is accepted and never called (there is no chain to follow)."""
-        check_request(num_samples, "ddpm")
-        refuse_options(self.family, {**options, "class_labels": class_labels})
-        batch_size = batch_size or num_samples
-        noise = self.draw_noise(num_samples, generator)
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+        """``num_samples`` images (N, C, H, W) in [−1, 1], see ``generation.models.sample_in_one_pass``:
+        ``generator`` (one, or one per image) may live on any device; chain options are refused."""
         was_training = self.training
         self.eval()
-        out = []
         try:
-            for start in tqdm(range(0, num_samples, batch_size), desc="sampling", unit="batch", disable=not progress):
-                batch = {k: v[start : start + batch_size] for k, v in noise.items()}
-                with autocast(self.device, precision):
-                    out.append(self.generate(batch).float().clamp(-1, 1))
+            return sample_in_one_pass(self.family, self.draw_noise, self.generate, self.device, num_samples,
+                                      generator, **kwargs)
         finally:
             self.train(was_training)
-        return torch.cat(out)

@@ -17,6 +17,7 @@ from ddpm_lit.core.adversarial import (
     r1_penalty,
 )
 from ddpm_lit.core.diffusion import randn
+from ddpm_lit.generation.models import GANModel
 from ddpm_lit.nets.gan import Discriminator, Generator
 from ddpm_lit.training.base import (
     OnePassModule,
@@ -168,8 +169,11 @@ class GANModule(OnePassModule):
         return [self.make_g_optimizer(self.generator.parameters()), self.make_d_optimizer(self.discriminator.parameters())]
 
     # ---- sampling ---------------------------------------------------------------------------
+    def standalone(self) -> GANModel:
+        return GANModel(self.generator)
+
     def draw_noise(self, num_samples: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        return {"z": self.latents(num_samples, generator)}
+        return self.standalone().draw_noise(num_samples, generator)
 
     def generate(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.generator(noise["z"])
+        return self.standalone().make(noise)

@@ -12,12 +12,7 @@ from lightning.pytorch.callbacks import Timer
 from ddpm_lit.core.diffusion import GaussianDiffusion
 from ddpm_lit.core.samplers import SAMPLERS
 from ddpm_lit.core.likelihood import dataset_bits_per_dim
-from ddpm_lit.generation.generate import (
-    check_labels,
-    check_request,
-    cycled_labels,
-    generate,
-)
+from ddpm_lit.generation.models import DiffusionModel
 from ddpm_lit.nets.unet import UNet
 from ddpm_lit.training.base import (
     COMMON_RUN_FIGURES,
@@ -213,7 +208,8 @@ class DDPMModule(GenerativeModule):
 
     def validation_sampler(self) -> dict[str, Any]:
         # fast_dev_run checks that the code paths run, so a 2-step chain is enough.
-        return {"steps": 2 if self.trainer.fast_dev_run else self.hparams.val_sample_steps,
+        fast_dev_run = self._trainer is not None and self.trainer.fast_dev_run
+        return {"steps": 2 if fast_dev_run else self.hparams.val_sample_steps,
                 "sampler": self.hparams.get("val_sampler", "ddpm")}
 
     def describe(self) -> str:
@@ -271,51 +267,18 @@ class DDPMModule(GenerativeModule):
     def num_timesteps(self) -> int:
         return self.diffusion.num_timesteps
 
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        clip_denoised: bool | None = None,
-        batch_size: int | None = None,
-        progress: bool = False,
-        sampler: str = "ddpm",
-        class_labels: torch.Tensor | None = None,
-        guidance_scale: float | None = None,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-        **options: Any,
-    ) -> torch.Tensor:
-        """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1], with ``ddpm_lit.generation.generate``.
+    def standalone(self) -> DiffusionModel:
+        """The DDPM outside Lightning over this module's network and process, with its sampling defaults."""
+        return DiffusionModel(self.net, self.diffusion, clip_denoised=self.hparams.clip_denoised,
+                              guidance_scale=self.hparams.guidance_scale)
 
-        ``generator`` may live on any device (a CPU one gives the same samples on a GPU);
-        ``steps`` respaces the chain (None: all T); ``batch_size`` bounds memory (None: all at
-        once); ``sampler`` is a name of ``ddpm_lit.core.samplers.SAMPLERS`` (``ddpm``: ancestral,
-        the study's; ``ddim``; ``dpmpp_2m``) and ``options`` its own arguments (e.g. ``eta``,
-        ``spacing``). A conditional model draws ``class_labels`` (N,) (None: 0, 1, …, 9, 0, …)
-        with classifier-free guidance ``guidance_scale`` (None: the model's). ``callback``
-        gets ``{"batch", "start", "i", "t", "x", ...}`` with the starting noise (``i`` = 0,
-        ``t`` = T) and after every step (the sampler's info: ``t`` is the step's timestep index),
-        e.g. to keep a trajectory.
-        """
-        check_request(num_samples, sampler)
-        k = self.num_classes
-        if k is not None:
-            class_labels = check_labels(cycled_labels(num_samples, k) if class_labels is None else class_labels,
-                                        num_samples, k)
-            guidance_scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
-        elif class_labels is not None or guidance_scale is not None:
-            raise ValueError("class labels and guidance need a class-conditional model (model.num_classes)")
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+        """Draw ``num_samples`` images: (N, C, H, W) in [−1, 1]; the arguments are
+        ``generation.models.DiffusionModel.sample``'s (steps, sampler, class labels, guidance, …)."""
         was_training = self.training
         self.eval()
         try:
-            return generate(
-                self.net, self.diffusion, num_samples, self.image_shape, self.device, generator=generator, steps=steps,
-                clip_denoised=self.hparams.clip_denoised if clip_denoised is None else clip_denoised,
-                batch_size=batch_size, progress=progress, sampler=sampler, class_labels=class_labels,
-                guidance_scale=1.0 if guidance_scale is None else guidance_scale, num_classes=k, callback=callback,
-                **options,
-            )
+            return self.standalone().sample(num_samples, generator, **kwargs)
         finally:
             self.train(was_training)
 

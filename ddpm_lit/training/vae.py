@@ -16,6 +16,7 @@ from ddpm_lit.core.variational import (
     negative_elbo,
     to_bits_per_dim,
 )
+from ddpm_lit.generation.models import VAEModel
 from ddpm_lit.nets.vae import ConvVAE
 from ddpm_lit.training.base import (
     OnePassModule,
@@ -141,16 +142,15 @@ class VAEModule(OnePassModule):
         return {"bound": "elbo", "bpd": out["elbo_bpd"], "bpd_stderr": out["elbo_bpd_stderr"], **out}
 
     # ---- sampling --------------------------------------------------------------------------
+    def standalone(self) -> VAEModel:
+        return VAEModel(self.net, self.hparams.sample_mode)
+
     def draw_noise(self, num_samples: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        noise = {"z": randn((num_samples, self.net.latent_dim), generator, self.device)}
-        if self.hparams.sample_mode == "sample":
-            noise["pixels"] = randn((num_samples, *self.image_shape), generator, self.device)
-        return noise
+        return self.standalone().draw_noise(num_samples, generator)
 
     def generate(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
         """The decoder's mean at z (``sample_mode=mean``), or a draw of its pixel distribution."""
-        mean, log_scale = self.net.decode(noise["z"])
-        return mean + log_scale.exp() * noise["pixels"] if "pixels" in noise else mean
+        return self.standalone().make(noise)
 
     def configure_optimizers(self) -> Any:
         return self.make_optimizer(self.parameters())
