@@ -24,6 +24,10 @@ LAZY_IMPORTS = {"diffusers", "selenium", "lightning", "torchvision", "ddpm_lit.r
                 # the entry modules (ddpm_lit/train.py, ...) import their command in main(): --help needs Hydra alone
                 "ddpm_lit.apps.train", "ddpm_lit.apps.sample", "ddpm_lit.apps.evaluate", "ddpm_lit.apps.run_figures",
                 "ddpm_lit.apps.summarize", "ddpm_lit.apps.compare", "ddpm_lit.apps.families", "ddpm_lit.apps.bench",
+                "ddpm_lit.apps.export",
+                # ddpm_lit.load_pretrained: `import ddpm_lit` (every command) does not load torch and the networks;
+                # huggingface_hub: export.py push_to_hub= alone needs it (an optional extra)
+                "ddpm_lit.generation.pretrained", "huggingface_hub",
                 # torchrun's store (ddpm_lit.launches): the ranks of a torchrun launch alone need it, and the
                 # resolvers that name the run dir are loaded by every command, --help included
                 "torch.distributed"}

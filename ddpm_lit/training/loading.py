@@ -1,4 +1,5 @@
-"""Loading a trained model back: the device, and the checkpoint's module in the class it names."""
+"""Loading a trained model back: the device, and the checkpoint's module in the class it names, or an
+exported folder's (``ddpm_lit.generation.pretrained``) rebuilt as the LightningModule it came from."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 import torch
 
 from ddpm_lit.errors import ConfigError, DataError, first_line
+from ddpm_lit.generation.pretrained import CONFIG, is_pretrained, load_pretrained, read_config
+from ddpm_lit.nets.gan import Discriminator
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,7 +43,8 @@ def _class_named(name: str) -> Any:
 
 
 def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
-    """The checkpoint's model on ``device``, and whether its weights are an EMA.
+    """The checkpoint's model on ``device``, and whether its weights are an EMA; ``path`` may
+    also be a folder ``export.py`` wrote (see ``load_exported_module``).
 
     The class is the one the checkpoint names (``model_class``, written by the module when it
     saves; ``DDPMModule`` for checkpoints without it), and must be one of ddpm_lit's.
@@ -56,6 +60,8 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     from ddpm_lit.training.module import DDPMModule
 
     path = Path(path)
+    if is_pretrained(path):
+        return load_exported_module(path, device)
     ckpt = read_checkpoint(path)
     ema = "current_model_state" in ckpt
     name = ckpt.get(MODEL_CLASS_KEY, f"{DDPMModule.__module__}.{DDPMModule.__qualname__}")
@@ -67,3 +73,53 @@ def load_module(path: str | Path, device: torch.device) -> tuple[Any, bool]:
     except Exception as e:  # weights of another shape, missing keys: the file does not fit its class
         raise DataError(f"{path} does not load as the {name} it names: {first_line(e)}") from None
     return module.to(device).eval(), ema
+
+
+# The constructor arguments of a family's module that are its parts, not settings: the networks and
+# the process come from the exported model, the optimizers are training's (their defaults serve).
+PART_ARGUMENTS = ("net", "diffusion", "generator", "discriminator", "optimizer", "g_optimizer", "d_optimizer")
+
+
+def module_record(module: Any) -> dict[str, Any]:
+    """config.json's ``lightning_module``: the class and settings that rebuild ``module`` around
+    the exported networks (``load_exported_module``), and a GAN's discriminator's arguments."""
+    from ddpm_lit.training.base import class_name
+
+    hparams = {k: v for k, v in dict(module.hparams).items() if k not in PART_ARGUMENTS}
+    record: dict[str, Any] = {"class": class_name(type(module)), "hparams": hparams}
+    if hasattr(module, "discriminator"):
+        record["discriminator"] = module.discriminator.config()
+    return record
+
+
+def load_exported_module(directory: Path, device: torch.device) -> tuple[Any, bool]:
+    """The exported folder's model as the LightningModule it was trained as, so every command
+    that takes a checkpoint takes the folder: its networks and process from ``load_pretrained``
+    (all checks included), its settings from config.json's ``lightning_module`` (a GAN's
+    discriminator, which sampling does not use, freshly initialised). The weights are an EMA when
+    config.json's ``ema_weights`` says so."""
+    from ddpm_lit.training.base import family_class
+
+    config = read_config(directory)
+    path = directory / CONFIG
+    record = config.get("lightning_module")
+    if not isinstance(record, dict) or not isinstance(record.get("hparams"), dict):
+        raise DataError(f"{path}: no lightning_module (the class and settings export.py records), which "
+                        "sample.py and evaluate.py rebuild the model with")
+    cls = family_class(str(record.get("class")))
+    if cls is None or cls.family != config["family"]:
+        raise DataError(f"{path}: lightning_module.class {record.get('class')!r} is not ddpm_lit's module of a "
+                        f"{config['family']}")
+    model = load_pretrained(directory)
+    parts: dict[str, Any] = dict(model.networks)
+    if config["family"] == "ddpm":
+        parts["diffusion"] = model.diffusion
+    if "discriminator" in record:
+        parts["discriminator"] = Discriminator(**record["discriminator"])
+    hparams = {k: v for k, v in record["hparams"].items() if k not in PART_ARGUMENTS}
+    try:
+        module = cls(**parts, **hparams)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: lightning_module.hparams do not build a {cls.__name__}: {first_line(e)}") from None
+    module.trained_on = config.get("dataset")
+    return module.to(device).eval(), bool(config.get("ema_weights"))
