@@ -11,6 +11,7 @@ data, trainer, callbacks, loggers) are built by ``config.build`` and check their
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,31 @@ class SampleSettings:
                    guidance_scale=guidance_scale(cfg),
                    device=str(cfg.device), sampler=SamplerSettings.parse(cfg.sampler),
                    output_dir=Path(cfg.paths.output_dir))
+
+
+# ---- export.py --------------------------------------------------------------------------
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    ckpt_path: str
+    out: Path
+    grid_samples: int
+    seed: int
+    push_to_hub: str | None
+    private: bool
+    device: str
+
+    @classmethod
+    def parse(cls, cfg: DictConfig) -> ExportSettings:
+        required(cfg, "ckpt_path", "the checkpoint to export: ckpt_path=<run dir>/checkpoints/last.ckpt")
+        required(cfg, "out", "the folder to write: out=<folder>")
+        repo = cfg.get("push_to_hub")
+        if repo is not None and not (isinstance(repo, str) and HUB_REPO_ID.match(repo)):
+            raise ConfigError(f"push_to_hub must be a Hub repo id <user>/<name>, got {repo!r}")
+        return cls(ckpt_path=str(cfg.ckpt_path), out=Path(str(cfg.out)), grid_samples=integer(cfg, "grid_samples", 0),
+                   seed=integer(cfg, "seed", 0), push_to_hub=repo, private=flag(cfg, "private"), device=str(cfg.device))
 
 
 # ---- evaluate.py ------------------------------------------------------------------------
