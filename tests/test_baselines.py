@@ -236,6 +236,53 @@ def test_sample_and_evaluate_take_a_vae_and_a_gan(trained: dict[str, Path], mnis
             assert "nll" not in metrics  # nll.enabled=null: where the model has a likelihood
 
 
+def test_a_vae_and_a_gan_export_and_load_to_the_same_images_with_their_scores_on_the_card(
+        trained: dict[str, Path], mnist_dir: Path, tmp_path: Path) -> None:
+    """export.py of each baseline (no scheduler file); load_pretrained and sample.py on the folder
+    draw the checkpoint's images; the VAE's card shows the scores of evaluate.py on its checkpoint."""
+    import shutil
+
+    import yaml
+
+    from ddpm_lit.generation.generate import image_generators
+    from ddpm_lit.generation.pretrained import load_pretrained
+    from ddpm_lit.training.loading import load_module
+
+    for family, run in trained.items():
+        run = Path(shutil.copytree(run, tmp_path / "runs" / "train" / family))  # evaluate's runs go beside it
+        ckpt = run / "checkpoints" / "last.ckpt"
+        if family == "vae":
+            proc = _cli("evaluate.py", [f"ckpt_path={ckpt}", "num_samples=16", "nll.enabled=false", "reference_size=200",
+                                        "fid.enabled=false", "score_test=false", "logger=csv", f"paths.data_dir={mnist_dir}",
+                                        f"hydra.run.dir={tmp_path / 'runs' / 'evaluate' / 'vae'}"])
+            assert proc.returncode == 0, proc.stderr[-2000:]
+        out = tmp_path / "exported" / family
+        proc = _cli("export.py", [f"ckpt_path={ckpt}", f"out={out}"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "samples.png"]
+        model = load_pretrained(out)
+        module, _ = load_module(ckpt, torch.device("cpu"))
+        assert type(model).__name__ == {"vae": "VAEModel", "gan": "GANModel"}[family]
+        a = model.sample(6, generator=image_generators(3, range(6)))
+        assert torch.equal(a, module.sample(6, generator=image_generators(3, range(6))))
+        meta = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
+        assert family in meta["tags"] and "diffusion" not in meta["tags"]
+        card = (out / "README.md").read_text()
+        if family == "vae":
+            metrics = json.loads((tmp_path / "runs" / "evaluate" / "vae" / "metrics.json").read_text())
+            from ddpm_lit.catalogue import metric
+
+            shown = metric("classifier_fid").show(metrics["samples"]["classifier_fid"])
+            assert f"| {shown} |" in card and "evaluate.py on 16 samples" in card
+            values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+            assert values["classifier_fid"] == pytest.approx(metrics["samples"]["classifier_fid"], rel=1e-6)
+        else:
+            assert "Not evaluated" in card and "model-index" not in meta
+        proc = _cli("sample.py", [f"ckpt_path={out}", "n=6", f"hydra.run.dir={tmp_path / 's' / family}"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads((tmp_path / "s" / family / "sample.json").read_text())["family"] == family
+
+
 @pytest.mark.parametrize("script, family, args, words", [
     ("sample.py", "gan", ["sampler=ddim"], "sampler=ddim: a gan has no sampler"),
     ("sample.py", "vae", ["sampler.steps=20"], "sampler.steps=20: a vae has no sampler"),
