@@ -28,6 +28,8 @@ LAZY_IMPORTS = {"diffusers", "selenium", "lightning", "torchvision", "ddpm_lit.r
                 # ddpm_lit.load_pretrained: `import ddpm_lit` (every command) does not load torch and the networks;
                 # huggingface_hub: export.py push_to_hub= alone needs it (an optional extra)
                 "ddpm_lit.generation.pretrained", "huggingface_hub",
+                # a model card's HTML, for its screenshot alone
+                "markdown",
                 # torchrun's store (ddpm_lit.launches): the ranks of a torchrun launch alone need it, and the
                 # resolvers that name the run dir are loaded by every command, --help included
                 "torch.distributed"}

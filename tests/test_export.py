@@ -238,3 +238,29 @@ def test_push_to_hub_offline_is_one_line_and_the_folder_is_kept(tiny_run: Path, 
 def test_export_settings_are_checked_at_the_door(args: list[str], words: str, tmp_path: Path) -> None:
     proc = run_command("export.py", [*args, f"out={tmp_path / 'o'}"])
     assert proc.returncode != 0 and words in proc.stderr and not (tmp_path / "o" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_the_model_card_renders_as_markdown_with_its_grid_in_a_browser(exported: Path, tmp_path: Path) -> None:
+    from ddpm_lit.reporting.model_card import card_html
+    from ddpm_lit.reporting.screenshot import find_browser, load, main, open_browser
+
+    if find_browser() is None:
+        pytest.skip("no Chromium and chromedriver on PATH")
+    page = tmp_path / "card.html"
+    page.write_text(card_html((exported / "README.md").read_text(), exported))
+    driver = open_browser()
+    try:
+        load(driver, page)
+        widths = driver.execute_script("return [...document.images].map(i => i.naturalWidth)")
+        headings = driver.execute_script("return [...document.querySelectorAll('h2')].map(h => h.textContent)")
+        metadata = driver.execute_script("return document.querySelector('aside pre').textContent")
+    finally:
+        driver.quit()
+    assert widths and all(w > 0 for w in widths)  # samples.png read from the folder
+    assert headings == ["Use", "Scores", "Data", "Training", "Files"] and "library_name: ddpm-lit" in metadata
+    main([str(exported / "README.md"), str(tmp_path / "card.png"), "--width", "1000"])
+    from PIL import Image
+
+    with Image.open(tmp_path / "card.png") as image:
+        assert image.width == 1000 and image.height > 800

@@ -5,6 +5,7 @@ scores of evaluate.py, the data set and what trained it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -87,8 +88,13 @@ def model_card(config: dict[str, Any], scores: dict[str, Any] | None = None, gri
         lines += [f"![samples]({GRID})", "", f"*{grid[0].upper()}{grid[1:]}.*", ""]
     lines += ["## Use", "", "```python", "import torch", "import ddpm_lit", "",
               f'model = ddpm_lit.load_pretrained("{where}")  # no Lightning, no Hydra',
-              "images = model.sample(16, generator=torch.Generator().manual_seed(0))  # (16, C, H, W) in [-1, 1]",
-              "```", ""]
+              "images = model.sample(16, generator=torch.Generator().manual_seed(0))  # (16, C, H, W) in [-1, 1]"]
+    if config.get("num_classes"):
+        lines += [f"images = model.sample(8, class_labels=torch.full((8,), 3))  # class {(config.get('class_names') or ['3'] * 4)[3]!r}"
+                  + (", classifier-free guidance w = model.guidance_scale" if family == "ddpm" else "")]
+    if family == "ddpm":
+        lines += ['images = model.sample(16, sampler="dpmpp_2m", steps=20)  # 20 network calls instead of T']
+    lines += ["```", ""]
     if family == "ddpm":
         lines += ["Or with diffusers' schedulers (`scheduler_config.json`; which of them match which sampler of "
                   "ddpm-lit, and how closely, is in the project's docs/diffusers.md):", "", "```python",
@@ -145,3 +151,31 @@ def model_card(config: dict[str, Any], scores: dict[str, Any] | None = None, gri
     if grid:
         lines.append(f"| `{GRID}` | the grid above |")
     return "\n".join(lines) + "\n"
+
+
+CARD_STYLE = """
+body { font: 15px/1.55 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2328; margin: 0; }
+main { display: flex; gap: 32px; max-width: 1180px; margin: 24px auto; padding: 0 24px; }
+article { flex: 1; min-width: 0; } aside { width: 300px; font-size: 13px; }
+aside pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 10px; white-space: pre-wrap; }
+h1 { border-bottom: 1px solid #d8dee4; padding-bottom: .3em; } h2 { border-bottom: 1px solid #d8dee4; padding-bottom: .3em; }
+table { border-collapse: collapse; } td, th { border: 1px solid #d0d7de; padding: 6px 13px; }
+pre { background: #f6f8fa; padding: 12px; border-radius: 6px; overflow: auto; } code { font-size: 85%; }
+img { max-width: 100%; image-rendering: pixelated; }
+"""
+
+
+def card_html(card: str, folder: Path) -> str:
+    """The model card ``card`` (README.md's text) rendered as markdown, its front matter beside it as
+    the Hub shows metadata, images read from ``folder``; for a screenshot (``reporting.screenshot``)."""
+    import html
+
+    import markdown
+
+    front, body = "", card
+    if card.startswith("---\n"):
+        _, front, body = card.split("---\n", 2)
+    content = markdown.markdown(body, extensions=["tables", "fenced_code", "md_in_html"])
+    return (f'<!doctype html><html><head><meta charset="utf-8"><base href="{folder.resolve().as_uri()}/">'
+            f"<style>{CARD_STYLE}</style></head><body data-drawn=\"1\"><main><article>{content}</article>"
+            f"<aside><b>README.md metadata</b><pre>{html.escape(front)}</pre></aside></main></body></html>")

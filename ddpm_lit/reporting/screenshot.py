@@ -1,4 +1,5 @@
-"""A page (``page.html``) in headless Chromium: ``python -m ddpm_lit.reporting.screenshot PAGE OUT.png``.
+"""A page (``page.html``) in headless Chromium: ``python -m ddpm_lit.reporting.screenshot PAGE OUT.png``;
+PAGE may also be an exported model's card (``README.md``), rendered as markdown first.
 
 Opens the page from disk with the network cut off (every host resolves nowhere), waits until its
 charts are drawn, and writes a PNG of the whole page (or of its first ``--height`` pixels). Needs
@@ -13,11 +14,13 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ddpm_lit.errors import UserError, exit_on_user_error
+from ddpm_lit.reporting.model_card import card_html
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = ("chromedriver",)
@@ -104,7 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.page.is_file():
         print(f"error: {args.page} is not a file", file=sys.stderr)
         raise SystemExit(2)
-    print(f"written: {exit_on_user_error(screenshot, args.page, args.out, args.width, args.height)}")
+    page = args.page
+    with tempfile.TemporaryDirectory() as tmp:
+        if page.suffix == ".md":  # a model card: as markdown renders it, images read from its folder
+            page = Path(tmp) / "card.html"
+            page.write_text(card_html(args.page.read_text(), args.page.parent))
+        print(f"written: {exit_on_user_error(screenshot, page, args.out, args.width, args.height)}")
 
 
 if __name__ == "__main__":
