@@ -16,6 +16,8 @@ from ddpm_lit.reporting.tables import EVALUATION_ROWS
 GRID = "samples.png"
 # The Hub's ids of the built-in sets.
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashion_mnist"}
+# The scores the front matter's model index lists (the card's table shows every one).
+HEADLINE = ("fid", "classifier_fid", "kid", "precision", "recall", "confident_share", "bpd")
 FAMILY_TAGS = {"ddpm": ["diffusion", "ddpm"], "vae": ["vae"], "gan": ["gan"]}
 
 
@@ -55,7 +57,7 @@ def front_matter(config: dict[str, Any], scores: dict[str, Any] | None) -> dict[
     }
     if hub_id:
         meta["datasets"] = [hub_id]
-    rows = _scores(scores, title)
+    rows = [row for row in _scores(scores, title) if row[0] in HEADLINE]
     if rows:
         meta["metrics"] = [key for key, *_ in rows]
         meta["model-index"] = [{
@@ -106,8 +108,11 @@ def model_card(config: dict[str, Any], scores: dict[str, Any] | None = None, gri
     if rows:
         src = scores["source"]
         sampler = src.get("sampler")
+        if isinstance(sampler, dict):  # {"name": "dpmpp_2m", "steps": 20, ...}: the options given
+            options = [f"{k} {v}" for k, v in sampler.items() if k != "name" and v is not None]
+            sampler = ", ".join([str(sampler.get("name")), *options])
         lines += [f"evaluate.py on {int(scores['samples']['num_images'])} samples"
-                  + (f" ({sampler})" if sampler else "")
+                  + (f" (sampler {sampler})" if sampler else "")
                   + f", against {src.get('reference_size')} {title} training images; {src.get('classifier')}"
                   + (f"; Inception: {src['inception']}" if src.get("inception") else "; no Inception (standard) FID")
                   + ".", "", "| metric | value |", "|---|---|"]
