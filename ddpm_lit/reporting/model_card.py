@@ -4,6 +4,7 @@ scores of evaluate.py, the data set and what trained it."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,6 @@ img { max-width: 100%; image-rendering: pixelated; }
 def card_html(card: str, folder: Path) -> str:
     """The model card ``card`` (README.md's text) rendered as markdown, its front matter beside it as
     the Hub shows metadata, images read from ``folder``; for a screenshot (``reporting.screenshot``)."""
-    import html
-
     import markdown
 
     front, body = "", card
