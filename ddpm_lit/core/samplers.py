@@ -10,13 +10,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from ddpm_lit.core.diffusion import Denoiser, GaussianDiffusion, extract, randn
 
 Callback = Callable[[dict[str, Any]], None]
+# The subsequences of timesteps DDIM and DPM-Solver++ may visit (see ``ddim_timesteps``).
+Spacing = Literal["uniform", "quadratic", "trailing"]
+SPACINGS: tuple[str, ...] = get_args(Spacing)
 
 
 @torch.no_grad()
@@ -60,8 +63,11 @@ def sample_ddpm(
 def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> list[int]:
     """The subsequence τ of timestep indices DDIM visits, ascending, always ending at T − 1.
 
-    ``uniform``: evenly spaced (as ``GaussianDiffusion.respace``); ``quadratic``: τ_i ∝ i²,
-    denser near t = 0, the spacing Song et al. (2021) use for CIFAR-10.
+    ``uniform``: evenly spaced from T − 1 down to 0 (as ``GaussianDiffusion.respace``);
+    ``quadratic``: τ_i ∝ i², denser near t = 0, the spacing Song et al. (2021) use for CIFAR-10;
+    ``trailing``: round(T − k·T/n) − 1 for k = 0..n−1, which ends one stride above t = 0 instead
+    of at it (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    Table 2), and equals diffusers' ``timestep_spacing="trailing"``.
     """
     if not 1 <= steps <= num_timesteps:
         raise ValueError(f"steps must be in [1, {num_timesteps}], got {steps}")
@@ -70,8 +76,15 @@ def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> 
         grid = torch.linspace(last, 0, steps, dtype=torch.float64)
     elif spacing == "quadratic":
         grid = torch.linspace(0, math.sqrt(last), steps, dtype=torch.float64) ** 2
+    elif spacing == "trailing":
+        # T + k·δ with δ = (T − T/n) − T, the arithmetic of numpy's ``arange(T, 0, −T/n)`` that
+        # diffusers uses, so that ties at .5 round (half to even) the same way
+        start = float(num_timesteps)
+        delta = (start - num_timesteps / steps) - start
+        taus = (start + torch.arange(steps, dtype=torch.float64) * delta).round() - 1  # round, then shift
+        return sorted(set(taus.long().tolist()) | {last})
     else:
-        raise ValueError(f"unknown spacing {spacing!r}; valid choices: uniform, quadratic")
+        raise ValueError(f"unknown spacing {spacing!r}; valid choices: {', '.join(SPACINGS)}")
     return sorted(set(grid.round().long().tolist()) | {last})
 
 
@@ -100,6 +113,7 @@ def ddim_step(
     eps: torch.Tensor,
     eta: float,
     clip_denoised: bool = True,
+    x0: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean and standard deviation of DDIM's x_{t−1} given x_t and ε (Song et al. 2021, eq. 12).
 
@@ -107,8 +121,11 @@ def ddim_step(
     σ_t = η √((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t−1}).
     η = 1 gives σ_t² = β̃_t and the ancestral step's distribution; η = 0 is deterministic.
     With clipping, ε̂ is recomputed from the clipped x̂0 so that the two stay consistent.
+    ``x0``: the network's own x̂0 when it has one (x0 or v objective), used as is: recomputing it
+    from ε̂ costs digits where √ᾱ_t is tiny (cosine t = T: σ/α ≈ 2·10⁴ times float32's rounding).
     """
-    x0 = diffusion.predict_x0_from_eps(x_t, t, eps)
+    if x0 is None:
+        x0 = diffusion.predict_x0_from_eps(x_t, t, eps)
     if clip_denoised:
         x0 = x0.clamp(-1.0, 1.0)
         eps = diffusion.predict_eps_from_x0(x_t, t, x0)
@@ -135,7 +152,8 @@ def sample_ddim(
     """DDIM (Song et al. 2021) on a subsequence of ``steps`` timesteps (``None``: all T).
 
     Same signature and callback as ``sample_ddpm``; ``eta`` scales the noise (0: deterministic,
-    1: the ancestral step's variance), ``spacing`` is ``uniform`` or ``quadratic``.
+    1: the ancestral step's variance), ``spacing`` is ``uniform``, ``quadratic`` or ``trailing``
+    (see ``ddim_timesteps``). The last step goes from τ_1 to ᾱ = 1 (x̂0 itself at η = 0).
     """
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0, got {eta}")
@@ -144,7 +162,8 @@ def sample_ddim(
     total = chain.num_timesteps
     for i, step in enumerate(reversed(range(total))):
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        out = ddim_step(chain, x, t, chain.model_eps(net, x, t), eta, clip_denoised)
+        pred = chain.model_predictions(net, x, t)
+        out = ddim_step(chain, x, t, pred["eps"], eta, clip_denoised, x0=pred["pred_x0"])
         x = out["mean"]
         if eta > 0 and step > 0:
             x = x + out["std"] * randn(x.shape, generator, x.device, x.dtype)
@@ -178,14 +197,17 @@ def sample_dpmpp_2m(
 
     (η = 0: the ODE step of eq. 16; η = 1: the SDE step, which adds as much fresh noise as the
     step removes, and so forgets part of the error of earlier steps.)
-    ``spacing``: ``logsnr`` (default; equal h, as Lu et al. recommend), or DDIM's ``uniform`` or
-    ``quadratic`` subsequences, whose unequal h near t = 0 make the extrapolation (1/(2r) large)
-    amplify errors at some step counts. The last step goes from the smallest
-    timestep to the data (σ = 0), where the update reduces to x = x̂0, so the first and last
-    steps are first order. ``generator`` draws the SDE's noise z (unused at η = 0).
+    ``spacing``: ``logsnr`` (default; equal h, as Lu et al. recommend), or DDIM's ``uniform``,
+    ``quadratic`` or ``trailing`` subsequences (``ddim_timesteps``); the first two have unequal h
+    near t = 0, which make the extrapolation (1/(2r) large) amplify errors at some step counts.
+    The last step goes from the smallest timestep to the data (σ = 0), where the update reduces
+    to x = x̂0, so the first and last steps are first order. ``generator`` draws the SDE's
+    noise z (unused at η = 0).
     """
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0, got {eta}")
+    if spacing != "logsnr" and spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; valid choices: logsnr, {', '.join(SPACINGS)}")
     steps = steps or diffusion.num_timesteps
     if spacing == "logsnr":
         taus = logsnr_timesteps(diffusion, steps)[::-1]  # descending
