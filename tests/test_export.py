@@ -264,3 +264,22 @@ def test_the_model_card_renders_as_markdown_with_its_grid_in_a_browser(exported:
 
     with Image.open(tmp_path / "card.png") as image:
         assert image.width == 1000 and image.height > 800
+
+
+@pytest.mark.parametrize("kind, spacing", [("ddpm", None), ("ddim", "trailing"), ("dpmpp_2m", "trailing")])
+def test_diffusers_schedulers_from_the_exported_folder_drive_its_network_to_our_images(exported: Path, kind: str,
+                                                                                   spacing: str | None) -> None:
+    """The second opinion on the exported model itself (tests/test_diffusers_parity.py: every case at tiny size)."""
+    pytest.importorskip("diffusers")
+    from ddpm_lit.core.samplers import SAMPLERS
+    from ddpm_lit.generation.diffusers_bridge import STEP_KWARGS, diffusers_scheduler, sample_with_diffusers
+
+    model = load_pretrained(exported)
+    x_T = torch.randn(2, *model.image_shape, generator=torch.Generator().manual_seed(0))
+    options = {} if spacing is None else {"spacing": spacing}
+    ours = SAMPLERS[kind](model.net, model.diffusion, x_T, generator=torch.Generator().manual_seed(1), steps=5,
+                          **options)
+    scheduler = diffusers_scheduler(kind, exported, spacing)  # read from scheduler_config.json
+    theirs = sample_with_diffusers(model.net, scheduler, x_T, 5, generator=torch.Generator().manual_seed(1),
+                                   step_kwargs=STEP_KWARGS[kind])
+    assert float((ours - theirs).abs().max()) <= 1e-4
