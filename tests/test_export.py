@@ -231,6 +231,16 @@ def test_push_to_hub_offline_is_one_line_and_the_folder_is_kept(tiny_run: Path, 
     assert "Traceback" not in proc.stderr and (out / "model.safetensors").is_file()
 
 
+def test_training_refuses_an_exported_folder_in_one_line(exported: Path, tmp_path: Path) -> None:
+    from ddpm_lit.training.checkpointing import read_checkpoint
+
+    proc = run_command("train.py", [f"ckpt_path={exported}", "trainer=cpu", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode != 0 and "is a folder: an exported model (export.py) holds the weights alone" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(DataError, match="is a folder, not a checkpoint"):  # compare.py, shards, the pages
+        read_checkpoint(exported)
+
+
 @pytest.mark.parametrize("args, words", [
     ([], "give the checkpoint to export"),
     (["ckpt_path=x.ckpt", "push_to_hub=not a repo"], "push_to_hub must be a Hub repo id"),

@@ -66,18 +66,21 @@ def latest_evaluation(run: Run | None, ckpt_path: Path) -> dict[str, Any] | None
     return results if isinstance(results, dict) and "samples" in results else None
 
 
-def _grid(module: Any, run: Run | None, s: ExportSettings) -> str | None:
+def _grid(module: Any, ckpt_path: Path, run: Run | None, s: ExportSettings) -> str | None:
     """samples.png of the folder: the run's final grid (what training ended with, the weights
-    exported), else ``grid_samples`` images drawn now with the validation hook's sampler."""
+    exported), an exported folder's own grid, else ``grid_samples`` images drawn now with the
+    validation hook's sampler (None: none)."""
     target = s.out / GRID
     if run is not None and run.final_grid.is_file():
         shutil.copyfile(run.final_grid, target)
         return "the final samples of training (samples/final.png)"
+    if is_pretrained(ckpt_path) and (ckpt_path / GRID).is_file():
+        shutil.copyfile(ckpt_path / GRID, target)
+        return f"the samples of the exported folder {ckpt_path.name}"
     if s.grid_samples == 0:
         return None
-    device = resolve_device(s.device)
-    module.to(device)
-    images = module.sample(s.grid_samples, generator=image_generators(s.seed, range(s.grid_samples)),
+    module.to(resolve_device(s.device))
+    images = module.sample(s.grid_samples, generator=image_generators(s.seed, range(s.grid_samples)), progress=True,
                            **module.validation_sampler())
     save_grid(to_unit_range(images.float().cpu()), target)
     return f"{s.grid_samples} samples drawn at export (seed {s.seed})"
@@ -125,10 +128,7 @@ def export_model(s: ExportSettings) -> dict[str, Any]:
     }
     s.out.mkdir(parents=True, exist_ok=True)
     save_pretrained(model, s.out, **info)
-    grid = _grid(module, run, s)
-    if grid is None and is_pretrained(ckpt_path) and (ckpt_path / GRID).is_file():
-        shutil.copyfile(ckpt_path / GRID, s.out / GRID)
-        grid = "the samples of the folder exported again"
+    grid = _grid(module, ckpt_path, run, s)
     scores = latest_evaluation(run, ckpt_path)
     config = read_json(s.out / CONFIG)
     training_config = run.config() if run is not None else None

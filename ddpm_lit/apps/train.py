@@ -224,6 +224,9 @@ def resume_checkpoint(ckpt_path: str | None, run: Run) -> str | None:
             return None
         log.info("continuing from %s", found)
         return str(found)
+    if Path(ckpt_path).is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path} is a folder: an exported model (export.py) holds the weights alone; "
+                          "training resumes from a .ckpt of train.py")
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint")
     return str(ckpt_path)

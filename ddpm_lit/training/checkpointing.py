@@ -23,6 +23,9 @@ def read_checkpoint(path: str | Path, mmap: bool = True) -> dict[str, Any]:
     checkpoint of train.py raises a ``DataError`` naming the file and what is wrong with it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a checkpoint: an exported model (export.py) holds the weights "
+                        "alone, which sample.py and evaluate.py take; training resumes from a .ckpt of train.py")
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
     try:
