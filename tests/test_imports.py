@@ -39,7 +39,7 @@ def test_an_app_imports_no_figures_pages_or_training(app: str) -> None:
 
 
 @pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "train.py", "-m ddpm_lit.run_figures", "-m ddpm_lit.summarize",
-                                    "-m ddpm_lit.compare", "-m ddpm_lit.families", "-m ddpm_lit.bench"])
+                                    "-m ddpm_lit.compare", "-m ddpm_lit.families", "-m ddpm_lit.bench", "export.py"])
 def test_help_needs_hydra_alone(script: str) -> None:
     proc = run_python("-X", "importtime", *script.split(), "--help")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,7 +50,8 @@ def test_help_needs_hydra_alone(script: str) -> None:
 
 
 @pytest.mark.parametrize("script, words", [("sample.py", "give the checkpoint"),
-                                           ("evaluate.py", "exactly one of ckpt_path")])  # fmt: skip
+                                           ("evaluate.py", "exactly one of ckpt_path"),
+                                           ("export.py", "give the checkpoint to export")])  # fmt: skip
 def test_a_real_command_line_stops_on_a_bad_config_with_one_line(script: str, words: str, tmp_path) -> None:
     """The other tests of these commands run them in-process (conftest.run_command); this one is
     the process a user starts: exit code 2, one `error:` line, no traceback, before any heavy import."""
@@ -67,7 +68,7 @@ def test_the_maths_and_the_front_end_load_no_config_or_training_library() -> Non
     loads neither OmegaConf, Hydra, Lightning nor W&B (the import-linter contract checks the
     source; this checks what a fresh process really loads, ``ddpm_lit/__init__`` included)."""
     mods = "ddpm_lit.core.diffusion, ddpm_lit.core.samplers, ddpm_lit.core.likelihood, ddpm_lit.nets.unet, " \
-           "ddpm_lit.generation.generate, ddpm_lit.data.sets"
+           "ddpm_lit.generation.generate, ddpm_lit.generation.pretrained, ddpm_lit.data.sets"
     proc = run_python("-c", f"import json, sys; import {mods}; print(json.dumps(sorted(sys.modules)))")
     assert proc.returncode == 0, proc.stderr[-3000:]
     modules = json.loads(proc.stdout)
