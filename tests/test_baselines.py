@@ -281,6 +281,14 @@ def test_a_vae_and_a_gan_export_and_load_to_the_same_images_with_their_scores_on
         proc = _cli("sample.py", [f"ckpt_path={out}", "n=6", f"hydra.run.dir={tmp_path / 's' / family}"])
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads((tmp_path / "s" / family / "sample.json").read_text())["family"] == family
+        if family == "vae":  # evaluate.py takes the folder too: the same samples, so the same scores
+            proc = _cli("evaluate.py", [f"ckpt_path={out}", "num_samples=16", "nll.enabled=false", "reference_size=200",
+                                        "fid.enabled=false", "score_test=false", "logger=csv", f"paths.data_dir={mnist_dir}",
+                                        f"hydra.run.dir={tmp_path / 'e_folder'}"])
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            again = json.loads((tmp_path / "e_folder" / "metrics.json").read_text())
+            assert again["source"]["ema_weights"] is True and again["source"]["family"] == "vae"
+            assert again["samples"]["classifier_fid"] == pytest.approx(metrics["samples"]["classifier_fid"], rel=1e-6)
 
 
 @pytest.mark.parametrize("script, family, args, words", [
