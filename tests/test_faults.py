@@ -1,5 +1,5 @@
 """Faults injected into real runs: SIGKILL at random instants, resumes mid-epoch, and the bit-exact
-weights and data order they must leave (README, "What happens when")."""
+weights and data order they must leave (docs/reliability.md, "What happens when")."""
 
 from __future__ import annotations
 
@@ -438,7 +438,7 @@ def test_the_same_seed_and_config_give_the_same_losses_weights_and_samples(synth
 
 
 def test_ddpm_samples_depend_on_the_batch_size_one_pass_models_do_not() -> None:
-    # What the README says of sample.py: the same seed and batch size give the same images; the
+    # What docs/usage.md says of sample.py: the same seed and batch size give the same images; the
     # reverse chain draws each step's noise per batch, so another batch size gives other images.
     model = tiny_ddpm(20).eval()
 

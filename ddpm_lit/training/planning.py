@@ -3,7 +3,7 @@ and how much of a whole-run time budget is left for training.
 
 The same 2-core preset trains at very different speeds on different CPUs, and bf16 autocast is
 faster than fp32 on some (AMX) and slower on others (0.78–0.98× on the Xeon without AMX measured
-in the README); so the precision is chosen by timing a few real training steps of the run's own network in each,
+in docs/results.md); so the precision is chosen by timing a few real training steps of the run's own network in each,
 and the training time is what the budget leaves once start-up and the measured cost of the final
 samples are taken off (``trainer.max_time``).
 """
@@ -57,7 +57,7 @@ class SpeedProbe:
 
     The copy leaves the module's weights, BatchNorm statistics and mode alone. A module that will
     train compiled (``model.compile``) is timed compiled, the compilation in the untimed warm-up:
-    on the Xeon of the README, eager timings chose bf16 (194 against 170 images/s), which then
+    on the Xeon of docs/results.md, eager timings chose bf16 (194 against 170 images/s), which then
     trained compiled at 126 images/s where compiled fp32 had trained at 203. Inductor caches the
     graphs, so the run's own compilation then costs little.
     """
@@ -146,7 +146,7 @@ def screen_candidates(device: torch.device, candidates: tuple[str, ...]) -> tupl
     Building and compiling a network in one more precision costs about a minute on a 2-core CPU
     with an empty Inductor cache, so bf16 is timed only where a bf16 matmul is at least
     ``MIN_SPEEDUP`` times as fast as fp32's: the network's gain from bf16 autocast comes from its
-    convolutions and matmuls (on the Xeon without AMX of the README the matmul ran at 0.6–0.8× and
+    convolutions and matmuls (on the Xeon without AMX of docs/results.md the matmul ran at 0.6–0.8× and
     the compiled network at 0.6×; with AMX the matmul runs ~4× and the network ~1.5×).
     """
     kept, notes = [], []
