@@ -44,3 +44,17 @@ def test_a_broken_link_or_anchor_fails_the_build(tmp_path: Path, broken: str) ->
         f.write(f"\n{broken}\n")
     proc = build(root, tmp_path / "site")
     assert proc.returncode != 0 and "data.md" in proc.stdout + proc.stderr
+
+
+def test_the_configuration_reference_is_the_configs_as_they_are(tmp_path: Path) -> None:
+    """docs/config-reference.md is generated from ddpm_lit/conf/; a config changed without
+    regenerating it (`python -m ddpm_lit.config.reference docs/config-reference.md`) fails here."""
+    from ddpm_lit.config.reference import CONF, reference
+
+    assert (ROOT / "docs" / "config-reference.md").read_text() == reference(), \
+        "docs/config-reference.md is stale: python -m ddpm_lit.config.reference docs/config-reference.md"
+    conf = Path(shutil.copytree(CONF, tmp_path / "conf"))
+    trainer = conf / "trainer" / "default.yaml"
+    trainer.write_text(trainer.read_text().replace("max_epochs", "max_epoch"))
+    assert reference(conf) != reference()
+    assert "`trainer=cpu`" in reference() and "### sample" in reference()
