@@ -43,7 +43,7 @@ def reference(conf: Path = CONF) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
+    if len(args) != 1 or args[0].startswith("-"):
         print("usage: python -m ddpm_lit.config.reference OUT.md", file=sys.stderr)
         raise SystemExit(2)
     Path(args[0]).write_text(reference())
