@@ -202,12 +202,26 @@ TINY = [
 ]
 
 
+def wandb_file_with(path: Path, *needles: bytes, timeout: float = 60.0) -> bytes:
+    """A W&B run file's bytes once they hold every one of ``needles``: its service process may write
+    the records a moment after ``wandb.finish()`` returns (the offline file is complete later, not
+    lost), so a test that reads it at once can see the 7-byte header alone."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        data = path.read_bytes()
+        if all(n in data for n in needles) or time.monotonic() > end:
+            return data
+        time.sleep(0.2)
+
+
 def wandb_run_records(path: Path) -> list:
     """The protobuf records of a W&B run file (``run-<id>.wandb``): a 7-byte header (``:W&B``,
     magic, version), then LevelDB-log records in 32 KiB blocks (crc32, length, type, data)."""
     from wandb.proto.wandb_internal_pb2 import Record
 
-    data = path.read_bytes()
+    data = wandb_file_with(path, path.stem.removeprefix("run-").encode())  # the run record names its id
     assert data[:4] == b":W&B", f"{path} is not a W&B run file"
     records, pos, block, pending = [], 7, 32768, b""
     while pos + 7 <= len(data):

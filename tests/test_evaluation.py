@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import Command, run_command, tiny_ddpm
+from conftest import Command, run_command, tiny_ddpm, wandb_file_with
 
 from ddpm_lit.errors import DataError
 from ddpm_lit.evaluation.features import (
@@ -330,7 +330,8 @@ def test_evaluate_scores_a_checkpoint_and_its_npz_alike(tiny_checkpoint: Path, m
     assert f"{samples['confident_share']:.1%}** of the samples" in report
     assert f"{source['judge_test_confident_share']:.1%} of all real test images" in report
     (wandb_run,) = run.glob("wandb/offline-run-*")  # logged to W&B, offline
-    assert b"eval/samples/classifier_fid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
+    assert b"eval/samples/classifier_fid" in wandb_file_with(next(wandb_run.glob("run-*.wandb")),
+                                                             b"eval/samples/classifier_fid")
 
     # the same images from the file: the same numbers, no bound (no model), reference from the cache
     proc = run_evaluate([f"samples_path={run / 'samples.npz'}", f"hydra.run.dir={tmp_path / 'b'}", *common])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from conftest import TINY, run_command
+from conftest import TINY, run_command, wandb_file_with
 from PIL import Image
 
 from ddpm_lit.reporting.run_figures import FIGURES
@@ -36,7 +36,7 @@ def test_training_writes_and_logs_the_figures_and_the_command_redraws_them(synth
     assert (run_dir / "samples" / "final.npz").is_file() and (run_dir / "samples" / "final.png").is_file()
 
     (wandb_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    logged = wandb_file.read_bytes()
+    logged = wandb_file_with(wandb_file, *(f"figures/{name}".encode() for name in FIGURES))
     for name in FIGURES:
         assert f"figures/{name}".encode() in logged, name  # one W&B image per figure
 
