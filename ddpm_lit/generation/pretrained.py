@@ -38,6 +38,8 @@ FORMAT_VERSION = 1
 
 
 def class_name(cls: type) -> str:
+    """The dotted name of ``cls`` (``ddpm_lit.nets.unet.UNet``): config.json's classes, and a
+    checkpoint's ``model_class`` (``training.base``)."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

@@ -33,6 +33,7 @@ from ddpm_lit.evaluation.metrics import nearest_neighbour_ssim
 from ddpm_lit.generation.files import save_grid
 from ddpm_lit.generation.generate import image_generators, labels_for
 from ddpm_lit.generation.models import StandaloneModel, sample_in_one_pass
+from ddpm_lit.generation.pretrained import class_name
 from ddpm_lit.generation.ranks import gather_in_order, rank_indices
 from ddpm_lit.generation.speed import PRECISIONS
 from ddpm_lit.internals import logging_step, set_logging_step
@@ -78,10 +79,6 @@ def check_hook_settings(args: Mapping[str, Any]) -> None:
             raise ValueError(f"model.{name} must be ≥ {low}, got {args[name]}")
     if args["val_classifier_fid"] and args["num_val_samples"] < 2:
         raise ValueError(f"model.num_val_samples must be ≥ 2 for val/classifier_fid (a covariance), got {args['num_val_samples']}")
-
-
-def class_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def family_class(name: str) -> type[GenerativeModule] | None:

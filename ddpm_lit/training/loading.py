@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ddpm_lit.errors import ConfigError, DataError, first_line
-from ddpm_lit.generation.pretrained import CONFIG, is_pretrained, load_pretrained, read_config
+from ddpm_lit.generation.pretrained import CONFIG, class_name, is_pretrained, load_pretrained, read_config
 from ddpm_lit.nets.gan import Discriminator
 
 
@@ -83,8 +83,6 @@ PART_ARGUMENTS = ("net", "diffusion", "generator", "discriminator", "optimizer",
 def module_record(module: Any) -> dict[str, Any]:
     """config.json's ``lightning_module``: the class and settings that rebuild ``module`` around
     the exported networks (``load_exported_module``), and a GAN's discriminator's arguments."""
-    from ddpm_lit.training.base import class_name
-
     hparams = {k: v for k, v in dict(module.hparams).items() if k not in PART_ARGUMENTS}
     record: dict[str, Any] = {"class": class_name(type(module)), "hparams": hparams}
     if hasattr(module, "discriminator"):
