@@ -189,6 +189,16 @@ class GenerativeModule(L.LightningModule):
         # val/classifier_fid's classifier; in a tuple, so that it is not a submodule and stays out of checkpoints
         self._classifier: tuple[torch.nn.Module] | None = None
 
+    def speed_settings(self) -> dict[str, Any]:
+        """How the family's networks can run, as set (``channels_last``, ``compile``: true,
+        false or ``auto``); {} for a family without such settings."""
+        return {}
+
+    def use_speed_settings(self, channels_last: bool | None = None, compile: bool | None = None) -> None:
+        """Set the settings of ``speed_settings`` (each where not None)."""
+        if channels_last is not None or compile is not None:
+            raise ValueError(f"a {self.family} has no channels_last or compile setting")
+
     # ---- what a family gives ------------------------------------------------------------
     @property
     def num_classes(self) -> int | None:

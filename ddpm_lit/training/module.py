@@ -46,6 +46,9 @@ def _check_settings(args: Mapping[str, Any]) -> None:
         raise ValueError(f"model.warmup_steps must be ≥ 0, got {args['warmup_steps']}")
     if args["val_sampler"] not in SAMPLERS:
         raise ValueError(f"model.val_sampler must be one of {', '.join(SAMPLERS)}, got {args['val_sampler']!r}")
+    for name in ("channels_last", "compile"):
+        if not (isinstance(args[name], bool) or args[name] == "auto"):
+            raise ValueError(f"model.{name} must be true, false or auto, got {args[name]!r}")
     check_hook_settings(args)
 
 
@@ -77,8 +80,11 @@ class DDPMModule(GenerativeModule):
         val_classifier_fid: also log ``val/classifier_fid``, the classifier FID (MNIST-FID on MNIST) of the K samples
             against ``fid_reference_size`` validation images; needs a datamodule with
             ``data_dir`` (where the classifier is cached). With K samples it is biased upwards but compares epochs.
-        channels_last: keep the network's conv weights (and so its activations) in NHWC order.
-        compile: ``torch.compile`` the network when fitting starts (training and sampling calls).
+        channels_last: keep the network's conv weights (and so its activations) in NHWC order;
+            ``auto``: train.py's start-up plan decides by timing (``training.planning``), and
+            until it has, the network stays contiguous.
+        compile: ``torch.compile`` the network when fitting starts (training and sampling calls);
+            ``auto``: decided by that plan, and not compiled until it has.
 
     The hyperparameters saved in a checkpoint hold each part's spec, so
     ``DDPMModule.load_from_checkpoint(path)`` alone rebuilds the model.
@@ -110,8 +116,8 @@ class DDPMModule(GenerativeModule):
         fid_reference_size: int = 1000,
         cond_drop_prob: float = 0.1,
         guidance_scale: float = 1.0,
-        channels_last: bool = False,
-        compile: bool = False,
+        channels_last: bool | str = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         _check_settings(locals())
@@ -131,7 +137,7 @@ class DDPMModule(GenerativeModule):
                 f"model.val_sample_steps must be in [1, timesteps={self.diffusion.num_timesteps}], "
                 f"got {val_sample_steps}"
             )
-        if channels_last:
+        if channels_last is True:
             self.net.to(memory_format=torch.channels_last)  # 4-D weights; activations follow them
         self.image_shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
         # One image and time step (and label): Lightning's model summary runs it once to count
@@ -196,8 +202,20 @@ class DDPMModule(GenerativeModule):
     def setup(self, stage: str) -> None:
         # After the callbacks' setup, so the EMA callback's copy of the module is not compiled;
         # nn.Module.compile keeps the parameter names, so checkpoints are unchanged.
-        if stage == "fit" and self.hparams.compile:
+        if stage == "fit" and self.hparams.compile is True:
             self.compile_network()
+
+    def speed_settings(self) -> dict[str, Any]:
+        return {"channels_last": self.hparams.channels_last, "compile": self.hparams.compile}
+
+    def use_speed_settings(self, channels_last: bool | None = None, compile: bool | None = None) -> None:
+        """Set ``channels_last`` (the network's memory format, now) and ``compile`` (when fitting
+        starts), each where not None, in the hyperparameters too: what the checkpoint records."""
+        if channels_last is not None:
+            self.hparams.channels_last = bool(channels_last)
+            self.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if compile is not None:
+            self.hparams.compile = bool(compile)
 
     def compile_network(self) -> None:
         """``torch.compile`` the network in place, for fixed shapes: the model summary's one-image
