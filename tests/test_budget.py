@@ -16,65 +16,131 @@ from ddpm_lit.apps.train import train
 from ddpm_lit.errors import ConfigError
 from ddpm_lit.training import planning as budget
 from ddpm_lit.training.module import DDPMModule
-from ddpm_lit.training.planning import Speed, choose_precision, measure_speed
+from ddpm_lit.training.planning import Speed, measure_speed
 
 def small_module(**kwargs) -> DDPMModule:
     return tiny_ddpm(50, **kwargs)
 
 
 class FakeProbe:
-    """Stands in for budget.SpeedProbe: each measure() returns the next of the precision's rates."""
+    """Stands in for budget.SpeedProbe: each measure() returns the next of its settings' rates
+    (keyed by ``str(Settings)``, e.g. ``"32-true, contiguous, eager"``)."""
 
     built: list[str] = []
     calls: list[str] = []
     rates: dict[str, list[float]] = {}
+    sample_rate = 1000.0  # network evaluations/s while sampling
 
-    def __init__(self, module, precision, *args, **kwargs) -> None:
-        self.precision = precision
-        FakeProbe.built.append(precision)
+    def __init__(self, module, precision, *args, channels_last=None, compile=None, **kwargs) -> None:
+        self.key = str(budget.Settings(precision, bool(channels_last), bool(compile)))
+        FakeProbe.built.append(self.key)
 
-    def measure(self, min_seconds: float = 1.0) -> Speed:
-        FakeProbe.calls.append(self.precision)
-        return Speed(self.precision, FakeProbe.rates[self.precision].pop(0), 1.0)
+    def measure(self, min_seconds: float = 1.0, min_steps: int = 3) -> Speed:
+        FakeProbe.calls.append(self.key)
+        return Speed(self.key.split(",")[0], FakeProbe.rates[self.key].pop(0), FakeProbe.sample_rate)
 
 
 @pytest.fixture
 def fake_probe(monkeypatch: pytest.MonkeyPatch) -> type[FakeProbe]:
-    FakeProbe.built, FakeProbe.calls, FakeProbe.rates = [], [], {}
+    FakeProbe.built, FakeProbe.calls, FakeProbe.rates, FakeProbe.sample_rate = [], [], {}, 1000.0
     monkeypatch.setattr(budget, "SpeedProbe", FakeProbe)
     monkeypatch.setattr(budget, "matmul_speedup", lambda device, dtype=None: 4.0)  # an AMX CPU
     return FakeProbe
 
 
+FP32, BF16 = "32-true, contiguous, eager", "bf16-mixed, contiguous, eager"
+FP32_NHWC, BF16_NHWC = "32-true, channels-last, eager", "bf16-mixed, channels-last, eager"
+FP32_FAST, BF16_FAST = "32-true, channels-last, compiled", "bf16-mixed, channels-last, compiled"
+
+
+def length(batches: int, images_per_batch: int = 8) -> budget.RunLength:
+    """A run of ``batches`` steps of ``images_per_batch`` images, without validation."""
+    return budget.run_length(train_images=batches * images_per_batch, val_images=8, batch_size=images_per_batch,
+                             max_epochs=1, max_steps=-1, limit_val_batches=0)
+
+
+def choose(seconds_at_100: float, module=None, **kwargs) -> budget.SpeedPlan:
+    """choose_settings for a run that lasts ``seconds_at_100`` s at 100 images/s."""
+    module = module if module is not None else small_module(channels_last=False, compile=False)
+    return budget.choose_settings(module, torch.device("cpu"), 8, 8, length=length(round(seconds_at_100 * 100 / 8)),
+                                  **kwargs)
+
+
 @pytest.mark.parametrize(("bf16", "chosen"), [(105.0, "32-true"), (150.0, "bf16-mixed"), (50.0, "32-true")])
 def test_auto_precision_keeps_fp32_unless_another_is_clearly_faster(fake_probe, bf16: float, chosen: str) -> None:
-    fake_probe.rates = {"32-true": [100.0, 100.0], "bf16-mixed": [bf16, bf16]}
-    best, speeds, notes = choose_precision(None, torch.device("cpu"), 8, 8)
-    assert best.precision == chosen and [s.precision for s in speeds] == ["32-true", "bf16-mixed"]
-    assert notes == []
+    fake_probe.rates = {FP32: [100.0] * 3, BF16: [bf16, bf16]}
+    plan = choose(300)
+    assert plan.settings.precision == chosen and list(plan.timings) == [FP32, BF16]
+    assert plan.notes == []
 
 
 def test_auto_precision_is_not_fooled_by_the_first_measurements_cold_start(fake_probe) -> None:
     """A fresh process's first timing is slow whatever the precision; the candidates are timed
     in turn twice, each on the probe built for it once, and each keeps its best, so fp32, timed
     first, is not charged for it."""
-    fake_probe.rates = {"32-true": [0.6 * 175.0, 175.0], "bf16-mixed": [160.0, 160.0]}
-    best, speeds, _ = choose_precision(None, torch.device("cpu"), 8, 8)
-    assert fake_probe.built == ["32-true", "bf16-mixed"]
-    assert fake_probe.calls == ["32-true", "bf16-mixed", "32-true", "bf16-mixed"]
-    assert best.precision == "32-true"
-    assert [s.train_images_per_s for s in speeds] == [175.0, 160.0]
+    fake_probe.rates = {FP32: [0.5 * 175.0, 0.6 * 175.0, 175.0], BF16: [160.0, 160.0]}
+    plan = choose(300)
+    assert fake_probe.built == [FP32, BF16]
+    assert fake_probe.calls == [FP32, FP32, BF16, FP32, BF16]  # the first probe's rough timing, then two rounds
+    assert plan.settings.precision == "32-true"
+    assert plan.timings == {FP32: 175.0, BF16: 160.0}
 
 
 def test_bf16_is_not_built_where_its_matmul_is_not_faster(fake_probe, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a bf16 matmul is no faster than fp32's (a CPU without AMX), the bf16 network is
     neither built nor compiled: that minute goes to training."""
     monkeypatch.setattr(budget, "matmul_speedup", lambda device, dtype=None: 0.7)
-    fake_probe.rates = {"32-true": [100.0, 120.0]}
-    best, speeds, notes = choose_precision(None, torch.device("cpu"), 8, 8)
-    assert fake_probe.built == ["32-true"] and best.precision == "32-true"
-    assert [s.train_images_per_s for s in speeds] == [120.0]
-    assert notes == ["bf16-mixed not timed (a bf16 matmul runs at 0.70× fp32's here)"]
+    fake_probe.rates = {FP32: [100.0, 110.0, 120.0]}
+    plan = choose(300)
+    assert fake_probe.built == [FP32] and plan.settings.precision == "32-true"
+    assert plan.timings == {FP32: 120.0}
+    assert plan.notes == ["bf16-mixed not timed (a bf16 matmul runs at 0.70× fp32's here)"]
+
+
+def test_a_short_run_keeps_the_first_probes_settings_untimed(fake_probe) -> None:
+    """Under a minute, timing the other settings would cost a good share of the run."""
+    fake_probe.rates = {FP32: [100.0]}
+    plan = choose(30, module=small_module(channels_last="auto", compile="auto"))  # precision, channels_last and compile all auto
+    assert fake_probe.built == [FP32] and plan.settings == budget.Settings("32-true", False, False)
+    assert plan.notes == ["precision, channels_last, compile not timed further: the run is ~30 s"]
+    assert plan.speed.train_images_per_s == 100.0
+
+
+def test_a_run_of_minutes_times_channels_last_eagerly_and_is_not_compiled(fake_probe) -> None:
+    fake_probe.rates = {FP32: [100.0] * 3, FP32_NHWC: [125.0] * 2, BF16: [90.0] * 2, BF16_NHWC: [100.0] * 2}
+    plan = choose(300, module=small_module(channels_last="auto", compile="auto"))
+    assert fake_probe.built == [FP32, FP32_NHWC, BF16, BF16_NHWC]
+    assert plan.settings == budget.Settings("32-true", True, False) and plan.speed.train_images_per_s == 125.0
+    assert plan.notes == ["not compiled: ~5 min 00 s eagerly, under 10 min 00 s"]
+
+
+@pytest.mark.parametrize(("compiled", "chosen"), [(150.0, BF16_FAST), (105.0, FP32)])
+def test_a_long_run_is_compiled_channels_last_where_that_times_faster(fake_probe, compiled: float, chosen: str) -> None:
+    """Over 10 minutes, compile=auto and channels_last=auto time the compiled NHWC network in
+    each precision against the eager first probe, which stays unless beaten by 1.1×."""
+    fake_probe.rates = {FP32: [100.0] * 3, FP32_FAST: [0.7 * compiled] * 2, BF16_FAST: [compiled] * 2}
+    plan = choose(3600, module=small_module(channels_last="auto", compile="auto"))
+    assert fake_probe.built == [FP32, FP32_FAST, BF16_FAST]
+    assert str(plan.settings) == chosen
+    record = plan.record()
+    assert record["timed"] == {FP32: 100.0, FP32_FAST: round(0.7 * compiled, 1), BF16_FAST: compiled}
+    assert (record["precision"], record["channels_last"], record["compile"]) == (
+        plan.settings.precision, plan.settings.channels_last, plan.settings.compiled)
+
+
+def test_fixed_settings_are_timed_once_for_the_estimate(fake_probe) -> None:
+    fake_probe.rates = {FP32_FAST: [80.0]}
+    plan = choose(3600, module=small_module(channels_last=True, compile=True), precision="32-true")
+    assert fake_probe.built == [FP32_FAST] and fake_probe.calls == [FP32_FAST]
+    assert plan.speed.train_images_per_s == 80.0 and plan.notes == []
+
+
+def test_a_gpu_prefers_bf16_where_it_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert budget.device_precisions(torch.device("cuda")) == ("bf16-mixed", "32-true")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert budget.device_precisions(torch.device("cuda")) == ("32-true",)
+    assert budget.device_precisions(torch.device("cpu")) == ("32-true", "bf16-mixed")
 
 
 def test_matmul_speedup_is_measured() -> None:
@@ -126,19 +192,20 @@ def test_a_time_budget_becomes_max_time_less_start_up_final_samples_and_reserve(
     from ddpm_lit.apps.train import plan_time
     from ddpm_lit.config.schema import TrainSettings
 
-    fake_probe.rates = {"32-true": [100.0] * 8, "bf16-mixed": [100.0] * 8}  # bf16 no faster: fp32 stays
+    fake_probe.rates = {FP32: [100.0] * 8, BF16: [100.0] * 8}  # bf16 no faster: fp32 stays
+    fake_probe.sample_rate = 1.0
     overrides = [*TINY, "trainer.precision=32-true", "post_fit_reserve_seconds=7"]
     cfg = compose_train_cfg([*overrides, "time_budget_minutes=2"], tmp_path, tmp_path)
-    out, expected = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
-    assert out["max_time"]["seconds"] == pytest.approx(68.0, abs=0.5) and "precision" not in out
-    assert expected.startswith("2 min 00 s in all (time_budget_minutes): training 1 min 08 s (~6,8")
-    assert expected.endswith("images at 100 images/s), then ~47 s for the final samples and figures")
+    plan = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
+    assert plan.trainer["max_time"]["seconds"] == pytest.approx(68.0, abs=0.5) and "precision" not in plan.trainer
+    assert plan.expected.startswith("2 min 00 s in all (time_budget_minutes): training 1 min 08 s (~6,8")
+    assert plan.expected.endswith("images at 100 images/s), then ~47 s for the final samples and figures")
     cfg = compose_train_cfg([*overrides, "time_budget_minutes=1"], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match=r"time_budget_minutes=1 leaves 8 s for training after start-up \(5 s\)"):
         plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
     cfg = compose_train_cfg([*TINY, "trainer.precision=auto", "time_budget_minutes=null"], tmp_path, tmp_path)
-    out, expected = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)  # auto alone: a precision, no time limit
-    assert out == {"precision": "32-true"} and expected is None
+    plan = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)  # auto alone: a precision, no time limit
+    assert plan.trainer == {"precision": "32-true"} and "max_time" not in plan.record()
 
 
 @pytest.mark.slow

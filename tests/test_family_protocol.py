@@ -113,10 +113,17 @@ def test_the_planning_probe_times_a_fourth_family_with_its_own_step() -> None:
 @pytest.mark.parametrize("family, sampling_seconds", [(PixelModule, 4), (ExactPixelModule, 12)])
 def test_the_time_budget_counts_a_fourth_familys_evaluations(monkeypatch: pytest.MonkeyPatch, family: type,
                                                              sampling_seconds: int) -> None:
-    monkeypatch.setattr(planning, "measure_speed", lambda *a, **k: Speed("32-true", 100.0, 1.0))  # 1 evaluation/s
-    _, expected = planning.plan_run(family(), precision="32-true", budget_minutes=5, device=torch.device("cpu"),
-                                    batch_size=4, final_samples=4, final_sample_steps=None, reserve_seconds=0, elapsed=0.0)
-    assert f"then ~{sampling_seconds} s for the final samples" in expected  # 4 images × the family's evaluations
+    class Probe:  # 100 training images/s, 1 network evaluation/s
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def measure(self, *args, **kwargs) -> Speed:
+            return Speed("32-true", 100.0, 1.0)
+
+    monkeypatch.setattr(planning, "SpeedProbe", Probe)
+    plan = planning.plan_run(family(), precision="32-true", budget_minutes=5, device=torch.device("cpu"),
+                             batch_size=4, final_samples=4, final_sample_steps=None, reserve_seconds=0, elapsed=0.0)
+    assert f"then ~{sampling_seconds} s for the final samples" in plan.expected  # 4 images × the family's evaluations
 
 
 def _run_dir(tmp_path: Path) -> Path:

@@ -52,7 +52,7 @@ from ddpm_lit.errors import ConfigError
 from ddpm_lit.generation.protocol import has_chain
 from ddpm_lit.generation.speed import SpeedSettings, autocast, measure_nfe, plan_sampling, sync, timed_steps
 from ddpm_lit.training.loading import guidance_used, load_module, resolve_device
-from ddpm_lit.training.planning import choose_precision, matmul_seconds
+from ddpm_lit.training.planning import choose_settings, matmul_seconds
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # ddpm_lit/conf, shipped with the package
 
@@ -209,7 +209,7 @@ def plain_loop(
 def bench_plain(cfg: DictConfig, images: torch.Tensor, steps: int, warmup: int, device: torch.device) -> float:
     """The plain loop over the configured module: its optimizer and schedule, its EMA callback's update."""
     model = build(cfg.model).to(device)
-    if model.hparams.compile:
+    if model.hparams.get("compile") is True:
         model.compile_network()
     opt = model.configure_optimizers()
     optimizer, scheduler = (opt["optimizer"], opt["lr_scheduler"]["scheduler"]) if isinstance(opt, dict) else (opt, None)
@@ -304,13 +304,24 @@ def compose_cfg(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
-    """``trainer.precision``, with ``auto`` decided as train.py decides it (timed here)."""
-    if str(cfg.trainer.get("precision")) != "auto":
+def resolve_speed(cfg: DictConfig, device: torch.device) -> str:
+    """``trainer.precision``, ``model.channels_last`` and ``model.compile``, with ``auto`` decided
+    as train.py decides it for a long run (``training.planning.choose_settings``, timed here) and
+    written into ``cfg``; the precision."""
+    model = build(cfg.model)
+    own = model.speed_settings()
+    if str(cfg.trainer.get("precision")) != "auto" and "auto" not in own.values():
         return str(cfg.trainer.precision)
-    speed, speeds, notes = choose_precision(build(cfg.model), device, int(cfg.data.batch_size), cfg.model.num_val_samples)
-    print(f"precision=auto: {'; '.join(map(str, speeds + notes))}; chosen {speed.precision}", flush=True)
-    return speed.precision
+    ema_cfg = (cfg.get("callbacks") or {}).get("ema")
+    plan = choose_settings(model, device, int(cfg.data.batch_size), int(cfg.model.get("num_val_samples") or 64),
+                           precision=str(cfg.trainer.precision), ema=build(ema_cfg) if ema_cfg is not None else None)
+    print(f"auto settings: {plan.describe()}", flush=True)
+    cfg.trainer.precision = plan.settings.precision
+    if "channels_last" in own:
+        cfg.model.channels_last = plan.settings.channels_last
+    if "compile" in own:
+        cfg.model.compile = plan.settings.compiled
+    return plan.settings.precision
 
 
 @dataclass(frozen=True)
@@ -372,8 +383,7 @@ def _setting(cfg: DictConfig, args: BenchSettings) -> Setting:
     trainer = build(cfg.trainer, logger=False, enable_progress_bar=False, enable_model_summary=False,
                     **({"precision": "32-true"} if str(cfg.trainer.precision) == "auto" else {}))
     device = trainer.strategy.root_device
-    precision = resolve_precision(cfg, device)
-    cfg.trainer.precision = precision
+    precision = resolve_speed(cfg, device)
     batch = int(cfg.data.batch_size)
     model = build(cfg.model).to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -542,8 +552,12 @@ def bench(cfg: DictConfig) -> None:
     configs: list[tuple[str, DictConfig]] = [("as composed", s.cfg)]
     for override in args.ablate:
         varied = compose_cfg([*args.overrides, *override.split()])  # "a=1 b=2": both at once
+        # each auto setting as chosen above, unless the override sets it
         if str(varied.trainer.precision) == "auto":
-            varied.trainer.precision = s.precision  # as chosen above, unless the override sets one
+            varied.trainer.precision = s.precision
+        for key in ("channels_last", "compile"):
+            if key in varied.model and varied.model[key] == "auto":
+                varied.model[key] = s.cfg.model[key]
         configs.append((override, varied))
     rates, d_rates, diffusers = _rounds(args, s, configs)
     _print_training(args, s, rates["as composed"], d_rates, diffusers)

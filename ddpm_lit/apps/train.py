@@ -40,8 +40,9 @@ from ddpm_lit.training.loggers import (
     quiet_lightning_tips,
     quiet_lightning_warnings,
 )
+from ddpm_lit.training.ema import EMA
 from ddpm_lit.training.module import SPEED_HPARAMS, DDPMModule
-from ddpm_lit.training.planning import format_seconds, plan_run
+from ddpm_lit.training.planning import Estimate, RunLength, RunPlan, format_seconds, plan_run, run_length
 from ddpm_lit.training.ranks import in_multirun
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,18 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
     wandb_mode = os.environ.get("WANDB_MODE")
     # ckpt_path set: the run dir's W&B run goes on, even when the run died before its first checkpoint
     loggers: list[Logger] = open_loggers(build_loggers(cfg.get("logger"), resuming=s.ckpt_path is not None))
-    trainer_overrides, expected = plan_time(s, model, time.perf_counter() - started)
+    ema = next((c for c in callbacks if isinstance(c, EMA)), None)
+    plan = plan_time(s, model, time.perf_counter() - started, cfg=cfg, datamodule=datamodule, ema=ema)
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                               **trainer_overrides)
+                               **plan.trainer)
     _check_launcher(trainer)
     _check_sync_batchnorm(trainer, model)
     if trainer.is_global_zero:
-        log.info("%s", describe_start(cfg, s.output_dir, model, trainer, expected, ckpt_path))
+        keep_plan(s.output_dir, plan.record())
+        log.info("%s", describe_start(cfg, s.output_dir, model, trainer, plan.expected, ckpt_path, plan.advice))
     try:
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "plan": plan.record()})
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         # Lightning stops after the batch in progress and the on_exception ModelCheckpoint has saved
@@ -98,7 +101,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | tuple[L.Callback,
         close_loggers(loggers, wandb_mode)
     metrics = fit_metrics(trainer.callbacks) or {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        log.info("%s", describe_end(metrics, s.output_dir, trainer, loggers, time.perf_counter() - started))
+        log.info("%s", describe_end(metrics, s.output_dir, trainer, loggers, time.perf_counter() - started, plan.estimate))
     return metrics
 
 
@@ -155,18 +158,73 @@ def checkpoints_without_validation(cfg: DictConfig) -> DictConfig | None:
     return callbacks
 
 
-def plan_time(s: TrainSettings, model: Any, elapsed: float) -> tuple[dict[str, Any], str | None]:
-    """Trainer arguments that ``trainer.precision=auto`` and ``time_budget_minutes`` decide, and
-    the run's expected length in words (``training.planning.plan_run``), on the trainer's device."""
+def plan_time(s: TrainSettings, model: Any, elapsed: float, cfg: DictConfig | None = None,
+              datamodule: Any = None, ema: EMA | None = None) -> RunPlan:
+    """How the run trains and how long it takes (``training.planning.plan_run``), on the
+    trainer's device: ``auto`` settings chosen by timing, ``time_budget_minutes`` as
+    ``max_time``, and the expected duration of a run bounded by epochs or steps (counted from
+    ``cfg.trainer`` and ``datamodule``'s images, when given), each timed step updating ``ema``'s
+    average as the run's will."""
     cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    length = run_length_of(cfg, s, model, datamodule) if cfg is not None and datamodule is not None else None
     return plan_run(model, precision=s.precision, budget_minutes=s.time_budget_minutes,
                     device=torch.device("cuda" if cuda else "cpu"), batch_size=s.batch_size,
                     final_samples=s.final_samples, final_sample_steps=s.final_sample_steps,
-                    reserve_seconds=s.post_fit_reserve_seconds, elapsed=elapsed)
+                    reserve_seconds=s.post_fit_reserve_seconds, elapsed=elapsed, length=length, ema=ema)
+
+
+def planned_world_size(trainer_cfg: DictConfig, cuda: bool) -> int:
+    """The processes the trainer config asks for (devices × num_nodes; ``auto`` devices: every
+    GPU, or one CPU process), or a torchrun/SLURM launch's world size."""
+    launch = external_launch()
+    if launch is not None:
+        return launch.world_size
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        n = devices
+    elif isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        n = len(devices)
+    else:
+        n = torch.cuda.device_count() if cuda else 1
+    return max(n, 1) * int(trainer_cfg.get("num_nodes") or 1)
+
+
+def run_length_of(cfg: DictConfig, s: TrainSettings, model: Any, datamodule: Any) -> RunLength | None:
+    """What the run will do (``training.planning.RunLength``), counted from the config and the
+    data module's sets (set up here: Lightning's own ``setup`` then finds them loaded); None for
+    a data module without ``data_train``/``data_val``."""
+    datamodule.setup("fit")
+    train_set, val_set = getattr(datamodule, "data_train", None), getattr(datamodule, "data_val", None)
+    if train_set is None or val_set is None:
+        return None
+    t, hp = cfg.trainer, model.hparams
+    chain = {"num_timesteps": model.num_timesteps} if model.reverse_chain else {}
+    cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    val_draw = (hp.get("num_val_samples") or 0) * model.evaluations_per_image(hp.get("val_sample_steps"), None, **chain)
+    final = s.final_samples * model.evaluations_per_image(s.final_sample_steps, None, **chain)
+    return run_length(
+        train_images=len(train_set), val_images=len(val_set), batch_size=s.batch_size,
+        world_size=planned_world_size(t, cuda), max_epochs=t.get("max_epochs"), max_steps=t.get("max_steps") or -1,
+        steps_per_batch=getattr(model, "optimizer_steps_per_batch", 1),
+        limit_train_batches=t.get("limit_train_batches"), limit_val_batches=t.get("limit_val_batches"),
+        check_val_every_n_epoch=t.get("check_val_every_n_epoch"), sample_every_n_epochs=hp.get("sample_every_n_epochs") or 0,
+        val_sample_evaluations=val_draw, final_evaluations=final,
+    )
+
+
+def keep_plan(run_dir: Path, record: dict[str, Any]) -> None:
+    """The plan (settings chosen, rates measured, expected duration) as ``plan`` in the run's
+    ``.hydra/config.yaml``, beside the config that asked for it (``trainer.precision: auto``)."""
+    run = Run(run_dir)
+    config = run.config()
+    if config:
+        config["plan"] = record
+        run.write_config(config)
 
 
 def describe_start(
-    cfg: DictConfig, out: Path, model: Any, trainer: L.Trainer, expected: str | None, ckpt_path: str | None
+    cfg: DictConfig, out: Path, model: Any, trainer: L.Trainer, expected: str | None, ckpt_path: str | None,
+    advice: str | None = None,
 ) -> str:
     """What the run is about to do, said once before training: run dir, data, model size,
     device and precision, and how long it will take."""
@@ -183,16 +241,35 @@ def describe_start(
         + (f" from {data.images}" if data.get("images") else f" from {data.data_dir}")
         + f", batch {data.batch_size}{limit}",
         f"model:     {params / 1e6:.2f} M parameters, {model.describe()}",
-        f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}",
+        f"device:    {trainer.strategy.root_device} × {trainer.world_size}, precision {trainer.precision}"
+        + "".join(f", {v}" for v in speed_words(model)),
         f"expected:  {expected}",
-    ]
+    ] + ([advice] if advice else [])
     return "starting:\n  " + "\n  ".join(lines)
 
 
-def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, loggers: list[Logger], seconds: float) -> str:
-    """The final metrics and where the run's outputs are, said once at the end."""
+def speed_words(model: Any) -> list[str]:
+    """``channels-last``/``contiguous`` and ``compiled``/``eager``, for a model with those settings."""
+    own = model.speed_settings()
+    words = []
+    if "channels_last" in own:
+        words.append("channels-last" if own["channels_last"] is True else "contiguous")
+    if "compile" in own:
+        words.append("compiled" if own["compile"] is True else "eager")
+    return words
+
+
+def describe_end(metrics: dict[str, float], out: Path, trainer: L.Trainer, loggers: list[Logger], seconds: float,
+                 estimate: Estimate | None = None) -> str:
+    """The final metrics and where the run's outputs are, said once at the end; the first whole
+    epoch's time beside the start-up estimate of it."""
     shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in sorted(metrics) if "/" in k)
     lines = [f"metrics:     {shown or 'none logged'} after {metrics.get('global_step', 0):.0f} steps"]
+    epoch = metrics.get("first_epoch_seconds")
+    if epoch is not None and estimate is not None and estimate.length.validations:
+        expected = estimate.epoch_seconds
+        lines.append(f"an epoch:    {format_seconds(epoch)} (expected at start: {format_seconds(expected)}, "
+                     f"{100 * (expected - epoch) / epoch:+.0f} %)")
     if (out / "samples" / "final.png").exists():
         lines.append(f"samples:     {out / 'samples' / 'final.png'}")
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")

@@ -34,14 +34,32 @@ def _writes(trainer: L.Trainer) -> bool:
 
 class FitTimer(L.Callback):
     """The fit's wall-clock seconds, from ``on_fit_start`` to ``on_fit_end`` (sanity check and
-    validation included), for ``metrics.json``."""
+    validation included), and the first whole epoch's (its batches and its validation pass),
+    for ``metrics.json`` and the run's last words beside the start-up estimate."""
 
     def __init__(self) -> None:
         self.started: float | None = None
         self.seconds: float | None = None
+        self.epoch_started: float | None = None
+        self.epoch_batches = 0
+        self.first_epoch_seconds: float | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_started, self.epoch_batches = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.epoch_batches += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates after the epoch's last batch, before this hook: the pass is counted.
+        # A resumed run's first epoch, or one a step bound cut, saw fewer batches: not a whole one.
+        whole = self.epoch_started is not None and self.epoch_batches >= trainer.num_training_batches
+        if whole and self.first_epoch_seconds is None:
+            self.first_epoch_seconds = time.perf_counter() - self.epoch_started
+        self.epoch_started = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.started is not None:
@@ -92,6 +110,8 @@ class MetricsFile(L.Callback):
         for callback in trainer.callbacks:
             if isinstance(callback, FitTimer) and callback.seconds is not None:
                 metrics["fit_seconds"] = callback.seconds
+                if callback.first_epoch_seconds is not None:
+                    metrics["first_epoch_seconds"] = callback.first_epoch_seconds
             if isinstance(callback, FinalSamples) and callback.seconds is not None:
                 metrics["final_samples_seconds"] = callback.seconds
         self.metrics = metrics
