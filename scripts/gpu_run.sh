@@ -27,7 +27,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-5.5}  # the training run's whole budget; the scri
 TRAINER=${TRAINER:-gpu}
 TRAIN_OVERRIDES=${TRAIN_OVERRIDES:-}
 EVAL_OVERRIDES=${EVAL_OVERRIDES:-}
-BENCH_ARGS=${BENCH_ARGS:-bench.steps=50 bench.warmup=10 bench.repeats=2 bench.sample_steps=[20,1000] bench.sample_batch=1000 bench.diffusers=true 'bench.ablate=["model.channels_last=true","model.compile=true"]'}
+BENCH_ARGS=${BENCH_ARGS:-bench.steps=50 bench.warmup=10 bench.repeats=2 bench.sample_steps=[20,1000] bench.sample_batch=1000 bench.diffusers=true 'bench.ablate=["trainer.precision=32-true model.channels_last=false model.compile=false","model.channels_last=false model.compile=false"]'}
 N_FAST=${N_FAST:-10000}
 N_FULL=${N_FULL:-1000}
 N_BPD=${N_BPD:-1000}
