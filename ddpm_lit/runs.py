@@ -46,7 +46,8 @@ RESUME_PATTERNS = ("last*.ckpt", "on_exception.ckpt")
 # to be stopped (SLURMEnvironment's auto-requeue, SIGUSR1): the requeued job continues from it too.
 SLURM_REQUEUE_PATTERN = "hpc_ckpt_*.ckpt"
 # Settings that name where a run wrote things or how it was started, not what it trained.
-IGNORED = ("paths.", "hydra.", "logger.", "ckpt_path", "tags", "task_name", "html_page")
+# (plan.measured: the start-up plan's timings, which differ between runs of the same settings)
+IGNORED = ("paths.", "hydra.", "logger.", "ckpt_path", "tags", "task_name", "html_page", "plan.measured.")
 PAGE = "page.html"
 
 

@@ -27,16 +27,18 @@ def figures(out: str) -> dict[str, float]:
 
 
 def test_benchmark_prints_its_figures(synthetic_mnist_dir: Path) -> None:
-    out = bench_cli(*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=auto", *ARGS)
+    out = bench_cli(*TINY_NET, f"paths.data_dir={synthetic_mnist_dir}", "trainer.precision=auto", "model.compile=false",
+                    *ARGS)
     found = figures(out)
     assert set(found) == {"plain PyTorch loop", "train(cfg) (real)", "sampling    2 steps", "sampling    3 steps",
                           "peak memory", "peak matmul", "network FLOPs"}, out
     assert all(v > 0 for v in found.values()), out
     assert re.search(r"Lightning overhead : [+-]\d+\.\d %", out)
     assert re.search(r"of the (32|bf16) matmul peak", out)
-    # precision=auto is resolved as train.py resolves it, and the run uses the chosen one
-    chosen = re.search(r"^precision=auto: .*; chosen (\S+)$", out, re.M)
+    # the auto settings are resolved as train.py resolves them for a long run, and the run uses the chosen ones
+    chosen = re.search(r"^auto settings: training in (\S+), (channels-last|contiguous), eager \(", out, re.M)
     assert chosen and f"precision {chosen.group(1)}," in out, out
+    assert "32-true, channels-last, eager: " in out  # channels_last=auto: both layouts were timed
 
 
 def test_the_real_run_is_timed_through_train_with_its_callbacks(monkeypatch, synthetic_mnist_dir: Path) -> None:

@@ -123,7 +123,7 @@ def test_a_long_run_is_compiled_channels_last_where_that_times_faster(fake_probe
     assert fake_probe.built == [FP32, FP32_FAST, BF16_FAST]
     assert str(plan.settings) == chosen
     record = plan.record()
-    assert record["timed"] == {FP32: 100.0, FP32_FAST: round(0.7 * compiled, 1), BF16_FAST: compiled}
+    assert record["measured"]["timed"] == {FP32: 100.0, FP32_FAST: round(0.7 * compiled, 1), BF16_FAST: compiled}
     assert (record["precision"], record["channels_last"], record["compile"]) == (
         plan.settings.precision, plan.settings.channels_last, plan.settings.compiled)
 
@@ -197,7 +197,7 @@ def test_a_time_budget_becomes_max_time_less_start_up_final_samples_and_reserve(
     overrides = [*TINY, "trainer.precision=32-true", "post_fit_reserve_seconds=7"]
     cfg = compose_train_cfg([*overrides, "time_budget_minutes=2"], tmp_path, tmp_path)
     plan = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
-    assert plan.trainer["max_time"]["seconds"] == pytest.approx(68.0, abs=0.5) and "precision" not in plan.trainer
+    assert plan.trainer["max_time"]["seconds"] == pytest.approx(68.0, abs=1.5) and "precision" not in plan.trainer
     assert plan.expected.startswith("2 min 00 s in all (time_budget_minutes): training 1 min 08 s (~6,8")
     assert plan.expected.endswith("images at 100 images/s), then ~47 s for the final samples and figures")
     cfg = compose_train_cfg([*overrides, "time_budget_minutes=1"], tmp_path, tmp_path)
@@ -205,7 +205,7 @@ def test_a_time_budget_becomes_max_time_less_start_up_final_samples_and_reserve(
         plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)
     cfg = compose_train_cfg([*TINY, "trainer.precision=auto", "time_budget_minutes=null"], tmp_path, tmp_path)
     plan = plan_time(TrainSettings.parse(cfg), small_module(), elapsed=5.0)  # auto alone: a precision, no time limit
-    assert plan.trainer == {"precision": "32-true"} and "max_time" not in plan.record()
+    assert plan.trainer == {"precision": "32-true"} and "max_time_seconds" not in plan.record()["measured"]
 
 
 @pytest.mark.slow

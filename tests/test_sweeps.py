@@ -150,7 +150,7 @@ def test_lightning_accepts_the_slurm_tasks_it_is_given(tmp_path: Path, monkeypat
 
     def launch(devices: int) -> str:
         cfg = compose_train_cfg([*SLURM, f"trainer.devices={devices}", "trainer.accelerator=cpu"], tmp_path, tmp_path)
-        trainer = build(cfg.trainer, logger=False)
+        trainer = build(cfg.trainer, logger=False, precision="32-true")  # train.py resolves trainer.precision=auto
         assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"
         assert (trainer.world_size, trainer.global_rank, trainer.node_rank, trainer.local_rank) == (8, 5, 1, 1)
         return trainer.strategy.launcher.launch(lambda: "fit starts")
