@@ -128,6 +128,16 @@ def test_a_long_run_is_compiled_channels_last_where_that_times_faster(fake_probe
         plan.settings.precision, plan.settings.channels_last, plan.settings.compiled)
 
 
+def test_several_processes_keep_the_first_probes_settings(fake_probe) -> None:
+    """Each rank plans alone: timing further, ranks could choose apart or reach their first
+    collective call minutes apart (a DDP timeout)."""
+    fake_probe.rates = {FP32: [100.0]}
+    plan = choose(3600, module=small_module(channels_last="auto", compile="auto"), processes=2)
+    assert fake_probe.built == [FP32] and plan.settings == budget.Settings("32-true", False, False)
+    assert plan.notes == ["precision, channels_last, compile not timed further: 2 processes would each time apart "
+                          "(set them to choose)"]
+
+
 def test_fixed_settings_are_timed_once_for_the_estimate(fake_probe) -> None:
     fake_probe.rates = {FP32_FAST: [80.0]}
     plan = choose(3600, module=small_module(channels_last=True, compile=True), precision="32-true")

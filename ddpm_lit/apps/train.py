@@ -167,10 +167,12 @@ def plan_time(s: TrainSettings, model: Any, elapsed: float, cfg: DictConfig | No
     average as the run's will."""
     cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     length = run_length_of(cfg, s, model, datamodule) if cfg is not None and datamodule is not None else None
+    processes = planned_world_size(cfg.trainer, cuda) if cfg is not None else 1
     return plan_run(model, precision=s.precision, budget_minutes=s.time_budget_minutes,
                     device=torch.device("cuda" if cuda else "cpu"), batch_size=s.batch_size,
                     final_samples=s.final_samples, final_sample_steps=s.final_sample_steps,
-                    reserve_seconds=s.post_fit_reserve_seconds, elapsed=elapsed, length=length, ema=ema)
+                    reserve_seconds=s.post_fit_reserve_seconds, elapsed=elapsed, length=length, ema=ema,
+                    processes=processes)
 
 
 def planned_world_size(trainer_cfg: DictConfig, cuda: bool) -> int:

@@ -409,6 +409,7 @@ class SpeedPlan:
 def choose_settings(
     model: Any, device: torch.device, batch_size: int, sample_batch: int, *, precision: str = "auto",
     length: RunLength | None = None, budget_seconds: float | None = None, rounds: int = 2, ema: Any = None,
+    processes: int = 1,
 ) -> SpeedPlan:
     """The precision, memory format and compilation ``model`` trains fastest with on ``device``,
     for the ``auto`` ones among ``precision`` and the model's ``speed_settings``, and the speed
@@ -424,6 +425,9 @@ def choose_settings(
     (``screen_candidates``) is then timed with them, compiled candidates after their compilation,
     all in turn ``rounds`` times; the first probe's settings are kept unless another trains
     ``MIN_SPEEDUP`` times as fast. Each step updates ``ema``'s average, as the run's steps do.
+
+    A run of several ``processes`` keeps the first probe's settings: each rank plans alone, and
+    ranks timing apart could choose apart, or reach their first collective call minutes apart.
     """
     start = time.perf_counter()
     own = model.speed_settings()
@@ -443,6 +447,10 @@ def choose_settings(
     else:
         expected = budget_seconds if budget_seconds is not None else math.inf
     if not autos:
+        return SpeedPlan(first, rough, {str(first): rough.train_images_per_s}, notes, time.perf_counter() - start)
+    if processes > 1:
+        notes.append(f"{', '.join(autos)} not timed further: {processes} processes would each time apart "
+                     "(set them to choose)")
         return SpeedPlan(first, rough, {str(first): rough.train_images_per_s}, notes, time.perf_counter() - start)
     if expected < TIME_AFTER_SECONDS:
         notes.append(f"{', '.join(autos)} not timed further: the run is ~{format_seconds(expected)}")
@@ -509,7 +517,7 @@ class RunPlan:
 def plan_run(
     model: Any, *, precision: str, budget_minutes: float | None, device: torch.device, batch_size: int,
     final_samples: int, final_sample_steps: int | None, reserve_seconds: float, elapsed: float,
-    length: RunLength | None = None, ema: Any = None,
+    length: RunLength | None = None, ema: Any = None, processes: int = 1,
 ) -> RunPlan:
     """Measure how fast ``model`` trains here, choose its ``auto`` settings (``choose_settings``)
     and say how long the run will take.
@@ -525,7 +533,7 @@ def plan_run(
     budget_seconds = budget_minutes * 60 if budget_minutes is not None else None
     speed_plan = choose_settings(model, device, batch_size, sample_batch, precision=precision,
                                  length=length if budget_minutes is None else None, budget_seconds=budget_seconds,
-                                 ema=ema)
+                                 ema=ema, processes=processes)
     speed = speed_plan.speed
     settings = speed_plan.settings
     model.use_speed_settings(**{k: v for k, v in (("channels_last", settings.channels_last),
