@@ -166,8 +166,8 @@ def plan_time(s: TrainSettings, model: Any, elapsed: float, cfg: DictConfig | No
     ``cfg.trainer`` and ``datamodule``'s images, when given), each timed step updating ``ema``'s
     average as the run's will."""
     cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    length = run_length_of(cfg, s, model, datamodule) if cfg is not None and datamodule is not None else None
     processes = planned_world_size(cfg.trainer, cuda) if cfg is not None else 1
+    length = run_length_of(cfg, s, model, datamodule, processes) if cfg is not None and datamodule is not None else None
     return plan_run(model, precision=s.precision, budget_minutes=s.time_budget_minutes,
                     device=torch.device("cuda" if cuda else "cpu"), batch_size=s.batch_size,
                     final_samples=s.final_samples, final_sample_steps=s.final_sample_steps,
@@ -191,7 +191,7 @@ def planned_world_size(trainer_cfg: DictConfig, cuda: bool) -> int:
     return max(n, 1) * int(trainer_cfg.get("num_nodes") or 1)
 
 
-def run_length_of(cfg: DictConfig, s: TrainSettings, model: Any, datamodule: Any) -> RunLength | None:
+def run_length_of(cfg: DictConfig, s: TrainSettings, model: Any, datamodule: Any, world_size: int) -> RunLength | None:
     """What the run will do (``training.planning.RunLength``), counted from the config and the
     data module's sets (set up here: Lightning's own ``setup`` then finds them loaded); None for
     a data module without ``data_train``/``data_val``."""
@@ -201,12 +201,11 @@ def run_length_of(cfg: DictConfig, s: TrainSettings, model: Any, datamodule: Any
         return None
     t, hp = cfg.trainer, model.hparams
     chain = {"num_timesteps": model.num_timesteps} if model.reverse_chain else {}
-    cuda = s.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     val_draw = (hp.get("num_val_samples") or 0) * model.evaluations_per_image(hp.get("val_sample_steps"), None, **chain)
     final = s.final_samples * model.evaluations_per_image(s.final_sample_steps, None, **chain)
     return run_length(
         train_images=len(train_set), val_images=len(val_set), batch_size=s.batch_size,
-        world_size=planned_world_size(t, cuda), max_epochs=t.get("max_epochs"), max_steps=t.get("max_steps") or -1,
+        world_size=world_size, max_epochs=t.get("max_epochs"), max_steps=t.get("max_steps") or -1,
         steps_per_batch=getattr(model, "optimizer_steps_per_batch", 1),
         limit_train_batches=t.get("limit_train_batches"), limit_val_batches=t.get("limit_val_batches"),
         check_val_every_n_epoch=t.get("check_val_every_n_epoch"), sample_every_n_epochs=hp.get("sample_every_n_epochs") or 0,
